@@ -1,0 +1,2 @@
+//! Postgres: pool, migrations, lease, queries.
+

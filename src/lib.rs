@@ -1,0 +1,23 @@
+//! vyx-fleet: keeps one Fly.io app per paying Vyx user.
+//!
+//! The crate is laid out as the loop it runs:
+//! - [`reconcile::desired`], [`reconcile::observe`]: read what should exist (Postgres) and what does (Fly);
+//! - [`reconcile::plan`]: a pure function from those to actions;
+//! - [`reconcile::execute`]: performs one action, recording progress before and after every Fly call;
+//! - [`reconcile::controller`]: schedules passes (interval, NOTIFY, leadership).
+//!
+//! Around it: [`config`], [`db`] (queries, migrations, lease), [`fly`] (typed Machines API client),
+//! [`sim`] (an independent Fly Machines API simulator), [`http`] and [`metrics`], [`telemetry`].
+
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod fly;
+pub mod http;
+pub mod metrics;
+pub mod pgtemp;
+pub mod reconcile;
+pub mod retry;
+pub mod secret;
+pub mod sim;
+pub mod telemetry;

@@ -1,0 +1,2 @@
+//! The reconcile loop: desired, observe, plan, execute, controller.
+

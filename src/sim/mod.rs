@@ -1,0 +1,2 @@
+//! Fly Machines API simulator.
+
