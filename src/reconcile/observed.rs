@@ -1,0 +1,62 @@
+//! What exists in Fly, as the planner sees it: managed apps of our org and their machines, built from
+//! the two list endpoints only (apps by org, machines by org).
+
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// Machine metadata keys vyx-fleet writes. Un-prefixed by `fly_` (REFERENCE §3.3: that prefix is the
+/// platform's).
+pub const META_MANAGED_BY: &str = "vyx_managed_by";
+pub const META_MANAGED_BY_VALUE: &str = "vyx-fleet";
+pub const META_USER_ID: &str = "vyx_user_id";
+pub const META_OP: &str = "vyx_op";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedMachine {
+    pub id: String,
+    pub state: String,
+    pub region: String,
+    pub image: String,
+    pub cpus: Option<u32>,
+    pub memory_mb: Option<u32>,
+    pub cpu_kind: Option<String>,
+    pub user_id: Option<Uuid>,
+    pub op: Option<String>,
+}
+
+impl ObservedMachine {
+    /// Destroyed machines linger in lists (REFERENCE §3.6); they are history, not machines.
+    pub fn is_gone(&self) -> bool {
+        matches!(
+            self.state.as_str(),
+            "destroyed" | "destroying" | "replaced" | "migrated"
+        )
+    }
+
+    /// States a converge fixes by starting the machine.
+    pub fn is_down(&self) -> bool {
+        matches!(
+            self.state.as_str(),
+            "stopped" | "suspended" | "failed" | "created"
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ObservedApp {
+    pub name: String,
+    pub machines: Vec<ObservedMachine>,
+}
+
+impl ObservedApp {
+    pub fn live_machines(&self) -> impl Iterator<Item = &ObservedMachine> {
+        self.machines.iter().filter(|m| !m.is_gone())
+    }
+}
+
+/// Managed-prefix apps in `FLY_ORG_SLUG`, by name. Everything else was filtered out on the way in
+/// (invariant 1), so the planner cannot even see `vyx-app`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observation {
+    pub apps: BTreeMap<String, ObservedApp>,
+}

@@ -1,0 +1,503 @@
+//! The planner: a pure function from (desired, recorded, observed) to actions. No I/O, no clock: `now`
+//! comes in as an argument, so every decision is reproducible in a unit or property test.
+//!
+//! One action at most per user per pass; the next pass (level-triggered) picks up what remains.
+
+use chrono::{DateTime, Duration, Utc};
+use std::collections::{BTreeMap, BTreeSet};
+use uuid::Uuid;
+
+use super::desired::{Intent, UserIntent};
+use super::naming;
+use super::observed::{Observation, ObservedApp};
+use super::recorded::{AppRow, RowStatus};
+
+/// The settings the planner needs, already derived (digests computed once per pass).
+#[derive(Debug, Clone)]
+pub struct PlanSettings {
+    pub prefix: String,
+    pub org_slug: String,
+    pub image: String,
+    pub region: String,
+    pub cpus: u32,
+    pub memory_mb: u32,
+    pub config_digest: String,
+    pub secrets_digest: String,
+    pub deprovision_grace: Duration,
+    pub orphan_grace: Duration,
+    /// How old a health check may get before an active app is probed again.
+    pub probe_interval: Duration,
+    /// Most probes per pass, so they spread over time instead of costing one call per app per pass.
+    pub probe_budget: usize,
+    /// Most image rollouts started per pass: a wave, so failures are seen before the next one.
+    pub rollout_batch: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConvergeReason {
+    /// First provision of this user.
+    New,
+    /// A soft-deleted row comes back (re-upgrade): same row, same name.
+    Reupgrade,
+    /// A provision that did not finish (crash, error, backoff expired).
+    Resume,
+    AppMissing,
+    MachineMissing,
+    MachineDown,
+    DuplicateMachines,
+    ImageDrift,
+    ConfigDrift,
+    SecretsDrift,
+}
+
+impl ConvergeReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Reupgrade => "reupgrade",
+            Self::Resume => "resume",
+            Self::AppMissing => "app_missing",
+            Self::MachineMissing => "machine_missing",
+            Self::MachineDown => "machine_down",
+            Self::DuplicateMachines => "duplicate_machines",
+            Self::ImageDrift => "image_drift",
+            Self::ConfigDrift => "config_drift",
+            Self::SecretsDrift => "secrets_drift",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Bring the user's app to the spec: create, adopt, repair or roll, whatever is missing.
+    Converge {
+        user_id: Uuid,
+        row_id: Option<Uuid>,
+        reason: ConvergeReason,
+        /// The image to run: the configured one, or the current one while a rollout is halted.
+        image: String,
+    },
+    /// The user stopped being wanted: start the deprovision grace (DB only).
+    MarkUnwanted { user_id: Uuid, row_id: Uuid },
+    /// The user is wanted again within the grace: nothing gets deleted (DB only).
+    CancelDeprovision { user_id: Uuid, row_id: Uuid },
+    /// Stop, delete, confirm gone, soft-delete the row.
+    Deprovision {
+        user_id: Uuid,
+        row_id: Uuid,
+        app: String,
+    },
+    /// Read one machine's checks and record health; spread over passes.
+    Probe { user_id: Uuid, row_id: Uuid },
+    /// Record which managed apps no live row owns (first seen / still seen); one DB statement.
+    SyncOrphans { names: Vec<String> },
+    /// An orphan that stayed orphaned for `ORPHAN_GRACE`.
+    DeleteOrphan { app: String },
+}
+
+impl Action {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Converge { .. } => "converge",
+            Self::MarkUnwanted { .. } => "schedule_deprovision",
+            Self::CancelDeprovision { .. } => "cancel_deprovision",
+            Self::Deprovision { .. } => "deprovision",
+            Self::Probe { .. } => "probe",
+            Self::SyncOrphans { .. } => "sync_orphans",
+            Self::DeleteOrphan { .. } => "orphan_delete",
+        }
+    }
+
+    pub fn is_deletion(&self) -> bool {
+        matches!(self, Self::Deprovision { .. } | Self::DeleteOrphan { .. })
+    }
+}
+
+/// Something an operator should know that needs no action (or that the controller refuses to act on).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finding {
+    Paused { user_id: Uuid, drift: bool },
+    UnmanagedRowName { row_id: Uuid, name: String },
+    ForeignOrgRow { row_id: Uuid, org: String },
+    UnknownStatus { row_id: Uuid, status: String },
+    UserMissing { row_id: Uuid, user_id: Uuid },
+    Orphan { app: String, since: DateTime<Utc> },
+    RolloutHalted { image: String, unhealthy: usize },
+    DeletionsBlocked { would_delete: usize, live: usize },
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub findings: Vec<Finding>,
+}
+
+pub struct PlanInput<'a> {
+    pub now: DateTime<Utc>,
+    pub settings: &'a PlanSettings,
+    pub desired: &'a BTreeMap<Uuid, UserIntent>,
+    pub rows: &'a [AppRow],
+    pub observed: &'a Observation,
+    /// `vyx_fleet_orphans.first_seen_at` by app name.
+    pub orphans_first_seen: &'a BTreeMap<String, DateTime<Utc>>,
+    /// An operator confirmed the deletions the breaker blocked.
+    pub deletions_confirmed: bool,
+}
+
+pub fn plan(input: &PlanInput<'_>) -> Plan {
+    let s = input.settings;
+    let mut out = Plan::default();
+    let mut rows_by_user: BTreeMap<Uuid, &AppRow> = BTreeMap::new();
+    let mut owned_names: BTreeSet<&str> = BTreeSet::new();
+
+    for row in input.rows {
+        // Names of every row that is not soft-deleted are owned, even rows we refuse to act on:
+        // an app a row names is never an orphan.
+        if row.is_live() {
+            owned_names.insert(row.fly_app_name.as_str());
+        }
+        match check_row(row, s) {
+            Ok(()) => {
+                rows_by_user.insert(row.user_id, row);
+            }
+            Err(f) => out.findings.push(f),
+        }
+    }
+    let skipped_users: BTreeSet<Uuid> = input
+        .rows
+        .iter()
+        .filter(|r| !rows_by_user.contains_key(&r.user_id))
+        .map(|r| r.user_id)
+        .collect();
+
+    let rollout = rollout_state(input, &rows_by_user);
+    if let Some(f) = &rollout.halted {
+        out.findings.push(f.clone());
+    }
+    let mut rollouts_started = 0usize;
+    let mut probe_candidates: Vec<(&AppRow, Option<DateTime<Utc>>)> = Vec::new();
+
+    let users: BTreeSet<Uuid> = input
+        .desired
+        .keys()
+        .chain(rows_by_user.keys())
+        .copied()
+        .filter(|u| !skipped_users.contains(u))
+        .collect();
+
+    for user_id in users {
+        let intent = input
+            .desired
+            .get(&user_id)
+            .map(|i| i.intent)
+            .unwrap_or(Intent::Absent);
+        let row = rows_by_user.get(&user_id).copied();
+        let observed = row.and_then(|r| input.observed.apps.get(&r.fly_app_name));
+        let in_backoff = row
+            .and_then(|r| r.next_attempt_at)
+            .is_some_and(|t| t > input.now);
+
+        match intent {
+            Intent::Paused => {
+                let drift = row.is_some_and(|r| {
+                    r.is_live() && drift_reason(r, observed, s, &s.image).is_some()
+                });
+                out.findings.push(Finding::Paused { user_id, drift });
+            }
+            Intent::Present => {
+                let Some(row) = row else {
+                    out.actions.push(Action::Converge {
+                        user_id,
+                        row_id: None,
+                        reason: ConvergeReason::New,
+                        image: s.image.clone(),
+                    });
+                    continue;
+                };
+                let status = row.status().expect("checked by check_row");
+                if row.unwanted_since.is_some() && status != RowStatus::Deprovisioning {
+                    out.actions.push(Action::CancelDeprovision {
+                        user_id,
+                        row_id: row.id,
+                    });
+                    continue;
+                }
+                if in_backoff {
+                    continue;
+                }
+                let converge = |reason, image: &str| Action::Converge {
+                    user_id,
+                    row_id: Some(row.id),
+                    reason,
+                    image: image.to_string(),
+                };
+                match status {
+                    // A deprovision that started runs to completion; the next pass re-provisions.
+                    RowStatus::Deprovisioning => out.actions.push(Action::Deprovision {
+                        user_id,
+                        row_id: row.id,
+                        app: row.fly_app_name.clone(),
+                    }),
+                    RowStatus::Deleted => {
+                        out.actions
+                            .push(converge(ConvergeReason::Reupgrade, s.image.as_str()));
+                    }
+                    RowStatus::Provisioning | RowStatus::Error => out
+                        .actions
+                        .push(converge(ConvergeReason::Resume, s.image.as_str())),
+                    RowStatus::Active => {
+                        let image = rollout.image_for(row, s);
+                        match drift_reason(row, observed, s, image) {
+                            Some(ConvergeReason::ImageDrift) => {
+                                if rollouts_started < s.rollout_batch {
+                                    rollouts_started += 1;
+                                    out.actions
+                                        .push(converge(ConvergeReason::ImageDrift, image));
+                                }
+                            }
+                            Some(reason) => out.actions.push(converge(reason, image)),
+                            None => probe_candidates.push((row, row.last_health_check)),
+                        }
+                    }
+                }
+            }
+            Intent::Absent => {
+                let Some(row) = row else { continue };
+                let status = row.status().expect("checked by check_row");
+                match status {
+                    RowStatus::Deleted => {}
+                    RowStatus::Deprovisioning => {
+                        if !in_backoff {
+                            out.actions.push(Action::Deprovision {
+                                user_id,
+                                row_id: row.id,
+                                app: row.fly_app_name.clone(),
+                            });
+                        }
+                    }
+                    RowStatus::Provisioning | RowStatus::Active | RowStatus::Error => {
+                        match row.unwanted_since {
+                            None => out.actions.push(Action::MarkUnwanted {
+                                user_id,
+                                row_id: row.id,
+                            }),
+                            Some(since) if since + s.deprovision_grace <= input.now => {
+                                if !in_backoff {
+                                    out.actions.push(Action::Deprovision {
+                                        user_id,
+                                        row_id: row.id,
+                                        app: row.fly_app_name.clone(),
+                                    });
+                                }
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    plan_probes(&mut out, probe_candidates, input);
+    plan_orphans(&mut out, &owned_names, input);
+    apply_breaker(&mut out, input);
+    out
+}
+
+/// A row the controller refuses to act on is reported instead (invariant 1, issue "bad input").
+fn check_row(row: &AppRow, s: &PlanSettings) -> Result<(), Finding> {
+    if row.status().is_none() {
+        return Err(Finding::UnknownStatus {
+            row_id: row.id,
+            status: row.status.clone(),
+        });
+    }
+    if !naming::is_managed(&s.prefix, &row.fly_app_name) {
+        return Err(Finding::UnmanagedRowName {
+            row_id: row.id,
+            name: row.fly_app_name.clone(),
+        });
+    }
+    if let Some(org) = &row.fly_org_slug
+        && !org.is_empty()
+        && org != &s.org_slug
+    {
+        return Err(Finding::ForeignOrgRow {
+            row_id: row.id,
+            org: org.clone(),
+        });
+    }
+    if !row.user_exists {
+        return Err(Finding::UserMissing {
+            row_id: row.id,
+            user_id: row.user_id,
+        });
+    }
+    Ok(())
+}
+
+/// Why an active row needs a converge, judged from the row and the list observation only.
+fn drift_reason(
+    row: &AppRow,
+    observed: Option<&ObservedApp>,
+    s: &PlanSettings,
+    image: &str,
+) -> Option<ConvergeReason> {
+    let Some(app) = observed else {
+        return Some(ConvergeReason::AppMissing);
+    };
+    let machines: Vec<_> = app.live_machines().collect();
+    let m = match machines.as_slice() {
+        [] => return Some(ConvergeReason::MachineMissing),
+        [m] => *m,
+        _ => return Some(ConvergeReason::DuplicateMachines),
+    };
+    if row.machine_id.as_deref() != Some(m.id.as_str()) {
+        return Some(ConvergeReason::Resume);
+    }
+    if m.is_down() {
+        return Some(ConvergeReason::MachineDown);
+    }
+    if m.image != image {
+        return Some(ConvergeReason::ImageDrift);
+    }
+    let guest_ok = m.cpus.is_none_or(|c| c == s.cpus)
+        && m.memory_mb.is_none_or(|mb| mb == s.memory_mb)
+        && m.cpu_kind.as_deref().is_none_or(|k| k == "shared");
+    if !guest_ok || m.region != s.region || row.config_digest.as_deref() != Some(&s.config_digest) {
+        return Some(ConvergeReason::ConfigDrift);
+    }
+    if row.secrets_digest.as_deref() != Some(&s.secrets_digest) {
+        return Some(ConvergeReason::SecretsDrift);
+    }
+    if !row.ips_ready {
+        return Some(ConvergeReason::Resume);
+    }
+    None
+}
+
+struct Rollout {
+    halted: Option<Finding>,
+}
+
+impl Rollout {
+    /// While a rollout is halted, apps not yet on the new image keep their current one.
+    fn image_for<'a>(&self, row: &'a AppRow, s: &'a PlanSettings) -> &'a str {
+        match (&self.halted, row.docker_image.as_deref()) {
+            (Some(_), Some(current)) => current,
+            _ => &s.image,
+        }
+    }
+}
+
+/// A rollout halts when too many apps already on the new image are unhealthy: max(2, 10 % of live).
+fn rollout_state(input: &PlanInput<'_>, rows: &BTreeMap<Uuid, &AppRow>) -> Rollout {
+    let s = input.settings;
+    let live = rows.values().filter(|r| r.is_live()).count();
+    let unhealthy = rows
+        .values()
+        .filter(|r| {
+            r.is_live()
+                && r.docker_image.as_deref() == Some(s.image.as_str())
+                && (r.health_status.as_deref() == Some("unhealthy")
+                    || r.status() == Some(RowStatus::Error))
+                && r.last_error_kind.as_deref() == Some("unhealthy_after_update")
+        })
+        .count();
+    let threshold = std::cmp::max(2, live.div_ceil(10));
+    Rollout {
+        halted: (unhealthy >= threshold).then(|| Finding::RolloutHalted {
+            image: s.image.clone(),
+            unhealthy,
+        }),
+    }
+}
+
+fn plan_probes(
+    out: &mut Plan,
+    mut candidates: Vec<(&AppRow, Option<DateTime<Utc>>)>,
+    input: &PlanInput<'_>,
+) {
+    let s = input.settings;
+    candidates.retain(|(_, last)| last.is_none_or(|t| t + s.probe_interval <= input.now));
+    // Oldest first; never probed sorts first (None < Some).
+    candidates.sort_by_key(|(r, last)| (*last, r.id));
+    for (row, _) in candidates.into_iter().take(s.probe_budget) {
+        out.actions.push(Action::Probe {
+            user_id: row.user_id,
+            row_id: row.id,
+        });
+    }
+}
+
+fn plan_orphans(out: &mut Plan, owned: &BTreeSet<&str>, input: &PlanInput<'_>) {
+    let s = input.settings;
+    let orphans: Vec<String> = input
+        .observed
+        .apps
+        .keys()
+        .filter(|name| naming::is_managed(&s.prefix, name) && !owned.contains(name.as_str()))
+        .cloned()
+        .collect();
+    for name in &orphans {
+        let since = input
+            .orphans_first_seen
+            .get(name)
+            .copied()
+            .unwrap_or(input.now);
+        out.findings.push(Finding::Orphan {
+            app: name.clone(),
+            since,
+        });
+        if since + s.orphan_grace <= input.now && input.orphans_first_seen.contains_key(name) {
+            out.actions.push(Action::DeleteOrphan { app: name.clone() });
+        }
+    }
+    let known: Vec<&String> = input.orphans_first_seen.keys().collect();
+    if orphans.iter().collect::<Vec<_>>() != known {
+        out.actions.push(Action::SyncOrphans { names: orphans });
+    }
+}
+
+/// Invariant 6: a pass that would delete more than max(5, 10 %) of live apps, or all of them, or that
+/// deletes while nobody is wanted at all, deletes nothing until an operator confirms.
+fn apply_breaker(out: &mut Plan, input: &PlanInput<'_>) {
+    // Only deletions of apps that exist count: finishing a deprovision whose app is already gone
+    // removes nothing.
+    let deletions = out
+        .actions
+        .iter()
+        .filter(|a| match a {
+            Action::Deprovision { app, .. } | Action::DeleteOrphan { app } => {
+                input.observed.apps.contains_key(app)
+            }
+            _ => false,
+        })
+        .count();
+    if deletions == 0 || input.deletions_confirmed {
+        return;
+    }
+    let live = input.observed.apps.len();
+    let limit = std::cmp::max(5, live / 10);
+    let nobody_wanted = !input
+        .desired
+        .values()
+        .any(|i| matches!(i.intent, Intent::Present | Intent::Paused));
+    if deletions > limit || deletions >= live || nobody_wanted {
+        // Deprovisions of already-gone apps may finish; the rest wait.
+        out.actions.retain(|a| match a {
+            Action::Deprovision { app, .. } | Action::DeleteOrphan { app } => {
+                !input.observed.apps.contains_key(app)
+            }
+            _ => true,
+        });
+        out.findings.push(Finding::DeletionsBlocked {
+            would_delete: deletions,
+            live,
+        });
+    }
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

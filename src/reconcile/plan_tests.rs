@@ -1,0 +1,726 @@
+use super::*;
+use crate::reconcile::desired::IntentSource;
+use crate::reconcile::observed::ObservedMachine;
+use crate::reconcile::recorded::fixture::RowFixture;
+use proptest::prelude::*;
+
+const PREFIX: &str = "vyx-user-";
+
+fn settings() -> PlanSettings {
+    PlanSettings {
+        prefix: PREFIX.into(),
+        org_slug: "vyx".into(),
+        image: "img:2".into(),
+        region: "sin".into(),
+        cpus: 2,
+        memory_mb: 512,
+        config_digest: "cfg".into(),
+        secrets_digest: "sec".into(),
+        deprovision_grace: Duration::minutes(10),
+        orphan_grace: Duration::hours(1),
+        probe_interval: Duration::minutes(5),
+        probe_budget: 2,
+        rollout_batch: 2,
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn user(n: u128) -> Uuid {
+    Uuid::from_u128(n)
+}
+
+fn name(n: u128) -> String {
+    naming::candidate(PREFIX, user(n), 0)
+}
+
+fn wants(pairs: &[(u128, Intent)]) -> BTreeMap<Uuid, UserIntent> {
+    pairs
+        .iter()
+        .map(|(n, intent)| {
+            (
+                user(*n),
+                UserIntent {
+                    intent: *intent,
+                    source: IntentSource::Tier,
+                },
+            )
+        })
+        .collect()
+}
+
+fn machine(id: &str, user_id: Uuid, image: &str) -> ObservedMachine {
+    ObservedMachine {
+        id: id.into(),
+        state: "started".into(),
+        region: "sin".into(),
+        image: image.into(),
+        cpus: Some(2),
+        memory_mb: Some(512),
+        cpu_kind: Some("shared".into()),
+        user_id: Some(user_id),
+        op: None,
+    }
+}
+
+/// An active row whose app and machine exist and match the spec.
+fn healthy(n: u128, obs: &mut Observation) -> AppRow {
+    let m = format!("m{n}");
+    obs.apps.insert(
+        name(n),
+        ObservedApp {
+            name: name(n),
+            machines: vec![machine(&m, user(n), "img:2")],
+        },
+    );
+    RowFixture::new(user(n), &name(n), RowStatus::Active)
+        .with(|r| {
+            r.machine_id = Some(m);
+            r.docker_image = Some("img:2".into());
+            r.config_digest = Some("cfg".into());
+            r.secrets_digest = Some("sec".into());
+            r.ips_ready = true;
+            r.health_status = Some("healthy".into());
+            r.last_health_check = Some(now());
+        })
+        .build()
+}
+
+#[derive(Debug)]
+struct World {
+    desired: BTreeMap<Uuid, UserIntent>,
+    rows: Vec<AppRow>,
+    obs: Observation,
+    orphans: BTreeMap<String, DateTime<Utc>>,
+    confirmed: bool,
+    settings: PlanSettings,
+}
+
+impl World {
+    fn new() -> Self {
+        World {
+            desired: BTreeMap::new(),
+            rows: vec![],
+            obs: Observation::default(),
+            orphans: BTreeMap::new(),
+            confirmed: false,
+            settings: settings(),
+        }
+    }
+    fn plan(&self) -> Plan {
+        plan(&PlanInput {
+            now: now(),
+            settings: &self.settings,
+            desired: &self.desired,
+            rows: &self.rows,
+            observed: &self.obs,
+            orphans_first_seen: &self.orphans,
+            deletions_confirmed: self.confirmed,
+        })
+    }
+}
+
+#[test]
+fn a_new_paid_user_gets_an_app() {
+    let mut w = World::new();
+    w.desired = wants(&[(1, Intent::Present)]);
+    let p = w.plan();
+    assert_eq!(
+        p.actions,
+        vec![Action::Converge {
+            user_id: user(1),
+            row_id: None,
+            reason: ConvergeReason::New,
+            image: "img:2".into()
+        }]
+    );
+}
+
+#[test]
+fn a_re_upgrade_reuses_the_soft_deleted_row() {
+    let mut w = World::new();
+    w.desired = wants(&[(1, Intent::Present)]);
+    let row = RowFixture::new(user(1), &name(1), RowStatus::Deleted)
+        .with(|r| r.deleted_at = Some(now() - Duration::days(3)))
+        .build();
+    let row_id = row.id;
+    w.rows.push(row);
+    let p = w.plan();
+    assert_eq!(
+        p.actions,
+        vec![Action::Converge {
+            user_id: user(1),
+            row_id: Some(row_id),
+            reason: ConvergeReason::Reupgrade,
+            image: "img:2".into()
+        }]
+    );
+}
+
+#[test]
+fn a_converged_fleet_plans_nothing_but_due_probes() {
+    let mut w = World::new();
+    w.desired = wants(&[(1, Intent::Present), (2, Intent::Present)]);
+    w.rows = vec![healthy(1, &mut w.obs), healthy(2, &mut w.obs)];
+    assert_eq!(w.plan(), Plan::default());
+
+    w.rows[0].last_health_check = Some(now() - Duration::minutes(6));
+    let p = w.plan();
+    assert_eq!(p.actions.len(), 1);
+    assert!(matches!(p.actions[0], Action::Probe { user_id, .. } if user_id == user(1)));
+}
+
+#[test]
+fn probes_are_spread_oldest_first_within_the_budget() {
+    let mut w = World::new();
+    w.desired = wants(&[
+        (1, Intent::Present),
+        (2, Intent::Present),
+        (3, Intent::Present),
+    ]);
+    w.rows = (1..=3).map(|n| healthy(n, &mut w.obs)).collect();
+    w.rows[0].last_health_check = Some(now() - Duration::minutes(7));
+    w.rows[1].last_health_check = None;
+    w.rows[2].last_health_check = Some(now() - Duration::minutes(9));
+    let probed: Vec<Uuid> = w
+        .plan()
+        .actions
+        .iter()
+        .map(|a| match a {
+            Action::Probe { user_id, .. } => *user_id,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(probed, vec![user(2), user(3)]);
+}
+
+#[test]
+fn a_downgrade_waits_for_the_grace_then_deprovisions() {
+    let mut w = World::new();
+    w.desired = wants(&[
+        (1, Intent::Absent),
+        (2, Intent::Present),
+        (3, Intent::Present),
+    ]);
+    w.rows = (1..=3).map(|n| healthy(n, &mut w.obs)).collect();
+    let p = w.plan();
+    assert_eq!(
+        p.actions,
+        vec![Action::MarkUnwanted {
+            user_id: user(1),
+            row_id: w.rows[0].id
+        }]
+    );
+
+    w.rows[0].unwanted_since = Some(now() - Duration::minutes(9));
+    assert_eq!(w.plan().actions, vec![], "still within the grace");
+
+    w.rows[0].unwanted_since = Some(now() - Duration::minutes(10));
+    assert_eq!(
+        w.plan().actions,
+        vec![Action::Deprovision {
+            user_id: user(1),
+            row_id: w.rows[0].id,
+            app: name(1)
+        }]
+    );
+}
+
+#[test]
+fn an_upgrade_within_the_grace_cancels_the_deprovision() {
+    let mut w = World::new();
+    w.desired = wants(&[(1, Intent::Present)]);
+    w.rows = vec![healthy(1, &mut w.obs)];
+    w.rows[0].unwanted_since = Some(now() - Duration::minutes(3));
+    assert_eq!(
+        w.plan().actions,
+        vec![Action::CancelDeprovision {
+            user_id: user(1),
+            row_id: w.rows[0].id
+        }]
+    );
+}
+
+#[test]
+fn a_started_deprovision_finishes_even_if_the_user_is_wanted_again() {
+    let mut w = World::new();
+    w.desired = wants(&[(1, Intent::Present)]);
+    w.rows = vec![
+        RowFixture::new(user(1), &name(1), RowStatus::Deprovisioning)
+            .with(|r| r.unwanted_since = Some(now() - Duration::hours(1)))
+            .build(),
+    ];
+    assert!(matches!(w.plan().actions[..], [Action::Deprovision { .. }]));
+}
+
+#[test]
+fn a_paused_user_is_reported_and_never_changed() {
+    let mut w = World::new();
+    w.desired = wants(&[(1, Intent::Paused), (2, Intent::Paused)]);
+    w.rows = vec![healthy(1, &mut w.obs)];
+    w.obs.apps.get_mut(&name(1)).unwrap().machines[0].image = "img:1".into();
+    let p = w.plan();
+    assert_eq!(p.actions, vec![]);
+    assert!(p.findings.contains(&Finding::Paused {
+        user_id: user(1),
+        drift: true
+    }));
+    assert!(p.findings.contains(&Finding::Paused {
+        user_id: user(2),
+        drift: false
+    }));
+}
+
+#[test]
+fn rows_naming_unmanaged_apps_are_reported_and_never_acted_on() {
+    for bad in ["vyx-app", "something-else", "vyx-user-"] {
+        for intent in [Intent::Present, Intent::Absent] {
+            let mut w = World::new();
+            w.desired = wants(&[(1, intent)]);
+            w.rows = vec![RowFixture::new(user(1), bad, RowStatus::Active).build()];
+            let p = w.plan();
+            assert_eq!(p.actions, vec![], "{bad} {intent:?}");
+            assert!(matches!(p.findings[..], [Finding::UnmanagedRowName { .. }]));
+        }
+    }
+}
+
+#[test]
+fn rows_with_unknown_status_foreign_org_or_missing_user_are_skipped() {
+    let mut w = World::new();
+    w.desired = wants(&[
+        (1, Intent::Absent),
+        (2, Intent::Present),
+        (3, Intent::Absent),
+    ]);
+    w.rows = vec![
+        RowFixture::new(user(1), &name(1), RowStatus::Active)
+            .with(|r| r.status = "zombie".into())
+            .build(),
+        RowFixture::new(user(2), &name(2), RowStatus::Active)
+            .with(|r| r.fly_org_slug = Some("someone-else".into()))
+            .build(),
+        RowFixture::new(user(3), &name(3), RowStatus::Active)
+            .with(|r| r.user_exists = false)
+            .build(),
+    ];
+    let p = w.plan();
+    assert_eq!(p.actions, vec![]);
+    assert_eq!(p.findings.len(), 3);
+}
+
+#[test]
+fn drift_is_corrected_and_image_rollouts_go_in_waves() {
+    let mut w = World::new();
+    w.desired = wants(&[
+        (1, Intent::Present),
+        (2, Intent::Present),
+        (3, Intent::Present),
+    ]);
+    w.rows = (1..=3).map(|n| healthy(n, &mut w.obs)).collect();
+    w.settings.image = "img:3".into();
+    let p = w.plan();
+    assert_eq!(p.actions.len(), 2, "rollout_batch caps the wave");
+    assert!(p.actions.iter().all(|a| matches!(
+        a,
+        Action::Converge { reason: ConvergeReason::ImageDrift, image, .. } if image == "img:3"
+    )));
+}
+
+#[test]
+fn each_kind_of_drift_has_its_reason() {
+    let cases: Vec<(ConvergeReason, Box<dyn Fn(&mut AppRow, &mut ObservedApp)>)> = vec![
+        (
+            ConvergeReason::MachineMissing,
+            Box::new(|_, a| a.machines.clear()),
+        ),
+        (
+            ConvergeReason::MachineMissing,
+            Box::new(|_, a| a.machines[0].state = "destroyed".into()),
+        ),
+        (
+            ConvergeReason::MachineDown,
+            Box::new(|_, a| a.machines[0].state = "stopped".into()),
+        ),
+        (
+            ConvergeReason::DuplicateMachines,
+            Box::new(|_, a| {
+                let extra = a.machines[0].clone();
+                a.machines.push(ObservedMachine {
+                    id: "dup".into(),
+                    ..extra
+                })
+            }),
+        ),
+        (
+            ConvergeReason::ConfigDrift,
+            Box::new(|_, a| a.machines[0].memory_mb = Some(256)),
+        ),
+        (
+            ConvergeReason::ConfigDrift,
+            Box::new(|_, a| a.machines[0].region = "iad".into()),
+        ),
+        (
+            ConvergeReason::ConfigDrift,
+            Box::new(|r, _| r.config_digest = Some("old".into())),
+        ),
+        (
+            ConvergeReason::SecretsDrift,
+            Box::new(|r, _| r.secrets_digest = None),
+        ),
+        (ConvergeReason::Resume, Box::new(|r, _| r.ips_ready = false)),
+        (ConvergeReason::Resume, Box::new(|r, _| r.machine_id = None)),
+    ];
+    for (want, mutate) in cases {
+        let mut w = World::new();
+        w.desired = wants(&[(1, Intent::Present)]);
+        w.rows = vec![healthy(1, &mut w.obs)];
+        mutate(&mut w.rows[0], w.obs.apps.get_mut(&name(1)).unwrap());
+        let p = w.plan();
+        assert!(
+            matches!(&p.actions[..], [Action::Converge { reason, .. }] if *reason == want),
+            "want {want:?}, got {:?}",
+            p.actions
+        );
+    }
+    let mut w = World::new();
+    w.desired = wants(&[(1, Intent::Present)]);
+    w.rows = vec![healthy(1, &mut w.obs)];
+    w.obs.apps.clear();
+    assert!(matches!(
+        &w.plan().actions[..],
+        [Action::Converge {
+            reason: ConvergeReason::AppMissing,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn a_rollout_halts_when_too_many_apps_are_unhealthy_on_the_new_image() {
+    let mut w = World::new();
+    w.desired = wants(&[
+        (1, Intent::Present),
+        (2, Intent::Present),
+        (3, Intent::Present),
+    ]);
+    w.rows = (1..=3).map(|n| healthy(n, &mut w.obs)).collect();
+    w.settings.image = "img:3".into();
+    for r in &mut w.rows[..2] {
+        r.docker_image = Some("img:3".into());
+        r.status = "error".into();
+        r.health_status = Some("unhealthy".into());
+        r.last_error_kind = Some("unhealthy_after_update".into());
+    }
+    let p = w.plan();
+    assert!(
+        p.findings
+            .iter()
+            .any(|f| matches!(f, Finding::RolloutHalted { .. }))
+    );
+    // The third app stays on its image; the broken ones are retried on the image they run.
+    assert!(!p.actions.iter().any(|a| matches!(
+        a,
+        Action::Converge { user_id, .. } if *user_id == user(3)
+    )));
+}
+
+#[test]
+fn backoff_in_the_row_holds_fly_work_back() {
+    let mut w = World::new();
+    w.desired = wants(&[(1, Intent::Present)]);
+    w.rows = vec![
+        RowFixture::new(user(1), &name(1), RowStatus::Error)
+            .with(|r| r.next_attempt_at = Some(now() + Duration::seconds(30)))
+            .build(),
+    ];
+    assert_eq!(w.plan().actions, vec![]);
+    w.rows[0].next_attempt_at = Some(now());
+    assert!(matches!(
+        &w.plan().actions[..],
+        [Action::Converge {
+            reason: ConvergeReason::Resume,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn orphans_are_tracked_then_deleted_after_their_grace() {
+    let mut w = World::new();
+    w.desired = wants(&[(1, Intent::Present), (2, Intent::Present)]);
+    w.rows = (1..=2).map(|n| healthy(n, &mut w.obs)).collect();
+    // Enough live apps that one deletion does not trip the breaker.
+    for n in 3..=7 {
+        w.desired.insert(
+            user(n),
+            UserIntent {
+                intent: Intent::Present,
+                source: IntentSource::Tier,
+            },
+        );
+        w.rows.push(healthy(n, &mut w.obs));
+    }
+    let orphan = "vyx-user-zzzzzzzz".to_string();
+    w.obs.apps.insert(orphan.clone(), ObservedApp::default());
+    let p = w.plan();
+    assert_eq!(
+        p.actions,
+        vec![Action::SyncOrphans {
+            names: vec![orphan.clone()]
+        }]
+    );
+
+    w.orphans
+        .insert(orphan.clone(), now() - Duration::minutes(59));
+    assert_eq!(w.plan().actions, vec![]);
+
+    w.orphans
+        .insert(orphan.clone(), now() - Duration::minutes(60));
+    assert_eq!(
+        w.plan().actions,
+        vec![Action::DeleteOrphan {
+            app: orphan.clone()
+        }]
+    );
+
+    w.obs.apps.remove(&orphan);
+    assert_eq!(
+        w.plan().actions,
+        vec![Action::SyncOrphans { names: vec![] }]
+    );
+}
+
+#[test]
+fn the_breaker_blocks_mass_deletion_until_confirmed() {
+    let mut w = World::new();
+    let n_apps = 20u128;
+    for n in 1..=n_apps {
+        w.desired.insert(
+            user(n),
+            UserIntent {
+                intent: if n <= 6 {
+                    Intent::Absent
+                } else {
+                    Intent::Present
+                },
+                source: IntentSource::Tier,
+            },
+        );
+        let mut row = healthy(n, &mut w.obs);
+        if n <= 6 {
+            row.unwanted_since = Some(now() - Duration::hours(1));
+        }
+        w.rows.push(row);
+    }
+    let p = w.plan();
+    assert!(!p.actions.iter().any(Action::is_deletion));
+    assert!(p.findings.contains(&Finding::DeletionsBlocked {
+        would_delete: 6,
+        live: 20
+    }));
+    w.confirmed = true;
+    assert_eq!(
+        w.plan().actions.iter().filter(|a| a.is_deletion()).count(),
+        6
+    );
+}
+
+#[test]
+fn the_breaker_blocks_deleting_every_app_and_an_empty_desired_set() {
+    let mut w = World::new();
+    w.desired = wants(&[(1, Intent::Absent)]);
+    w.rows = vec![healthy(1, &mut w.obs)];
+    w.rows[0].unwanted_since = Some(now() - Duration::hours(1));
+    let p = w.plan();
+    assert!(!p.actions.iter().any(Action::is_deletion));
+    assert!(matches!(p.findings[..], [Finding::DeletionsBlocked { .. }]));
+}
+
+#[test]
+fn finishing_a_deprovision_whose_app_is_gone_is_never_blocked() {
+    let mut w = World::new();
+    w.desired = wants(&[(1, Intent::Absent)]);
+    w.rows = vec![RowFixture::new(user(1), &name(1), RowStatus::Deprovisioning).build()];
+    assert!(matches!(w.plan().actions[..], [Action::Deprovision { .. }]));
+}
+
+// ---- properties ----
+
+fn arb_world() -> impl Strategy<Value = World> {
+    let user_case = (
+        prop_oneof![
+            Just(None),
+            Just(Some(Intent::Present)),
+            Just(Some(Intent::Absent)),
+            Just(Some(Intent::Paused))
+        ],
+        prop_oneof![
+            Just(None),
+            Just(Some("provisioning")),
+            Just(Some("active")),
+            Just(Some("error")),
+            Just(Some("deprovisioning")),
+            Just(Some("deleted")),
+            Just(Some("weird"))
+        ],
+        any::<bool>(), // app observed
+        0usize..3,     // machines
+        any::<bool>(), // managed name
+        any::<bool>(), // unwanted long ago
+        any::<bool>(), // in backoff
+        any::<bool>(), // user exists
+    );
+    (
+        proptest::collection::vec(user_case, 0..40),
+        0usize..4,
+        any::<bool>(),
+    )
+        .prop_map(|(cases, orphans, confirmed)| {
+            let mut w = World::new();
+            w.confirmed = confirmed;
+            for (i, (intent, status, observed, machines, managed, unwanted, backoff, exists)) in
+                cases.into_iter().enumerate()
+            {
+                let n = i as u128 + 1;
+                if let Some(intent) = intent {
+                    w.desired.insert(
+                        user(n),
+                        UserIntent {
+                            intent,
+                            source: IntentSource::Tier,
+                        },
+                    );
+                }
+                let app = if managed {
+                    name(n)
+                } else {
+                    format!("vyx-app-{n}")
+                };
+                if let Some(status) = status {
+                    let mut row = RowFixture::new(user(n), &app, RowStatus::Active).build();
+                    row.status = status.into();
+                    row.user_exists = exists;
+                    if status == "deleted" {
+                        row.deleted_at = Some(now());
+                    }
+                    if unwanted {
+                        row.unwanted_since = Some(now() - Duration::days(1));
+                    }
+                    if backoff {
+                        row.next_attempt_at = Some(now() + Duration::minutes(1));
+                    }
+                    w.rows.push(row);
+                }
+                if observed && managed {
+                    w.obs.apps.insert(
+                        app.clone(),
+                        ObservedApp {
+                            name: app.clone(),
+                            machines: (0..machines)
+                                .map(|k| machine(&format!("m{n}-{k}"), user(n), "img:1"))
+                                .collect(),
+                        },
+                    );
+                }
+            }
+            for k in 0..orphans {
+                w.obs
+                    .apps
+                    .insert(format!("vyx-user-orphan{k}"), ObservedApp::default());
+                w.orphans
+                    .insert(format!("vyx-user-orphan{k}"), now() - Duration::days(2));
+            }
+            w
+        })
+}
+
+fn action_user(a: &Action) -> Option<Uuid> {
+    match a {
+        Action::Converge { user_id, .. }
+        | Action::MarkUnwanted { user_id, .. }
+        | Action::CancelDeprovision { user_id, .. }
+        | Action::Deprovision { user_id, .. }
+        | Action::Probe { user_id, .. } => Some(*user_id),
+        Action::SyncOrphans { .. } | Action::DeleteOrphan { .. } => None,
+    }
+}
+
+proptest! {
+    #[test]
+    fn planning_is_deterministic(w in arb_world()) {
+        prop_assert_eq!(w.plan(), w.plan());
+    }
+
+    #[test]
+    fn at_most_one_action_per_user(w in arb_world()) {
+        let p = w.plan();
+        let mut seen = BTreeSet::new();
+        for a in &p.actions {
+            if let Some(u) = action_user(a) {
+                prop_assert!(seen.insert(u), "two actions for {u}: {:?}", p.actions);
+            }
+        }
+    }
+
+    #[test]
+    fn skipped_rows_and_paused_users_are_never_acted_on(w in arb_world()) {
+        let p = w.plan();
+        for a in &p.actions {
+            let Some(u) = action_user(a) else { continue };
+            prop_assert!(w.desired.get(&u).map(|i| i.intent) != Some(Intent::Paused));
+            if let Some(row) = w.rows.iter().find(|r| r.user_id == u) {
+                prop_assert!(naming::is_managed(PREFIX, &row.fly_app_name));
+                prop_assert!(row.user_exists);
+                prop_assert!(row.status().is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn wanted_users_are_never_deleted_and_unwanted_never_provisioned(w in arb_world()) {
+        let p = w.plan();
+        for a in &p.actions {
+            match a {
+                Action::Deprovision { user_id, .. } => {
+                    let intent = w.desired.get(user_id).map(|i| i.intent).unwrap_or(Intent::Absent);
+                    let row = w.rows.iter().find(|r| r.user_id == *user_id).unwrap();
+                    // The only way a wanted user loses an app is a deprovision already under way.
+                    prop_assert!(intent == Intent::Absent || row.status == "deprovisioning");
+                }
+                Action::Converge { user_id, .. } => {
+                    prop_assert_eq!(w.desired.get(user_id).map(|i| i.intent), Some(Intent::Present));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn deletions_of_live_apps_stay_within_the_blast_radius(w in arb_world()) {
+        let p = w.plan();
+        if !w.confirmed {
+            let live = w.obs.apps.len();
+            let deleting = p.actions.iter().filter(|a| match a {
+                Action::Deprovision { app, .. } | Action::DeleteOrphan { app } => w.obs.apps.contains_key(app),
+                _ => false,
+            }).count();
+            prop_assert!(deleting <= std::cmp::max(5, live / 10));
+            prop_assert!(deleting == 0 || deleting < live);
+        }
+    }
+
+    #[test]
+    fn only_managed_names_are_ever_deleted_as_orphans(w in arb_world()) {
+        for a in w.plan().actions {
+            if let Action::DeleteOrphan { app } = a {
+                prop_assert!(naming::is_managed(PREFIX, &app));
+                prop_assert!(!w.rows.iter().any(|r| r.is_live() && r.fly_app_name == app));
+            }
+        }
+    }
+}
