@@ -1,9 +1,14 @@
 //! The reconcile loop: read what should exist ([`desired`]) and what does ([`recorded`] rows,
-//! [`observed`] Fly state), decide ([`plan`], pure), act ([`execute`]), and schedule ([`controller`]).
+//! [`observe`]d Fly state), decide ([`plan`], pure), act ([`execute`]), one [`pass`] at a time, on
+//! the schedule the [`controller`] keeps.
 
+pub mod controller;
 pub mod desired;
+pub mod execute;
 pub mod naming;
+pub mod observe;
 pub mod observed;
+pub mod pass;
 pub mod plan;
 pub mod recorded;
 pub mod spec;

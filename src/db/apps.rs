@@ -1,0 +1,591 @@
+//! Reads and fenced writes of `user_fly_apps`, its events, orphans and operator flags.
+//!
+//! Every write carries the leader's fencing term and changes nothing unless `vyx_fleet_fence(term)`
+//! holds (ARCHITECTURE.md, "Fencing"); a row update and its event commit together.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, Transaction};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+use crate::reconcile::desired::UserFacts;
+use crate::reconcile::recorded::{AppRow, RowStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// This replica no longer holds the lease term it acts under; stop acting, a newer leader owns
+    /// the fleet.
+    #[error("fenced: the leader lease moved on; this replica must stop acting")]
+    Fenced,
+    /// The name is recorded for another user (`UNIQUE(fly_app_name)`); try the next candidate.
+    #[error("app name already recorded for another user")]
+    NameRecorded,
+    /// The row changed under us (e.g. another writer inserted it first); re-read and retry.
+    #[error("row changed concurrently")]
+    Conflict,
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+const ROW_COLUMNS: &str = "a.id, a.user_id, EXISTS (SELECT 1 FROM auth.users u WHERE u.id = a.user_id) AS user_exists, \
+     a.fly_app_name, a.fly_org_slug, a.status, a.region, a.docker_image, a.health_status, a.last_health_check, \
+     a.retry_count, a.deleted_at, a.fly_app_id, a.machine_id, a.machine_op_id, a.secrets_version, \
+     a.secrets_digest, a.ips_ready, a.config_digest, a.next_attempt_at, a.unwanted_since, a.last_error_kind";
+
+/// Every user with a subscription or an override, in one query.
+pub async fn load_desired_facts(pool: &PgPool) -> Result<Vec<UserFacts>, sqlx::Error> {
+    let rows: Vec<(Uuid, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT u.id, s.tier, s.status, o.desired \
+         FROM auth.users u \
+         LEFT JOIN public.user_subscriptions s ON s.user_id = u.id \
+         LEFT JOIN public.user_fly_app_overrides o ON o.user_id = u.id \
+         WHERE s.user_id IS NOT NULL OR o.user_id IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(user_id, tier, sub_status, override_desired)| UserFacts {
+            user_id,
+            tier,
+            sub_status,
+            override_desired,
+        })
+        .collect())
+}
+
+pub async fn load_rows(pool: &PgPool) -> Result<Vec<AppRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {ROW_COLUMNS} FROM public.user_fly_apps a ORDER BY a.created_at, a.id"
+    ))
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn load_row(pool: &PgPool, row_id: Uuid) -> Result<Option<AppRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {ROW_COLUMNS} FROM public.user_fly_apps a WHERE a.id = $1"
+    ))
+    .bind(row_id)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn load_row_for_user(pool: &PgPool, user_id: Uuid) -> Result<Option<AppRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {ROW_COLUMNS} FROM public.user_fly_apps a WHERE a.user_id = $1"
+    ))
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn load_orphans(pool: &PgPool) -> Result<BTreeMap<String, DateTime<Utc>>, sqlx::Error> {
+    let rows: Vec<(String, DateTime<Utc>)> =
+        sqlx::query_as("SELECT app_name, first_seen_at FROM public.vyx_fleet_orphans")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Operator confirmation for deletions the blast-radius breaker blocked (`confirm-deletions`).
+pub const CONFIRM_DELETIONS_KEY: &str = "confirm_deletions";
+
+pub async fn deletions_confirmed(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let v: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT value FROM public.vyx_fleet_settings WHERE key = $1")
+            .bind(CONFIRM_DELETIONS_KEY)
+            .fetch_optional(pool)
+            .await?;
+    Ok(matches!(v, Some((Some(s),)) if s == "true"))
+}
+
+pub async fn set_deletions_confirmed(pool: &PgPool, confirmed: bool) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO public.vyx_fleet_settings (key, value, updated_at) VALUES ($1, $2, now()) \
+         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+    )
+    .bind(CONFIRM_DELETIONS_KEY)
+    .bind(if confirmed { "true" } else { "false" })
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// An audit event (DESIGN §2 fixed list).
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub event_type: &'static str,
+    pub metadata: Value,
+    pub error_details: Option<String>,
+}
+
+impl Event {
+    pub fn new(event_type: &'static str, metadata: Value) -> Self {
+        Event {
+            event_type,
+            metadata,
+            error_details: None,
+        }
+    }
+    pub fn with_error(mut self, details: impl Into<String>) -> Self {
+        self.error_details = Some(details.into());
+        self
+    }
+}
+
+/// The fields of a new row at reservation time.
+#[derive(Debug, Clone)]
+pub struct NewRow<'a> {
+    pub user_id: Uuid,
+    pub app_name: &'a str,
+    pub org_slug: &'a str,
+    pub region: &'a str,
+    pub image: &'a str,
+    pub cpus: i32,
+    pub memory_mb: i32,
+    pub monthly_cost_usd: f64,
+}
+
+/// Writes under one fencing term.
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+    term: i64,
+}
+
+impl Store {
+    pub fn new(pool: PgPool, term: i64) -> Self {
+        Store { pool, term }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn term(&self) -> i64 {
+        self.term
+    }
+
+    async fn fence_holds(&self) -> Result<bool, StoreError> {
+        let (ok,): (bool,) = sqlx::query_as("SELECT public.vyx_fleet_fence($1)")
+            .bind(self.term)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(ok)
+    }
+
+    /// Zero rows changed: tell a lost lease from a concurrent change.
+    async fn explain_noop(&self) -> StoreError {
+        match self.fence_holds().await {
+            Ok(false) => StoreError::Fenced,
+            Ok(true) => StoreError::Conflict,
+            Err(e) => e,
+        }
+    }
+
+    async fn event_in(
+        tx: &mut Transaction<'_, Postgres>,
+        row_id: Uuid,
+        user_id: Uuid,
+        status: &str,
+        ev: &Event,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO public.user_fly_app_events \
+               (fly_app_id, user_id, event_type, status, metadata, error_details) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(row_id)
+        .bind(user_id)
+        .bind(ev.event_type)
+        .bind(status)
+        .bind(&ev.metadata)
+        .bind(&ev.error_details)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Reserve a name for a user who never had a row: the row is the create-pending marker for the
+    /// app (an app with this name in our org is ours from now on).
+    pub async fn insert_row(&self, new: &NewRow<'_>, events: &[Event]) -> Result<Uuid, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let res: Result<Option<(Uuid,)>, sqlx::Error> = sqlx::query_as(
+            "INSERT INTO public.user_fly_apps \
+               (user_id, fly_app_name, fly_org_slug, status, region, docker_image, cpu_count, memory_mb, \
+                monthly_cost_estimate_usd, health_status, retry_count) \
+             SELECT $1, $2, $3, 'provisioning', $4, $5, $6, $7, $8, 'unknown', 0 \
+             WHERE public.vyx_fleet_fence($9) \
+             ON CONFLICT (user_id) DO NOTHING \
+             RETURNING id",
+        )
+        .bind(new.user_id)
+        .bind(new.app_name)
+        .bind(new.org_slug)
+        .bind(new.region)
+        .bind(new.image)
+        .bind(new.cpus)
+        .bind(new.memory_mb)
+        .bind(new.monthly_cost_usd)
+        .bind(self.term)
+        .fetch_optional(&mut *tx)
+        .await;
+        let id = match res {
+            Ok(Some((id,))) => id,
+            Ok(None) => {
+                drop(tx);
+                return Err(self.explain_noop().await);
+            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::NameRecorded);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for ev in events {
+            Self::event_in(&mut tx, id, new.user_id, "provisioning", ev).await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Run one fenced `UPDATE public.user_fly_apps SET <set> WHERE id = $1 AND fence($2)`, with
+    /// `extra` binds from `$3` on, and its events, in one transaction.
+    async fn update(
+        &self,
+        row_id: Uuid,
+        set: &str,
+        binds: Vec<Bind>,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "UPDATE public.user_fly_apps a SET {set}, updated_at = now() \
+             WHERE a.id = $1 AND public.vyx_fleet_fence($2) RETURNING a.user_id, a.status"
+        );
+        let mut q = sqlx::query_as::<_, (Uuid, String)>(&sql)
+            .bind(row_id)
+            .bind(self.term);
+        for b in binds {
+            q = match b {
+                Bind::Text(v) => q.bind(v),
+                Bind::Int(v) => q.bind(v),
+                Bind::Time(v) => q.bind(v),
+            };
+        }
+        let mut tx = self.pool.begin().await?;
+        let res = q.fetch_optional(&mut *tx).await;
+        let (user_id, status) = match res {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                drop(tx);
+                return Err(self.explain_noop().await);
+            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::NameRecorded);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for ev in events {
+            Self::event_in(&mut tx, row_id, user_id, &status, ev).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Re-upgrade: the soft-deleted row comes back with the same id and name; all progress markers
+    /// reset because the old app is gone.
+    pub async fn reuse_row(&self, row_id: Uuid, image: &str, events: &[Event]) -> Result<(), StoreError> {
+        self.update(
+            row_id,
+            "status = 'provisioning', deleted_at = NULL, fly_app_id = NULL, machine_id = NULL, \
+             machine_op_id = NULL, secrets_version = NULL, secrets_digest = NULL, ips_ready = false, \
+             config_digest = NULL, unwanted_since = NULL, next_attempt_at = NULL, retry_count = 0, \
+             error_message = NULL, last_error_kind = NULL, health_status = 'unknown', docker_image = $3",
+            vec![Bind::Text(Some(image.to_string()))],
+            events,
+        )
+        .await
+    }
+
+    /// Events only; the row's status stays as it is.
+    pub async fn add_events(&self, row_id: Uuid, events: &[Event]) -> Result<(), StoreError> {
+        self.update(row_id, "status = a.status", vec![], events).await
+    }
+
+    /// Resume an `error` row: back to `provisioning` while a converge runs.
+    pub async fn mark_provisioning(&self, row_id: Uuid, events: &[Event]) -> Result<(), StoreError> {
+        self.update(row_id, "status = 'provisioning'", vec![], events).await
+    }
+
+    /// A collision before the app existed: record the next candidate (DESIGN §3).
+    pub async fn rename(&self, row_id: Uuid, name: &str) -> Result<(), StoreError> {
+        self.update(
+            row_id,
+            "fly_app_name = $3",
+            vec![Bind::Text(Some(name.to_string()))],
+            &[],
+        )
+        .await
+    }
+
+    pub async fn set_app_id(&self, row_id: Uuid, app_id: &str) -> Result<(), StoreError> {
+        self.update(
+            row_id,
+            "fly_app_id = $3",
+            vec![Bind::Text(Some(app_id.to_string()))],
+            &[],
+        )
+        .await
+    }
+
+    pub async fn set_secrets(&self, row_id: Uuid, version: i64, digest: &str) -> Result<(), StoreError> {
+        self.update(
+            row_id,
+            "secrets_version = $3, secrets_digest = $4",
+            vec![Bind::Int(Some(version)), Bind::Text(Some(digest.to_string()))],
+            &[],
+        )
+        .await
+    }
+
+    pub async fn set_ips_ready(&self, row_id: Uuid) -> Result<(), StoreError> {
+        self.update(row_id, "ips_ready = true", vec![], &[]).await
+    }
+
+    /// Recorded *before* `POST machines`: the op id goes into the machine's metadata, so a create
+    /// whose answer was lost is found by it instead of being repeated.
+    pub async fn set_machine_op(&self, row_id: Uuid, op: &str) -> Result<(), StoreError> {
+        self.update(
+            row_id,
+            "machine_op_id = $3",
+            vec![Bind::Text(Some(op.to_string()))],
+            &[],
+        )
+        .await
+    }
+
+    pub async fn set_machine(&self, row_id: Uuid, machine_id: Option<&str>) -> Result<(), StoreError> {
+        self.update(
+            row_id,
+            "machine_id = $3",
+            vec![Bind::Text(machine_id.map(String::from))],
+            &[],
+        )
+        .await
+    }
+
+    /// The machine vanished or is being replaced: forget it and its create marker.
+    pub async fn clear_machine(&self, row_id: Uuid) -> Result<(), StoreError> {
+        self.update(
+            row_id,
+            "machine_id = NULL, machine_op_id = NULL, config_digest = NULL",
+            vec![],
+            &[],
+        )
+        .await
+    }
+
+    pub async fn set_applied_config(
+        &self,
+        row_id: Uuid,
+        image: &str,
+        config_digest: &str,
+    ) -> Result<(), StoreError> {
+        self.update(
+            row_id,
+            "docker_image = $3, config_digest = $4, deployed_at = now()",
+            vec![
+                Bind::Text(Some(image.to_string())),
+                Bind::Text(Some(config_digest.to_string())),
+            ],
+            &[],
+        )
+        .await
+    }
+
+    /// Converged: `active`, healthy, backoff cleared.
+    pub async fn mark_active(&self, row_id: Uuid, events: &[Event]) -> Result<(), StoreError> {
+        self.update(
+            row_id,
+            "status = 'active', health_status = 'healthy', last_health_check = now(), \
+             retry_count = 0, next_attempt_at = NULL, error_message = NULL, last_error_kind = NULL",
+            vec![],
+            events,
+        )
+        .await
+    }
+
+    /// A failed attempt: per-user backoff stored in the row (invariant 7), so it survives restarts and
+    /// leader changes. `status` is `error` for converges and stays `deprovisioning` for deprovisions.
+    pub async fn mark_failure(
+        &self,
+        row_id: Uuid,
+        status: RowStatus,
+        kind: &str,
+        message: &str,
+        retry_in: std::time::Duration,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
+        let next = Utc::now()
+            + chrono::Duration::from_std(retry_in).unwrap_or_else(|_| chrono::Duration::hours(1));
+        self.update(
+            row_id,
+            "status = $3, last_error_kind = $4, error_message = $5, next_attempt_at = $6, \
+             retry_count = COALESCE(retry_count, 0) + 1",
+            vec![
+                Bind::Text(Some(status.as_str().to_string())),
+                Bind::Text(Some(kind.to_string())),
+                Bind::Text(Some(truncate(message, 500))),
+                Bind::Time(Some(next)),
+            ],
+            events,
+        )
+        .await
+    }
+
+    /// The app serves on the new config but fails its checks: keep it (a rollback is a new image),
+    /// and let the planner count it towards halting the rollout.
+    pub async fn mark_unhealthy(
+        &self,
+        row_id: Uuid,
+        kind: &str,
+        message: &str,
+        retry_in: std::time::Duration,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
+        let next = Utc::now()
+            + chrono::Duration::from_std(retry_in).unwrap_or_else(|_| chrono::Duration::hours(1));
+        self.update(
+            row_id,
+            "status = 'error', health_status = 'unhealthy', last_health_check = now(), \
+             last_error_kind = $3, error_message = $4, next_attempt_at = $5, \
+             retry_count = COALESCE(retry_count, 0) + 1",
+            vec![
+                Bind::Text(Some(kind.to_string())),
+                Bind::Text(Some(truncate(message, 500))),
+                Bind::Time(Some(next)),
+            ],
+            events,
+        )
+        .await
+    }
+
+    pub async fn record_health(&self, row_id: Uuid, healthy: bool, events: &[Event]) -> Result<(), StoreError> {
+        self.update(
+            row_id,
+            "health_status = $3, last_health_check = now()",
+            vec![Bind::Text(Some(
+                if healthy { "healthy" } else { "unhealthy" }.to_string(),
+            ))],
+            events,
+        )
+        .await
+    }
+
+    pub async fn mark_unwanted(&self, row_id: Uuid, events: &[Event]) -> Result<(), StoreError> {
+        self.update(
+            row_id,
+            "unwanted_since = COALESCE(unwanted_since, now())",
+            vec![],
+            events,
+        )
+        .await
+    }
+
+    pub async fn cancel_unwanted(&self, row_id: Uuid, events: &[Event]) -> Result<(), StoreError> {
+        self.update(row_id, "unwanted_since = NULL", vec![], events).await
+    }
+
+    pub async fn mark_deprovisioning(&self, row_id: Uuid, events: &[Event]) -> Result<(), StoreError> {
+        self.update(
+            row_id,
+            "status = 'deprovisioning', unwanted_since = COALESCE(unwanted_since, now())",
+            vec![],
+            events,
+        )
+        .await
+    }
+
+    /// The app is confirmed gone (404): soft-delete. The row stays for `signals.fly_app_id` and for a
+    /// later re-upgrade, which reuses it and its name.
+    pub async fn mark_deleted(&self, row_id: Uuid, events: &[Event]) -> Result<(), StoreError> {
+        self.update(
+            row_id,
+            "status = 'deleted', deleted_at = now(), health_status = 'unknown', fly_app_id = NULL, \
+             machine_id = NULL, machine_op_id = NULL, ips_ready = false, secrets_version = NULL, \
+             secrets_digest = NULL, config_digest = NULL, next_attempt_at = NULL, retry_count = 0, \
+             error_message = NULL, last_error_kind = NULL",
+            vec![],
+            events,
+        )
+        .await
+    }
+
+    /// Managed apps no live row owns, as seen by this pass: first sightings recorded, apps no longer
+    /// seen forgotten (the grace counts across consecutive observations only).
+    pub async fn sync_orphans(&self, names: &[String]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let (ok,): (bool,) = sqlx::query_as("SELECT public.vyx_fleet_fence($1)")
+            .bind(self.term)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !ok {
+            return Err(StoreError::Fenced);
+        }
+        sqlx::query("DELETE FROM public.vyx_fleet_orphans WHERE NOT (app_name = ANY($1))")
+            .bind(names)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO public.vyx_fleet_orphans (app_name, first_seen_at, last_seen_at) \
+             SELECT n, now(), now() FROM unnest($1::text[]) AS n \
+             ON CONFLICT (app_name) DO UPDATE SET last_seen_at = now()",
+        )
+        .bind(names)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn forget_orphan(&self, name: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM public.vyx_fleet_orphans WHERE app_name = $1 AND public.vyx_fleet_fence($2)",
+        )
+        .bind(name)
+        .bind(self.term)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Is this name recorded for a different user? (Our own collision: DESIGN §3.)
+    pub async fn name_recorded_for_other(&self, name: &str, user_id: Uuid) -> Result<bool, StoreError> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM public.user_fly_apps WHERE fly_app_name = $1 AND user_id <> $2",
+        )
+        .bind(name)
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+}
+
+enum Bind {
+    Text(Option<String>),
+    Int(Option<i64>),
+    Time(Option<DateTime<Utc>>),
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

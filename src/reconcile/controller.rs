@@ -1,0 +1,252 @@
+//! The daemon loop: lead or stand by, schedule passes (every `RECONCILE_INTERVAL`, and at once on a
+//! NOTIFY), stop acting before the lease could expire, and shut down cleanly.
+//!
+//! # Expected flow
+//! 1. Try to take the lease (`vyx_fleet_lease`, fencing term). Standby replicas retry every
+//!    `standby_poll`, so they take over within `ttl + standby_poll` of a leader's death.
+//! 2. As leader: a renewer refreshes the lease every `renew_every`; passes run on the interval tick
+//!    or a NOTIFY (debounced), one at a time.
+//! 3. If renewing fails for longer than `act_margin` (shorter than the TTL), the current pass is
+//!    cancelled and the replica drops back to standby before the lease can expire under it. Every
+//!    write is fenced anyway, so a late write from a deposed leader changes nothing.
+//! 4. On shutdown: no new pass; the running one gets `drain` to finish, then the lease is released
+//!    so a standby takes over at once.
+
+use sqlx::postgres::PgListener;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{error, info, warn};
+
+use super::execute::Ctx;
+use super::pass::{PassConfig, run_pass};
+use crate::db::lease;
+use crate::db::apps::Store;
+use crate::http::Health;
+use crate::metrics::Metrics;
+
+/// NOTIFY channel the migrations' triggers publish on (payload: the user id).
+pub const NOTIFY_CHANNEL: &str = "vyx_fleet";
+
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    pub interval: Duration,
+    pub lease_ttl: Duration,
+    pub renew_every: Duration,
+    /// Stop acting when the last successful renew is older than this (must be < `lease_ttl`).
+    pub act_margin: Duration,
+    pub standby_poll: Duration,
+    /// Coalesce a burst of NOTIFYs into one pass.
+    pub notify_debounce: Duration,
+    /// How long a running pass may go on after a shutdown signal.
+    pub drain: Duration,
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        LoopConfig {
+            interval: Duration::from_secs(30),
+            lease_ttl: Duration::from_secs(15),
+            renew_every: Duration::from_secs(3),
+            act_margin: Duration::from_secs(10),
+            standby_poll: Duration::from_secs(2),
+            notify_debounce: Duration::from_millis(300),
+            drain: Duration::from_secs(25),
+        }
+    }
+}
+
+pub struct Controller {
+    /// Executor context without a term; each leadership stint gets a `Store` with its own term.
+    pub base: Ctx,
+    pub pass: PassConfig,
+    pub loop_cfg: LoopConfig,
+    pub metrics: Metrics,
+    pub health: Health,
+    /// Unique per process: hostname/machine id plus a random suffix.
+    pub holder: String,
+}
+
+impl Controller {
+    /// Run until `shutdown` flips to true. Returns after releasing the lease.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
+        let pool = self.base.store.pool().clone();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            self.health.heartbeat();
+            match lease::try_acquire(&pool, &self.holder, self.loop_cfg.lease_ttl).await {
+                Ok(Some(term)) => {
+                    info!(holder = %self.holder, term, "leading");
+                    self.metrics.set_leader(true);
+                    self.health.set_leader(true);
+                    self.lead(term, &mut shutdown).await;
+                    self.metrics.set_leader(false);
+                    self.health.set_leader(false);
+                    if let Err(e) = lease::release(&pool, &self.holder, term).await {
+                        warn!(error = %e, "could not release the lease; it expires by itself");
+                    } else {
+                        info!(term, "lease released");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.health.set_db_ok(false);
+                    warn!(error = %e, "lease check failed");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.loop_cfg.standby_poll) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Lead until the lease is lost or shutdown; passes never overlap.
+    async fn lead(&self, term: i64, shutdown: &mut watch::Receiver<bool>) {
+        let pool = self.base.store.pool().clone();
+        let ctx = Ctx {
+            store: Store::new(pool.clone(), term),
+            ..self.base.clone()
+        };
+        let (lost_tx, mut lost_rx) = watch::channel(false);
+        let renewer = tokio::spawn(renew_loop(
+            pool.clone(),
+            self.holder.clone(),
+            term,
+            self.loop_cfg.clone(),
+            lost_tx,
+        ));
+        let mut listener = listen(&pool).await;
+        let mut tick = tokio::time::interval(self.loop_cfg.interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            // Wait for a reason to run a pass.
+            tokio::select! {
+                _ = tick.tick() => {}
+                n = next_notification(&mut listener) => {
+                    if n.is_none() {
+                        // The listener broke: reconnect next time round; the interval still runs.
+                        listener = listen(&pool).await;
+                        continue;
+                    }
+                    tokio::time::sleep(self.loop_cfg.notify_debounce).await;
+                    drain_notifications(&mut listener);
+                }
+                _ = lost_rx.changed() => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() || *lost_rx.borrow() {
+                break;
+            }
+            self.health.heartbeat();
+            let pass = run_pass(&ctx, &self.pass, &self.metrics);
+            tokio::pin!(pass);
+            let mut draining: Option<Instant> = None;
+            let fenced = loop {
+                let drain_deadline = draining.map(|t| t + self.loop_cfg.drain);
+                tokio::select! {
+                    r = &mut pass => break matches!(r, Ok(ref rep) if rep.fenced),
+                    _ = lost_rx.changed() => {
+                        error!(term, "lease renewal failing; abandoning the pass before the lease expires");
+                        break true;
+                    }
+                    _ = shutdown.changed(), if draining.is_none() => {
+                        info!("shutdown requested; letting the current pass finish");
+                        draining = Some(Instant::now());
+                    }
+                    _ = sleep_until_opt(drain_deadline) => {
+                        warn!("drain deadline reached; abandoning the pass (work resumes from the database)");
+                        break false;
+                    }
+                }
+            };
+            self.health.heartbeat();
+            self.health.set_db_ok(true);
+            if fenced || draining.is_some() || *shutdown.borrow() || *lost_rx.borrow() {
+                break;
+            }
+        }
+        renewer.abort();
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Renew every `renew_every`; signal `lost` when the lease is taken over, or when no renew has
+/// succeeded for `act_margin` (the lease may be about to expire and we cannot know).
+async fn renew_loop(
+    pool: sqlx::PgPool,
+    holder: String,
+    term: i64,
+    cfg: LoopConfig,
+    lost: watch::Sender<bool>,
+) {
+    let mut last_ok = Instant::now();
+    loop {
+        tokio::time::sleep(cfg.renew_every).await;
+        let attempt = tokio::time::timeout(
+            cfg.renew_every,
+            lease::renew(&pool, &holder, term, cfg.lease_ttl),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(true)) => last_ok = Instant::now(),
+            Ok(Ok(false)) => {
+                warn!(term, "lease taken over by another replica");
+                let _ = lost.send(true);
+                return;
+            }
+            Ok(Err(e)) => warn!(term, error = %e, "lease renewal failed"),
+            Err(_) => warn!(term, "lease renewal timed out"),
+        }
+        if last_ok.elapsed() >= cfg.act_margin {
+            let _ = lost.send(true);
+            return;
+        }
+    }
+}
+
+async fn listen(pool: &sqlx::PgPool) -> Option<PgListener> {
+    let mut l = match PgListener::connect_with(pool).await {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, "LISTEN unavailable; relying on the interval");
+            return None;
+        }
+    };
+    match l.listen(NOTIFY_CHANNEL).await {
+        Ok(()) => Some(l),
+        Err(e) => {
+            warn!(error = %e, "LISTEN failed; relying on the interval");
+            None
+        }
+    }
+}
+
+/// Next NOTIFY; `None` if the listener is broken. Pends forever without a listener.
+async fn next_notification(listener: &mut Option<PgListener>) -> Option<()> {
+    match listener {
+        Some(l) => match l.recv().await {
+            Ok(_) => Some(()),
+            Err(e) => {
+                warn!(error = %e, "LISTEN connection lost");
+                *listener = None;
+                None
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+fn drain_notifications(listener: &mut Option<PgListener>) {
+    if let Some(l) = listener {
+        while l.next_buffered().is_some() {}
+    }
+}

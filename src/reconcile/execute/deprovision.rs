@@ -1,0 +1,113 @@
+//! Take a user's app away; keep everything else.
+//!
+//! # Expected flow
+//! 1. Row → `deprovisioning` (event `deprovision_started`). From here the deprovision runs to the end
+//!    even if the user is wanted again; the next pass then provisions afresh with the same row/name.
+//! 2. `GET /v1/apps/{name}`: 404 → step 5. 403, or an app in another org → not ours: never touched,
+//!    step 5 (our app is gone either way).
+//! 3. Stop each machine gracefully (SIGTERM, Fly's timeout); a slow stop does not block the delete.
+//! 4. `DELETE /v1/apps/{name}` (202: asynchronous).
+//! 5. Confirm 404, then the row → `deleted` + `deleted_at` (event `deprovision_completed`).
+//!
+//! # Guarantees
+//! - Only the app named in the row, in our org, with the managed prefix, is deleted (invariant 1).
+//! - The row is soft-deleted, never removed; user data in Supabase is never touched (invariant 5).
+//!
+//! # Caveats
+//! - If Fly keeps answering 200 after the delete, the row stays `deprovisioning` and the next pass
+//!   confirms again (the DELETE is repeated; Fly treats it as a no-op or answers 404).
+
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::converge::stop_gracefully;
+use super::{Ctx, ExecError, wait};
+use crate::db::apps::{Event, load_row};
+use crate::fly::{FlyError, ListMachines};
+use crate::reconcile::naming;
+use crate::reconcile::recorded::RowStatus;
+
+pub(super) async fn deprovision(ctx: &Ctx, row_id: Uuid) -> Result<(), ExecError> {
+    let row = load_row(ctx.store.pool(), row_id)
+        .await?
+        .ok_or(ExecError::RowGone)?;
+    let app = row.fly_app_name.clone();
+    if !naming::is_managed(&ctx.prefix, &app) {
+        return Err(ExecError::NeedsHuman(format!("row names unmanaged app {app}")));
+    }
+    match row.status() {
+        Some(RowStatus::Deprovisioning) => {}
+        Some(RowStatus::Active | RowStatus::Provisioning | RowStatus::Error) => {
+            let ev = Event::new("deprovision_started", serde_json::json!({"app": app}));
+            ctx.store.mark_deprovisioning(row.id, &[ev]).await?;
+            info!(app = %app, "deprovisioning");
+        }
+        _ => return Err(ExecError::RowGone),
+    }
+    let ours = match ctx.fly.get_app(&app).await {
+        Ok(a) => a
+            .organization
+            .as_ref()
+            .is_some_and(|o| o.slug == ctx.spec.org_slug),
+        Err(FlyError::NotFound { .. }) => false,
+        Err(FlyError::Forbidden { .. }) => {
+            warn!(app = %app, "app name held by another organisation; nothing of ours to delete");
+            false
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if ours {
+        delete_app(ctx, &app).await?;
+    }
+    let ev = Event::new(
+        "deprovision_completed",
+        serde_json::json!({"app": app, "app_existed": ours}),
+    );
+    ctx.store.mark_deleted(row.id, &[ev]).await?;
+    info!(app = %app, "deprovisioned; row soft-deleted");
+    Ok(())
+}
+
+/// Stop machines, delete the app, wait for 404.
+async fn delete_app(ctx: &Ctx, app: &str) -> Result<(), ExecError> {
+    let machines = match ctx.fly.list_machines(app, &ListMachines::default()).await {
+        Ok(ms) => ms,
+        Err(FlyError::NotFound { .. }) => vec![],
+        Err(e) => return Err(e.into()),
+    };
+    for m in machines.iter().filter(|m| !m.state.is_gone()) {
+        stop_gracefully(ctx, app, m).await?;
+    }
+    match ctx.fly.delete_app(app).await {
+        Ok(()) | Err(FlyError::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    wait::until(ctx.timeouts.app_gone, "app deletion to finish", || async {
+        match ctx.fly.get_app(app).await {
+            Err(FlyError::NotFound { .. }) => Ok(Some(())),
+            Ok(_) => Ok(None),
+            Err(e) if e.is_transient() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await
+}
+
+/// An orphan (managed prefix, no live row) that stayed orphaned for `ORPHAN_GRACE`.
+pub(super) async fn delete_orphan(ctx: &Ctx, app: &str) -> Result<(), ExecError> {
+    if !naming::is_managed(&ctx.prefix, app) {
+        return Err(ExecError::NeedsHuman(format!("refusing to delete unmanaged app {app}")));
+    }
+    match ctx.fly.get_app(app).await {
+        Ok(a) if a.organization.as_ref().is_some_and(|o| o.slug == ctx.spec.org_slug) => {}
+        Ok(_) | Err(FlyError::NotFound { .. } | FlyError::Forbidden { .. }) => {
+            ctx.store.forget_orphan(app).await?;
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    warn!(app = %app, "deleting orphan app after its grace period");
+    delete_app(ctx, app).await?;
+    ctx.store.forget_orphan(app).await?;
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! Executors: each performs one planned action idempotently, recording progress in the row before
+//! and after every Fly call, so a crash at any instant resumes from the database and Fly.
+//!
+//! Failures become per-user backoff stored in the row (invariant 7); a lost lease (`Fenced`) stops
+//! the caller at once.
+
+mod converge;
+mod deprovision;
+pub mod machine_config;
+mod wait;
+
+use rand::Rng;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{Instrument, info, info_span, warn};
+use uuid::Uuid;
+
+use super::plan::Action;
+use super::recorded::RowStatus;
+use super::spec::AppSpec;
+use crate::db::apps::{Event, StoreError, Store};
+use crate::fly::{FlyClient, FlyError};
+
+/// How long an executor waits on Fly's asynchronous steps before leaving the rest to a later pass.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// Post-create window in which a new app answers 404 (REFERENCE §7).
+    pub app_visible: Duration,
+    pub machine_started: Duration,
+    /// From `started` to all checks passing.
+    pub healthy: Duration,
+    pub machine_stopped: Duration,
+    /// Async app deletion (202) until the app answers 404.
+    pub app_gone: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            app_visible: Duration::from_secs(60),
+            machine_started: Duration::from_secs(120),
+            healthy: Duration::from_secs(120),
+            machine_stopped: Duration::from_secs(30),
+            app_gone: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything an executor needs; cheap to clone into tasks.
+#[derive(Clone)]
+pub struct Ctx {
+    pub fly: FlyClient,
+    pub store: Store,
+    pub spec: Arc<AppSpec>,
+    pub prefix: String,
+    pub timeouts: Timeouts,
+    /// Per-user backoff bounds: first retry after `backoff_base`, doubling up to `backoff_max`.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Fly(#[from] FlyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Fly has not finished an asynchronous step (app propagation, machine start, checks, deletion)
+    /// within the executor's patience; a later pass picks it up from where it is.
+    #[error("still waiting: {0}")]
+    StillWaiting(&'static str),
+    /// The machine serves on the new config but its checks fail.
+    #[error("unhealthy: {0}")]
+    Unhealthy(String),
+    /// Something only an operator can resolve (e.g. every candidate name is held elsewhere).
+    #[error("needs an operator: {0}")]
+    NeedsHuman(String),
+    /// The row disappeared or is not in a state this action applies to; the next pass re-plans.
+    #[error("row not found or changed")]
+    RowGone,
+}
+
+impl From<sqlx::Error> for ExecError {
+    fn from(e: sqlx::Error) -> Self {
+        ExecError::Store(StoreError::Sql(e))
+    }
+}
+
+impl ExecError {
+    /// Fixed-cardinality label for the row, metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ExecError::Fly(e) => e.kind(),
+            ExecError::Store(StoreError::Fenced) => "fenced",
+            ExecError::Store(_) => "database",
+            ExecError::StillWaiting(_) => "still_waiting",
+            ExecError::Unhealthy(_) => "unhealthy_after_update",
+            ExecError::NeedsHuman(_) => "needs_operator",
+            ExecError::RowGone => "row_changed",
+        }
+    }
+
+    fn request_id(&self) -> Option<&str> {
+        match self {
+            ExecError::Fly(e) => e.request_id(),
+            _ => None,
+        }
+    }
+}
+
+/// How one action ended; exactly one of these per action, so "failed and requeued" cannot both be
+/// reported by accident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// Failed; backoff recorded in the row, a later pass retries.
+    Retry,
+    /// This replica lost the lease: stop acting.
+    Fenced,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Done => "ok",
+            Outcome::Retry => "retry",
+            Outcome::Fenced => "fenced",
+        }
+    }
+}
+
+/// Perform one action inside its own span (`user_id`, `app`).
+pub async fn run(ctx: &Ctx, action: &Action) -> Outcome {
+    let (user, row_id) = match action {
+        Action::Converge { user_id, row_id, .. } => (Some(*user_id), *row_id),
+        Action::MarkUnwanted { user_id, row_id }
+        | Action::CancelDeprovision { user_id, row_id }
+        | Action::Deprovision { user_id, row_id, .. }
+        | Action::Probe { user_id, row_id } => (Some(*user_id), Some(*row_id)),
+        Action::SyncOrphans { .. } | Action::DeleteOrphan { .. } => (None, None),
+    };
+    let app = match action {
+        Action::Deprovision { app, .. } | Action::DeleteOrphan { app } => app.clone(),
+        _ => String::new(),
+    };
+    let span = info_span!("action", kind = action.kind(), user_id = ?user, app = %app);
+    async move {
+        let result = dispatch(ctx, action).await;
+        match result {
+            Ok(()) => Outcome::Done,
+            Err(ExecError::Store(StoreError::Fenced)) => {
+                warn!("lease lost mid-action; stopping");
+                Outcome::Fenced
+            }
+            Err(e) => {
+                warn!(error = %e, error_kind = e.kind(), fly_request_id = e.request_id(), "action failed");
+                match record_failure(ctx, action, row_id, user, &e).await {
+                    Err(StoreError::Fenced) => return Outcome::Fenced,
+                    Err(e2) => warn!(error = %e2, "could not record the failure"),
+                    Ok(()) => {}
+                }
+                Outcome::Retry
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn dispatch(ctx: &Ctx, action: &Action) -> Result<(), ExecError> {
+    match action {
+        Action::Converge {
+            user_id,
+            row_id,
+            reason,
+            image,
+        } => converge::converge(ctx, *user_id, *row_id, reason, image).await,
+        Action::MarkUnwanted { row_id, .. } => {
+            info!("user no longer wanted; deprovision grace starts");
+            let ev = Event::new(
+                "deprovision_requested",
+                serde_json::json!({"grace_started": true}),
+            );
+            Ok(ctx.store.mark_unwanted(*row_id, &[ev]).await?)
+        }
+        Action::CancelDeprovision { row_id, .. } => {
+            info!("user wanted again within the grace; deprovision cancelled");
+            let ev = Event::new(
+                "provision_requested",
+                serde_json::json!({"cancelled_deprovision": true}),
+            );
+            Ok(ctx.store.cancel_unwanted(*row_id, &[ev]).await?)
+        }
+        Action::Deprovision { row_id, .. } => deprovision::deprovision(ctx, *row_id).await,
+        Action::Probe { row_id, .. } => converge::probe(ctx, *row_id).await,
+        Action::SyncOrphans { names } => {
+            for name in names {
+                warn!(app = %name, "orphan app: managed prefix, no live row owns it");
+            }
+            Ok(ctx.store.sync_orphans(names).await?)
+        }
+        Action::DeleteOrphan { app } => deprovision::delete_orphan(ctx, app).await,
+    }
+}
+
+async fn record_failure(
+    ctx: &Ctx,
+    action: &Action,
+    row_id: Option<Uuid>,
+    user_id: Option<Uuid>,
+    e: &ExecError,
+) -> Result<(), StoreError> {
+    // A first provision has no row id in the plan; the row it reserved is found by user.
+    let row = match (row_id, user_id) {
+        (Some(id), _) => crate::db::apps::load_row(ctx.store.pool(), id).await?,
+        (None, Some(user)) => crate::db::apps::load_row_for_user(ctx.store.pool(), user).await?,
+        (None, None) => None,
+    };
+    let Some(row) = row else { return Ok(()) };
+    let row_id = row.id;
+    let attempt = row.retry_count.unwrap_or(0).max(0) as u32;
+    let mut delay = backoff_delay(ctx.backoff_base, ctx.backoff_max, attempt);
+    if let ExecError::Fly(FlyError::RateLimited { retry_after: Some(ra), .. }) = e {
+        delay = delay.max(*ra);
+    }
+    let message = e.to_string();
+    let meta = serde_json::json!({
+        "action": action.kind(),
+        "error_kind": e.kind(),
+        "fly_request_id": e.request_id(),
+        "retry_in_s": delay.as_secs(),
+    });
+    match (action, e) {
+        (Action::Deprovision { .. }, _) => {
+            let ev = Event::new("deprovision_failed", meta).with_error(message.clone());
+            ctx.store
+                .mark_failure(row_id, RowStatus::Deprovisioning, e.kind(), &message, delay, &[ev])
+                .await
+        }
+        (_, ExecError::Unhealthy(_)) => {
+            let ev = Event::new("health_check_failed", meta).with_error(message.clone());
+            ctx.store
+                .mark_unhealthy(row_id, e.kind(), &message, delay, &[ev])
+                .await
+        }
+        (Action::Probe { .. }, _) => Ok(()),
+        _ => {
+            let ev = Event::new("provision_failed", meta).with_error(message.clone());
+            ctx.store
+                .mark_failure(row_id, RowStatus::Error, e.kind(), &message, delay, &[ev])
+                .await
+        }
+    }
+}
+
+/// Exponential per-user backoff with ±20 % jitter, so a fleet that failed together does not retry
+/// in lockstep.
+pub fn backoff_delay(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.min(16));
+    let capped = exp.min(max);
+    let jitter = rand::rng().random_range(0.8..1.2);
+    capped.mul_f64(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_then_caps() {
+        let base = Duration::from_secs(5);
+        let max = Duration::from_secs(600);
+        let d0 = backoff_delay(base, max, 0);
+        let d3 = backoff_delay(base, max, 3);
+        let d30 = backoff_delay(base, max, 30);
+        assert!(d0 >= Duration::from_secs(4) && d0 <= Duration::from_secs(6));
+        assert!(d3 >= Duration::from_secs(32) && d3 <= Duration::from_secs(48));
+        assert!(d30 <= Duration::from_secs(720) && d30 >= Duration::from_secs(480));
+    }
+}

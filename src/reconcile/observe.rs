@@ -1,0 +1,70 @@
+//! Observe Fly: the managed apps of our org and their machines, from two paginated list calls
+//! (invariant 9: a quiet pass costs the list pages, not one call per app).
+
+use std::collections::BTreeMap;
+use tracing::debug;
+use uuid::Uuid;
+
+use super::naming;
+use super::observed::{META_USER_ID, ObservedApp, ObservedMachine, Observation, META_OP};
+use crate::fly::{FlyClient, FlyError, OrgMachine};
+
+pub async fn observe(fly: &FlyClient, org: &str, prefix: &str) -> Result<Observation, FlyError> {
+    let apps = fly.list_apps(org).await?;
+    let machines = fly.list_org_machines(org).await?;
+    Ok(assemble(org, prefix, apps, machines))
+}
+
+/// Pure: filter to our org and prefix (invariant 1), attach machines to their apps.
+pub fn assemble(
+    org: &str,
+    prefix: &str,
+    apps: Vec<crate::fly::App>,
+    machines: Vec<OrgMachine>,
+) -> Observation {
+    let mut out: BTreeMap<String, ObservedApp> = BTreeMap::new();
+    for app in apps {
+        let in_org = app.organization.as_ref().is_none_or(|o| o.slug == org);
+        if in_org && naming::is_managed(prefix, &app.name) {
+            out.insert(
+                app.name.clone(),
+                ObservedApp {
+                    name: app.name,
+                    machines: vec![],
+                },
+            );
+        }
+    }
+    for m in machines {
+        // A machine listed before its app shows in the apps list (lists lag independently): the
+        // app exists, so record it.
+        if !naming::is_managed(prefix, &m.app_name) {
+            continue;
+        }
+        let cfg = m.config.as_ref();
+        let meta = cfg.map(|c| &c.metadata);
+        let guest = cfg.and_then(|c| c.guest.as_ref());
+        let observed = ObservedMachine {
+            id: m.id.clone(),
+            state: m.state.as_str().to_string(),
+            region: m.region.clone(),
+            image: cfg.map(|c| c.image.clone()).unwrap_or_default(),
+            cpus: guest.and_then(|g| g.cpus),
+            memory_mb: guest.and_then(|g| g.memory_mb),
+            cpu_kind: guest.and_then(|g| g.cpu_kind.clone()),
+            user_id: meta
+                .and_then(|md| md.get(META_USER_ID))
+                .and_then(|s| Uuid::parse_str(s).ok()),
+            op: meta.and_then(|md| md.get(META_OP)).cloned(),
+        };
+        out.entry(m.app_name.clone())
+            .or_insert_with(|| ObservedApp {
+                name: m.app_name.clone(),
+                machines: vec![],
+            })
+            .machines
+            .push(observed);
+    }
+    debug!(apps = out.len(), "observed fly");
+    Observation { apps: out }
+}

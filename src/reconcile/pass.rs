@@ -1,0 +1,234 @@
+//! One reconcile pass: read desired and recorded state (a handful of queries), observe Fly (two list
+//! calls), plan, then execute with bounded concurrency. The controller only schedules passes.
+
+use chrono::Utc;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use super::desired::{PaidPolicy, desired};
+use super::execute::{self, Ctx, Outcome};
+use super::observe::observe;
+use super::plan::{Action, Finding, Plan, PlanInput, PlanSettings, plan};
+use super::spec::{config_digest, secrets_digest};
+use crate::db::apps;
+use crate::metrics::Metrics;
+
+/// What a pass needs beyond the executor context.
+#[derive(Clone)]
+pub struct PassConfig {
+    pub policy: PaidPolicy,
+    pub plan: PlanSettingsTemplate,
+    pub max_concurrency: usize,
+}
+
+/// The settings part of [`PlanSettings`] that does not depend on the spec digests.
+#[derive(Clone, Debug)]
+pub struct PlanSettingsTemplate {
+    pub deprovision_grace: chrono::Duration,
+    pub orphan_grace: chrono::Duration,
+    pub probe_interval: chrono::Duration,
+    pub probe_budget: usize,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct PassReport {
+    pub plan: Plan,
+    pub outcomes: Vec<(&'static str, Outcome)>,
+    pub fenced: bool,
+}
+
+impl PassReport {
+    pub fn failed(&self) -> usize {
+        self.outcomes.iter().filter(|(_, o)| *o != Outcome::Done).count()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error("reading the database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Without a complete observation the planner could mistake unlisted apps for missing ones;
+    /// the pass is skipped rather than acted on half-blind.
+    #[error("observing Fly: {0}")]
+    Observe(#[from] crate::fly::FlyError),
+}
+
+pub fn plan_settings(ctx: &Ctx, cfg: &PassConfig) -> PlanSettings {
+    PlanSettings {
+        prefix: ctx.prefix.clone(),
+        org_slug: ctx.spec.org_slug.clone(),
+        image: ctx.spec.image.clone(),
+        region: ctx.spec.region.clone(),
+        cpus: ctx.spec.cpus,
+        memory_mb: ctx.spec.memory_mb,
+        config_digest: config_digest(&ctx.spec),
+        secrets_digest: secrets_digest(&ctx.spec.secrets),
+        deprovision_grace: cfg.plan.deprovision_grace,
+        orphan_grace: cfg.plan.orphan_grace,
+        probe_interval: cfg.plan.probe_interval,
+        probe_budget: cfg.plan.probe_budget,
+        rollout_batch: cfg.max_concurrency,
+    }
+}
+
+/// Read everything and plan; no writes anywhere.
+pub async fn plan_pass(ctx: &Ctx, cfg: &PassConfig) -> Result<Plan, PassError> {
+    let pool = ctx.store.pool();
+    let facts = apps::load_desired_facts(pool).await?;
+    let rows = apps::load_rows(pool).await?;
+    let orphans = apps::load_orphans(pool).await?;
+    let confirmed = apps::deletions_confirmed(pool).await?;
+    let observed = observe(&ctx.fly, &ctx.spec.org_slug, &ctx.prefix).await?;
+    let (desired, bad_overrides) = desired(&facts, &cfg.policy);
+    for (user_id, value) in bad_overrides {
+        warn!(%user_id, value = %value, "override with an unknown value; user frozen as if paused");
+    }
+    let settings = plan_settings(ctx, cfg);
+    Ok(plan(&PlanInput {
+        now: Utc::now(),
+        settings: &settings,
+        desired: &desired,
+        rows: &rows,
+        observed: &observed,
+        orphans_first_seen: &orphans,
+        deletions_confirmed: confirmed,
+    }))
+}
+
+/// One full pass under the current lease term.
+pub async fn run_pass(ctx: &Ctx, cfg: &PassConfig, metrics: &Metrics) -> Result<PassReport, PassError> {
+    let reconcile_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    let span = info_span!("pass", reconcile_id = %reconcile_id, term = ctx.store.term());
+    async move {
+        let started = Instant::now();
+        let plan = match plan_pass(ctx, cfg).await {
+            Ok(p) => p,
+            Err(e) => {
+                error!(error = %e, "pass skipped");
+                metrics.record_pass("error", started.elapsed());
+                return Err(e);
+            }
+        };
+        report_findings(&plan.findings, metrics);
+        info!(actions = plan.actions.len(), findings = plan.findings.len(), "planned");
+        let report = execute_plan(ctx, cfg, metrics, plan).await;
+        if report
+            .outcomes
+            .iter()
+            .any(|(k, o)| (*k == "deprovision" || *k == "orphan_delete") && *o == Outcome::Done)
+            && apps::deletions_confirmed(ctx.store.pool()).await.unwrap_or(false)
+        {
+            // A confirmation covers the deletions it unblocked, not every future mass deletion.
+            if let Err(e) = apps::set_deletions_confirmed(ctx.store.pool(), false).await {
+                warn!(error = %e, "could not reset the deletion confirmation");
+            }
+        }
+        let outcome = if report.fenced {
+            "fenced"
+        } else if report.failed() > 0 {
+            "partial"
+        } else {
+            "ok"
+        };
+        metrics.record_pass(outcome, started.elapsed());
+        info!(
+            outcome,
+            actions = report.outcomes.len(),
+            failed = report.failed(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "pass finished"
+        );
+        Ok(report)
+    }
+    .instrument(span)
+    .await
+}
+
+fn report_findings(findings: &[Finding], metrics: &Metrics) {
+    let mut blocked = false;
+    for f in findings {
+        match f {
+            Finding::Paused { user_id, drift } => {
+                info!(%user_id, drift, "user paused by override; not changed")
+            }
+            Finding::UnmanagedRowName { row_id, name } => {
+                warn!(%row_id, app = %name, "row names an app without the managed prefix; skipped")
+            }
+            Finding::ForeignOrgRow { row_id, org } => {
+                warn!(%row_id, org = %org, "row records another Fly org; skipped")
+            }
+            Finding::UnknownStatus { row_id, status } => {
+                warn!(%row_id, status = %status, "row has an unknown status; skipped")
+            }
+            Finding::UserMissing { row_id, user_id } => {
+                warn!(%row_id, %user_id, "row's user is missing from auth.users; skipped")
+            }
+            Finding::Orphan { app, since } => {
+                warn!(app = %app, since = %since, "orphan app: managed prefix, no live row owns it")
+            }
+            Finding::RolloutHalted { image, unhealthy } => {
+                error!(image = %image, unhealthy, "ALERT rollout halted: too many apps unhealthy on the new image")
+            }
+            Finding::DeletionsBlocked { would_delete, live } => {
+                blocked = true;
+                error!(
+                    would_delete,
+                    live,
+                    "ALERT blast-radius breaker: deletions blocked; run `vyx-fleet confirm-deletions` to allow them"
+                )
+            }
+        }
+    }
+    metrics.set_deletions_blocked(blocked);
+}
+
+/// Run the actions, at most `max_concurrency` at once. DB-only actions go first so a grace period
+/// starts even if Fly is slow.
+async fn execute_plan(ctx: &Ctx, cfg: &PassConfig, metrics: &Metrics, plan: Plan) -> PassReport {
+    let sem = Arc::new(Semaphore::new(cfg.max_concurrency.max(1)));
+    let mut set = JoinSet::new();
+    let mut actions = plan.actions.clone();
+    actions.sort_by_key(|a| match a {
+        Action::MarkUnwanted { .. } | Action::CancelDeprovision { .. } | Action::SyncOrphans { .. } => 0,
+        Action::Deprovision { .. } | Action::DeleteOrphan { .. } => 1,
+        Action::Converge { .. } => 2,
+        Action::Probe { .. } => 3,
+    });
+    for action in actions {
+        let permit = match sem.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => break,
+        };
+        let ctx = ctx.clone();
+        set.spawn(
+            async move {
+                let outcome = execute::run(&ctx, &action).await;
+                drop(permit);
+                (action.kind(), outcome)
+            }
+            .in_current_span(),
+        );
+    }
+    let mut report = PassReport {
+        plan,
+        ..Default::default()
+    };
+    while let Some(res) = set.join_next().await {
+        match res {
+            Ok((kind, outcome)) => {
+                metrics.record_action(kind, outcome.as_str());
+                if outcome == Outcome::Fenced {
+                    report.fenced = true;
+                    set.abort_all();
+                }
+                report.outcomes.push((kind, outcome));
+            }
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => error!(error = %e, "action task panicked"),
+        }
+    }
+    report
+}
