@@ -9,6 +9,7 @@
 //! Around it: [`config`], [`db`] (queries, migrations, lease), [`fly`] (typed Machines API client),
 //! [`sim`] (an independent Fly Machines API simulator), [`http`] and [`metrics`], [`telemetry`].
 
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod demo;
@@ -21,3 +22,4 @@ pub mod retry;
 pub mod secret;
 pub mod sim;
 pub mod telemetry;
+pub mod wiring;

@@ -1,1 +1,94 @@
-fn main() {}
+//! `vyx-fleet`: the command line. Everything it runs lives in the library; this file only parses
+//! arguments, loads settings (exit 2 on a bad one) and maps results to exit codes.
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use vyx_fleet::cli;
+
+#[derive(Parser)]
+#[command(name = "vyx-fleet", version, about = "Keeps one Fly.io app per paying Vyx user")]
+struct Cli {
+    /// Optional TOML file with the same keys as the environment variables (env wins).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The daemon: lead or stand by, reconcile every RECONCILE_INTERVAL and on NOTIFY.
+    Run,
+    /// One reconcile pass.
+    Reconcile {
+        /// Run exactly one pass and exit (required: the loop is `run`).
+        #[arg(long)]
+        once: bool,
+        /// Print the plan; change nothing on Fly or in the database.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Every managed app with its status, health, image and cost; totals.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Allow the deletions the blast-radius breaker is holding back (consumed by the next pass
+    /// that deletes).
+    ConfirmDeletions,
+    /// The main job on embedded defaults: a throwaway PostgreSQL, the built-in Fly simulator, and
+    /// seeded users whose tiers change while you watch.
+    Demo {
+        /// Exit 0 once the story has converged (non-zero if it has not within --timeout).
+        #[arg(long)]
+        until_converged: bool,
+        /// Give up after this long with --until-converged (e.g. 180s, 5m).
+        #[arg(long, default_value = "180s")]
+        timeout: String,
+    },
+    /// The Fly Machines API simulator on its own.
+    Sim {
+        /// Address to listen on, e.g. 127.0.0.1:4280.
+        #[arg(long, default_value = "127.0.0.1:4280")]
+        listen: SocketAddr,
+        /// The organisation the simulator's tokens belong to.
+        #[arg(long, default_value = "vyx-test")]
+        org: String,
+        /// Seed for fault injection and generated ids.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let cfg = args.config.as_deref();
+    let code = rt.block_on(async {
+        match args.command {
+            Command::Run => cli::run(cfg).await,
+            Command::Reconcile { once, dry_run } => cli::reconcile(cfg, once, dry_run).await,
+            Command::Migrate => cli::migrate(cfg).await,
+            Command::Status { json } => cli::status(cfg, json).await,
+            Command::ConfirmDeletions => cli::confirm_deletions(cfg).await,
+            Command::Demo {
+                until_converged,
+                timeout,
+            } => cli::demo(until_converged, &timeout).await,
+            Command::Sim { listen, org, seed } => cli::sim(listen, org, seed).await,
+        }
+    });
+    ExitCode::from(code)
+}

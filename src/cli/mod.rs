@@ -1,0 +1,290 @@
+//! The commands behind `main.rs`. Each returns the process exit code: 0 success, 1 runtime failure,
+//! 2 bad settings (one line naming the key).
+
+mod status;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::config::{self, Settings};
+use crate::db::{self, apps, lease};
+use crate::fly::RateLimits;
+use crate::http::{self, Health, HttpState};
+use crate::metrics::Metrics;
+use crate::reconcile::controller::{Controller, LoopConfig};
+use crate::reconcile::pass::{plan_pass, run_pass};
+use crate::{telemetry, wiring};
+
+pub use status::status;
+
+/// The status table as `vyx-fleet status` prints it.
+pub async fn status_table(pool: &sqlx::PgPool) -> Result<String, sqlx::Error> {
+    let (apps, totals) = status::load(pool).await?;
+    Ok(status::render_table(&apps, &totals))
+}
+
+const EXIT_FAILURE: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+
+fn load(cfg: Option<&Path>) -> Result<Settings, u8> {
+    Settings::load(cfg).map_err(|e| {
+        eprintln!("{e}");
+        EXIT_CONFIG
+    })
+}
+
+async fn connect(s: &Settings) -> Result<sqlx::PgPool, u8> {
+    let max = (s.max_concurrency as u32).saturating_add(4);
+    db::connect(s.database_url.expose(), max).await.map_err(|e| {
+        error!(error = %e, "cannot connect to the database");
+        EXIT_FAILURE
+    })
+}
+
+pub async fn run(cfg: Option<&Path>) -> u8 {
+    let s = match load(cfg) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    telemetry::init(s.log_format);
+    for w in s.warnings() {
+        warn!("{w}");
+    }
+    let pool = match connect(&s).await {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    if let Err(e) = db::migrate(&pool).await {
+        error!(error = %e, "migrations failed");
+        return EXIT_FAILURE;
+    }
+    let fly = match wiring::fly_client(&s, RateLimits::documented()) {
+        Ok(f) => f,
+        Err(e) => {
+            error!(error = %e, "cannot build the Fly client");
+            return EXIT_FAILURE;
+        }
+    };
+    let metrics = Metrics::new();
+    let health = Health::new(s.heartbeat_staleness());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let http_state = HttpState::new(health.clone(), metrics.clone());
+    let mut http_stop = stop_rx.clone();
+    let http_task = tokio::spawn(http::serve(s.http_addr, http_state, async move {
+        let _ = http_stop.wait_for(|v| *v).await;
+    }));
+    let controller = Controller {
+        base: wiring::ctx(&s, pool.clone(), fly),
+        pass: wiring::pass_config(&s),
+        loop_cfg: LoopConfig {
+            interval: s.reconcile_interval,
+            ..LoopConfig::default()
+        },
+        metrics,
+        health,
+        holder: wiring::holder_id(),
+    };
+    info!(holder = %controller.holder, org = %s.fly_org_slug, "vyx-fleet starting");
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("signal received; shutting down");
+        let _ = stop_tx.send(true);
+    });
+    controller.run(stop_rx).await;
+    match http_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "http server ended with an error"),
+        Err(e) => warn!(error = %e, "http server task failed"),
+    }
+    info!("vyx-fleet stopped");
+    0
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+pub async fn reconcile(cfg: Option<&Path>, once: bool, dry_run: bool) -> u8 {
+    if !once {
+        eprintln!("reconcile: pass --once for a single pass (the loop is `vyx-fleet run`)");
+        return EXIT_CONFIG;
+    }
+    let s = match load(cfg) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    telemetry::init(s.log_format);
+    let pool = match connect(&s).await {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    let fly = match wiring::fly_client(&s, RateLimits::documented()) {
+        Ok(f) => f,
+        Err(e) => {
+            error!(error = %e, "cannot build the Fly client");
+            return EXIT_FAILURE;
+        }
+    };
+    let ctx = wiring::ctx(&s, pool.clone(), fly);
+    let pass_cfg = wiring::pass_config(&s);
+    if dry_run {
+        // Reads only: no lease, no migration, no Fly writes.
+        return match plan_pass(&ctx, &pass_cfg).await {
+            Ok(plan) => {
+                print!("{}", status::render_plan(&plan));
+                0
+            }
+            Err(e) => {
+                error!(error = %e, "dry run failed");
+                EXIT_FAILURE
+            }
+        };
+    }
+    if let Err(e) = db::migrate(&pool).await {
+        error!(error = %e, "migrations failed");
+        return EXIT_FAILURE;
+    }
+    let holder = wiring::holder_id();
+    let term = match lease::try_acquire(&pool, &holder, Duration::from_secs(300)).await {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            error!("another replica holds the leader lease; not reconciling alongside it");
+            return EXIT_FAILURE;
+        }
+        Err(e) => {
+            error!(error = %e, "cannot take the leader lease");
+            return EXIT_FAILURE;
+        }
+    };
+    let ctx = crate::reconcile::execute::Ctx {
+        store: apps::Store::new(pool.clone(), term),
+        ..ctx
+    };
+    let result = run_pass(&ctx, &pass_cfg, &Metrics::new()).await;
+    if let Err(e) = lease::release(&pool, &holder, term).await {
+        warn!(error = %e, "could not release the lease; it expires by itself");
+    }
+    match result {
+        Ok(report) => {
+            print!("{}", status::render_plan(&report.plan));
+            println!(
+                "pass done: {} actions, {} not finished (retried later)",
+                report.outcomes.len(),
+                report.failed()
+            );
+            0
+        }
+        Err(_) => EXIT_FAILURE,
+    }
+}
+
+pub async fn migrate(cfg: Option<&Path>) -> u8 {
+    let url = match config::load_database_url(cfg) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_CONFIG;
+        }
+    };
+    telemetry::init(config::LogFormat::from_env());
+    let pool = match db::connect(url.expose(), 2).await {
+        Ok(p) => p,
+        Err(e) => {
+            error!(error = %e, "cannot connect to the database");
+            return EXIT_FAILURE;
+        }
+    };
+    match db::migrate(&pool).await {
+        Ok(()) => {
+            info!("migrations applied");
+            println!("migrations applied");
+            0
+        }
+        Err(e) => {
+            error!(error = %e, "migrations failed");
+            EXIT_FAILURE
+        }
+    }
+}
+
+pub async fn confirm_deletions(cfg: Option<&Path>) -> u8 {
+    let url = match config::load_database_url(cfg) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let pool = match db::connect(url.expose(), 2).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("cannot connect to the database: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    match apps::set_deletions_confirmed(&pool, true).await {
+        Ok(()) => {
+            println!("deletions confirmed: the next pass may delete what the breaker held back");
+            0
+        }
+        Err(e) => {
+            eprintln!("cannot record the confirmation: {e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+pub async fn demo(until_converged: bool, timeout: &str) -> u8 {
+    let timeout = match config::parse_duration(timeout) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("--timeout: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    telemetry::init(config::LogFormat::from_env_or(config::LogFormat::Pretty));
+    crate::demo::run(until_converged, timeout).await
+}
+
+pub async fn sim(listen: SocketAddr, org: String, seed: u64) -> u8 {
+    telemetry::init(config::LogFormat::from_env());
+    let cfg = crate::sim::SimConfig {
+        orgs: vec![crate::sim::OrgConfig {
+            slug: org.clone(),
+            name: org.clone(),
+        }],
+        any_token_org: Some(org.clone()),
+        seed,
+        ..crate::sim::SimConfig::default()
+    };
+    println!("Fly Machines API simulator on http://{listen} (org {org}; any non-empty token)");
+    match crate::sim::run_cli(listen, cfg).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("simulator: {e}");
+            EXIT_FAILURE
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Wiring: settings → Fly client, database pool, executor context, pass config. Shared by the CLI,
+//! the demo and the integration tests, so they all run the daemon the same way.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Settings;
+use crate::db::apps::Store;
+use crate::fly::{ClientOptions, FlyClient, FlyError, RateLimits};
+use crate::reconcile::desired::PaidPolicy;
+use crate::reconcile::execute::{Ctx, Timeouts};
+use crate::reconcile::pass::{PassConfig, PlanSettingsTemplate};
+use crate::reconcile::spec::AppSpec;
+
+/// Name of the Fly secret that carries the Supabase service key into each app.
+pub const SERVICE_KEY_SECRET: &str = "SUPABASE_SERVICE_ROLE_KEY";
+
+pub fn app_spec(s: &Settings) -> AppSpec {
+    let mut secrets = BTreeMap::new();
+    if let Some(key) = &s.supabase_service_role_key {
+        secrets.insert(SERVICE_KEY_SECRET.to_string(), key.clone());
+    }
+    for (name, value) in &s.user_app_secrets {
+        secrets.insert(name.clone(), value.clone());
+    }
+    AppSpec {
+        org_slug: s.fly_org_slug.clone(),
+        image: s.user_app_image.clone(),
+        region: s.user_app_region.clone(),
+        cpus: s.user_app_cpus,
+        memory_mb: s.user_app_memory_mb,
+        supabase_url: s.supabase_url.clone(),
+        secrets,
+    }
+}
+
+pub fn fly_client(s: &Settings, rate_limits: RateLimits) -> Result<FlyClient, FlyError> {
+    FlyClient::new(ClientOptions {
+        base_url: s.fly_api_base_url.clone(),
+        token: s.fly_api_token.clone(),
+        rate_limits,
+        request_timeout: Duration::from_secs(30),
+        max_retries: 4,
+        user_agent: format!("vyx-fleet/{}", env!("CARGO_PKG_VERSION")),
+    })
+}
+
+/// Executor context with a placeholder term (0 never matches a real lease; the controller swaps in
+/// its own `Store` when it leads).
+pub fn ctx(s: &Settings, pool: sqlx::PgPool, fly: FlyClient) -> Ctx {
+    Ctx {
+        fly,
+        store: Store::new(pool, 0),
+        spec: Arc::new(app_spec(s)),
+        prefix: s.app_name_prefix.clone(),
+        timeouts: Timeouts::default(),
+        backoff_base: Duration::from_secs(5),
+        backoff_max: Duration::from_secs(600),
+    }
+}
+
+pub fn pass_config(s: &Settings) -> PassConfig {
+    let chrono = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+    PassConfig {
+        policy: PaidPolicy {
+            tiers: s.paid_tiers.clone(),
+            statuses: s.paid_statuses.clone(),
+        },
+        plan: PlanSettingsTemplate {
+            deprovision_grace: chrono(s.deprovision_grace),
+            orphan_grace: chrono(s.orphan_grace),
+            probe_interval: chrono::Duration::minutes(5),
+            probe_budget: s.max_concurrency,
+        },
+        max_concurrency: s.max_concurrency,
+    }
+}
+
+/// A holder id unique per process and readable in the lease row: Fly machine id or hostname, plus
+/// a random suffix so two processes on one host differ.
+pub fn holder_id() -> String {
+    let host = std::env::var("FLY_MACHINE_ID")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "local".into());
+    format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
