@@ -1,1 +1,143 @@
-//! Fly Machines API simulator.
+//! Fly Machines API simulator, written from `fly-api/REFERENCE.md` and the OpenAPI spec, not
+//! from any client: apps, machines (async lifecycle, wait, checks), secrets, IP assignments, with
+//! the platform's rough edges on tap: global app names, post-create 404s, list lag, rate limits,
+//! and injected faults (5xx, 408, dropped connections, lost answers, latency, 429 bursts).
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use vyx_fleet::sim::{Sim, SimConfig};
+//! let sim = Sim::start("127.0.0.1:0".parse().unwrap(), SimConfig::default()).await?;
+//! println!("FLY_API_BASE_URL={}", sim.base_url());
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Inspection over HTTP (no auth): `GET /_sim/snapshot`, `GET|DELETE /_sim/calls`,
+//! `POST /_sim/apps {"org","name"}`, `GET|PUT /_sim/faults`, `PUT /_sim/failing_images`.
+
+mod config;
+mod faults;
+mod inspect;
+mod lifecycle;
+mod listener;
+mod ratelimit;
+mod routes;
+mod server;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+pub use config::{BucketConfig, OrgConfig, RateLimitConfig, SimConfig, Timings, TokenConfig};
+pub use faults::{FaultKind, FaultRule, Faults};
+pub use inspect::{AppSnapshot, CallRecord, IpSnapshot, MachineSnapshot, SecretSnapshot, Snapshot};
+pub use state::CheckStatus;
+
+use server::{Shared, lock};
+
+/// A running simulator. Dropping it without [`Sim::shutdown`] leaves the server task running
+/// until the runtime ends.
+pub struct Sim {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Sim {
+    /// Binds `addr` (port 0 picks a free one) and serves in a background task.
+    pub async fn start(addr: SocketAddr, cfg: SimConfig) -> std::io::Result<Sim> {
+        let tcp = tokio::net::TcpListener::bind(addr).await?;
+        let addr = tcp.local_addr()?;
+        let shared = Shared::new(&cfg);
+        let app = server::router(shared.clone())
+            .into_make_service_with_connect_info::<listener::KillSwitch>();
+        let mut stop = shared.shutdown.subscribe();
+        let task = tokio::spawn(async move {
+            let serve =
+                axum::serve(listener::SimListener(tcp), app).with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "fly simulator server failed");
+            }
+        });
+        tracing::info!(%addr, "fly simulator listening");
+        Ok(Sim { shared, addr, task })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Replaces the fault setup (a `burst_429_ms` starts counting now).
+    pub fn set_faults(&self, faults: Faults) {
+        lock(&self.shared.faults).set(faults);
+    }
+
+    pub fn set_failing_images(&self, images: Vec<String>) {
+        set_failing_images(&self.shared, images);
+    }
+
+    /// Replaces the rate-limit setup and forgets all bucket levels.
+    pub fn set_rate_limits(&self, cfg: RateLimitConfig) {
+        *lock(&self.shared.rate_cfg) = cfg;
+        lock(&self.shared.limiter).reset();
+    }
+
+    /// Replaces the timings; affects transitions scheduled from now on.
+    pub fn set_timings(&self, timings: Timings) {
+        *lock(&self.shared.timings) = timings;
+    }
+
+    /// Puts an app named `name` into `org` at once (no post-create window): a name squatted by
+    /// another customer, for 403/422 tests. No-op if the name exists.
+    pub fn seed_app(&self, org: &str, name: &str) {
+        inspect::seed(&self.shared, org, name);
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        inspect::snapshot(&self.shared)
+    }
+
+    pub fn calls(&self) -> Vec<CallRecord> {
+        lock(&self.shared.calls).iter().cloned().collect()
+    }
+
+    pub fn clear_calls(&self) {
+        lock(&self.shared.calls).clear();
+    }
+
+    /// Stops accepting, ends long-polls, and waits (briefly) for in-flight calls.
+    pub async fn shutdown(self) {
+        let _ = self.shared.shutdown.send(true);
+        let mut task = self.task;
+        if tokio::time::timeout(Duration::from_secs(5), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+fn set_failing_images(sh: &Shared, images: Vec<String>) {
+    *lock(&sh.failing_images) = images.into_iter().collect();
+    lifecycle::refresh_checks(sh);
+    sh.notify();
+}
+
+/// Serves until ctrl-c (`vyx-fleet sim --listen ADDR`).
+pub async fn run_cli(addr: SocketAddr, cfg: SimConfig) -> std::io::Result<()> {
+    let sim = Sim::start(addr, cfg).await?;
+    println!("fly simulator listening on {}", sim.base_url());
+    tokio::signal::ctrl_c().await?;
+    sim.shutdown().await;
+    Ok(())
+}

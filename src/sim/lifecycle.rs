@@ -1,0 +1,154 @@
+//! Asynchronous machine state transitions and app removal, on tokio timers [S6b].
+//!
+//! Every user action bumps the machine's `generation`; a transition scheduled under an older
+//! generation finds it changed and does nothing, so a stop issued while a start is in flight wins.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use super::routes::validate::check_names;
+use super::server::{Shared, lock};
+use super::state::CheckStatus;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Step {
+    /// `created` -> `starting` (after create without `skip_launch`).
+    Boot,
+    /// `replacing`/`updating` -> `starting` (after an update).
+    Replaced,
+    /// `starting` -> `started`.
+    Started,
+    /// Checks settle: `passing`, or `critical` for failing images.
+    Settle,
+    /// `stopping` -> `stopped`.
+    Stopped,
+    /// `destroying` -> `destroyed`.
+    Destroyed,
+}
+
+pub(crate) fn schedule(sh: &Arc<Shared>, app: &str, id: &str, generation: u64, step: Step) {
+    let t = sh.timings();
+    let delay = match step {
+        Step::Boot => t.machine_create,
+        Step::Replaced => t.machine_update,
+        Step::Started => t.machine_start,
+        Step::Settle => t.checks_settle,
+        Step::Stopped => t.machine_stop,
+        Step::Destroyed => t.machine_destroy,
+    };
+    let sh = sh.clone();
+    let (app, id) = (app.to_string(), id.to_string());
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        apply(&sh, &app, &id, generation, step);
+        sh.notify();
+    });
+}
+
+fn apply(sh: &Arc<Shared>, app: &str, id: &str, generation: u64, step: Step) {
+    let failing = {
+        let world = lock(&sh.world);
+        let Some(m) = world.apps.get(app).and_then(|a| a.machines.get(id)) else {
+            return;
+        };
+        lock(&sh.failing_images).contains(m.image())
+    };
+    let mut world = lock(&sh.world);
+    let Some(m) = world.machine_mut(app, id) else {
+        return;
+    };
+    if m.generation != generation {
+        return;
+    }
+    let next = match step {
+        Step::Boot | Step::Replaced => {
+            m.set_state("starting", "start", "flyd");
+            Some(Step::Started)
+        }
+        Step::Started => {
+            m.set_state("started", "start", "flyd");
+            let now = Utc::now();
+            // `started` only means the VM booted; checks report later [S24].
+            m.checks = check_names(&m.config)
+                .into_iter()
+                .map(|name| CheckStatus {
+                    name,
+                    status: "warning".into(),
+                    output: "waiting for status update".into(),
+                    updated_at: now,
+                })
+                .collect();
+            (!m.checks.is_empty()).then_some(Step::Settle)
+        }
+        Step::Settle => {
+            let now = Utc::now();
+            for c in &mut m.checks {
+                if failing {
+                    c.status = "critical".into();
+                    c.output = "dial tcp: connection refused".into();
+                } else {
+                    c.status = "passing".into();
+                    c.output = "OK".into();
+                }
+                c.updated_at = now;
+            }
+            None
+        }
+        Step::Stopped => {
+            m.set_state("stopped", "exit", "flyd");
+            m.checks.clear();
+            None
+        }
+        Step::Destroyed => {
+            m.set_state("destroyed", "destroy", "flyd");
+            m.checks.clear();
+            None
+        }
+    };
+    drop(world);
+    if let Some(next) = next {
+        schedule(sh, app, id, generation, next);
+    }
+}
+
+/// Re-evaluates settled checks of running machines after the failing-image set changed.
+pub(crate) fn refresh_checks(sh: &Shared) {
+    let failing = lock(&sh.failing_images).clone();
+    let mut world = lock(&sh.world);
+    let now = Utc::now();
+    for app in world.apps.values_mut() {
+        for m in app.machines.values_mut() {
+            let bad = failing.contains(m.image());
+            for c in m.checks.iter_mut().filter(|c| c.status != "warning") {
+                let want = if bad { "critical" } else { "passing" };
+                if c.status != want {
+                    c.status = want.into();
+                    c.output = if bad {
+                        "dial tcp: connection refused".into()
+                    } else {
+                        "OK".into()
+                    };
+                    c.updated_at = now;
+                }
+            }
+        }
+    }
+}
+
+/// After the delete delay, the app and everything in it disappear [S1][S5]. The id guards against
+/// removing a same-named app created after this one.
+pub(crate) fn schedule_app_removal(sh: &Arc<Shared>, name: String, app_id: String) {
+    let delay = sh.timings().app_delete;
+    let sh = sh.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        {
+            let mut world = lock(&sh.world);
+            if world.apps.get(&name).is_some_and(|a| a.id == app_id) {
+                world.apps.remove(&name);
+            }
+        }
+        sh.notify();
+    });
+}

@@ -1,0 +1,338 @@
+//! Shared simulator state and the request pipeline every `/v1` call goes through:
+//! request id → auth → 429 burst / rate limit → pre-handler faults → handler → lost answer → log.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use chrono::Utc;
+use tokio::sync::watch;
+
+use super::config::{RateLimitConfig, SimConfig, Timings};
+use super::faults::{FaultState, PreFault};
+use super::inspect::{self, CallRecord};
+use super::listener::KillSwitch;
+use super::ratelimit::RateLimiter;
+use super::routes::{self, ApiError, Caller};
+use super::state::World;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) struct Shared {
+    pub world: Mutex<World>,
+    /// Bumped on every state change; long-polls (`/wait`) watch it.
+    pub changed: watch::Sender<u64>,
+    pub timings: Mutex<Timings>,
+    pub failing_images: Mutex<HashSet<String>>,
+    pub faults: Mutex<FaultState>,
+    pub rate_cfg: Mutex<RateLimitConfig>,
+    pub limiter: Mutex<RateLimiter>,
+    pub calls: Mutex<VecDeque<CallRecord>>,
+    pub max_calls: usize,
+    pub tokens: HashMap<String, Vec<String>>,
+    pub any_token_org: Option<String>,
+    pub regions: Vec<String>,
+    pub default_region: String,
+    req_seq: AtomicU64,
+    call_seq: AtomicU64,
+    pub shutdown: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub fn new(cfg: &SimConfig) -> Arc<Shared> {
+        let mut world = World::default();
+        for o in &cfg.orgs {
+            world.ensure_org(&o.slug, &o.name);
+        }
+        let mut tokens: HashMap<String, Vec<String>> = HashMap::new();
+        for t in &cfg.tokens {
+            for o in &t.orgs {
+                world.ensure_org(o, o);
+            }
+            tokens.insert(t.token.clone(), t.orgs.clone());
+        }
+        if let Some(o) = &cfg.any_token_org {
+            world.ensure_org(o, o);
+        }
+        Arc::new(Shared {
+            world: Mutex::new(world),
+            changed: watch::channel(0).0,
+            timings: Mutex::new(cfg.timings.clone()),
+            failing_images: Mutex::new(cfg.failing_images.iter().cloned().collect()),
+            faults: Mutex::new(FaultState::new(cfg.faults.clone(), cfg.seed)),
+            rate_cfg: Mutex::new(cfg.rate_limits.clone()),
+            limiter: Mutex::new(RateLimiter::default()),
+            calls: Mutex::new(VecDeque::new()),
+            max_calls: cfg.max_call_log.max(1),
+            tokens,
+            any_token_org: cfg.any_token_org.clone(),
+            regions: cfg.regions.clone(),
+            default_region: cfg.default_region.clone(),
+            req_seq: AtomicU64::new(0),
+            call_seq: AtomicU64::new(0),
+            shutdown: watch::channel(false).0,
+        })
+    }
+
+    pub fn notify(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    pub fn timings(&self) -> Timings {
+        lock(&self.timings).clone()
+    }
+
+    fn request_id(&self) -> String {
+        let n = self.req_seq.fetch_add(1, Ordering::Relaxed);
+        format!(
+            "sim-{:x}-{}",
+            n,
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        )
+    }
+
+    fn log(&self, mut rec: CallRecord) {
+        rec.seq = self.call_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut calls = lock(&self.calls);
+        if calls.len() >= self.max_calls {
+            calls.pop_front();
+        }
+        calls.push_back(rec);
+    }
+
+    /// `Authorization: Bearer <t>` or `FlyV1 <t>` [S2][S9][S41]. Comma-joined macaroons count as one
+    /// token string here.
+    fn authenticate(&self, headers: &HeaderMap) -> Option<Caller> {
+        let raw = headers.get("authorization")?.to_str().ok()?.trim();
+        let (scheme, token) = raw.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") && scheme != "FlyV1" {
+            return None;
+        }
+        let token = token.trim();
+        if token.is_empty() {
+            return None;
+        }
+        if let Some(orgs) = self.tokens.get(token) {
+            return Some(Caller { orgs: orgs.clone() });
+        }
+        self.any_token_org.as_ref().map(|o| Caller {
+            orgs: vec![o.clone()],
+        })
+    }
+}
+
+/// Route class (fault/rate-limit key) and identifiers of a `/v1` path.
+pub(crate) struct RouteInfo {
+    pub class: &'static str,
+    pub app: Option<String>,
+    pub machine: Option<String>,
+    pub write: bool,
+}
+
+pub(crate) fn classify(method: &Method, path: &str) -> RouteInfo {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let m = method.as_str();
+    let (class, app, machine): (&'static str, Option<&str>, Option<&str>) = match segs.as_slice() {
+        ["v1", "apps"] if m == "GET" => ("apps.list", None, None),
+        ["v1", "apps"] if m == "POST" => ("apps.create", None, None),
+        ["v1", "apps", a] if m == "GET" => ("apps.get", Some(a), None),
+        ["v1", "apps", a] if m == "DELETE" => ("apps.delete", Some(a), None),
+        ["v1", "apps", a, "machines"] if m == "GET" => ("machines.list", Some(a), None),
+        ["v1", "apps", a, "machines"] if m == "POST" => ("machines.create", Some(a), None),
+        ["v1", "apps", a, "machines", id] => match m {
+            "GET" => ("machines.get", Some(a), Some(id)),
+            "POST" => ("machines.update", Some(a), Some(id)),
+            "DELETE" => ("machines.delete", Some(a), Some(id)),
+            _ => ("other", Some(a), Some(id)),
+        },
+        ["v1", "apps", a, "machines", id, "stop"] => ("machines.stop", Some(a), Some(id)),
+        ["v1", "apps", a, "machines", id, "start"] => ("machines.start", Some(a), Some(id)),
+        ["v1", "apps", a, "machines", id, "wait"] => ("machines.wait", Some(a), Some(id)),
+        ["v1", "apps", a, "secrets"] if m == "GET" => ("secrets.list", Some(a), None),
+        ["v1", "apps", a, "secrets"] if m == "POST" => ("secrets.set", Some(a), None),
+        ["v1", "apps", a, "ip_assignments"] if m == "GET" => ("ips.list", Some(a), None),
+        ["v1", "apps", a, "ip_assignments"] if m == "POST" => ("ips.create", Some(a), None),
+        ["v1", "apps", a, "ip_assignments", _] => ("ips.delete", Some(a), None),
+        ["v1", "orgs", _, "machines"] => ("orgs.machines", None, None),
+        _ => ("other", None, None),
+    };
+    RouteInfo {
+        class,
+        app: app.map(str::to_string),
+        machine: machine.map(str::to_string),
+        write: m != "GET" && m != "HEAD",
+    }
+}
+
+fn with_request_id(mut resp: Response, id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        resp.headers_mut().insert("fly-request-id", v);
+    }
+    resp
+}
+
+fn too_many(retry_after: Option<u64>) -> Response {
+    // 429 body/headers are undocumented [S2][S15]; the error body keeps clients' decoding uniform.
+    let mut resp =
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded").into_response();
+    if let Some(secs) = retry_after {
+        resp.headers_mut()
+            .insert("retry-after", HeaderValue::from(secs.max(1)));
+    }
+    resp
+}
+
+async fn pipeline(State(sh): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
+    let request_id = sh.request_id();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    if path.starts_with("/_sim") {
+        return with_request_id(next.run(req).await, &request_id);
+    }
+    let route = classify(&method, &path);
+    let mut rec = CallRecord {
+        seq: 0,
+        at: Utc::now(),
+        method: method.to_string(),
+        path: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or(path),
+        class: route.class.to_string(),
+        status: None,
+        fault: None,
+        write_applied: false,
+        request_id: request_id.clone(),
+    };
+    let kill = req
+        .extensions()
+        .get::<ConnectInfo<KillSwitch>>()
+        .map(|c| c.0.clone());
+
+    let resp = 'resp: {
+        let Some(caller) = sh.authenticate(req.headers()) else {
+            break 'resp ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized: missing or invalid token",
+            )
+            .into_response();
+        };
+        let decision = lock(&sh.faults).decide(route.class);
+        if !decision.latency.is_zero() {
+            rec.fault = Some(format!("latency {}ms", decision.latency.as_millis()));
+            tokio::time::sleep(decision.latency).await;
+        }
+        if decision.pre == Some(PreFault::TooMany) {
+            rec.fault = Some("burst_429".into());
+            let ra = lock(&sh.rate_cfg).retry_after.then_some(1);
+            break 'resp too_many(ra);
+        }
+        let rl = lock(&sh.rate_cfg).clone();
+        if let Some(bucket) = rl.bucket_for(route.class) {
+            let ident = route
+                .machine
+                .clone()
+                .or_else(|| route.app.clone())
+                .or_else(|| caller.orgs.first().cloned())
+                .unwrap_or_default();
+            if let Err(wait) = lock(&sh.limiter).check(route.class, &ident, bucket) {
+                let ra = rl.retry_after.then(|| wait.as_secs_f64().ceil() as u64);
+                break 'resp too_many(ra);
+            }
+        }
+        match decision.pre {
+            Some(PreFault::Status(s)) => {
+                rec.fault = Some(format!("server_error {s}"));
+                let code = StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                break 'resp ApiError::new(code, "internal error (simulated)").into_response();
+            }
+            Some(PreFault::Timeout) => {
+                rec.fault = Some("timeout".into());
+                break 'resp ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request timed out (simulated)",
+                )
+                .into_response();
+            }
+            Some(PreFault::Drop) => {
+                rec.fault = Some("drop".into());
+                if let Some(k) = &kill {
+                    k.kill();
+                }
+                break 'resp StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+            _ => {}
+        }
+        req.extensions_mut().insert(caller);
+        let resp = next.run(req).await;
+        let ok = resp.status().is_success();
+        rec.write_applied = route.write && ok;
+        match decision.lose_answer {
+            Some(status) if ok => {
+                if let Some(s) = status {
+                    rec.fault = Some(format!("lost_answer {s}"));
+                    let code = StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY);
+                    ApiError::new(code, "upstream error (simulated)").into_response()
+                } else {
+                    rec.fault = Some("lost_answer drop".into());
+                    if let Some(k) = &kill {
+                        k.kill();
+                    }
+                    resp
+                }
+            }
+            _ => resp,
+        }
+    };
+    let dropped = rec.fault.as_deref().is_some_and(|f| f.ends_with("drop"));
+    rec.status = (!dropped).then_some(resp.status().as_u16());
+    sh.log(rec);
+    with_request_id(resp, &request_id)
+}
+
+async fn fallback() -> Response {
+    ApiError::not_found("not found").into_response()
+}
+
+pub(crate) fn router(sh: Arc<Shared>) -> Router {
+    use routes::{apps, ips, machine_actions as ma, machines, orgs, secrets};
+    let v1 = Router::new()
+        .route("/v1/apps", get(apps::list).post(apps::create))
+        .route("/v1/apps/{app}", get(apps::show).delete(apps::destroy))
+        .route(
+            "/v1/apps/{app}/machines",
+            get(machines::list).post(machines::create),
+        )
+        .route(
+            "/v1/apps/{app}/machines/{id}",
+            get(machines::show)
+                .post(machines::update)
+                .delete(ma::destroy),
+        )
+        .route("/v1/apps/{app}/machines/{id}/stop", post(ma::stop))
+        .route("/v1/apps/{app}/machines/{id}/start", post(ma::start))
+        .route("/v1/apps/{app}/machines/{id}/wait", get(ma::wait))
+        .route(
+            "/v1/apps/{app}/secrets",
+            get(secrets::list).post(secrets::set),
+        )
+        .route(
+            "/v1/apps/{app}/ip_assignments",
+            get(ips::list).post(ips::create),
+        )
+        .route("/v1/apps/{app}/ip_assignments/{ip}", delete(ips::destroy))
+        .route("/v1/orgs/{org}/machines", get(orgs::machines));
+    v1.merge(inspect::router())
+        .fallback(fallback)
+        .layer(middleware::from_fn_with_state(sh.clone(), pipeline))
+        .with_state(sh)
+}

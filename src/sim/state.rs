@@ -1,0 +1,227 @@
+//! The simulated platform: orgs, apps, machines, IPs, secrets.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Org {
+    pub name: String,
+    pub numeric_id: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct SecretEntry {
+    pub value: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IpEntry {
+    pub ip: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub region: String,
+    pub shared: bool,
+    pub service_name: String,
+    pub network: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// `checks[]` entry of the Machine JSON [S1].
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct CheckStatus {
+    pub name: String,
+    pub status: String,
+    pub output: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct MachineEvent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    pub source: String,
+    pub timestamp: i64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Machine {
+    pub id: String,
+    pub name: String,
+    pub seq: u64,
+    pub region: String,
+    pub state: String,
+    pub version: String,
+    pub private_ip: String,
+    pub config: Value,
+    /// Earlier `(version, config)` pairs; those versions now count as `replaced` [S6b].
+    pub history: Vec<(String, Value)>,
+    pub checks: Vec<CheckStatus>,
+    pub events: Vec<MachineEvent>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Missing from list endpoints until then (replication lag [S15]).
+    pub listed_at: Instant,
+    /// Bumped by every user action; a scheduled transition of an older generation is void.
+    pub generation: u64,
+    pub nonce: Option<String>,
+}
+
+impl Machine {
+    pub fn set_state(&mut self, state: &str, event: &str, source: &str) {
+        let now = Utc::now();
+        self.state = state.to_string();
+        self.updated_at = now;
+        self.events.push(MachineEvent {
+            id: new_version_id(),
+            kind: event.to_string(),
+            status: state.to_string(),
+            source: source.to_string(),
+            timestamp: now.timestamp_millis(),
+        });
+        if self.events.len() > 50 {
+            self.events.remove(0);
+        }
+    }
+
+    pub fn image(&self) -> &str {
+        self.config
+            .get("image")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    /// `metadata.<k>` of the config, as a string.
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.config.get("metadata")?.get(key)?.as_str()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct App {
+    pub id: String,
+    pub name: String,
+    pub org: String,
+    pub network: String,
+    pub numeric_id: u64,
+    pub seq: u64,
+    pub created_at: DateTime<Utc>,
+    /// Before this instant the app answers 404 on reads (post-create window [S9][S35]).
+    pub visible_at: Instant,
+    /// Before this instant the app is missing from `GET /v1/apps` [S1].
+    pub listed_at: Instant,
+    /// `DELETE` accepted; gone once the delete delay passes [S1].
+    pub deleting: bool,
+    pub machines: BTreeMap<String, Machine>,
+    pub secrets: BTreeMap<String, SecretEntry>,
+    pub secrets_version: u64,
+    pub ips: Vec<IpEntry>,
+    pub idempotency_key: Option<String>,
+}
+
+impl App {
+    /// `pending` for a new app (docs example [S3]), `deployed` once a machine runs, `suspended`
+    /// when every machine is parked.
+    pub fn status(&self) -> &'static str {
+        let live: Vec<&Machine> = self
+            .machines
+            .values()
+            .filter(|m| m.state != "destroyed")
+            .collect();
+        if live.iter().any(|m| m.state == "started") {
+            "deployed"
+        } else if !live.is_empty()
+            && live
+                .iter()
+                .all(|m| m.state == "stopped" || m.state == "suspended")
+        {
+            "suspended"
+        } else {
+            "pending"
+        }
+    }
+
+    pub fn machine_count(&self) -> usize {
+        self.machines
+            .values()
+            .filter(|m| m.state != "destroyed")
+            .count()
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct World {
+    pub orgs: BTreeMap<String, Org>,
+    pub apps: BTreeMap<String, App>,
+    pub seq: u64,
+    pub ip_seq: u64,
+}
+
+impl World {
+    pub fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    pub fn ensure_org(&mut self, slug: &str, name: &str) {
+        let n = self.orgs.len() as u64 + 1;
+        self.orgs.entry(slug.to_string()).or_insert_with(|| Org {
+            name: name.to_string(),
+            numeric_id: 10_000 + n,
+        });
+    }
+
+    pub fn machine_mut(&mut self, app: &str, id: &str) -> Option<&mut Machine> {
+        self.apps.get_mut(app)?.machines.get_mut(id)
+    }
+}
+
+/// A 14-hex-char machine id, like `7811701f564258`.
+pub(crate) fn new_machine_id() -> String {
+    let u = uuid::Uuid::new_v4().simple().to_string();
+    u[..14].to_string()
+}
+
+/// A 26-char Crockford base32 id, the shape of machine `version`s and event ids [S1].
+pub(crate) fn new_version_id() -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let mut v = uuid::Uuid::new_v4().as_u128();
+    let mut out = [0u8; 26];
+    for slot in out.iter_mut().rev() {
+        *slot = ALPHABET[(v & 31) as usize];
+        v >>= 5;
+    }
+    out.iter().map(|&b| b as char).collect()
+}
+
+pub(crate) fn sha256_hex(s: &str) -> String {
+    let d = Sha256::digest(s.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_have_fly_shapes() {
+        let v = new_version_id();
+        assert_eq!(v.len(), 26);
+        assert!(v.chars().all(|c| c.is_ascii_alphanumeric()));
+        let m = new_machine_id();
+        assert_eq!(m.len(), 14);
+        assert_ne!(new_machine_id(), m);
+    }
+}
