@@ -1,1 +1,2 @@
 //! Postgres: pool, migrations, lease, queries.
+

@@ -1,1 +1,2 @@
 //! Fly Machines API client.
+

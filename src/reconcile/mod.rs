@@ -1,1 +1,2 @@
 //! The reconcile loop: desired, observe, plan, execute, controller.
+
