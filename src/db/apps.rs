@@ -194,8 +194,8 @@ impl Store {
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO public.user_fly_app_events \
-               (fly_app_id, user_id, event_type, status, metadata, error_details) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+               (fly_app_id, user_id, event_type, status, metadata, error_details, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp())",
         )
         .bind(row_id)
         .bind(user_id)

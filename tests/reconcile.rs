@@ -1,0 +1,260 @@
+//! The reconciler end to end: real PostgreSQL, the Fly simulator on loopback, the real Fly client.
+
+mod fleet_support;
+mod support;
+
+use fleet_support::{Fleet, IMAGE, ORG, SERVICE_KEY};
+use support::{UserFixture, set_subscription};
+use vyx_fleet::reconcile::naming;
+
+fn env_of(app: &vyx_fleet::sim::AppSnapshot) -> serde_json::Value {
+    app.machines[0].config["env"].clone()
+}
+
+#[tokio::test]
+async fn a_paid_user_gets_a_dedicated_app_running_the_screener() {
+    let fleet = Fleet::start().await;
+    let user = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+
+    fleet.converge().await;
+
+    let row = fleet.row(user).await;
+    assert_eq!(row.status, "active");
+    assert_eq!(row.health_status.as_deref(), Some("healthy"));
+    assert_eq!(row.fly_app_name, naming::candidate("vyx-user-", user, 0));
+    assert_eq!(row.docker_image.as_deref(), Some(IMAGE));
+    let app = fleet.app(&row.fly_app_name).expect("app exists in the org");
+    assert_eq!(app.network, row.fly_app_name, "own 6PN network per user");
+    assert_eq!(app.machines.len(), 1);
+    let m = &app.machines[0];
+    assert_eq!(m.state, "started");
+    assert_eq!(m.region, "sin");
+    assert_eq!(m.config["image"], IMAGE);
+    assert_eq!(m.config["guest"]["cpus"], 2);
+    assert_eq!(m.config["guest"]["memory_mb"], 512);
+    assert_eq!(m.config["restart"]["policy"], "always");
+    let env = env_of(&app);
+    assert_eq!(env["USER_ID"], user.to_string());
+    assert_eq!(env["RUN_MODE"], "user_dedicated");
+    assert_eq!(env["SUPABASE_URL"], "https://project.supabase.co");
+    assert!(!env.to_string().contains(SERVICE_KEY), "service key must not be in env");
+    assert!(app.secrets.iter().any(|s| s.name == "SUPABASE_SERVICE_ROLE_KEY"));
+    assert!(app.ips.iter().any(|ip| ip.kind == "v6"));
+    assert!(app.ips.iter().any(|ip| ip.kind == "shared_v4"));
+    assert_eq!(
+        fleet.events(user).await,
+        ["provision_requested", "provision_started", "health_check_passed", "provision_completed"]
+    );
+}
+
+#[tokio::test]
+async fn a_quiet_pass_costs_only_the_list_calls() {
+    let fleet = Fleet::start().await;
+    for _ in 0..3 {
+        UserFixture::paid("elite").insert(&fleet.db.pool).await;
+    }
+    fleet.converge().await;
+    fleet.sim.clear_calls();
+    let report = fleet.pass().await;
+    assert!(report.plan.actions.is_empty(), "{:?}", report.plan.actions);
+    let classes: Vec<String> = fleet.sim.calls().into_iter().map(|c| c.class).collect();
+    assert_eq!(classes, ["apps.list", "orgs.machines"]);
+}
+
+#[tokio::test]
+async fn a_downgrade_deletes_the_app_and_soft_deletes_the_row() {
+    let fleet = Fleet::start().await;
+    let stays = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    let leaves = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    let other = UserFixture::paid("elite").insert(&fleet.db.pool).await;
+    fleet.converge().await;
+    let name = fleet.row(leaves).await.fly_app_name;
+
+    set_subscription(&fleet.db.pool, leaves, "free", "active").await;
+    fleet.converge().await;
+
+    let row = fleet.row(leaves).await;
+    assert_eq!(row.status, "deleted");
+    assert!(row.deleted_at.is_some());
+    assert_eq!(row.fly_app_name, name, "the name stays recorded for a re-upgrade");
+    assert!(fleet.app(&name).is_none(), "app deleted in Fly");
+    for u in [stays, other] {
+        assert_eq!(fleet.row(u).await.status, "active");
+    }
+    assert_eq!(fleet.apps().len(), 2);
+    let events = fleet.events(leaves).await;
+    assert!(events.ends_with(&[
+        "deprovision_requested".to_string(),
+        "deprovision_started".to_string(),
+        "deprovision_completed".to_string()
+    ]), "{events:?}");
+}
+
+#[tokio::test]
+async fn a_re_upgrade_reuses_the_row_and_the_name() {
+    let fleet = Fleet::start().await;
+    let keep = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    let user = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    let _ = keep;
+    UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    fleet.converge().await;
+    let first = fleet.row(user).await;
+
+    set_subscription(&fleet.db.pool, user, "free", "active").await;
+    fleet.converge().await;
+    assert_eq!(fleet.row(user).await.status, "deleted");
+
+    set_subscription(&fleet.db.pool, user, "elite", "active").await;
+    fleet.converge().await;
+    let again = fleet.row(user).await;
+    assert_eq!(again.id, first.id, "same row");
+    assert_eq!(again.fly_app_name, first.fly_app_name, "same name");
+    assert_eq!(again.status, "active");
+    assert!(again.deleted_at.is_none());
+    let live: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM public.user_fly_apps WHERE user_id = $1 AND deleted_at IS NULL",
+    )
+    .bind(user)
+    .fetch_one(&fleet.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(live, 1);
+    assert_eq!(fleet.app(&again.fly_app_name).unwrap().machines.len(), 1);
+}
+
+#[tokio::test]
+async fn overrides_present_and_absent_beat_the_tier() {
+    let fleet = Fleet::start().await;
+    let free = UserFixture::free().insert(&fleet.db.pool).await;
+    let paid = UserFixture::paid("elite").insert(&fleet.db.pool).await;
+    for _ in 0..3 {
+        UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    }
+    fleet.set_override(free, Some("present")).await;
+    fleet.converge().await;
+    assert_eq!(fleet.row(free).await.status, "active");
+    assert_eq!(fleet.row(paid).await.status, "active");
+
+    fleet.set_override(paid, Some("absent")).await;
+    fleet.converge().await;
+    assert_eq!(fleet.row(paid).await.status, "deleted");
+    assert_eq!(fleet.row(free).await.status, "active");
+}
+
+#[tokio::test]
+async fn a_paused_user_is_observed_but_never_changed() {
+    let mut fleet = Fleet::start().await;
+    let paused = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    let rolled = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    fleet.converge().await;
+    let name = fleet.row(paused).await.fly_app_name;
+    fleet.set_override(paused, Some("paused")).await;
+
+    // A downgrade and a new image: neither touches the paused user's app.
+    set_subscription(&fleet.db.pool, paused, "free", "active").await;
+    fleet.reconfigure("USER_APP_IMAGE", "registry.fly.io/vyx-screener:v2");
+    fleet.sim.clear_calls();
+    fleet.converge().await;
+
+    let app = fleet.app(&name).expect("paused app still exists");
+    assert_eq!(app.machines[0].config["image"], IMAGE);
+    assert!(
+        !fleet.writes().iter().any(|c| c.path.contains(&name)),
+        "no write touched the paused app"
+    );
+    assert_eq!(fleet.row(paused).await.status, "active");
+    let other = fleet.row(rolled).await;
+    assert_eq!(other.docker_image.as_deref(), Some("registry.fly.io/vyx-screener:v2"));
+}
+
+#[tokio::test]
+async fn vyx_app_and_unprefixed_apps_are_never_touched_even_when_a_row_names_them() {
+    let fleet = Fleet::start().await;
+    fleet.sim.seed_app(ORG, "vyx-app");
+    fleet.sim.seed_app(ORG, "billing-worker");
+    let a = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    let b = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    // Rows that name foreign apps, as a hand edit or an old bug could leave them.
+    for (user, name, status) in [(a, "vyx-app", "active"), (b, "billing-worker", "deprovisioning")] {
+        sqlx::query(
+            "INSERT INTO public.user_fly_apps (user_id, fly_app_name, fly_org_slug, status) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(user)
+        .bind(name)
+        .bind(ORG)
+        .bind(status)
+        .execute(&fleet.db.pool)
+        .await
+        .unwrap();
+    }
+    set_subscription(&fleet.db.pool, a, "free", "active").await;
+    fleet.pass().await;
+    fleet.pass().await;
+
+    for c in fleet.sim.calls() {
+        assert!(
+            !c.path.contains("/vyx-app") && !c.path.contains("billing-worker"),
+            "touched a foreign app: {} {}",
+            c.method,
+            c.path
+        );
+    }
+    let names: Vec<String> = fleet.apps().into_iter().map(|a| a.name).collect();
+    assert!(names.contains(&"vyx-app".to_string()));
+    assert!(names.contains(&"billing-worker".to_string()));
+    assert_eq!(fleet.row(a).await.status, "active", "skipped rows are left as they are");
+}
+
+#[tokio::test]
+async fn a_name_held_by_another_org_moves_to_the_next_candidate() {
+    let fleet = Fleet::start().await;
+    let user = uuid::Uuid::new_v4();
+    let taken = naming::candidate("vyx-user-", user, 0);
+    fleet.sim.seed_app("someone-else", &taken);
+    UserFixture::paid("pro").with_id(user).insert(&fleet.db.pool).await;
+
+    fleet.converge().await;
+
+    let row = fleet.row(user).await;
+    assert_eq!(row.fly_app_name, naming::candidate("vyx-user-", user, 1));
+    assert_eq!(row.status, "active");
+    let snapshot = fleet.sim.snapshot();
+    let holder = snapshot.apps.iter().find(|a| a.name == taken).unwrap();
+    assert_eq!(holder.org, "someone-else");
+    assert!(holder.machines.is_empty(), "the other org's app was not touched");
+}
+
+#[tokio::test]
+async fn dry_run_changes_nothing_in_the_database_or_on_fly() {
+    let fleet = Fleet::start().await;
+    UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    let up = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    fleet.converge().await;
+    set_subscription(&fleet.db.pool, up, "free", "active").await;
+    UserFixture::paid("elite").insert(&fleet.db.pool).await;
+    let dump = || async {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT row_to_json(a)::text FROM public.user_fly_apps a ORDER BY id",
+        )
+        .fetch_all(&fleet.db.pool)
+        .await
+        .unwrap();
+        let events: i64 = sqlx::query_scalar("SELECT count(*) FROM public.user_fly_app_events")
+            .fetch_one(&fleet.db.pool)
+            .await
+            .unwrap();
+        let lease: (String,) = sqlx::query_as("SELECT row_to_json(l)::text FROM public.vyx_fleet_lease l")
+            .fetch_one(&fleet.db.pool)
+            .await
+            .unwrap();
+        (rows, events, lease)
+    };
+    let before = dump().await;
+    fleet.sim.clear_calls();
+
+    let plan = fleet.plan().await;
+
+    assert!(!plan.actions.is_empty(), "there was something to do");
+    assert_eq!(dump().await, before);
+    assert!(fleet.writes().is_empty(), "{:?}", fleet.writes());
+}
