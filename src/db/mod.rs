@@ -1,2 +1,1 @@
 //! Postgres: pool, migrations, lease, queries.
-

@@ -1,2 +1,1 @@
 //! The reconcile loop: desired, observe, plan, execute, controller.
-

@@ -1,2 +1,1 @@
 //! Fly Machines API simulator.
-
