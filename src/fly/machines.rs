@@ -1,0 +1,305 @@
+//! Machines: create, list (per app and org-wide), get, update, stop, start, delete, wait
+//! (REFERENCE §3).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::apps::{MAX_PAGES, pagination_loop};
+use super::client::{FlyClient, Request, decode};
+use super::error::{CallInfo, FlyError};
+use super::route::Route;
+use super::types::{
+    CreateMachineRequest, ListMachines, Machine, OrgMachine, OrgMachinesPage, StopMachineRequest,
+    UpdateMachineRequest, WaitResult,
+};
+
+const DEFAULT_MACHINES_PAGE: u32 = 500;
+/// Fly blocks a wait for at most 60 s (fly-go clamps to 1..=60 because of a proxy timeout).
+const MAX_WAIT_POLL_SECS: u64 = 60;
+/// Extra HTTP time on top of a wait long-poll, so the server's 408 arrives before our timeout.
+const WAIT_HTTP_SLACK: Duration = Duration::from_secs(15);
+
+/// Filters for `list_org_machines_with` (REFERENCE §3.9).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListOrgMachines {
+    /// RFC 3339; only machines updated after it. Overlap successive windows (eventually
+    /// consistent view).
+    pub updated_after: Option<String>,
+    /// States to keep (sent comma-separated).
+    pub state: Vec<String>,
+    pub include_deleted: Option<bool>,
+    pub region: Option<String>,
+    pub summary: bool,
+    /// Page size (≤ 1000); defaults to 500.
+    pub limit: Option<u32>,
+}
+
+impl FlyClient {
+    /// `POST /v1/apps/{app}/machines`. Not idempotent and never retried except on 429: after a
+    /// transport error, 408 or 5xx ([`FlyError::write_outcome_unknown`]) list the app's machines
+    /// by the op id you put in `config.metadata` before creating another (REFERENCE §6).
+    pub async fn create_machine(
+        &self,
+        app: &str,
+        req: &CreateMachineRequest,
+    ) -> Result<Machine, FlyError> {
+        let r = Request::new(
+            Route::CreateMachine,
+            vec!["v1", "apps", app, "machines"],
+            app,
+        )
+        .json(req)?;
+        let answer = self.execute(&r).await?;
+        decode(Route::CreateMachine, &answer)
+    }
+
+    /// `GET /v1/apps/{app}/machines` with filters, following the `fly-next-cursor` header.
+    /// Lists lag writes and may show destroyed machines (REFERENCE §7).
+    pub async fn list_machines(
+        &self,
+        app: &str,
+        q: &ListMachines,
+    ) -> Result<Vec<Machine>, FlyError> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut seen = HashSet::new();
+        for _ in 0..MAX_PAGES {
+            let mut r = Request::new(
+                Route::ListMachines,
+                vec!["v1", "apps", app, "machines"],
+                app,
+            );
+            for (k, v) in &q.metadata {
+                r = r.query(format!("metadata.{k}"), v.clone());
+            }
+            if let Some(b) = q.include_deleted {
+                r = r.query("include_deleted", b.to_string());
+            }
+            if !q.state.is_empty() {
+                r = r.query("state", q.state.join(","));
+            }
+            if let Some(region) = &q.region {
+                r = r.query("region", region.clone());
+            }
+            if q.summary {
+                r = r.query("summary", "true");
+            }
+            r = r.query(
+                "limit",
+                q.limit
+                    .unwrap_or(DEFAULT_MACHINES_PAGE)
+                    .clamp(1, 1000)
+                    .to_string(),
+            );
+            if let Some(c) = &cursor {
+                r = r.query("cursor", c.clone());
+            }
+            let answer = self.execute(&r).await?;
+            let page: Vec<Machine> = decode(Route::ListMachines, &answer)?;
+            out.extend(page);
+            match answer.next_cursor.clone() {
+                None => return Ok(out),
+                Some(c) if !seen.insert(c.clone()) => {
+                    return Err(pagination_loop(Route::ListMachines, &answer));
+                }
+                Some(c) => cursor = Some(c),
+            }
+        }
+        Err(too_many_pages(Route::ListMachines))
+    }
+
+    /// Every machine of the org: `GET /v1/orgs/{org}/machines`, following `next_cursor`.
+    pub async fn list_org_machines(&self, org_slug: &str) -> Result<Vec<OrgMachine>, FlyError> {
+        self.list_org_machines_with(org_slug, &ListOrgMachines::default())
+            .await
+    }
+
+    /// [`FlyClient::list_org_machines`] with filters. If Fly reports `error_regions` on any page
+    /// the answer is incomplete and [`FlyError::Incomplete`] is returned instead of a partial
+    /// list, so a missing machine is never mistaken for a deleted one.
+    pub async fn list_org_machines_with(
+        &self,
+        org_slug: &str,
+        q: &ListOrgMachines,
+    ) -> Result<Vec<OrgMachine>, FlyError> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut seen = HashSet::new();
+        for _ in 0..MAX_PAGES {
+            let mut r = Request::new(
+                Route::ListOrgMachines,
+                vec!["v1", "orgs", org_slug, "machines"],
+                org_slug,
+            );
+            if let Some(t) = &q.updated_after {
+                r = r.query("updated_after", t.clone());
+            }
+            if !q.state.is_empty() {
+                r = r.query("state", q.state.join(","));
+            }
+            if let Some(b) = q.include_deleted {
+                r = r.query("include_deleted", b.to_string());
+            }
+            if let Some(region) = &q.region {
+                r = r.query("region", region.clone());
+            }
+            if q.summary {
+                r = r.query("summary", "true");
+            }
+            r = r.query(
+                "limit",
+                q.limit
+                    .unwrap_or(DEFAULT_MACHINES_PAGE)
+                    .clamp(1, 1000)
+                    .to_string(),
+            );
+            if let Some(c) = &cursor {
+                r = r.query("cursor", c.clone());
+            }
+            let answer = self.execute(&r).await?;
+            let page: OrgMachinesPage = decode(Route::ListOrgMachines, &answer)?;
+            if !page.error_regions.is_empty() {
+                return Err(FlyError::Incomplete {
+                    call: answer.call(Route::ListOrgMachines),
+                    error_regions: page.error_regions,
+                });
+            }
+            out.extend(page.machines);
+            match page.next_cursor.filter(|c| !c.is_empty()) {
+                None => return Ok(out),
+                Some(c) if !seen.insert(c.clone()) => {
+                    return Err(pagination_loop(Route::ListOrgMachines, &answer));
+                }
+                Some(c) => cursor = Some(c),
+            }
+        }
+        Err(too_many_pages(Route::ListOrgMachines))
+    }
+
+    /// `GET /v1/apps/{app}/machines/{id}`.
+    pub async fn get_machine(&self, app: &str, id: &str) -> Result<Machine, FlyError> {
+        let r = Request::new(
+            Route::GetMachine,
+            vec!["v1", "apps", app, "machines", id],
+            id,
+        );
+        let answer = self.execute(&r).await?;
+        decode(Route::GetMachine, &answer)
+    }
+
+    /// `POST /v1/apps/{app}/machines/{id}` with the whole config. With `current_version` set, a
+    /// concurrent change gives [`FlyError::Conflict`] and nothing is applied.
+    pub async fn update_machine(
+        &self,
+        app: &str,
+        id: &str,
+        req: &UpdateMachineRequest,
+    ) -> Result<Machine, FlyError> {
+        let r = Request::new(
+            Route::UpdateMachine,
+            vec!["v1", "apps", app, "machines", id],
+            id,
+        )
+        .json(req)?;
+        let answer = self.execute(&r).await?;
+        decode(Route::UpdateMachine, &answer)
+    }
+
+    /// `POST …/{id}/stop` with `{signal, timeout}`. Returns once Fly accepted the stop; use
+    /// [`FlyClient::wait_machine`] for `stopped`.
+    pub async fn stop_machine(
+        &self,
+        app: &str,
+        id: &str,
+        req: &StopMachineRequest,
+    ) -> Result<(), FlyError> {
+        let r = Request::new(
+            Route::StopMachine,
+            vec!["v1", "apps", app, "machines", id, "stop"],
+            id,
+        )
+        .json(req)?;
+        self.execute(&r).await.map(|_| ())
+    }
+
+    /// `POST …/{id}/start` (no body).
+    pub async fn start_machine(&self, app: &str, id: &str) -> Result<(), FlyError> {
+        let r = Request::new(
+            Route::StartMachine,
+            vec!["v1", "apps", app, "machines", id, "start"],
+            id,
+        );
+        self.execute(&r).await.map(|_| ())
+    }
+
+    /// `DELETE …/{id}` (`?force=true` kills a running machine). 404 = already gone. Force can still
+    /// fail in transient states: verify with get/wait.
+    pub async fn delete_machine(&self, app: &str, id: &str, force: bool) -> Result<(), FlyError> {
+        let mut r = Request::new(
+            Route::DeleteMachine,
+            vec!["v1", "apps", app, "machines", id],
+            id,
+        );
+        if force {
+            r = r.query("force", "true");
+        }
+        self.execute(&r).await.map(|_| ())
+    }
+
+    /// Wait until the machine reaches one of `states` (`started`, `stopped`, `suspended`,
+    /// `destroyed`, `failed`, `settled`), optionally for a given `version`, for at most `timeout`.
+    ///
+    /// Long-polls `GET …/{id}/wait` in slices of 1..=60 s; Fly's 408 (slice over) re-polls until
+    /// `timeout` has passed, then [`FlyError::Timeout`] is returned. Transport errors, 429 and
+    /// 502/503 are retried like any GET.
+    pub async fn wait_machine(
+        &self,
+        app: &str,
+        id: &str,
+        states: &[&str],
+        version: Option<&str>,
+        timeout: Duration,
+    ) -> Result<WaitResult, FlyError> {
+        let deadline = Instant::now() + timeout;
+        let state = states.join(",");
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let poll = remaining.as_secs().clamp(1, MAX_WAIT_POLL_SECS);
+            let attempt_timeout = Duration::from_secs(poll) + WAIT_HTTP_SLACK;
+            let mut r = Request::new(
+                Route::WaitMachine,
+                vec!["v1", "apps", app, "machines", id, "wait"],
+                id,
+            )
+            .query("timeout", poll.to_string());
+            if !state.is_empty() {
+                r = r.query("state", state.clone());
+            }
+            if let Some(v) = version {
+                r = r.query("version", v);
+            }
+            r.attempt_timeout = Some(attempt_timeout);
+            r.deadline = Some(deadline + attempt_timeout);
+            let started = Instant::now();
+            match self.execute(&r).await {
+                Ok(answer) => return decode(Route::WaitMachine, &answer),
+                Err(FlyError::Timeout { .. }) if Instant::now() < deadline => {
+                    // A server answering 408 at once must not turn this into a busy loop.
+                    let floor = started + Duration::from_secs(1);
+                    tokio::time::sleep_until(floor.min(deadline)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn too_many_pages(route: Route) -> FlyError {
+    FlyError::Decode {
+        call: CallInfo::new(route),
+        status: 200,
+        detail: format!("more than {MAX_PAGES} pages"),
+    }
+}
