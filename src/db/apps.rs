@@ -28,10 +28,19 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
 }
 
-const ROW_COLUMNS: &str = "a.id, a.user_id, EXISTS (SELECT 1 FROM auth.users u WHERE u.id = a.user_id) AS user_exists, \
-     a.fly_app_name, a.fly_org_slug, a.status, a.region, a.docker_image, a.health_status, a.last_health_check, \
-     a.retry_count, a.deleted_at, a.fly_app_id, a.machine_id, a.machine_op_id, a.secrets_version, \
-     a.secrets_digest, a.ips_ready, a.config_digest, a.next_attempt_at, a.unwanted_since, a.last_error_kind";
+/// `SELECT <row columns> FROM user_fly_apps a <tail>` as one literal (sqlx wants static SQL).
+macro_rules! select_rows {
+    ($tail:literal) => {
+        concat!(
+            "SELECT a.id, a.user_id, EXISTS (SELECT 1 FROM auth.users u WHERE u.id = a.user_id) AS user_exists, ",
+            "a.fly_app_name, a.fly_org_slug, a.status, a.region, a.docker_image, a.health_status, ",
+            "a.last_health_check, a.retry_count, a.deleted_at, a.fly_app_id, a.machine_id, a.machine_op_id, ",
+            "a.secrets_version, a.secrets_digest, a.ips_ready, a.config_digest, a.next_attempt_at, ",
+            "a.unwanted_since, a.last_error_kind FROM public.user_fly_apps a ",
+            $tail
+        )
+    };
+}
 
 /// Every user with a subscription or an override, in one query.
 pub async fn load_desired_facts(pool: &PgPool) -> Result<Vec<UserFacts>, sqlx::Error> {
@@ -56,26 +65,20 @@ pub async fn load_desired_facts(pool: &PgPool) -> Result<Vec<UserFacts>, sqlx::E
 }
 
 pub async fn load_rows(pool: &PgPool) -> Result<Vec<AppRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {ROW_COLUMNS} FROM public.user_fly_apps a ORDER BY a.created_at, a.id"
-    ))
+    sqlx::query_as(select_rows!("ORDER BY a.created_at, a.id"))
     .fetch_all(pool)
     .await
 }
 
 pub async fn load_row(pool: &PgPool, row_id: Uuid) -> Result<Option<AppRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {ROW_COLUMNS} FROM public.user_fly_apps a WHERE a.id = $1"
-    ))
+    sqlx::query_as(select_rows!("WHERE a.id = $1"))
     .bind(row_id)
     .fetch_optional(pool)
     .await
 }
 
 pub async fn load_row_for_user(pool: &PgPool, user_id: Uuid) -> Result<Option<AppRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {ROW_COLUMNS} FROM public.user_fly_apps a WHERE a.user_id = $1"
-    ))
+    sqlx::query_as(select_rows!("WHERE a.user_id = $1"))
     .bind(user_id)
     .fetch_optional(pool)
     .await
@@ -263,7 +266,8 @@ impl Store {
             "UPDATE public.user_fly_apps a SET {set}, updated_at = now() \
              WHERE a.id = $1 AND public.vyx_fleet_fence($2) RETURNING a.user_id, a.status"
         );
-        let mut q = sqlx::query_as::<_, (Uuid, String)>(&sql)
+        // `set` is always a literal from this module; every value is a bind parameter.
+        let mut q = sqlx::query_as::<_, (Uuid, String)>(sqlx::AssertSqlSafe(sql))
             .bind(row_id)
             .bind(self.term);
         for b in binds {
