@@ -76,6 +76,11 @@ impl Health {
         self.state().database = Some((Instant::now(), reachable));
     }
 
+    /// Alias of [`Health::set_database_reachable`].
+    pub fn set_db_ok(&self, ok: bool) {
+        self.set_database_reachable(ok);
+    }
+
     pub fn set_leader(&self, leader: bool) {
         self.state().leader = leader;
     }

@@ -250,10 +250,10 @@ impl Metrics {
         self.inner.is_leader.set(i64::from(leader));
     }
 
-    /// Number of deletions the blast-radius breaker held back in the last pass; 0 when it did not
-    /// trip. Alert on `> 0`.
-    pub fn set_deletions_blocked(&self, n: i64) {
-        self.inner.deletions_blocked.set(n);
+    /// Whether (`true` = 1) or how many deletions the blast-radius breaker held back in the last
+    /// pass; 0 when it did not trip. Alert on `> 0`.
+    pub fn set_deletions_blocked(&self, n: impl Into<i64>) {
+        self.inner.deletions_blocked.set(n.into());
     }
 
     /// The OpenMetrics text exposition of every series.
@@ -384,6 +384,14 @@ mod tests {
         assert_eq!(sample(&text, "vyx_fleet_desired_apps"), Some(12.0));
         assert_eq!(sample(&text, "vyx_fleet_deletions_blocked"), Some(40.0));
         m.set_leader(false);
-        assert_eq!(sample(&m.encode(), "vyx_fleet_is_leader"), Some(0.0));
+        m.set_deletions_blocked(false);
+        let text = m.encode();
+        assert_eq!(sample(&text, "vyx_fleet_is_leader"), Some(0.0));
+        assert_eq!(sample(&text, "vyx_fleet_deletions_blocked"), Some(0.0));
+        m.set_deletions_blocked(true);
+        assert_eq!(
+            sample(&m.encode(), "vyx_fleet_deletions_blocked"),
+            Some(1.0)
+        );
     }
 }
