@@ -168,7 +168,7 @@ fn each_malformed_setting_names_its_key() {
         ("MAX_CONCURRENCY", Some("65"), "MAX_CONCURRENCY"),
         ("MAX_CONCURRENCY", Some("-1"), "MAX_CONCURRENCY"),
         ("MAX_CONCURRENCY", Some("eight"), "MAX_CONCURRENCY"),
-        ("DEPROVISION_GRACE", Some("0m"), "DEPROVISION_GRACE"),
+        ("DEPROVISION_GRACE", Some("-1m"), "DEPROVISION_GRACE"),
         ("DEPROVISION_GRACE", Some("10 minutes"), "DEPROVISION_GRACE"),
         ("ORPHAN_GRACE", Some("0h"), "ORPHAN_GRACE"),
         ("ORPHAN_GRACE", Some("1.5h"), "ORPHAN_GRACE"),
@@ -245,6 +245,7 @@ fn boundary_values_are_accepted() {
         &[("MAX_CONCURRENCY", Some("64"))],
         &[("RECONCILE_INTERVAL", Some("500ms"))],
         &[("DEPROVISION_GRACE", Some("1h30m"))],
+        &[("DEPROVISION_GRACE", Some("0s"))],
         &[("APP_NAME_PREFIX", Some("vyx-app-user-"))],
         &[("APP_NAME_PREFIX", Some(&"a".repeat(55)))],
         &[("PAID_TIERS", Some("free,pro,elite"))],
@@ -271,4 +272,77 @@ fn durations() {
     assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
     assert!(parse_duration("-1s").is_err());
     assert!(parse_duration("1").is_err());
+}
+
+fn repo_file(name: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(name)).unwrap()
+}
+
+/// `.env.example` documents every key, and its uncommented lines form a valid configuration.
+#[test]
+fn env_example_is_complete_and_valid() {
+    let text = repo_file(".env.example");
+    for key in vyx_fleet::config::KNOWN_KEYS
+        .iter()
+        .chain(["RUST_LOG"].iter())
+    {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start_matches('#').starts_with(&format!("{key}="))),
+            ".env.example lacks {key}"
+        );
+    }
+    let vars: HashMap<String, String> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .collect();
+    for key in vyx_fleet::config::REQUIRED_KEYS {
+        assert!(vars.contains_key(key), "{key} must be uncommented");
+    }
+    if let Err(e) = Settings::from_map(&vars, None) {
+        panic!(".env.example does not load: {e}");
+    }
+}
+
+/// fly.toml's [env] holds only known, non-FLY_ keys (Fly forbids those in [env]) and loads; the
+/// check and the metrics scrape hit the HTTP_ADDR port; the kill signal is SIGTERM.
+#[test]
+fn fly_toml_matches_the_settings() {
+    use config::{FileFormat, Source, ValueKind};
+    let table = config::File::from_str(&repo_file("fly.toml"), FileFormat::Toml)
+        .collect()
+        .unwrap();
+    let string = |v: &config::Value| v.clone().into_string().unwrap();
+    assert_eq!(string(&table["app"]), "vyx-fleet");
+    assert_eq!(string(&table["kill_signal"]), "SIGTERM");
+    assert!(!table.contains_key("services") && !table.contains_key("http_service"));
+    let ValueKind::Table(env) = table["env"].kind.clone() else {
+        panic!("[env] missing")
+    };
+    let mut vars = good();
+    for (key, value) in &env {
+        assert!(!key.starts_with("FLY_"), "[env] {key}: FLY_* is reserved");
+        assert!(
+            key == "RUST_LOG" || vyx_fleet::config::KNOWN_KEYS.contains(&key.as_str()),
+            "[env] {key} is not a setting"
+        );
+        vars.insert(key.clone(), string(value));
+    }
+    vars.remove("RUST_LOG");
+    let s = Settings::from_map(&vars, None).unwrap_or_else(|e| panic!("fly.toml [env]: {e}"));
+    let ValueKind::Table(checks) = table["checks"].kind.clone() else {
+        panic!("[checks] missing")
+    };
+    let ValueKind::Table(alive) = checks["alive"].kind.clone() else {
+        panic!("[checks.alive] missing")
+    };
+    assert_eq!(string(&alive["path"]), "/healthz");
+    assert_eq!(string(&alive["port"]), s.http_addr.port().to_string());
+    let ValueKind::Table(metrics) = table["metrics"].kind.clone() else {
+        panic!("[metrics] missing")
+    };
+    assert_eq!(string(&metrics["port"]), s.http_addr.port().to_string());
+    assert_eq!(string(&metrics["path"]), "/metrics");
 }

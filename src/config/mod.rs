@@ -8,6 +8,8 @@
 //! showing the value of a secret (`DATABASE_URL`, `FLY_API_TOKEN`, `SUPABASE_SERVICE_ROLE_KEY`, the
 //! variables named in `USER_APP_SECRETS`). The first problem in the order of [`KNOWN_KEYS`] wins.
 //!
+//! Durations are > 0 except `DEPROVISION_GRACE`, where 0 means "delete at once" (with a warning).
+//!
 //! The TOML file is read with the `config` crate's TOML source; layering and validation are ours.
 
 mod duration;
@@ -116,6 +118,22 @@ pub enum LogFormat {
     Pretty,
 }
 
+impl LogFormat {
+    /// `LOG_FORMAT` from the process environment, JSON when unset or unreadable. For commands that
+    /// log before (or without) loading [`Settings`]; the daemon validates it strictly.
+    pub fn from_env() -> LogFormat {
+        LogFormat::from_env_or(LogFormat::Json)
+    }
+
+    /// `LOG_FORMAT` from the process environment, `default` when unset, empty or invalid.
+    pub fn from_env_or(default: LogFormat) -> LogFormat {
+        std::env::var("LOG_FORMAT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+}
+
 impl std::str::FromStr for LogFormat {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -194,6 +212,9 @@ impl Settings {
                     .into(),
             );
         }
+        if self.deprovision_grace.is_zero() {
+            out.push("DEPROVISION_GRACE is 0: a downgrade deletes the user's app at once".into());
+        }
         if self.fly_api_base_url.starts_with("http://")
             && !self.fly_api_base_url.contains("_api.internal")
             && !is_loopback_url(&self.fly_api_base_url)
@@ -239,7 +260,9 @@ impl Settings {
         let concurrency =
             src.or_default("MAX_CONCURRENCY", &DEFAULT_MAX_CONCURRENCY.to_string())?;
         let max_concurrency = check("MAX_CONCURRENCY", rules::max_concurrency(&concurrency))?;
-        let deprovision_grace = src.duration("DEPROVISION_GRACE", DEFAULT_DEPROVISION_GRACE)?;
+        // Zero is meaningful here (delete as soon as a user stops being wanted; tests use it).
+        let grace = src.or_default("DEPROVISION_GRACE", DEFAULT_DEPROVISION_GRACE)?;
+        let deprovision_grace = check("DEPROVISION_GRACE", parse_duration(&grace))?;
         let orphan_grace = src.duration("ORPHAN_GRACE", DEFAULT_ORPHAN_GRACE)?;
 
         let supabase_url = src.optional("SUPABASE_URL")?;

@@ -222,6 +222,7 @@ fn warnings_flag_suspicious_settings() {
             ("HTTP_ADDR", "127.0.0.1:9090"),
             ("PAID_TIERS", "free,pro"),
             ("FLY_API_BASE_URL", "http://fly.example.com"),
+            ("DEPROVISION_GRACE", "0s"),
         ]),
         None,
     )
@@ -230,6 +231,7 @@ fn warnings_flag_suspicious_settings() {
     assert!(w.contains("HTTP_ADDR"), "{w}");
     assert!(w.contains("PAID_TIERS"), "{w}");
     assert!(w.contains("FLY_API_BASE_URL"), "{w}");
+    assert!(w.contains("DEPROVISION_GRACE"), "{w}");
     let s = Settings::from_map(
         &with(&[
             ("SUPABASE_URL", "https://x.supabase.co"),
