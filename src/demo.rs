@@ -73,7 +73,11 @@ pub async fn run(until_converged: bool, timeout: Duration) -> u8 {
     code
 }
 
-async fn story(cluster: &PgCluster, until_converged: bool, timeout: Duration) -> Result<(), String> {
+async fn story(
+    cluster: &PgCluster,
+    until_converged: bool,
+    timeout: Duration,
+) -> Result<(), String> {
     let url = cluster
         .create_database("vyx_demo")
         .await
@@ -84,9 +88,12 @@ async fn story(cluster: &PgCluster, until_converged: bool, timeout: Duration) ->
         .map_err(|e| e.to_string())?;
     db::migrate(&pool).await.map_err(|e| e.to_string())?;
     say("starting the built-in Fly Machines API simulator");
-    let sim = Sim::start("127.0.0.1:0".parse().expect("literal address"), SimConfig::default())
-        .await
-        .map_err(|e| e.to_string())?;
+    let sim = Sim::start(
+        "127.0.0.1:0".parse().expect("literal address"),
+        SimConfig::default(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let vars: HashMap<String, String> = [
         ("DATABASE_URL", url.as_str()),
         ("FLY_API_TOKEN", "demo-token"),
@@ -125,7 +132,9 @@ async fn story(cluster: &PgCluster, until_converged: bool, timeout: Duration) ->
 
 impl Demo {
     async fn play(&mut self) -> Result<(), String> {
-        say("seeding users: ana (pro), ben (elite), dee (pro, past_due), cy (free), eli (pro, cancelled)");
+        say(
+            "seeding users: ana (pro), ben (elite), dee (pro, past_due), cy (free), eli (pro, cancelled)",
+        );
         for (u, tier, status) in [
             (&ANA, "pro", "active"),
             (&BEN, "elite", "active"),
@@ -160,7 +169,9 @@ impl Demo {
         self.wait_active(&[&BEN], IMAGE_V2).await?;
         let after = self.row_name(&BEN).await?;
         if before != after {
-            return Err(format!("ben's app name changed from {before:?} to {after:?}"));
+            return Err(format!(
+                "ben's app name changed from {before:?} to {after:?}"
+            ));
         }
         say(format!("   ben is back on {}", after.unwrap_or_default()));
 
@@ -210,13 +221,15 @@ impl Demo {
             .execute(&self.pool)
             .await
             .map_err(|e| e.to_string())?;
-        sqlx::query("INSERT INTO public.user_profiles (id, email, display_name) VALUES ($1, $2, $3)")
-            .bind(u.id)
-            .bind(format!("{}@example.com", u.name))
-            .bind(u.name)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| e.to_string())?;
+        sqlx::query(
+            "INSERT INTO public.user_profiles (id, email, display_name) VALUES ($1, $2, $3)",
+        )
+        .bind(u.id)
+        .bind(format!("{}@example.com", u.name))
+        .bind(u.name)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| e.to_string())?;
         self.set_tier(u, tier, status).await
     }
 
@@ -243,7 +256,8 @@ impl Demo {
             )
             .bind(u.id)
             .bind(d),
-            None => sqlx::query("DELETE FROM public.user_fly_app_overrides WHERE user_id = $1").bind(u.id),
+            None => sqlx::query("DELETE FROM public.user_fly_app_overrides WHERE user_id = $1")
+                .bind(u.id),
         };
         q.execute(&self.pool).await.map_err(|e| e.to_string())?;
         Ok(())
@@ -272,7 +286,11 @@ impl Demo {
                 matches!(row, Some((s, Some(i), _)) if s == "active" && i == image)
             })
             .await?;
-            say(format!("   {} is active on {image} ({})", u.name, self.row_name(u).await?.unwrap_or_default()));
+            say(format!(
+                "   {} is active on {image} ({})",
+                u.name,
+                self.row_name(u).await?.unwrap_or_default()
+            ));
         }
         Ok(())
     }
@@ -292,18 +310,26 @@ impl Demo {
             gone && matches!(deleted, Some((s,)) if s == "deleted")
         })
         .await?;
-        say(format!("   {name} deleted in Fly; row kept as status=deleted"));
+        say(format!(
+            "   {name} deleted in Fly; row kept as status=deleted"
+        ));
         Ok(())
     }
 
     async fn wait_image_in_fly(&self, u: &User, image: &str) -> Result<(), String> {
         let name = self.row_name(u).await?.unwrap_or_default();
         let snap = self.sim.snapshot();
-        let runs = snap.apps.iter().filter(|a| a.name == name).flat_map(|a| &a.machines).any(|m| {
-            m.config.get("image").and_then(|v| v.as_str()) == Some(image)
-        });
+        let runs = snap
+            .apps
+            .iter()
+            .filter(|a| a.name == name)
+            .flat_map(|a| &a.machines)
+            .any(|m| m.config.get("image").and_then(|v| v.as_str()) == Some(image));
         if runs {
-            say(format!("   {} (paused) still runs {image}, untouched", u.name));
+            say(format!(
+                "   {} (paused) still runs {image}, untouched",
+                u.name
+            ));
             Ok(())
         } else {
             Err(format!("{} should still run {image} while paused", u.name))

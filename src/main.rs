@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use vyx_fleet::cli;
 
 #[derive(Parser)]
-#[command(name = "vyx-fleet", version, about = "Keeps one Fly.io app per paying Vyx user")]
+#[command(
+    name = "vyx-fleet",
+    version,
+    about = "Keeps one Fly.io app per paying Vyx user"
+)]
 struct Cli {
     /// Optional TOML file with the same keys as the environment variables (env wins).
     #[arg(long, global = true, value_name = "PATH")]
@@ -68,7 +72,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

@@ -19,12 +19,21 @@ fn only(rules: Vec<FaultRule>) -> Faults {
 /// Every wanted user has exactly one app with exactly one live machine, and nothing else exists.
 async fn assert_one_app_one_machine_each(fleet: &Fleet, users: &[uuid::Uuid]) {
     let apps = fleet.apps();
-    assert_eq!(apps.len(), users.len(), "{:?}", apps.iter().map(|a| &a.name).collect::<Vec<_>>());
+    assert_eq!(
+        apps.len(),
+        users.len(),
+        "{:?}",
+        apps.iter().map(|a| &a.name).collect::<Vec<_>>()
+    );
     for u in users {
         let row = fleet.row(*u).await;
         assert_eq!(row.status, "active", "{u}");
         let app = fleet.app(&row.fly_app_name).expect("app exists");
-        let live: Vec<_> = app.machines.iter().filter(|m| m.state != "destroyed").collect();
+        let live: Vec<_> = app
+            .machines
+            .iter()
+            .filter(|m| m.state != "destroyed")
+            .collect();
         assert_eq!(live.len(), 1, "machines of {}: {live:?}", app.name);
         assert_eq!(row.machine_id.as_deref(), Some(live[0].id.as_str()));
     }
@@ -48,7 +57,12 @@ async fn a_lost_app_create_answer_is_adopted_without_a_duplicate() {
     fleet.converge().await;
 
     assert_one_app_one_machine_each(&fleet, &[user]).await;
-    let creates = fleet.sim.calls().iter().filter(|c| c.class == "apps.create" && c.write_applied).count();
+    let creates = fleet
+        .sim
+        .calls()
+        .iter()
+        .filter(|c| c.class == "apps.create" && c.write_applied)
+        .count();
     assert_eq!(creates, 1, "the app was created once and adopted");
 }
 
@@ -68,7 +82,12 @@ async fn a_lost_machine_create_answer_is_found_by_metadata_not_created_twice() {
     fleet.converge().await;
 
     assert_one_app_one_machine_each(&fleet, &[user]).await;
-    let creates = fleet.sim.calls().iter().filter(|c| c.class == "machines.create" && c.write_applied).count();
+    let creates = fleet
+        .sim
+        .calls()
+        .iter()
+        .filter(|c| c.class == "machines.create" && c.write_applied)
+        .count();
     assert_eq!(creates, 1);
 }
 
@@ -84,7 +103,12 @@ async fn the_post_create_404_window_is_waited_out() {
     ];
     fleet.converge().await;
     assert_one_app_one_machine_each(&fleet, &users).await;
-    let not_found = fleet.sim.calls().iter().filter(|c| c.status == Some(404)).count();
+    let not_found = fleet
+        .sim
+        .calls()
+        .iter()
+        .filter(|c| c.status == Some(404))
+        .count();
     assert!(not_found > 0, "the window was really there");
 }
 
@@ -98,7 +122,12 @@ async fn a_429_storm_backs_off_and_converges_without_duplicates() {
     });
     fleet.converge().await;
     assert_one_app_one_machine_each(&fleet, &users).await;
-    let limited = fleet.sim.calls().iter().filter(|c| c.status == Some(429)).count();
+    let limited = fleet
+        .sim
+        .calls()
+        .iter()
+        .filter(|c| c.status == Some(429))
+        .count();
     assert!(limited > 0, "the storm happened");
 }
 
@@ -111,7 +140,11 @@ async fn random_5xx_timeouts_and_dropped_connections_still_converge() {
             FaultRule::new("*", 0.10, FaultKind::ServerError { status: 503 }),
             FaultRule::new("*", 0.05, FaultKind::Timeout),
             FaultRule::new("*", 0.05, FaultKind::Drop),
-            FaultRule::new("machines.create", 0.3, FaultKind::LostAnswer { status: Some(500) }),
+            FaultRule::new(
+                "machines.create",
+                0.3,
+                FaultKind::LostAnswer { status: Some(500) },
+            ),
             FaultRule::new("apps.create", 0.3, FaultKind::LostAnswer { status: None }),
         ],
         seed: Some(7),

@@ -37,13 +37,25 @@ async fn a_paid_user_gets_a_dedicated_app_running_the_screener() {
     assert_eq!(env["USER_ID"], user.to_string());
     assert_eq!(env["RUN_MODE"], "user_dedicated");
     assert_eq!(env["SUPABASE_URL"], "https://project.supabase.co");
-    assert!(!env.to_string().contains(SERVICE_KEY), "service key must not be in env");
-    assert!(app.secrets.iter().any(|s| s.name == "SUPABASE_SERVICE_ROLE_KEY"));
+    assert!(
+        !env.to_string().contains(SERVICE_KEY),
+        "service key must not be in env"
+    );
+    assert!(
+        app.secrets
+            .iter()
+            .any(|s| s.name == "SUPABASE_SERVICE_ROLE_KEY")
+    );
     assert!(app.ips.iter().any(|ip| ip.kind == "v6"));
     assert!(app.ips.iter().any(|ip| ip.kind == "shared_v4"));
     assert_eq!(
         fleet.events(user).await,
-        ["provision_requested", "provision_started", "health_check_passed", "provision_completed"]
+        [
+            "provision_requested",
+            "provision_started",
+            "health_check_passed",
+            "provision_completed"
+        ]
     );
 }
 
@@ -76,18 +88,24 @@ async fn a_downgrade_deletes_the_app_and_soft_deletes_the_row() {
     let row = fleet.row(leaves).await;
     assert_eq!(row.status, "deleted");
     assert!(row.deleted_at.is_some());
-    assert_eq!(row.fly_app_name, name, "the name stays recorded for a re-upgrade");
+    assert_eq!(
+        row.fly_app_name, name,
+        "the name stays recorded for a re-upgrade"
+    );
     assert!(fleet.app(&name).is_none(), "app deleted in Fly");
     for u in [stays, other] {
         assert_eq!(fleet.row(u).await.status, "active");
     }
     assert_eq!(fleet.apps().len(), 2);
     let events = fleet.events(leaves).await;
-    assert!(events.ends_with(&[
-        "deprovision_requested".to_string(),
-        "deprovision_started".to_string(),
-        "deprovision_completed".to_string()
-    ]), "{events:?}");
+    assert!(
+        events.ends_with(&[
+            "deprovision_requested".to_string(),
+            "deprovision_started".to_string(),
+            "deprovision_completed".to_string()
+        ]),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
@@ -164,7 +182,10 @@ async fn a_paused_user_is_observed_but_never_changed() {
     );
     assert_eq!(fleet.row(paused).await.status, "active");
     let other = fleet.row(rolled).await;
-    assert_eq!(other.docker_image.as_deref(), Some("registry.fly.io/vyx-screener:v2"));
+    assert_eq!(
+        other.docker_image.as_deref(),
+        Some("registry.fly.io/vyx-screener:v2")
+    );
 }
 
 #[tokio::test]
@@ -175,7 +196,10 @@ async fn vyx_app_and_unprefixed_apps_are_never_touched_even_when_a_row_names_the
     let a = UserFixture::paid("pro").insert(&fleet.db.pool).await;
     let b = UserFixture::paid("pro").insert(&fleet.db.pool).await;
     // Rows that name foreign apps, as a hand edit or an old bug could leave them.
-    for (user, name, status) in [(a, "vyx-app", "active"), (b, "billing-worker", "deprovisioning")] {
+    for (user, name, status) in [
+        (a, "vyx-app", "active"),
+        (b, "billing-worker", "deprovisioning"),
+    ] {
         sqlx::query(
             "INSERT INTO public.user_fly_apps (user_id, fly_app_name, fly_org_slug, status) VALUES ($1, $2, $3, $4)",
         )
@@ -202,7 +226,11 @@ async fn vyx_app_and_unprefixed_apps_are_never_touched_even_when_a_row_names_the
     let names: Vec<String> = fleet.apps().into_iter().map(|a| a.name).collect();
     assert!(names.contains(&"vyx-app".to_string()));
     assert!(names.contains(&"billing-worker".to_string()));
-    assert_eq!(fleet.row(a).await.status, "active", "skipped rows are left as they are");
+    assert_eq!(
+        fleet.row(a).await.status,
+        "active",
+        "skipped rows are left as they are"
+    );
 }
 
 #[tokio::test]
@@ -211,7 +239,10 @@ async fn a_name_held_by_another_org_moves_to_the_next_candidate() {
     let user = uuid::Uuid::new_v4();
     let taken = naming::candidate("vyx-user-", user, 0);
     fleet.sim.seed_app("someone-else", &taken);
-    UserFixture::paid("pro").with_id(user).insert(&fleet.db.pool).await;
+    UserFixture::paid("pro")
+        .with_id(user)
+        .insert(&fleet.db.pool)
+        .await;
 
     fleet.converge().await;
 
@@ -221,7 +252,10 @@ async fn a_name_held_by_another_org_moves_to_the_next_candidate() {
     let snapshot = fleet.sim.snapshot();
     let holder = snapshot.apps.iter().find(|a| a.name == taken).unwrap();
     assert_eq!(holder.org, "someone-else");
-    assert!(holder.machines.is_empty(), "the other org's app was not touched");
+    assert!(
+        holder.machines.is_empty(),
+        "the other org's app was not touched"
+    );
 }
 
 #[tokio::test]
@@ -233,20 +267,20 @@ async fn dry_run_changes_nothing_in_the_database_or_on_fly() {
     set_subscription(&fleet.db.pool, up, "free", "active").await;
     UserFixture::paid("elite").insert(&fleet.db.pool).await;
     let dump = || async {
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT row_to_json(a)::text FROM public.user_fly_apps a ORDER BY id",
-        )
-        .fetch_all(&fleet.db.pool)
-        .await
-        .unwrap();
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT row_to_json(a)::text FROM public.user_fly_apps a ORDER BY id")
+                .fetch_all(&fleet.db.pool)
+                .await
+                .unwrap();
         let events: i64 = sqlx::query_scalar("SELECT count(*) FROM public.user_fly_app_events")
             .fetch_one(&fleet.db.pool)
             .await
             .unwrap();
-        let lease: (String,) = sqlx::query_as("SELECT row_to_json(l)::text FROM public.vyx_fleet_lease l")
-            .fetch_one(&fleet.db.pool)
-            .await
-            .unwrap();
+        let lease: (String,) =
+            sqlx::query_as("SELECT row_to_json(l)::text FROM public.vyx_fleet_lease l")
+                .fetch_one(&fleet.db.pool)
+                .await
+                .unwrap();
         (rows, events, lease)
     };
     let before = dump().await;

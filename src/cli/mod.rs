@@ -38,10 +38,12 @@ fn load(cfg: Option<&Path>) -> Result<Settings, u8> {
 
 async fn connect(s: &Settings) -> Result<sqlx::PgPool, u8> {
     let max = (s.max_concurrency as u32).saturating_add(4);
-    db::connect(s.database_url.expose(), max).await.map_err(|e| {
-        error!(error = %e, "cannot connect to the database");
-        EXIT_FAILURE
-    })
+    db::connect(s.database_url.expose(), max)
+        .await
+        .map_err(|e| {
+            error!(error = %e, "cannot connect to the database");
+            EXIT_FAILURE
+        })
 }
 
 pub async fn run(cfg: Option<&Path>) -> u8 {

@@ -44,7 +44,8 @@ macro_rules! select_rows {
 
 /// Every user with a subscription or an override, in one query.
 pub async fn load_desired_facts(pool: &PgPool) -> Result<Vec<UserFacts>, sqlx::Error> {
-    let rows: Vec<(Uuid, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+    type FactRow = (Uuid, Option<String>, Option<String>, Option<String>);
+    let rows: Vec<FactRow> = sqlx::query_as(
         "SELECT u.id, s.tier, s.status, o.desired \
          FROM auth.users u \
          LEFT JOIN public.user_subscriptions s ON s.user_id = u.id \
@@ -66,22 +67,25 @@ pub async fn load_desired_facts(pool: &PgPool) -> Result<Vec<UserFacts>, sqlx::E
 
 pub async fn load_rows(pool: &PgPool) -> Result<Vec<AppRow>, sqlx::Error> {
     sqlx::query_as(select_rows!("ORDER BY a.created_at, a.id"))
-    .fetch_all(pool)
-    .await
+        .fetch_all(pool)
+        .await
 }
 
 pub async fn load_row(pool: &PgPool, row_id: Uuid) -> Result<Option<AppRow>, sqlx::Error> {
     sqlx::query_as(select_rows!("WHERE a.id = $1"))
-    .bind(row_id)
-    .fetch_optional(pool)
-    .await
+        .bind(row_id)
+        .fetch_optional(pool)
+        .await
 }
 
-pub async fn load_row_for_user(pool: &PgPool, user_id: Uuid) -> Result<Option<AppRow>, sqlx::Error> {
+pub async fn load_row_for_user(
+    pool: &PgPool,
+    user_id: Uuid,
+) -> Result<Option<AppRow>, sqlx::Error> {
     sqlx::query_as(select_rows!("WHERE a.user_id = $1"))
-    .bind(user_id)
-    .fetch_optional(pool)
-    .await
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await
 }
 
 pub async fn load_orphans(pool: &PgPool) -> Result<BTreeMap<String, DateTime<Utc>>, sqlx::Error> {
@@ -299,7 +303,12 @@ impl Store {
 
     /// Re-upgrade: the soft-deleted row comes back with the same id and name; all progress markers
     /// reset because the old app is gone.
-    pub async fn reuse_row(&self, row_id: Uuid, image: &str, events: &[Event]) -> Result<(), StoreError> {
+    pub async fn reuse_row(
+        &self,
+        row_id: Uuid,
+        image: &str,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
         self.update(
             row_id,
             "status = 'provisioning', deleted_at = NULL, fly_app_id = NULL, machine_id = NULL, \
@@ -314,12 +323,18 @@ impl Store {
 
     /// Events only; the row's status stays as it is.
     pub async fn add_events(&self, row_id: Uuid, events: &[Event]) -> Result<(), StoreError> {
-        self.update(row_id, "status = a.status", vec![], events).await
+        self.update(row_id, "status = a.status", vec![], events)
+            .await
     }
 
     /// Resume an `error` row: back to `provisioning` while a converge runs.
-    pub async fn mark_provisioning(&self, row_id: Uuid, events: &[Event]) -> Result<(), StoreError> {
-        self.update(row_id, "status = 'provisioning'", vec![], events).await
+    pub async fn mark_provisioning(
+        &self,
+        row_id: Uuid,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
+        self.update(row_id, "status = 'provisioning'", vec![], events)
+            .await
     }
 
     /// A collision before the app existed: record the next candidate (DESIGN §3).
@@ -343,11 +358,19 @@ impl Store {
         .await
     }
 
-    pub async fn set_secrets(&self, row_id: Uuid, version: i64, digest: &str) -> Result<(), StoreError> {
+    pub async fn set_secrets(
+        &self,
+        row_id: Uuid,
+        version: i64,
+        digest: &str,
+    ) -> Result<(), StoreError> {
         self.update(
             row_id,
             "secrets_version = $3, secrets_digest = $4",
-            vec![Bind::Int(Some(version)), Bind::Text(Some(digest.to_string()))],
+            vec![
+                Bind::Int(Some(version)),
+                Bind::Text(Some(digest.to_string())),
+            ],
             &[],
         )
         .await
@@ -369,7 +392,11 @@ impl Store {
         .await
     }
 
-    pub async fn set_machine(&self, row_id: Uuid, machine_id: Option<&str>) -> Result<(), StoreError> {
+    pub async fn set_machine(
+        &self,
+        row_id: Uuid,
+        machine_id: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.update(
             row_id,
             "machine_id = $3",
@@ -475,7 +502,12 @@ impl Store {
         .await
     }
 
-    pub async fn record_health(&self, row_id: Uuid, healthy: bool, events: &[Event]) -> Result<(), StoreError> {
+    pub async fn record_health(
+        &self,
+        row_id: Uuid,
+        healthy: bool,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
         self.update(
             row_id,
             "health_status = $3, last_health_check = now()",
@@ -498,10 +530,15 @@ impl Store {
     }
 
     pub async fn cancel_unwanted(&self, row_id: Uuid, events: &[Event]) -> Result<(), StoreError> {
-        self.update(row_id, "unwanted_since = NULL", vec![], events).await
+        self.update(row_id, "unwanted_since = NULL", vec![], events)
+            .await
     }
 
-    pub async fn mark_deprovisioning(&self, row_id: Uuid, events: &[Event]) -> Result<(), StoreError> {
+    pub async fn mark_deprovisioning(
+        &self,
+        row_id: Uuid,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
         self.update(
             row_id,
             "status = 'deprovisioning', unwanted_since = COALESCE(unwanted_since, now())",
@@ -516,7 +553,7 @@ impl Store {
     pub async fn mark_deleted(&self, row_id: Uuid, events: &[Event]) -> Result<(), StoreError> {
         self.update(
             row_id,
-            "status = 'deleted', deleted_at = now(), health_status = 'unknown', fly_app_id = NULL, \
+            "status = 'deleted', deleted_at = now(), unwanted_since = NULL, health_status = 'unknown', fly_app_id = NULL, \
              machine_id = NULL, machine_op_id = NULL, ips_ready = false, secrets_version = NULL, \
              secrets_digest = NULL, config_digest = NULL, next_attempt_at = NULL, retry_count = 0, \
              error_message = NULL, last_error_kind = NULL",
@@ -565,7 +602,11 @@ impl Store {
     }
 
     /// Is this name recorded for a different user? (Our own collision: DESIGN §3.)
-    pub async fn name_recorded_for_other(&self, name: &str, user_id: Uuid) -> Result<bool, StoreError> {
+    pub async fn name_recorded_for_other(
+        &self,
+        name: &str,
+        user_id: Uuid,
+    ) -> Result<bool, StoreError> {
         let (n,): (i64,) = sqlx::query_as(
             "SELECT count(*) FROM public.user_fly_apps WHERE fly_app_name = $1 AND user_id <> $2",
         )

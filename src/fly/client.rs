@@ -351,15 +351,20 @@ fn log_failure(err: &FlyError, attempt: u32, retry_in: Option<Duration>) {
     let method = err.route().map_or("", Route::method_str);
     let status = err.status().unwrap_or(0);
     let retry_in_ms = retry_in.map(|d| d.as_millis() as u64);
-    // A wait that times out is the long-poll working as designed.
-    if matches!(err, FlyError::Timeout { .. }) && err.route() == Some(Route::WaitMachine) {
+    // A wait that times out is the long-poll working as designed; a 404/403 on a GET is an answer
+    // the caller asked for (is the name free? is the app gone?), not a failure.
+    let expected = (matches!(err, FlyError::Timeout { .. })
+        && err.route() == Some(Route::WaitMachine))
+        || (method == "GET"
+            && matches!(err, FlyError::NotFound { .. } | FlyError::Forbidden { .. }));
+    if expected {
         tracing::debug!(
             fly_request_id = err.request_id(),
             method,
             route,
             status,
             attempt,
-            "fly wait long-poll expired"
+            "fly call answered as expected"
         );
         return;
     }

@@ -20,8 +20,8 @@ use tracing::{error, info, warn};
 
 use super::execute::Ctx;
 use super::pass::{PassConfig, run_pass};
-use crate::db::lease;
 use crate::db::apps::Store;
+use crate::db::lease;
 use crate::http::Health;
 use crate::metrics::Metrics;
 

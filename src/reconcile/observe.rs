@@ -6,7 +6,7 @@ use tracing::debug;
 use uuid::Uuid;
 
 use super::naming;
-use super::observed::{META_USER_ID, ObservedApp, ObservedMachine, Observation, META_OP};
+use super::observed::{META_OP, META_USER_ID, Observation, ObservedApp, ObservedMachine};
 use crate::fly::{FlyClient, FlyError, OrgMachine};
 
 pub async fn observe(fly: &FlyClient, org: &str, prefix: &str) -> Result<Observation, FlyError> {

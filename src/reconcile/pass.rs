@@ -42,7 +42,10 @@ pub struct PassReport {
 
 impl PassReport {
     pub fn failed(&self) -> usize {
-        self.outcomes.iter().filter(|(_, o)| *o != Outcome::Done).count()
+        self.outcomes
+            .iter()
+            .filter(|(_, o)| *o != Outcome::Done)
+            .count()
     }
 }
 
@@ -99,7 +102,11 @@ pub async fn plan_pass(ctx: &Ctx, cfg: &PassConfig) -> Result<Plan, PassError> {
 }
 
 /// One full pass under the current lease term.
-pub async fn run_pass(ctx: &Ctx, cfg: &PassConfig, metrics: &Metrics) -> Result<PassReport, PassError> {
+pub async fn run_pass(
+    ctx: &Ctx,
+    cfg: &PassConfig,
+    metrics: &Metrics,
+) -> Result<PassReport, PassError> {
     let reconcile_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
     let span = info_span!("pass", reconcile_id = %reconcile_id, term = ctx.store.term());
     async move {
@@ -113,13 +120,19 @@ pub async fn run_pass(ctx: &Ctx, cfg: &PassConfig, metrics: &Metrics) -> Result<
             }
         };
         report_findings(&plan.findings, metrics);
-        info!(actions = plan.actions.len(), findings = plan.findings.len(), "planned");
+        info!(
+            actions = plan.actions.len(),
+            findings = plan.findings.len(),
+            "planned"
+        );
         let report = execute_plan(ctx, cfg, metrics, plan).await;
         if report
             .outcomes
             .iter()
             .any(|(k, o)| (*k == "deprovision" || *k == "orphan_delete") && *o == Outcome::Done)
-            && apps::deletions_confirmed(ctx.store.pool()).await.unwrap_or(false)
+            && apps::deletions_confirmed(ctx.store.pool())
+                .await
+                .unwrap_or(false)
         {
             // A confirmation covers the deletions it unblocked, not every future mass deletion.
             if let Err(e) = apps::set_deletions_confirmed(ctx.store.pool(), false).await {
@@ -192,7 +205,9 @@ async fn execute_plan(ctx: &Ctx, cfg: &PassConfig, metrics: &Metrics, plan: Plan
     let mut set = JoinSet::new();
     let mut actions = plan.actions.clone();
     actions.sort_by_key(|a| match a {
-        Action::MarkUnwanted { .. } | Action::CancelDeprovision { .. } | Action::SyncOrphans { .. } => 0,
+        Action::MarkUnwanted { .. }
+        | Action::CancelDeprovision { .. }
+        | Action::SyncOrphans { .. } => 0,
         Action::Deprovision { .. } | Action::DeleteOrphan { .. } => 1,
         Action::Converge { .. } => 2,
         Action::Probe { .. } => 3,

@@ -215,7 +215,10 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                     continue;
                 };
                 let status = row.status().expect("checked by check_row");
-                if row.unwanted_since.is_some() && status != RowStatus::Deprovisioning {
+                if row.unwanted_since.is_some()
+                    && row.is_live()
+                    && status != RowStatus::Deprovisioning
+                {
                     out.actions.push(Action::CancelDeprovision {
                         user_id,
                         row_id: row.id,

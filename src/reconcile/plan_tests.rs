@@ -333,7 +333,8 @@ fn drift_is_corrected_and_image_rollouts_go_in_waves() {
 
 #[test]
 fn each_kind_of_drift_has_its_reason() {
-    let cases: Vec<(ConvergeReason, Box<dyn Fn(&mut AppRow, &mut ObservedApp)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut AppRow, &mut ObservedApp)>;
+    let cases: Vec<(ConvergeReason, Mutation)> = vec![
         (
             ConvergeReason::MachineMissing,
             Box::new(|_, a| a.machines.clear()),

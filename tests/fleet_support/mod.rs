@@ -173,7 +173,10 @@ impl Fleet {
             }
             self.pass().await;
         }
-        panic!("fleet did not converge within {max} passes: {:?}", self.plan().await);
+        panic!(
+            "fleet did not converge within {max} passes: {:?}",
+            self.plan().await
+        );
     }
 
     async fn earliest_backoff(&self) -> Option<Duration> {
@@ -183,7 +186,9 @@ impl Fleet {
         .fetch_one(&self.db.pool)
         .await
         .unwrap();
-        next.map(|t| (t - chrono::Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(10))
+        next.map(|t| {
+            (t - chrono::Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(10)
+        })
     }
 
     pub async fn row(&self, user: Uuid) -> AppRow {

@@ -139,7 +139,11 @@ async fn ensure_row(
                 serde_json::json!({"app": row.fly_app_name, "reupgrade": true}),
             );
             ctx.store
-                .reuse_row(row.id, image, &[requested, started(serde_json::json!({"reupgrade": true}))])
+                .reuse_row(
+                    row.id,
+                    image,
+                    &[requested, started(serde_json::json!({"reupgrade": true}))],
+                )
                 .await?;
         }
         Some(RowStatus::Error) => {
@@ -156,7 +160,9 @@ async fn ensure_row(
             let mut evs = Vec::new();
             if !matches!(
                 reason,
-                ConvergeReason::ImageDrift | ConvergeReason::ConfigDrift | ConvergeReason::SecretsDrift
+                ConvergeReason::ImageDrift
+                    | ConvergeReason::ConfigDrift
+                    | ConvergeReason::SecretsDrift
             ) {
                 evs.push(Event::new(
                     "recovery_attempted",
@@ -208,7 +214,9 @@ async fn ensure_app(ctx: &Ctx, mut row: AppRow) -> Result<AppRow, ExecError> {
     for _ in 0..naming::MAX_CANDIDATES {
         let name = row.fly_app_name.clone();
         if !naming::is_managed(&ctx.prefix, &name) {
-            return Err(ExecError::NeedsHuman(format!("row names unmanaged app {name}")));
+            return Err(ExecError::NeedsHuman(format!(
+                "row names unmanaged app {name}"
+            )));
         }
         match ctx.fly.get_app(&name).await {
             Ok(app) if in_our_org(ctx, &app) => {
@@ -243,15 +251,19 @@ async fn ensure_app(ctx: &Ctx, mut row: AppRow) -> Result<AppRow, ExecError> {
             }
             Err(e) => return Err(e.into()),
         }
-        let app = wait::until(ctx.timeouts.app_visible, "app to become visible", || async {
-            match ctx.fly.get_app(&name).await {
-                Ok(app) => Ok(Some(Ok(app))),
-                Err(FlyError::Forbidden { .. }) => Ok(Some(Err(()))),
-                Err(FlyError::NotFound { .. }) => Ok(None),
-                Err(e) if e.is_transient() => Ok(None),
-                Err(e) => Err(e.into()),
-            }
-        })
+        let app = wait::until(
+            ctx.timeouts.app_visible,
+            "app to become visible",
+            || async {
+                match ctx.fly.get_app(&name).await {
+                    Ok(app) => Ok(Some(Ok(app))),
+                    Err(FlyError::Forbidden { .. }) => Ok(Some(Err(()))),
+                    Err(FlyError::NotFound { .. }) => Ok(None),
+                    Err(e) if e.is_transient() => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            },
+        )
         .await?;
         match app {
             Ok(app) if in_our_org(ctx, &app) => {
@@ -281,7 +293,12 @@ async fn take_next_name(ctx: &Ctx, row: AppRow) -> Result<AppRow, ExecError> {
     let start = current.map_or(0, |n| n + 1);
     for n in start..naming::MAX_CANDIDATES {
         let name = naming::candidate(&ctx.prefix, row.user_id, n);
-        if name == row.fly_app_name || ctx.store.name_recorded_for_other(&name, row.user_id).await? {
+        if name == row.fly_app_name
+            || ctx
+                .store
+                .name_recorded_for_other(&name, row.user_id)
+                .await?
+        {
             continue;
         }
         warn!(old = %row.fly_app_name, new = %name, "app name held by another organisation; renaming");
@@ -355,7 +372,9 @@ async fn ensure_machine(
 ) -> Result<Machine, ExecError> {
     let app = row.fly_app_name.as_str();
     let mut filter = ListMachines::default();
-    filter.metadata.insert(META_USER_ID.into(), row.user_id.to_string());
+    filter
+        .metadata
+        .insert(META_USER_ID.into(), row.user_id.to_string());
     let listed: Vec<Machine> = ctx
         .fly
         .list_machines(app, &filter)
@@ -373,14 +392,20 @@ async fn ensure_machine(
         .or_else(|| listed.iter().find(|m| op_matches(m)))
         .or_else(|| listed.first())
         .cloned();
-    for extra in listed.iter().filter(|m| Some(&m.id) != keep.as_ref().map(|k| &k.id)) {
+    for extra in listed
+        .iter()
+        .filter(|m| Some(&m.id) != keep.as_ref().map(|k| &k.id))
+    {
         warn!(machine_id = %extra.id, "duplicate machine for this user; destroying it");
         match ctx.fly.delete_machine(app, &extra.id, true).await {
             Ok(()) | Err(FlyError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
     }
-    let secrets_version = row.secrets_version.and_then(|v| u64::try_from(v).ok()).filter(|v| *v > 0);
+    let secrets_version = row
+        .secrets_version
+        .and_then(|v| u64::try_from(v).ok())
+        .filter(|v| *v > 0);
     let Some(found) = keep else {
         return create_machine(ctx, row, image, secrets_version).await;
     };
@@ -393,7 +418,9 @@ async fn ensure_machine(
         Ok(m) => m,
         Err(FlyError::NotFound { .. }) => {
             ctx.store.clear_machine(row.id).await?;
-            return Err(ExecError::StillWaiting("machine vanished; recreating next pass"));
+            return Err(ExecError::StillWaiting(
+                "machine vanished; recreating next pass",
+            ));
         }
         Err(e) => return Err(e.into()),
     };
@@ -409,7 +436,10 @@ async fn ensure_machine(
         return create_machine(ctx, &row, image, secrets_version).await;
     }
     let base = current.config.clone().unwrap_or_default();
-    let op = row.machine_op_id.clone().unwrap_or_else(|| found.id.clone());
+    let op = row
+        .machine_op_id
+        .clone()
+        .unwrap_or_else(|| found.id.clone());
     let desired = desired_config(base.clone(), &ctx.spec, image, row.user_id, &op);
     let digest_stale = row.config_digest.as_deref() != Some(config_digest(&ctx.spec).as_str());
     if matches(&base, &desired) && !secrets_written && !digest_stale {
@@ -453,7 +483,11 @@ async fn create_machine(
 }
 
 /// Step 7: started, then every check passing (REFERENCE §3.5: `started` only means booted).
-async fn ensure_running_and_healthy(ctx: &Ctx, row: &AppRow, m: Machine) -> Result<Machine, ExecError> {
+async fn ensure_running_and_healthy(
+    ctx: &Ctx,
+    row: &AppRow,
+    m: Machine,
+) -> Result<Machine, ExecError> {
     let app = row.fly_app_name.as_str();
     if matches!(
         m.state,
@@ -471,7 +505,13 @@ async fn ensure_running_and_healthy(ctx: &Ctx, row: &AppRow, m: Machine) -> Resu
     wait::until(deadline, "machine to start", || async {
         match ctx
             .fly
-            .wait_machine(app, &m.id, &["started"], None, std::time::Duration::from_secs(10))
+            .wait_machine(
+                app,
+                &m.id,
+                &["started"],
+                None,
+                std::time::Duration::from_secs(10),
+            )
             .await
         {
             Ok(w) if w.state == MachineState::Started => Ok(Some(())),
@@ -506,7 +546,10 @@ async fn ensure_running_and_healthy(ctx: &Ctx, row: &AppRow, m: Machine) -> Resu
                 warn!(machine_id = %m.id, "no check results reported; accepting started machine");
                 return Ok(m);
             }
-            Err(ExecError::Unhealthy(format!("checks not passing: {}", failing.join(", "))))
+            Err(ExecError::Unhealthy(format!(
+                "checks not passing: {}",
+                failing.join(", ")
+            )))
         }
         Err(e) => Err(e),
     }
@@ -560,7 +603,13 @@ pub(super) async fn stop_gracefully(ctx: &Ctx, app: &str, m: &Machine) -> Result
     let r = wait::until(ctx.timeouts.machine_stopped, "machine to stop", || async {
         match ctx
             .fly
-            .wait_machine(app, &m.id, &["stopped"], m.version.as_deref(), std::time::Duration::from_secs(10))
+            .wait_machine(
+                app,
+                &m.id,
+                &["stopped"],
+                m.version.as_deref(),
+                std::time::Duration::from_secs(10),
+            )
             .await
         {
             Ok(_) | Err(FlyError::NotFound { .. }) => Ok(Some(())),

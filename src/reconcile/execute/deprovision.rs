@@ -33,7 +33,9 @@ pub(super) async fn deprovision(ctx: &Ctx, row_id: Uuid) -> Result<(), ExecError
         .ok_or(ExecError::RowGone)?;
     let app = row.fly_app_name.clone();
     if !naming::is_managed(&ctx.prefix, &app) {
-        return Err(ExecError::NeedsHuman(format!("row names unmanaged app {app}")));
+        return Err(ExecError::NeedsHuman(format!(
+            "row names unmanaged app {app}"
+        )));
     }
     match row.status() {
         Some(RowStatus::Deprovisioning) => {}
@@ -96,10 +98,15 @@ async fn delete_app(ctx: &Ctx, app: &str) -> Result<(), ExecError> {
 /// An orphan (managed prefix, no live row) that stayed orphaned for `ORPHAN_GRACE`.
 pub(super) async fn delete_orphan(ctx: &Ctx, app: &str) -> Result<(), ExecError> {
     if !naming::is_managed(&ctx.prefix, app) {
-        return Err(ExecError::NeedsHuman(format!("refusing to delete unmanaged app {app}")));
+        return Err(ExecError::NeedsHuman(format!(
+            "refusing to delete unmanaged app {app}"
+        )));
     }
     match ctx.fly.get_app(app).await {
-        Ok(a) if a.organization.as_ref().is_some_and(|o| o.slug == ctx.spec.org_slug) => {}
+        Ok(a)
+            if a.organization
+                .as_ref()
+                .is_some_and(|o| o.slug == ctx.spec.org_slug) => {}
         Ok(_) | Err(FlyError::NotFound { .. } | FlyError::Forbidden { .. }) => {
             ctx.store.forget_orphan(app).await?;
             return Ok(());

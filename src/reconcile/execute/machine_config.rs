@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-use crate::fly::{Autostop, Check, FlyDuration, Guest, MachineConfig, Port, Restart, Service, StopConfig};
+use crate::fly::{
+    Autostop, Check, FlyDuration, Guest, MachineConfig, Port, Restart, Service, StopConfig,
+};
 use crate::reconcile::observed::{META_MANAGED_BY, META_MANAGED_BY_VALUE, META_OP, META_USER_ID};
 use crate::reconcile::spec::{AppSpec, machine_env};
 
@@ -32,7 +34,8 @@ pub fn desired_config(
     guest.cpus = Some(spec.cpus);
     guest.memory_mb = Some(spec.memory_mb);
     c.guest = Some(guest);
-    c.metadata.insert(META_MANAGED_BY.into(), META_MANAGED_BY_VALUE.into());
+    c.metadata
+        .insert(META_MANAGED_BY.into(), META_MANAGED_BY_VALUE.into());
     c.metadata.insert(META_USER_ID.into(), user_id.to_string());
     c.metadata.insert(META_OP.into(), op.to_string());
     c.restart = Some(Restart {
@@ -145,11 +148,20 @@ mod tests {
         assert_eq!(c.env["USER_ID"], u.to_string());
         assert_eq!(c.env["RUN_MODE"], "user_dedicated");
         assert_eq!(c.env["SUPABASE_URL"], "https://x.supabase.co");
-        assert!(!c.env.values().any(|v| v == "k"), "service key must be a Fly secret");
-        assert_eq!(c.restart.as_ref().unwrap().policy.as_deref(), Some("always"));
+        assert!(
+            !c.env.values().any(|v| v == "k"),
+            "service key must be a Fly secret"
+        );
+        assert_eq!(
+            c.restart.as_ref().unwrap().policy.as_deref(),
+            Some("always")
+        );
         assert_eq!(c.metadata[META_USER_ID], u.to_string());
         let g = c.guest.as_ref().unwrap();
-        assert_eq!((g.cpus, g.memory_mb, g.cpu_kind.as_deref()), (Some(2), Some(512), Some("shared")));
+        assert_eq!(
+            (g.cpus, g.memory_mb, g.cpu_kind.as_deref()),
+            (Some(2), Some(512), Some("shared"))
+        );
         assert_eq!(c.services[0].checks[0].path.as_deref(), Some("/health"));
     }
 
@@ -157,7 +169,9 @@ mod tests {
     fn platform_additions_are_kept_and_are_not_drift() {
         let u = Uuid::from_u128(9);
         let mut actual = desired_config(MachineConfig::default(), &spec(), "img:1", u, "op1");
-        actual.metadata.insert("fly_platform_version".into(), "v2".into());
+        actual
+            .metadata
+            .insert("fly_platform_version".into(), "v2".into());
         actual
             .extra
             .insert("init".into(), serde_json::json!({"cmd": ["x"]}));
@@ -171,10 +185,16 @@ mod tests {
     fn image_env_and_size_changes_are_drift() {
         let u = Uuid::from_u128(9);
         let actual = desired_config(MachineConfig::default(), &spec(), "img:1", u, "op1");
-        assert!(!matches(&actual, &desired_config(actual.clone(), &spec(), "img:2", u, "op1")));
+        assert!(!matches(
+            &actual,
+            &desired_config(actual.clone(), &spec(), "img:2", u, "op1")
+        ));
         let mut bigger = spec();
         bigger.memory_mb = 1024;
-        assert!(!matches(&actual, &desired_config(actual.clone(), &bigger, "img:1", u, "op1")));
+        assert!(!matches(
+            &actual,
+            &desired_config(actual.clone(), &bigger, "img:1", u, "op1")
+        ));
         let mut tampered = actual.clone();
         tampered.env.insert("RUN_MODE".into(), "shared".into());
         assert!(!matches(&tampered, &actual));

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::plan::Action;
 use super::recorded::RowStatus;
 use super::spec::AppSpec;
-use crate::db::apps::{Event, StoreError, Store};
+use crate::db::apps::{Event, Store, StoreError};
 use crate::fly::{FlyClient, FlyError};
 
 /// How long an executor waits on Fly's asynchronous steps before leaving the rest to a later pass.
@@ -132,10 +132,14 @@ impl Outcome {
 /// Perform one action inside its own span (`user_id`, `app`).
 pub async fn run(ctx: &Ctx, action: &Action) -> Outcome {
     let (user, row_id) = match action {
-        Action::Converge { user_id, row_id, .. } => (Some(*user_id), *row_id),
+        Action::Converge {
+            user_id, row_id, ..
+        } => (Some(*user_id), *row_id),
         Action::MarkUnwanted { user_id, row_id }
         | Action::CancelDeprovision { user_id, row_id }
-        | Action::Deprovision { user_id, row_id, .. }
+        | Action::Deprovision {
+            user_id, row_id, ..
+        }
         | Action::Probe { user_id, row_id } => (Some(*user_id), Some(*row_id)),
         Action::SyncOrphans { .. } | Action::DeleteOrphan { .. } => (None, None),
     };
@@ -143,7 +147,8 @@ pub async fn run(ctx: &Ctx, action: &Action) -> Outcome {
         Action::Deprovision { app, .. } | Action::DeleteOrphan { app } => app.clone(),
         _ => String::new(),
     };
-    let span = info_span!("action", kind = action.kind(), user_id = ?user, app = %app);
+    let user = user.map(|u| u.to_string()).unwrap_or_default();
+    let span = info_span!("action", kind = action.kind(), user_id = %user, app = %app);
     async move {
         let result = dispatch(ctx, action).await;
         match result {
@@ -154,7 +159,7 @@ pub async fn run(ctx: &Ctx, action: &Action) -> Outcome {
             }
             Err(e) => {
                 warn!(error = %e, error_kind = e.kind(), fly_request_id = e.request_id(), "action failed");
-                match record_failure(ctx, action, row_id, user, &e).await {
+                match record_failure(ctx, action, row_id, &e).await {
                     Err(StoreError::Fenced) => return Outcome::Fenced,
                     Err(e2) => warn!(error = %e2, "could not record the failure"),
                     Ok(()) => {}
@@ -207,9 +212,12 @@ async fn record_failure(
     ctx: &Ctx,
     action: &Action,
     row_id: Option<Uuid>,
-    user_id: Option<Uuid>,
     e: &ExecError,
 ) -> Result<(), StoreError> {
+    let user_id = match action {
+        Action::Converge { user_id, .. } => Some(*user_id),
+        _ => None,
+    };
     // A first provision has no row id in the plan; the row it reserved is found by user.
     let row = match (row_id, user_id) {
         (Some(id), _) => crate::db::apps::load_row(ctx.store.pool(), id).await?,
@@ -220,7 +228,11 @@ async fn record_failure(
     let row_id = row.id;
     let attempt = row.retry_count.unwrap_or(0).max(0) as u32;
     let mut delay = backoff_delay(ctx.backoff_base, ctx.backoff_max, attempt);
-    if let ExecError::Fly(FlyError::RateLimited { retry_after: Some(ra), .. }) = e {
+    if let ExecError::Fly(FlyError::RateLimited {
+        retry_after: Some(ra),
+        ..
+    }) = e
+    {
         delay = delay.max(*ra);
     }
     let message = e.to_string();
@@ -234,7 +246,14 @@ async fn record_failure(
         (Action::Deprovision { .. }, _) => {
             let ev = Event::new("deprovision_failed", meta).with_error(message.clone());
             ctx.store
-                .mark_failure(row_id, RowStatus::Deprovisioning, e.kind(), &message, delay, &[ev])
+                .mark_failure(
+                    row_id,
+                    RowStatus::Deprovisioning,
+                    e.kind(),
+                    &message,
+                    delay,
+                    &[ev],
+                )
                 .await
         }
         (_, ExecError::Unhealthy(_)) => {

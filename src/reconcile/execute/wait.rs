@@ -9,7 +9,11 @@ use super::ExecError;
 
 /// Poll `check` until it returns `Some`, pausing 100 ms, 200 ms, … up to 2 s between tries; give up
 /// with `StillWaiting(what)` after `patience`.
-pub async fn until<T, F, Fut>(patience: Duration, what: &'static str, mut check: F) -> Result<T, ExecError>
+pub async fn until<T, F, Fut>(
+    patience: Duration,
+    what: &'static str,
+    mut check: F,
+) -> Result<T, ExecError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>, ExecError>>,
