@@ -112,7 +112,7 @@ impl PgCluster {
     fn start_blocking(opts: &PgTempOptions) -> Result<PgCluster, PgTempError> {
         let bin_dir = find_bin_dir().ok_or(PgTempError::BinariesNotFound)?;
         let owner = if is_root() {
-            if !Path::new("/usr/sbin/runuser").exists() && find_in_path("runuser").is_none() {
+            if runuser().is_none() {
                 return Err(PgTempError::Root(
                     "initdb refuses root and `runuser` is missing (util-linux)".into(),
                 ));
@@ -436,8 +436,10 @@ impl PgCluster {
     fn spawn_watchdog(&self) -> Result<(), PgTempError> {
         let pg_ctl = self.bin_dir.join("pg_ctl");
         let stop = if self.run_as_postgres {
+            let runuser = runuser().unwrap_or_else(|| PathBuf::from("runuser"));
             format!(
-                "runuser -u postgres -- {} -D {} stop -m immediate",
+                "{} -u postgres -- {} -D {} stop -m immediate",
+                sh_quote(path_str(&runuser)),
                 sh_quote(path_str(&pg_ctl)),
                 sh_quote(path_str(&self.data_dir))
             )
@@ -509,7 +511,7 @@ fn stop_and_remove(bin_dir: &Path, data_dir: &Path, base_dir: &Path, as_postgres
 fn server_command(bin_dir: &Path, program: &str, as_postgres: bool) -> Command {
     let exe = bin_dir.join(program);
     let mut cmd = if as_postgres {
-        let mut c = Command::new("runuser");
+        let mut c = Command::new(runuser().unwrap_or_else(|| PathBuf::from("runuser")));
         c.args(["-u", "postgres", "--"]).arg(exe);
         c
     } else {
@@ -615,6 +617,16 @@ fn find_bin_dir() -> Option<PathBuf> {
         .collect();
     versions.sort();
     versions.pop().map(|(_, d)| d)
+}
+
+/// util-linux's `runuser`, which lives in sbin (often off a non-root `$PATH`).
+fn runuser() -> Option<PathBuf> {
+    find_in_path("runuser").or_else(|| {
+        ["/usr/sbin/runuser", "/sbin/runuser"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+    })
 }
 
 fn find_in_path(program: &str) -> Option<PathBuf> {
