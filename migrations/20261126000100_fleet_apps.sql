@@ -40,6 +40,9 @@ BEGIN
             CONSTRAINT user_fly_apps_user_id_key UNIQUE (user_id),
             CONSTRAINT user_fly_apps_fly_app_name_key UNIQUE (fly_app_name)
         );
+        -- Supabase grants new public tables to anon/authenticated; without RLS the public anon key could
+        -- read every user's app. Only a table we create is changed: Vyx's own keeps its own policies.
+        ALTER TABLE public.user_fly_apps ENABLE ROW LEVEL SECURITY;
     END IF;
 
     IF to_regclass('public.user_fly_app_events') IS NULL THEN
@@ -61,6 +64,7 @@ BEGIN
             ON public.user_fly_app_events (fly_app_id, created_at DESC);
         CREATE INDEX user_fly_app_events_user_id_idx
             ON public.user_fly_app_events (user_id, created_at DESC);
+        ALTER TABLE public.user_fly_app_events ENABLE ROW LEVEL SECURITY;
     END IF;
 END
 $$;

@@ -61,3 +61,14 @@ CREATE TABLE IF NOT EXISTS public.vyx_fleet_settings (
     updated_at timestamptz DEFAULT now()
 );
 ALTER TABLE public.vyx_fleet_settings ENABLE ROW LEVEL SECURITY;
+
+-- sqlx's own bookkeeping table lands in the first schema of the search path (public on Supabase), where
+-- Supabase's default privileges would let the public anon key read and write it through PostgREST.
+-- The migrator runs as the table's owner, which RLS does not restrict.
+DO $$
+BEGIN
+    IF to_regclass('_sqlx_migrations') IS NOT NULL THEN
+        EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', to_regclass('_sqlx_migrations'));
+    END IF;
+END
+$$;

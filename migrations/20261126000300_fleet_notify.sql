@@ -9,7 +9,7 @@ LANGUAGE plpgsql
 AS $$
 BEGIN
     BEGIN
-        IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND OLD.user_id IS DISTINCT FROM NEW.user_id) THEN
             PERFORM pg_notify('vyx_fleet', OLD.user_id::text);
         END IF;
         IF TG_OP IN ('INSERT', 'UPDATE') THEN

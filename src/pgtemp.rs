@@ -63,7 +63,8 @@ pub struct PgTempOptions {
     /// Spawn a detached watchdog that stops the cluster and removes its directory once this process is
     /// gone, however it ends. Default `true`.
     pub watchdog: bool,
-    /// Where the cluster directory is created. Default: the system temp dir.
+    /// Where the cluster directory is created. Default: `$VYX_PGTEMP_DIR`, else `/dev/shm` when it has
+    /// room (files there are several times faster to create than on disk), else the system temp dir.
     pub parent_dir: Option<PathBuf>,
 }
 
@@ -97,7 +98,8 @@ impl PgCluster {
         Self::start_with(PgTempOptions::default()).await
     }
 
-    /// Starts a cluster: a free loopback port, `initdb`, `pg_ctl start`. About half a second.
+    /// Starts a cluster: a free loopback port, a data directory (a copy of a cached `initdb` result, or a
+    /// fresh `initdb`), `pg_ctl start`.
     pub async fn start_with(opts: PgTempOptions) -> Result<PgCluster, PgTempError> {
         tokio::task::spawn_blocking(move || Self::start_blocking(&opts))
             .await
@@ -110,7 +112,7 @@ impl PgCluster {
     fn start_blocking(opts: &PgTempOptions) -> Result<PgCluster, PgTempError> {
         let bin_dir = find_bin_dir().ok_or(PgTempError::BinariesNotFound)?;
         let owner = if is_root() {
-            if !Path::new("/usr/sbin/runuser").exists() && find_in_path("runuser").is_none() {
+            if runuser().is_none() {
                 return Err(PgTempError::Root(
                     "initdb refuses root and `runuser` is missing (util-linux)".into(),
                 ));
@@ -127,7 +129,7 @@ impl PgCluster {
         };
 
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        let parent = opts.parent_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let parent = opts.parent_dir.clone().unwrap_or_else(default_parent_dir);
         let base_dir = parent.join(format!(
             "vyx-pgtemp-{}-{}-{:08x}",
             std::process::id(),
@@ -160,59 +162,17 @@ impl PgCluster {
             stopped: AtomicBool::new(false),
         };
         // From here on, dropping `cluster` on an error cleans up.
-        cluster.run(
-            "initdb",
-            &[
-                "-D",
-                path_str(&cluster.data_dir),
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-                "--no-instructions",
-            ],
-        )?;
-
-        // The port is free when we look, but another process may take it before the server binds it
-        // (test binaries start clusters in parallel under nextest): retry on a fresh port.
-        let mut last_err = None;
-        for _ in 0..5 {
-            cluster.port = free_port().map_err(io("finding a free port for"))?;
-            let server_opts = format!(
-                "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off \
-                 -c full_page_writes=off -c max_connections=300 -c shared_buffers=32MB",
-                cluster.port,
-                path_str(&cluster.socket_dir)
-            );
-            let log = cluster.base_dir.join("server.log");
-            match cluster.run(
-                "pg_ctl",
-                &[
-                    "-D",
-                    path_str(&cluster.data_dir),
-                    "-l",
-                    path_str(&log),
-                    "-o",
-                    &server_opts,
-                    "-w",
-                    "-t",
-                    "60",
-                    "start",
-                ],
-            ) {
-                Ok(()) => {
-                    last_err = None;
-                    break;
-                }
-                Err(e) => last_err = Some(e),
-            }
+        let cache = cluster.copy_cached_data_dir(&parent, owner);
+        if cache.is_none() {
+            cluster.run("initdb", &initdb_args(&cluster.data_dir))?;
         }
-        if let Some(e) = last_err {
-            return Err(e);
+        if let Err(e) = cluster.start_server() {
+            let Some(cache) = cache else { return Err(e) };
+            // A damaged cache (e.g. half-removed by a temp cleaner): drop it and start from scratch.
+            let _ = std::fs::remove_dir_all(&cache);
+            std::fs::remove_dir_all(&cluster.data_dir).map_err(io("clearing"))?;
+            cluster.run("initdb", &initdb_args(&cluster.data_dir))?;
+            cluster.start_server()?;
         }
         if opts.watchdog {
             cluster.spawn_watchdog()?;
@@ -313,47 +273,173 @@ impl PgCluster {
         }
     }
 
-    /// Runs one of the server binaries (as `postgres` when we are root) and waits for it.
-    fn run(&self, program: &str, args: &[&str]) -> Result<(), PgTempError> {
-        let out = server_command(&self.bin_dir, program, self.run_as_postgres)
-            .args(args)
-            .current_dir(&self.base_dir)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| PgTempError::Io {
-                what: format!("running {program}"),
+    /// `pg_ctl start` on a free port. The port is free when we look, but another process may take it
+    /// before the server binds it (test binaries start clusters in parallel under nextest): retry on a
+    /// fresh port.
+    fn start_server(&mut self) -> Result<(), PgTempError> {
+        let mut last_err = None;
+        for _ in 0..5 {
+            self.port = free_port().map_err(|source| PgTempError::Io {
+                what: "finding a free loopback port".into(),
                 source,
             })?;
-        if out.status.success() {
-            return Ok(());
-        }
-        let mut output = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if !stdout.trim().is_empty() {
-            output.push('\n');
-            output.push_str(stdout.trim());
-        }
-        if let Ok(log) = std::fs::read_to_string(self.base_dir.join("server.log")) {
-            let tail: Vec<&str> = log.lines().rev().take(15).collect();
-            output.push_str("\nserver log (last lines):\n");
-            for l in tail.into_iter().rev() {
-                output.push_str(l);
-                output.push('\n');
+            let server_opts = format!(
+                "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off \
+                 -c full_page_writes=off -c max_connections=300 -c shared_buffers=32MB",
+                self.port,
+                path_str(&self.socket_dir)
+            );
+            let log = self.base_dir.join("server.log");
+            match self.run(
+                "pg_ctl",
+                &[
+                    "-D",
+                    path_str(&self.data_dir),
+                    "-l",
+                    path_str(&log),
+                    "-o",
+                    &server_opts,
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
+            ) {
+                Ok(()) => return Ok(()),
+                Err(e) => last_err = Some(e),
             }
         }
-        Err(PgTempError::Command {
-            command: format!("{program} ({})", out.status),
-            output,
-        })
+        Err(last_err.expect("at least one attempt"))
     }
 
+    /// Runs one of the server binaries (as `postgres` when we are root) and waits for it.
+    fn run(&self, program: &str, args: &[&str]) -> Result<(), PgTempError> {
+        run_server_bin(
+            &self.bin_dir,
+            self.run_as_postgres,
+            &self.base_dir,
+            program,
+            args,
+        )
+    }
+
+    /// Fills `data_dir` with a copy of an `initdb` result cached next to the clusters (made on first use),
+    /// which is much cheaper than running `initdb` each time. Returns the cache used, or `None` (and
+    /// nothing left behind) if it cannot be made or copied: the caller runs `initdb` itself.
+    fn copy_cached_data_dir(&self, parent: &Path, owner: Option<(u32, u32)>) -> Option<PathBuf> {
+        let cache = parent.join(format!("vyx-pgtemp-initdb-{}", self.initdb_cache_key()));
+        let cached_data = cache.join("data");
+        if !cached_data.join("PG_VERSION").is_file() && !self.build_initdb_cache(&cache, owner) {
+            return None;
+        }
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(&cached_data)
+            .arg(&self.data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !copied {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+            return None;
+        }
+        Some(cache)
+    }
+
+    /// Runs `initdb` into a private directory, then renames it into place (atomic: concurrent test
+    /// binaries either see the whole cache or none of it).
+    fn build_initdb_cache(&self, cache: &Path, owner: Option<(u32, u32)>) -> bool {
+        let tmp = cache.with_extension(format!(
+            "tmp-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let built = std::fs::create_dir(&tmp).is_ok()
+            && owner.is_none_or(|(uid, gid)| {
+                std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).is_ok()
+            })
+            && run_server_bin(
+                &self.bin_dir,
+                self.run_as_postgres,
+                &tmp,
+                "initdb",
+                &initdb_args(&tmp.join("data")),
+            )
+            .is_ok()
+            && std::fs::rename(&tmp, cache).is_ok();
+        if !built {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        cache.join("data").join("PG_VERSION").is_file()
+    }
+
+    /// Changes whenever the binaries or our `initdb` arguments do, so a stale cache is never used.
+    fn initdb_cache_key(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        initdb_args(Path::new("")).hash(&mut h);
+        self.bin_dir.hash(&mut h);
+        self.run_as_postgres.hash(&mut h);
+        if let Ok(m) = std::fs::metadata(self.bin_dir.join("initdb")) {
+            (m.len(), m.mtime(), m.mtime_nsec(), m.ino()).hash(&mut h);
+        }
+        format!("{:016x}", h.finish())
+    }
+}
+
+/// Runs one of the server binaries (as `postgres` when `as_postgres`) in `cwd` and waits for it. On
+/// failure the error holds its output and the tail of `cwd/server.log`, if any.
+fn run_server_bin(
+    bin_dir: &Path,
+    as_postgres: bool,
+    cwd: &Path,
+    program: &str,
+    args: &[&str],
+) -> Result<(), PgTempError> {
+    let out = server_command(bin_dir, program, as_postgres)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| PgTempError::Io {
+            what: format!("running {program}"),
+            source,
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let mut output = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !stdout.trim().is_empty() {
+        output.push('\n');
+        output.push_str(stdout.trim());
+    }
+    if let Ok(log) = std::fs::read_to_string(cwd.join("server.log")) {
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        output.push_str("\nserver log (last lines):\n");
+        for l in tail.into_iter().rev() {
+            output.push_str(l);
+            output.push('\n');
+        }
+    }
+    Err(PgTempError::Command {
+        command: format!("{program} ({})", out.status),
+        output,
+    })
+}
+
+impl PgCluster {
     /// A detached `sh` loop that waits for this process to exit, then stops the cluster and removes its
     /// directory. In its own process group, so a Ctrl-C aimed at us does not kill it too.
     fn spawn_watchdog(&self) -> Result<(), PgTempError> {
         let pg_ctl = self.bin_dir.join("pg_ctl");
         let stop = if self.run_as_postgres {
+            let runuser = runuser().unwrap_or_else(|| PathBuf::from("runuser"));
             format!(
-                "runuser -u postgres -- {} -D {} stop -m immediate",
+                "{} -u postgres -- {} -D {} stop -m immediate",
+                sh_quote(path_str(&runuser)),
                 sh_quote(path_str(&pg_ctl)),
                 sh_quote(path_str(&self.data_dir))
             )
@@ -425,7 +511,7 @@ fn stop_and_remove(bin_dir: &Path, data_dir: &Path, base_dir: &Path, as_postgres
 fn server_command(bin_dir: &Path, program: &str, as_postgres: bool) -> Command {
     let exe = bin_dir.join(program);
     let mut cmd = if as_postgres {
-        let mut c = Command::new("runuser");
+        let mut c = Command::new(runuser().unwrap_or_else(|| PathBuf::from("runuser")));
         c.args(["-u", "postgres", "--"]).arg(exe);
         c
     } else {
@@ -443,6 +529,47 @@ fn server_command(bin_dir: &Path, program: &str, as_postgres: bool) -> Command {
         cmd.env_remove(var);
     }
     cmd
+}
+
+fn initdb_args(data_dir: &Path) -> Vec<&str> {
+    vec![
+        "-D",
+        path_str(data_dir),
+        "-U",
+        "postgres",
+        "-A",
+        "trust",
+        "-E",
+        "UTF8",
+        "--locale=C",
+        "--no-sync",
+        "--no-instructions",
+    ]
+}
+
+/// `$VYX_PGTEMP_DIR`, else `/dev/shm` if it has at least 1 GiB free (containers often give it 64 MiB),
+/// else the system temp dir.
+fn default_parent_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("VYX_PGTEMP_DIR") {
+        return PathBuf::from(dir);
+    }
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() && free_kib(shm).is_some_and(|kib| kib >= 1024 * 1024) {
+        return shm.to_path_buf();
+    }
+    std::env::temp_dir()
+}
+
+/// Free space under `dir`, from `df` (std has no statvfs).
+fn free_kib(dir: &Path) -> Option<u64> {
+    let out = Command::new("df")
+        .arg("-Pk")
+        .arg(dir)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().nth(1)?.split_whitespace().nth(3)?.parse().ok()
 }
 
 fn is_root() -> bool {
@@ -490,6 +617,16 @@ fn find_bin_dir() -> Option<PathBuf> {
         .collect();
     versions.sort();
     versions.pop().map(|(_, d)| d)
+}
+
+/// util-linux's `runuser`, which lives in sbin (often off a non-root `$PATH`).
+fn runuser() -> Option<PathBuf> {
+    find_in_path("runuser").or_else(|| {
+        ["/usr/sbin/runuser", "/sbin/runuser"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+    })
 }
 
 fn find_in_path(program: &str) -> Option<PathBuf> {
@@ -562,5 +699,67 @@ mod tests {
         cluster.stop().await;
         assert!(!base.exists(), "cluster directory removed");
         cluster.stop().await;
+    }
+
+    /// Not a test on its own: run as a child process by
+    /// `the_watchdog_removes_the_cluster_after_the_process_dies`. Starts a cluster with the watchdog,
+    /// reports where it lives and exits without any cleanup, as a killed test binary would.
+    #[test]
+    #[ignore = "helper process for the watchdog test"]
+    fn watchdog_child_process() {
+        if std::env::var_os("VYX_PGTEMP_WATCHDOG_CHILD").is_none() {
+            return;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let cluster = rt.block_on(PgCluster::start()).expect("start");
+        println!("CLUSTER {} {}", cluster.port(), cluster.base_dir.display());
+        std::process::exit(0);
+    }
+
+    #[test]
+    fn the_watchdog_removes_the_cluster_after_the_process_dies() {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "pgtemp::tests::watchdog_child_process",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("VYX_PGTEMP_WATCHDOG_CHILD", "1")
+            .output()
+            .expect("run child");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout
+            .lines()
+            .find_map(|l| l.split_once("CLUSTER ").map(|(_, rest)| rest))
+            .unwrap_or_else(|| {
+                panic!(
+                    "child did not start a cluster: {stdout}\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+        let (port, base) = line.split_once(' ').unwrap();
+        let base = PathBuf::from(base);
+
+        // The watchdog notices within its one-second poll; allow for a loaded machine. This waits on
+        // another process, not on our own code, so a deadline is the only synchronisation available.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while base.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} still exists 20 s after its process died",
+                base.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let addr = format!("127.0.0.1:{port}");
+        assert!(
+            std::net::TcpStream::connect(&addr).is_err(),
+            "server on {addr} stopped"
+        );
     }
 }

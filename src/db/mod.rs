@@ -105,6 +105,9 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
 
 /// `url` with the password (in the userinfo or a `password=` parameter) replaced by `[redacted]`, for
 /// logs and error messages. Something that does not look like a URL is redacted whole.
+///
+/// The userinfo is taken up to the *last* `@`, so a password holding an unescaped `/`, `?`, `#` or `@`
+/// (an invalid URL, but a likely typo) is still hidden; an `@` later in the URL only hides more.
 pub fn redact_url(url: &str) -> String {
     const MASK: &str = "[redacted]";
     let Some(scheme_end) = url.find("://") else {
@@ -112,14 +115,12 @@ pub fn redact_url(url: &str) -> String {
     };
     let rest_start = scheme_end + 3;
     let rest = &url[rest_start..];
-    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_len);
 
     let mut out = String::with_capacity(url.len());
     out.push_str(&url[..rest_start]);
-    match authority.rfind('@') {
+    let after_userinfo = match rest.rfind('@') {
         Some(at) => {
-            let userinfo = &authority[..at];
+            let userinfo = &rest[..at];
             match userinfo.find(':') {
                 Some(colon) => {
                     out.push_str(&userinfo[..colon]);
@@ -128,31 +129,30 @@ pub fn redact_url(url: &str) -> String {
                 }
                 None => out.push_str(userinfo),
             }
-            out.push_str(&authority[at..]);
+            &rest[at..]
         }
-        None => out.push_str(authority),
-    }
+        None => rest,
+    };
 
-    match tail.find('?') {
-        Some(q) => {
-            out.push_str(&tail[..=q]);
-            let query = &tail[q + 1..];
-            let (query, fragment) = match query.find('#') {
-                Some(h) => query.split_at(h),
-                None => (query, ""),
-            };
-            let params: Vec<String> = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}={MASK}"),
-                    _ => pair.to_string(),
-                })
-                .collect();
-            out.push_str(&params.join("&"));
-            out.push_str(fragment);
-        }
-        None => out.push_str(tail),
-    }
+    let Some((before_query, query)) = after_userinfo.split_once('?') else {
+        out.push_str(after_userinfo);
+        return out;
+    };
+    let (query, fragment) = match query.find('#') {
+        Some(h) => query.split_at(h),
+        None => (query, ""),
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}={MASK}"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    out.push_str(before_query);
+    out.push('?');
+    out.push_str(&params.join("&"));
+    out.push_str(fragment);
     out
 }
 
@@ -208,6 +208,15 @@ mod tests {
         let r = redact_url("postgresql://me:pa@ss:word@host/db");
         assert!(!r.contains("pa") && !r.contains("word"), "{r}");
         assert_eq!(redact_url("host=x password=y"), "[redacted]");
+        for typo in [
+            "postgres://u:pa/ss@host/db",
+            "postgres://u:pa?ss@host/db",
+            "postgres://u:pa#ss@host/db",
+        ] {
+            let r = redact_url(typo);
+            assert!(!r.contains("pa") && !r.contains("ss@"), "{typo} -> {r}");
+            assert!(r.ends_with("@host/db"), "{r}");
+        }
     }
 
     #[test]

@@ -53,74 +53,72 @@ pub async fn cluster() -> &'static PgCluster {
 /// A new database with the Supabase shape (auth.users, user_subscriptions, user_profiles, API roles);
 /// vyx-fleet's migrations NOT applied.
 pub async fn fresh_db() -> TestDb {
-    static TEMPLATE: OnceCell<&'static str> = OnceCell::const_new();
-    let template = TEMPLATE
-        .get_or_init(|| {
-            build_template("tpl_supabase", |pool| async move {
-                vyx_fleet::pgtemp::apply_supabase_shape(&pool)
-                    .await
-                    .expect("supabase shape");
-            })
-        })
-        .await;
-    db_from(template).await
+    db_from(Template::Supabase).await
 }
 
 /// [`fresh_db`] with vyx-fleet's migrations applied.
 pub async fn migrated_db() -> TestDb {
-    static TEMPLATE: OnceCell<&'static str> = OnceCell::const_new();
-    let template = TEMPLATE
-        .get_or_init(|| {
-            build_template("tpl_migrated", |pool| async move {
-                vyx_fleet::pgtemp::apply_supabase_shape(&pool)
-                    .await
-                    .expect("supabase shape");
-                vyx_fleet::db::migrate(&pool).await.expect("migrations");
-            })
-        })
-        .await;
-    db_from(template).await
+    db_from(Template::Migrated).await
 }
 
 /// [`fresh_db`] plus Vyx's pre-existing tables, rows and `on_user_tier_change` trigger
 /// (`tests/fixtures/legacy_vyx.sql`); vyx-fleet's migrations NOT applied.
 pub async fn legacy_vyx_db() -> TestDb {
-    static TEMPLATE: OnceCell<&'static str> = OnceCell::const_new();
-    let template = TEMPLATE
-        .get_or_init(|| {
-            build_template("tpl_legacy", |pool| async move {
-                vyx_fleet::pgtemp::apply_supabase_shape(&pool)
-                    .await
-                    .expect("supabase shape");
+    db_from(Template::LegacyVyx).await
+}
+
+/// The prepared databases tests are copied from, each built on first use.
+#[derive(Clone, Copy)]
+enum Template {
+    Supabase,
+    Migrated,
+    LegacyVyx,
+}
+
+impl Template {
+    async fn get(self) -> &'static str {
+        static BUILT: [OnceCell<&'static str>; 3] = [
+            OnceCell::const_new(),
+            OnceCell::const_new(),
+            OnceCell::const_new(),
+        ];
+        BUILT[self as usize].get_or_init(|| self.build()).await
+    }
+
+    async fn build(self) -> &'static str {
+        let name = match self {
+            Template::Supabase => "tpl_supabase",
+            Template::Migrated => "tpl_migrated",
+            Template::LegacyVyx => "tpl_legacy",
+        };
+        let url = cluster()
+            .await
+            .create_database(name)
+            .await
+            .unwrap_or_else(|e| panic!("create template {name}: {e}"));
+        let pool = PgPool::connect(&url).await.expect("connect to template");
+        vyx_fleet::pgtemp::apply_supabase_shape(&pool)
+            .await
+            .expect("supabase shape");
+        match self {
+            Template::Supabase => {}
+            Template::Migrated => vyx_fleet::db::migrate(&pool).await.expect("migrations"),
+            Template::LegacyVyx => {
                 sqlx::raw_sql(LEGACY_VYX_SQL)
                     .execute(&pool)
                     .await
                     .expect("legacy fixture");
-            })
-        })
-        .await;
-    db_from(template).await
+            }
+        }
+        // CREATE DATABASE ... TEMPLATE refuses while anyone is connected to the template.
+        pool.close().await;
+        name
+    }
 }
 
-async fn build_template<F, Fut>(name: &'static str, setup: F) -> &'static str
-where
-    F: FnOnce(PgPool) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let cluster = cluster().await;
-    let url = cluster
-        .create_database(name)
-        .await
-        .unwrap_or_else(|e| panic!("create template {name}: {e}"));
-    let pool = PgPool::connect(&url).await.expect("connect to template");
-    setup(pool.clone()).await;
-    // CREATE DATABASE ... TEMPLATE refuses while anyone is connected to the template.
-    pool.close().await;
-    name
-}
-
-async fn db_from(template: &str) -> TestDb {
+async fn db_from(template: Template) -> TestDb {
     static SEQ: AtomicU64 = AtomicU64::new(0);
+    let template = template.get().await;
     let cluster = cluster().await;
     let name = format!("t{}", SEQ.fetch_add(1, Ordering::Relaxed));
     let url = cluster
