@@ -223,6 +223,7 @@ fn warnings_flag_suspicious_settings() {
             ("PAID_TIERS", "free,pro"),
             ("FLY_API_BASE_URL", "http://fly.example.com"),
             ("DEPROVISION_GRACE", "0s"),
+            ("USER_APP_IMAGE", "localhost:5000/vyx-app"),
         ]),
         None,
     )
@@ -232,6 +233,22 @@ fn warnings_flag_suspicious_settings() {
     assert!(w.contains("PAID_TIERS"), "{w}");
     assert!(w.contains("FLY_API_BASE_URL"), "{w}");
     assert!(w.contains("DEPROVISION_GRACE"), "{w}");
+    assert!(w.contains("USER_APP_IMAGE"), "{w}");
+    for image in ["vyx-app:latest", "registry.fly.io/vyx-app:latest"] {
+        let s = Settings::from_map(&with(&[("USER_APP_IMAGE", image)]), None).unwrap();
+        assert!(s.warnings().join(" ").contains("USER_APP_IMAGE"), "{image}");
+    }
+    for image in [
+        "localhost:5000/vyx-app:v1",
+        "vyx-app@sha256:abc",
+        "vyx-app:v2",
+    ] {
+        let s = Settings::from_map(&with(&[("USER_APP_IMAGE", image)]), None).unwrap();
+        assert!(
+            !s.warnings().join(" ").contains("USER_APP_IMAGE"),
+            "{image}"
+        );
+    }
     let s = Settings::from_map(
         &with(&[
             ("SUPABASE_URL", "https://x.supabase.co"),
