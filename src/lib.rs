@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod failpoint;
 pub mod fly;
 pub mod http;
 pub mod metrics;

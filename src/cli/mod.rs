@@ -52,6 +52,10 @@ pub async fn run(cfg: Option<&Path>) -> u8 {
         Err(c) => return c,
     };
     telemetry::init(s.log_format);
+    if let Err(e) = crate::failpoint::arm_from_env() {
+        eprintln!("{e}");
+        return EXIT_CONFIG;
+    }
     for w in s.warnings() {
         warn!("{w}");
     }
@@ -138,6 +142,10 @@ pub async fn reconcile(cfg: Option<&Path>, once: bool, dry_run: bool) -> u8 {
         Err(c) => return c,
     };
     telemetry::init(s.log_format);
+    if let Err(e) = crate::failpoint::arm_from_env() {
+        eprintln!("{e}");
+        return EXIT_CONFIG;
+    }
     let pool = match connect(&s).await {
         Ok(p) => p,
         Err(c) => return c,

@@ -364,6 +364,10 @@ fn drift_reason(
     if m.image != image {
         return Some(ConvergeReason::ImageDrift);
     }
+    if row.docker_image.as_deref() != Some(image) {
+        // Fly already runs it but the row does not say so: a rollout interrupted before its record.
+        return Some(ConvergeReason::Resume);
+    }
     let guest_ok = m.cpus.is_none_or(|c| c == s.cpus)
         && m.memory_mb.is_none_or(|mb| mb == s.memory_mb)
         && m.cpu_kind.as_deref().is_none_or(|k| k == "shared");

@@ -114,6 +114,7 @@ fn build_ctx(vars: &HashMap<String, String>, db: &TestDb, term: i64) -> Ctx {
         healthy: Duration::from_secs(10),
         machine_stopped: Duration::from_secs(5),
         app_gone: Duration::from_secs(10),
+        list_lag: Duration::from_secs(1),
     };
     ctx
 }

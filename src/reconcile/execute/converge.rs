@@ -34,6 +34,7 @@ use uuid::Uuid;
 use super::machine_config::{desired_config, matches};
 use super::{Ctx, ExecError, wait};
 use crate::db::apps::{Event, NewRow, StoreError, load_row, load_row_for_user};
+use crate::failpoint::{self as fp, hit};
 use crate::fly::{
     CreateAppRequest, CreateMachineRequest, FlyError, IpType, ListMachines, Machine, MachineConfig,
     MachineState, StopMachineRequest, UpdateMachineRequest,
@@ -59,6 +60,7 @@ pub(super) async fn converge(
     let row = reload(ctx, row.id).await?;
     let machine = ensure_machine(ctx, &row, image, secrets_written).await?;
     let machine = ensure_running_and_healthy(ctx, &row, machine).await?;
+    hit(fp::CONVERGE_HEALTHY_BEFORE_RECORD).await;
     ctx.store
         .set_applied_config(row.id, image, &config_digest(&ctx.spec))
         .await?;
@@ -77,6 +79,7 @@ pub(super) async fn converge(
         vec![healthy_ev, done_ev]
     };
     ctx.store.mark_active(row.id, &events).await?;
+    hit(fp::CONVERGE_AFTER_RECORD).await;
     info!(app = %row.fly_app_name, machine_id = %machine.id, "app active and healthy");
     Ok(())
 }
@@ -130,6 +133,7 @@ async fn ensure_row(
             Err(e) => return Err(e.into()),
         };
         info!(app = %name, "name reserved");
+        hit(fp::PROVISION_ROW_RESERVED).await;
         return reload(ctx, id).await;
     };
     match row.status() {
@@ -239,9 +243,12 @@ async fn ensure_app(ctx: &Ctx, mut row: AppRow) -> Result<AppRow, ExecError> {
             network: Some(name.clone()),
             idempotency_key: None,
         };
+        hit(fp::PROVISION_APP_CREATE_BEFORE).await;
         match ctx.fly.create_app(&req).await {
             Ok(created) => {
+                hit(fp::PROVISION_APP_CREATE_AFTER_CALL).await;
                 ctx.store.set_app_id(row.id, &created.id).await?;
+                hit(fp::PROVISION_APP_CREATE_AFTER_RECORD).await;
                 info!(app = %name, "app created");
             }
             Err(FlyError::NameTaken { .. }) => {
@@ -330,10 +337,13 @@ async fn ensure_secrets(ctx: &Ctx, row: &AppRow) -> Result<bool, ExecError> {
         .iter()
         .map(|(k, v)| (k.clone(), Some(v.clone())))
         .collect();
+    hit(fp::PROVISION_SECRETS_BEFORE).await;
     let version = ctx.fly.set_secrets(&row.fly_app_name, &values).await?;
+    hit(fp::PROVISION_SECRETS_AFTER_CALL).await;
     ctx.store
         .set_secrets(row.id, i64::try_from(version).unwrap_or(i64::MAX), &digest)
         .await?;
+    hit(fp::PROVISION_SECRETS_AFTER_RECORD).await;
     info!(secrets_version = version, names = ?ctx.spec.secrets.keys().collect::<Vec<_>>(), "secrets written");
     Ok(true)
 }
@@ -348,6 +358,7 @@ async fn ensure_ips(ctx: &Ctx, row: &AppRow) -> Result<(), ExecError> {
         (IpType::V6, ips.iter().any(|ip| ip.is_public_v6())),
         (IpType::SharedV4, ips.iter().any(|ip| ip.is_shared_v4())),
     ];
+    hit(fp::PROVISION_IPS_BEFORE).await;
     for (ty, present) in wanted {
         if present {
             continue;
@@ -359,7 +370,9 @@ async fn ensure_ips(ctx: &Ctx, row: &AppRow) -> Result<(), ExecError> {
             Err(e) => return Err(e.into()),
         }
     }
+    hit(fp::PROVISION_IPS_AFTER_CALL).await;
     ctx.store.set_ips_ready(row.id).await?;
+    hit(fp::PROVISION_IPS_AFTER_RECORD).await;
     Ok(())
 }
 
@@ -375,13 +388,20 @@ async fn ensure_machine(
     filter
         .metadata
         .insert(META_USER_ID.into(), row.user_id.to_string());
-    let listed: Vec<Machine> = ctx
-        .fly
-        .list_machines(app, &filter)
-        .await?
-        .into_iter()
-        .filter(|m| !m.state.is_gone())
-        .collect();
+    let mut listed = live_machines(ctx, app, &filter).await?;
+    if listed.is_empty() && row.machine_op_id.is_some() {
+        // An earlier attempt sent a create whose outcome we never saw, and machine lists lag
+        // writes (REFERENCE §7): look again for a moment before creating a second machine.
+        listed = wait::until(ctx.timeouts.list_lag, "machine list", || async {
+            let ms = live_machines(ctx, app, &filter).await?;
+            Ok((!ms.is_empty()).then_some(ms))
+        })
+        .await
+        .or_else(|e| match e {
+            ExecError::StillWaiting(_) => Ok(vec![]),
+            e => Err(e),
+        })?;
+    }
     let op_matches = |m: &Machine| {
         row.machine_op_id.is_some()
             && m.metadata().and_then(|md| md.get(META_OP)) == row.machine_op_id.as_ref()
@@ -452,7 +472,24 @@ async fn ensure_machine(
         min_secrets_version: secrets_version,
         ..Default::default()
     };
-    Ok(ctx.fly.update_machine(app, &current.id, &req).await?)
+    hit(fp::UPDATE_MACHINE_BEFORE).await;
+    let updated = ctx.fly.update_machine(app, &current.id, &req).await?;
+    hit(fp::UPDATE_MACHINE_AFTER_CALL).await;
+    Ok(updated)
+}
+
+async fn live_machines(
+    ctx: &Ctx,
+    app: &str,
+    filter: &ListMachines,
+) -> Result<Vec<Machine>, ExecError> {
+    Ok(ctx
+        .fly
+        .list_machines(app, filter)
+        .await?
+        .into_iter()
+        .filter(|m| !m.state.is_gone())
+        .collect())
 }
 
 async fn create_machine(
@@ -476,8 +513,11 @@ async fn create_machine(
         min_secrets_version: secrets_version,
         ..Default::default()
     };
+    hit(fp::PROVISION_MACHINE_CREATE_BEFORE).await;
     let m = ctx.fly.create_machine(&row.fly_app_name, &req).await?;
+    hit(fp::PROVISION_MACHINE_CREATE_AFTER_CALL).await;
     ctx.store.set_machine(row.id, Some(&m.id)).await?;
+    hit(fp::PROVISION_MACHINE_CREATE_AFTER_RECORD).await;
     info!(machine_id = %m.id, "machine created");
     Ok(m)
 }
@@ -596,10 +636,12 @@ pub(super) async fn stop_gracefully(ctx: &Ctx, app: &str, m: &Machine) -> Result
         signal: Some("SIGTERM".into()),
         timeout: Some(crate::fly::FlyDuration::from_secs(10)),
     };
+    hit(fp::DEPROVISION_STOP_BEFORE).await;
     match ctx.fly.stop_machine(app, &m.id, &req).await {
         Ok(()) | Err(FlyError::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
     }
+    hit(fp::DEPROVISION_STOP_AFTER_CALL).await;
     let r = wait::until(ctx.timeouts.machine_stopped, "machine to stop", || async {
         match ctx
             .fly

@@ -23,6 +23,7 @@ use uuid::Uuid;
 use super::converge::stop_gracefully;
 use super::{Ctx, ExecError, wait};
 use crate::db::apps::{Event, load_row};
+use crate::failpoint::{self as fp, hit};
 use crate::fly::{FlyError, ListMachines};
 use crate::reconcile::naming;
 use crate::reconcile::recorded::RowStatus;
@@ -42,6 +43,7 @@ pub(super) async fn deprovision(ctx: &Ctx, row_id: Uuid) -> Result<(), ExecError
         Some(RowStatus::Active | RowStatus::Provisioning | RowStatus::Error) => {
             let ev = Event::new("deprovision_started", serde_json::json!({"app": app}));
             ctx.store.mark_deprovisioning(row.id, &[ev]).await?;
+            hit(fp::DEPROVISION_MARKED).await;
             info!(app = %app, "deprovisioning");
         }
         _ => return Err(ExecError::RowGone),
@@ -59,19 +61,32 @@ pub(super) async fn deprovision(ctx: &Ctx, row_id: Uuid) -> Result<(), ExecError
         Err(e) => return Err(e.into()),
     };
     if ours {
-        delete_app(ctx, &app).await?;
+        delete_app(
+            ctx,
+            &app,
+            fp::DEPROVISION_DELETE_BEFORE,
+            fp::DEPROVISION_DELETE_AFTER_CALL,
+        )
+        .await?;
     }
+    hit(fp::DEPROVISION_GONE_BEFORE_RECORD).await;
     let ev = Event::new(
         "deprovision_completed",
         serde_json::json!({"app": app, "app_existed": ours}),
     );
     ctx.store.mark_deleted(row.id, &[ev]).await?;
+    hit(fp::DEPROVISION_AFTER_RECORD).await;
     info!(app = %app, "deprovisioned; row soft-deleted");
     Ok(())
 }
 
 /// Stop machines, delete the app, wait for 404.
-async fn delete_app(ctx: &Ctx, app: &str) -> Result<(), ExecError> {
+async fn delete_app(
+    ctx: &Ctx,
+    app: &str,
+    before: &'static str,
+    after_call: &'static str,
+) -> Result<(), ExecError> {
     let machines = match ctx.fly.list_machines(app, &ListMachines::default()).await {
         Ok(ms) => ms,
         Err(FlyError::NotFound { .. }) => vec![],
@@ -80,10 +95,12 @@ async fn delete_app(ctx: &Ctx, app: &str) -> Result<(), ExecError> {
     for m in machines.iter().filter(|m| !m.state.is_gone()) {
         stop_gracefully(ctx, app, m).await?;
     }
+    hit(before).await;
     match ctx.fly.delete_app(app).await {
         Ok(()) | Err(FlyError::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
     }
+    hit(after_call).await;
     wait::until(ctx.timeouts.app_gone, "app deletion to finish", || async {
         match ctx.fly.get_app(app).await {
             Err(FlyError::NotFound { .. }) => Ok(Some(())),
@@ -114,7 +131,14 @@ pub(super) async fn delete_orphan(ctx: &Ctx, app: &str) -> Result<(), ExecError>
         Err(e) => return Err(e.into()),
     }
     warn!(app = %app, "deleting orphan app after its grace period");
-    delete_app(ctx, app).await?;
+    delete_app(
+        ctx,
+        app,
+        fp::ORPHAN_DELETE_BEFORE,
+        fp::ORPHAN_DELETE_AFTER_CALL,
+    )
+    .await?;
     ctx.store.forget_orphan(app).await?;
+    hit(fp::ORPHAN_DELETE_AFTER_RECORD).await;
     Ok(())
 }

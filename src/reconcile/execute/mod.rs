@@ -32,6 +32,8 @@ pub struct Timeouts {
     pub machine_stopped: Duration,
     /// Async app deletion (202) until the app answers 404.
     pub app_gone: Duration,
+    /// How long to keep looking for a machine whose create answer was lost before creating another.
+    pub list_lag: Duration,
 }
 
 impl Default for Timeouts {
@@ -42,6 +44,7 @@ impl Default for Timeouts {
             healthy: Duration::from_secs(120),
             machine_stopped: Duration::from_secs(30),
             app_gone: Duration::from_secs(30),
+            list_lag: Duration::from_secs(3),
         }
     }
 }

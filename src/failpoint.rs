@@ -1,0 +1,168 @@
+//! Failpoints: the named instants between a Fly call and the database write that records it, where
+//! a crash test stops the controller dead (invariant 3).
+//!
+//! Unarmed, a failpoint is one relaxed atomic load. Tests arm them in-process (the action then hangs
+//! until the test aborts the controller task, which is what a kill looks like from outside), or for
+//! a real process through `VYX_FLEET_FAILPOINTS=name=abort[,name=abort…]`, which aborts the process
+//! on the spot: no destructors, no cleanup.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::Notify;
+
+/// Every failpoint, in the order the operations pass them.
+pub const ALL: &[&str] = &[
+    PROVISION_ROW_RESERVED,
+    PROVISION_APP_CREATE_BEFORE,
+    PROVISION_APP_CREATE_AFTER_CALL,
+    PROVISION_APP_CREATE_AFTER_RECORD,
+    PROVISION_SECRETS_BEFORE,
+    PROVISION_SECRETS_AFTER_CALL,
+    PROVISION_SECRETS_AFTER_RECORD,
+    PROVISION_IPS_BEFORE,
+    PROVISION_IPS_AFTER_CALL,
+    PROVISION_IPS_AFTER_RECORD,
+    PROVISION_MACHINE_CREATE_BEFORE,
+    PROVISION_MACHINE_CREATE_AFTER_CALL,
+    PROVISION_MACHINE_CREATE_AFTER_RECORD,
+    CONVERGE_HEALTHY_BEFORE_RECORD,
+    CONVERGE_AFTER_RECORD,
+    UPDATE_MACHINE_BEFORE,
+    UPDATE_MACHINE_AFTER_CALL,
+    DEPROVISION_MARKED,
+    DEPROVISION_STOP_BEFORE,
+    DEPROVISION_STOP_AFTER_CALL,
+    DEPROVISION_DELETE_BEFORE,
+    DEPROVISION_DELETE_AFTER_CALL,
+    DEPROVISION_GONE_BEFORE_RECORD,
+    DEPROVISION_AFTER_RECORD,
+    ORPHAN_DELETE_BEFORE,
+    ORPHAN_DELETE_AFTER_CALL,
+    ORPHAN_DELETE_AFTER_RECORD,
+];
+
+pub const PROVISION_ROW_RESERVED: &str = "provision.row.after_record";
+pub const PROVISION_APP_CREATE_BEFORE: &str = "provision.app_create.before_call";
+pub const PROVISION_APP_CREATE_AFTER_CALL: &str = "provision.app_create.after_call";
+pub const PROVISION_APP_CREATE_AFTER_RECORD: &str = "provision.app_create.after_record";
+pub const PROVISION_SECRETS_BEFORE: &str = "provision.secrets.before_call";
+pub const PROVISION_SECRETS_AFTER_CALL: &str = "provision.secrets.after_call";
+pub const PROVISION_SECRETS_AFTER_RECORD: &str = "provision.secrets.after_record";
+pub const PROVISION_IPS_BEFORE: &str = "provision.ips.before_call";
+pub const PROVISION_IPS_AFTER_CALL: &str = "provision.ips.after_call";
+pub const PROVISION_IPS_AFTER_RECORD: &str = "provision.ips.after_record";
+pub const PROVISION_MACHINE_CREATE_BEFORE: &str = "provision.machine_create.before_call";
+pub const PROVISION_MACHINE_CREATE_AFTER_CALL: &str = "provision.machine_create.after_call";
+pub const PROVISION_MACHINE_CREATE_AFTER_RECORD: &str = "provision.machine_create.after_record";
+pub const CONVERGE_HEALTHY_BEFORE_RECORD: &str = "converge.healthy.before_record";
+pub const CONVERGE_AFTER_RECORD: &str = "converge.active.after_record";
+pub const UPDATE_MACHINE_BEFORE: &str = "update.machine_update.before_call";
+pub const UPDATE_MACHINE_AFTER_CALL: &str = "update.machine_update.after_call";
+pub const DEPROVISION_MARKED: &str = "deprovision.marked.after_record";
+pub const DEPROVISION_STOP_BEFORE: &str = "deprovision.stop.before_call";
+pub const DEPROVISION_STOP_AFTER_CALL: &str = "deprovision.stop.after_call";
+pub const DEPROVISION_DELETE_BEFORE: &str = "deprovision.app_delete.before_call";
+pub const DEPROVISION_DELETE_AFTER_CALL: &str = "deprovision.app_delete.after_call";
+pub const DEPROVISION_GONE_BEFORE_RECORD: &str = "deprovision.gone.before_record";
+pub const DEPROVISION_AFTER_RECORD: &str = "deprovision.deleted.after_record";
+pub const ORPHAN_DELETE_BEFORE: &str = "orphan.app_delete.before_call";
+pub const ORPHAN_DELETE_AFTER_CALL: &str = "orphan.app_delete.after_call";
+pub const ORPHAN_DELETE_AFTER_RECORD: &str = "orphan.app_delete.after_record";
+
+#[derive(Clone)]
+enum Armed {
+    /// Signal the test, then never return (the test aborts the controller).
+    Hang(Arc<Notify>),
+    /// `std::process::abort()`: a real crash of a real process.
+    Abort,
+}
+
+static ANY_ARMED: AtomicBool = AtomicBool::new(false);
+
+fn registry() -> &'static Mutex<HashMap<String, Armed>> {
+    static REGISTRY: OnceLock<Mutex<HashMap<String, Armed>>> = OnceLock::new();
+    REGISTRY.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Called at each failpoint. Cheap when nothing is armed.
+pub async fn hit(name: &'static str) {
+    if !ANY_ARMED.load(Ordering::Relaxed) {
+        return;
+    }
+    let armed = registry()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(name)
+        .cloned();
+    match armed {
+        None => {}
+        Some(Armed::Abort) => {
+            eprintln!("failpoint {name}: aborting the process");
+            std::process::abort();
+        }
+        Some(Armed::Hang(notify)) => {
+            notify.notify_one();
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Arm `name` to hang; the returned `Notify` fires when a task reaches it.
+pub fn arm_hang(name: &str) -> Arc<Notify> {
+    let notify = Arc::new(Notify::new());
+    set(name, Armed::Hang(notify.clone()));
+    notify
+}
+
+pub fn arm_abort(name: &str) {
+    set(name, Armed::Abort);
+}
+
+fn set(name: &str, armed: Armed) {
+    registry()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(name.to_string(), armed);
+    ANY_ARMED.store(true, Ordering::SeqCst);
+}
+
+pub fn disarm_all() {
+    let mut r = registry().lock().unwrap_or_else(|p| p.into_inner());
+    r.clear();
+    ANY_ARMED.store(false, Ordering::SeqCst);
+}
+
+/// Arm failpoints named in `VYX_FLEET_FAILPOINTS` (`name=abort,…`). Unknown names are an error, so
+/// a typo in a crash test fails loudly instead of testing nothing.
+pub fn arm_from_env() -> Result<(), String> {
+    let Ok(spec) = std::env::var("VYX_FLEET_FAILPOINTS") else {
+        return Ok(());
+    };
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, action) = item.split_once('=').unwrap_or((item, "abort"));
+        if !ALL.contains(&name) {
+            return Err(format!("VYX_FLEET_FAILPOINTS: unknown failpoint {name:?}"));
+        }
+        match action {
+            "abort" => arm_abort(name),
+            other => {
+                return Err(format!(
+                    "VYX_FLEET_FAILPOINTS: unknown action {other:?} for {name}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique() {
+        let set: std::collections::HashSet<_> = ALL.iter().collect();
+        assert_eq!(set.len(), ALL.len());
+    }
+}
