@@ -303,6 +303,10 @@ async fn fallback() -> Response {
     ApiError::not_found("not found").into_response()
 }
 
+async fn method_not_allowed() -> Response {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed").into_response()
+}
+
 pub(crate) fn router(sh: Arc<Shared>) -> Router {
     use routes::{apps, ips, machine_actions as ma, machines, orgs, secrets};
     let v1 = Router::new()
@@ -333,6 +337,7 @@ pub(crate) fn router(sh: Arc<Shared>) -> Router {
         .route("/v1/orgs/{org}/machines", get(orgs::machines));
     v1.merge(inspect::router())
         .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(sh.clone(), pipeline))
         .with_state(sh)
 }
