@@ -332,3 +332,59 @@ async fn apps_list_paginates_and_lags() {
     let bad = api.get("/v1/apps").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn idempotency_key_returns_the_first_app() {
+    let api = Api::fast().await;
+    let body = json!({"name": "vyx-user-idem", "org_slug": ORG, "idempotency_key": "k1"});
+    let a = api.post("/v1/apps", body.clone()).await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let b = api.post("/v1/apps", body).await;
+    assert_eq!(b.status, StatusCode::CREATED);
+    assert_eq!(a.body["id"], b.body["id"]);
+    let c = api
+        .post(
+            "/v1/apps",
+            json!({"name": "vyx-user-other", "org_slug": ORG, "idempotency_key": "k1"}),
+        )
+        .await;
+    assert_eq!(c.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(api.sim.snapshot().apps.len(), 1);
+}
+
+#[tokio::test]
+async fn shutdown_ends_long_polls() {
+    let api = Api::fast().await;
+    api.create_app("vyx-user-sd").await;
+    let m = api
+        .create_machine("vyx-user-sd", sim_support::machine_body("i"))
+        .await;
+    let id = m["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        api.wait_state("vyx-user-sd", &id, "started").await.status,
+        StatusCode::OK
+    );
+    let url = format!(
+        "{}/v1/apps/vyx-user-sd/machines/{id}/wait?state=stopped&timeout=60",
+        api.base
+    );
+    let http = api.http.clone();
+    let pending = tokio::spawn(async move { http.get(url).bearer_auth("t").send().await });
+    // Make sure the long-poll is in flight before shutting down.
+    poll_until(Duration::from_secs(10), || async {
+        api.sim.in_flight() == 1
+    })
+    .await;
+    let t = Instant::now();
+    api.sim.shutdown().await;
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+    let r = pending
+        .await
+        .expect("join")
+        .expect("answered before closing");
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+}

@@ -359,3 +359,65 @@ async fn call_log_and_request_ids() {
     assert_eq!(snap["apps"][0]["org"], ORG);
     api.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn app_deletions_share_one_org_budget() {
+    let mut rl = RateLimitConfig::disabled();
+    rl.enabled = true;
+    rl.default = None;
+    rl.classes.clear();
+    rl.classes.insert(
+        "apps.delete".into(),
+        vyx_fleet::sim::BucketConfig {
+            per_second: 0.0,
+            burst: 2,
+        },
+    );
+    let api = Api::start(SimConfig {
+        rate_limits: rl,
+        ..SimConfig::fast()
+    })
+    .await;
+    for i in 0..3 {
+        api.create_app(&format!("vyx-user-d{i}")).await;
+    }
+    assert_eq!(
+        api.delete("/v1/apps/vyx-user-d0").await.status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        api.delete("/v1/apps/vyx-user-d1").await.status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        api.delete("/v1/apps/vyx-user-d2").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Unlimited classes stay unlimited.
+    for _ in 0..10 {
+        assert_eq!(api.get("/v1/apps/vyx-user-d2").await.status, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn no_capacity_regions_fail_machine_create() {
+    let api = Api::fast().await;
+    api.create_app("vyx-user-cap").await;
+    api.sim.set_faults(Faults {
+        no_capacity_regions: vec!["sin".into()],
+        ..Faults::default()
+    });
+    let r = api
+        .post("/v1/apps/vyx-user-cap/machines", machine_body("i"))
+        .await;
+    assert_eq!(r.body["status"], "insufficient_capacity");
+    assert!(r.status.is_client_error());
+    let mut other = machine_body("i");
+    other["region"] = json!("ams");
+    assert_eq!(
+        api.post("/v1/apps/vyx-user-cap/machines", other)
+            .await
+            .status,
+        StatusCode::OK
+    );
+}

@@ -44,6 +44,7 @@ pub struct Sim {
     shared: Arc<Shared>,
     addr: SocketAddr,
     task: JoinHandle<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Sim {
@@ -54,18 +55,23 @@ impl Sim {
         let shared = Shared::new(&cfg);
         let app = server::router(shared.clone())
             .into_make_service_with_connect_info::<listener::KillSwitch>();
-        let mut stop = shared.shutdown.subscribe();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let serve =
                 axum::serve(listener::SimListener(tcp), app).with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
+                    let _ = stop_rx.await;
                 });
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "fly simulator server failed");
             }
         });
         tracing::info!(%addr, "fly simulator listening");
-        Ok(Sim { shared, addr, task })
+        Ok(Sim {
+            shared,
+            addr,
+            task,
+            stop: stop_tx,
+        })
     }
 
     pub fn base_url(&self) -> String {
@@ -110,13 +116,27 @@ impl Sim {
         lock(&self.shared.calls).iter().cloned().collect()
     }
 
+    /// `/v1` calls currently being handled (long-polls included).
+    pub fn in_flight(&self) -> usize {
+        self.shared
+            .in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn clear_calls(&self) {
         lock(&self.shared.calls).clear();
     }
 
     /// Stops accepting, ends long-polls, and waits (briefly) for in-flight calls.
     pub async fn shutdown(self) {
+        // Long-polls answer first (503), then the server closes: closing connections while a
+        // handler is still running would turn its answer into a transport error.
         let _ = self.shared.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while self.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = self.stop.send(());
         let mut task = self.task;
         if tokio::time::timeout(Duration::from_secs(5), &mut task)
             .await

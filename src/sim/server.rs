@@ -2,7 +2,7 @@
 //! request id → auth → 429 burst / rate limit → pre-handler faults → handler → lost answer → log.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Router;
@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub default_region: String,
     req_seq: AtomicU64,
     call_seq: AtomicU64,
+    /// `/v1` calls currently inside the pipeline (long-polls included).
+    pub in_flight: AtomicUsize,
     pub shutdown: watch::Sender<bool>,
 }
 
@@ -78,6 +80,7 @@ impl Shared {
             default_region: cfg.default_region.clone(),
             req_seq: AtomicU64::new(0),
             call_seq: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
             shutdown: watch::channel(false).0,
         })
     }
@@ -126,6 +129,22 @@ impl Shared {
         self.any_token_org.as_ref().map(|o| Caller {
             orgs: vec![o.clone()],
         })
+    }
+}
+
+/// Counts a call as in flight until dropped (also when the client goes away mid-call).
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(sh: &'a Shared) -> Self {
+        sh.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(sh)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -198,6 +217,7 @@ async fn pipeline(State(sh): State<Arc<Shared>>, mut req: Request, next: Next) -
         return with_request_id(next.run(req).await, &request_id);
     }
     let route = classify(&method, &path);
+    let _in_flight = InFlight::enter(&sh);
     let mut rec = CallRecord {
         seq: 0,
         at: Utc::now(),
@@ -238,12 +258,18 @@ async fn pipeline(State(sh): State<Arc<Shared>>, mut req: Request, next: Next) -
         }
         let rl = lock(&sh.rate_cfg).clone();
         if let Some(bucket) = rl.bucket_for(route.class) {
-            let ident = route
-                .machine
-                .clone()
-                .or_else(|| route.app.clone())
-                .or_else(|| caller.orgs.first().cloned())
-                .unwrap_or_default();
+            // Per machine, else per app [S2]; app deletions are an account-wide budget
+            // (100/min [S2]), so they share one bucket per org.
+            let org = caller.orgs.first().cloned().unwrap_or_default();
+            let ident = if route.class == "apps.delete" {
+                org
+            } else {
+                route
+                    .machine
+                    .clone()
+                    .or_else(|| route.app.clone())
+                    .unwrap_or(org)
+            };
             if let Err(wait) = lock(&sh.limiter).check(route.class, &ident, bucket) {
                 let ra = rl.retry_after.then(|| wait.as_secs_f64().ceil() as u64);
                 break 'resp too_many(ra);
