@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use chrono::Utc;
 use tokio::sync::watch;
+use tokio::time::Duration;
 
 use super::config::{RateLimitConfig, SimConfig, Timings};
 use super::faults::{FaultState, PreFault};
@@ -249,7 +250,8 @@ async fn pipeline(State(sh): State<Arc<Shared>>, mut req: Request, next: Next) -
         let decision = lock(&sh.faults).decide(route.class);
         if !decision.latency.is_zero() {
             rec.fault = Some(format!("latency {}ms", decision.latency.as_millis()));
-            tokio::time::sleep(decision.latency).await;
+            // Capped so a silly rule cannot overflow the timer.
+            tokio::time::sleep(decision.latency.min(Duration::from_secs(3600))).await;
         }
         if decision.pre == Some(PreFault::TooMany) {
             rec.fault = Some("burst_429".into());
