@@ -74,11 +74,38 @@ async fn dropped_connection_is_a_transport_error() {
     let last = api.sim.calls().pop().expect("logged");
     assert_eq!(last.status, None);
     assert_eq!(last.fault.as_deref(), Some("drop"));
+    // Also for a write with a body: no answer, nothing applied.
+    api.sim.set_faults(only("apps.create", FaultKind::Drop));
+    let r = api
+        .try_send(
+            Method::POST,
+            "/v1/apps",
+            Some(json!({"name": "vyx-user-drop", "org_slug": ORG})),
+        )
+        .await;
+    assert!(r.is_err());
+    assert!(api.sim.snapshot().app("vyx-user-drop").is_none());
     api.sim.set_faults(Faults::default());
     assert_eq!(
         api.get(&format!("/v1/apps?org_slug={ORG}")).await.status,
         StatusCode::OK
     );
+}
+
+#[tokio::test]
+async fn spurious_not_found_for_a_live_app() {
+    let api = Api::fast().await;
+    api.create_app("vyx-user-nf").await;
+    api.sim
+        .set_faults(only("machines.list", FaultKind::NotFound));
+    let r = api.get("/v1/apps/vyx-user-nf/machines").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.body["error"].is_string());
+    assert_eq!(
+        api.sim.calls().pop().and_then(|c| c.fault),
+        Some("not_found".into())
+    );
+    assert_eq!(api.get("/v1/apps/vyx-user-nf").await.status, StatusCode::OK);
 }
 
 #[tokio::test]

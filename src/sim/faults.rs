@@ -17,6 +17,9 @@ pub enum FaultKind {
     ServerError { status: u16 },
     /// Answer 408 with an error body, without doing anything.
     Timeout,
+    /// Answer a spurious 404 "Could not find App" for something that exists: flaps sometimes
+    /// does this for live apps [S36][S37].
+    NotFound,
     /// Close the connection without any HTTP answer, without doing anything.
     Drop,
     /// Perform the call, then replace a successful answer with `status` (or drop the connection
@@ -80,6 +83,7 @@ pub struct Decision {
 pub enum PreFault {
     Status(u16),
     Timeout,
+    NotFound,
     Drop,
     TooMany,
 }
@@ -147,6 +151,7 @@ impl FaultState {
                 _ if d.pre.is_some() || d.lose_answer.is_some() => {}
                 FaultKind::ServerError { status } => d.pre = Some(PreFault::Status(*status)),
                 FaultKind::Timeout => d.pre = Some(PreFault::Timeout),
+                FaultKind::NotFound => d.pre = Some(PreFault::NotFound),
                 FaultKind::Drop => d.pre = Some(PreFault::Drop),
                 FaultKind::LostAnswer { status } => d.lose_answer = Some(*status),
                 FaultKind::Burst429 { ms } => {

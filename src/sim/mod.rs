@@ -1,7 +1,8 @@
 //! Fly Machines API simulator, written from `fly-api/REFERENCE.md` and the OpenAPI spec, not
 //! from any client: apps, machines (async lifecycle, wait, checks), secrets, IP assignments, with
 //! the platform's rough edges on tap: global app names, post-create 404s, list lag, rate limits,
-//! and injected faults (5xx, 408, dropped connections, lost answers, latency, 429 bursts).
+//! and injected faults (5xx, 408, spurious 404, dropped connections, lost answers, latency, 429
+//! bursts).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -12,8 +13,25 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Inspection over HTTP (no auth): `GET /_sim/snapshot`, `GET|DELETE /_sim/calls`,
-//! `POST /_sim/apps {"org","name"}`, `GET|PUT /_sim/faults`, `PUT /_sim/failing_images`.
+//! # Defaults ([`SimConfig::default`])
+//! Org `vyx-test`; any non-empty `Bearer`/`FlyV1` token acts in it (`any_token_org`); the
+//! documented rate limits (1 req/s burst 3 per route class and machine/app; `machines.get` 5/s
+//! burst 10; `apps.delete` 100/min per org); small delays (create 100 ms, start 200 ms, stop and
+//! destroy 150 ms, update 100 ms, checks 300 ms, app delete 300 ms); consistency windows
+//! (post-create 404 150 ms, apps-list lag 100 ms, machine-list lag 100 ms); no faults; seed 42.
+//! [`SimConfig::fast`] zeroes every delay and window and turns rate limits off.
+//!
+//! # Route classes (fault rules and rate-limit buckets)
+//! `apps.create`, `apps.get`, `apps.list`, `apps.delete`, `machines.create`, `machines.get`,
+//! `machines.list`, `machines.update`, `machines.stop`, `machines.start`, `machines.delete`,
+//! `machines.wait`, `secrets.list`, `secrets.set`, `ips.list`, `ips.create`, `ips.delete`,
+//! `orgs.machines`, `other`; `*` in a [`FaultRule`] matches all.
+//!
+//! # Inspection over HTTP (no auth, not rate limited, not logged)
+//! `GET /_sim/snapshot`, `GET /_sim/calls`, `DELETE /_sim/calls` (or `POST /_sim/calls/clear`),
+//! `POST /_sim/apps {"org","name"}` (seed), `GET|PUT|POST /_sim/faults` ([`Faults`] JSON, e.g.
+//! `{"rules":[{"class":"apps.create","probability":0.5,"kind":"lost_answer","status":502}]}`),
+//! `PUT|POST /_sim/failing_images` (`["image:tag", ...]`).
 
 mod config;
 mod faults;

@@ -291,6 +291,10 @@ async fn pipeline(State(sh): State<Arc<Shared>>, mut req: Request, next: Next) -
                 )
                 .into_response();
             }
+            Some(PreFault::NotFound) => {
+                rec.fault = Some("not_found".into());
+                break 'resp ApiError::not_found("Could not find App").into_response();
+            }
             Some(PreFault::Drop) => {
                 rec.fault = Some("drop".into());
                 if let Some(k) = &kill {
