@@ -388,3 +388,39 @@ async fn shutdown_ends_long_polls() {
         .expect("answered before closing");
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test]
+async fn affinity_cookie_can_skip_the_window() {
+    let cfg = SimConfig {
+        timings: Timings {
+            app_visible_after: Duration::from_secs(30),
+            ..Timings::instant()
+        },
+        affinity_cookie_skips_window: true,
+        ..SimConfig::fast()
+    };
+    let api = Api::start(cfg).await;
+    let jar = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .expect("client");
+    let r = jar
+        .post(format!("{}/v1/apps", api.base))
+        .bearer_auth("t")
+        .json(&json!({"name": "vyx-user-aff", "org_slug": ORG}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let with = jar
+        .get(format!("{}/v1/apps/vyx-user-aff", api.base))
+        .bearer_auth("t")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(with.status(), StatusCode::OK, "cookie lands on the writer");
+    assert_eq!(
+        api.get("/v1/apps/vyx-user-aff").await.status,
+        StatusCode::NOT_FOUND
+    );
+}

@@ -40,6 +40,7 @@ pub(crate) struct Shared {
     pub max_calls: usize,
     pub tokens: HashMap<String, Vec<String>>,
     pub any_token_org: Option<String>,
+    pub affinity_skips_window: bool,
     pub regions: Vec<String>,
     pub default_region: String,
     req_seq: AtomicU64,
@@ -77,6 +78,7 @@ impl Shared {
             max_calls: cfg.max_call_log.max(1),
             tokens,
             any_token_org: cfg.any_token_org.clone(),
+            affinity_skips_window: cfg.affinity_cookie_skips_window,
             regions: cfg.regions.clone(),
             default_region: cfg.default_region.clone(),
             req_seq: AtomicU64::new(0),
@@ -124,13 +126,33 @@ impl Shared {
         if token.is_empty() {
             return None;
         }
+        let affinity = if self.affinity_skips_window {
+            affinity_cookies(headers)
+        } else {
+            Vec::new()
+        };
         if let Some(orgs) = self.tokens.get(token) {
-            return Some(Caller { orgs: orgs.clone() });
+            return Some(Caller {
+                orgs: orgs.clone(),
+                affinity,
+            });
         }
         self.any_token_org.as_ref().map(|o| Caller {
             orgs: vec![o.clone()],
+            affinity,
         })
     }
+}
+
+fn affinity_cookies(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().strip_prefix("fly-affinity="))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Counts a call as in flight until dropped (also when the client goes away mid-call).
