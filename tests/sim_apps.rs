@@ -424,3 +424,14 @@ async fn affinity_cookie_can_skip_the_window() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[test]
+fn public_types_are_thread_safe_and_serialisable() {
+    fn send_sync<T: Send + Sync>() {}
+    fn ser<T: serde::Serialize + Clone + std::fmt::Debug>() {}
+    send_sync::<vyx_fleet::sim::Sim>();
+    ser::<vyx_fleet::sim::Snapshot>();
+    ser::<vyx_fleet::sim::CallRecord>();
+    ser::<vyx_fleet::sim::Faults>();
+    ser::<vyx_fleet::sim::SimConfig>();
+}
