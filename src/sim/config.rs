@@ -170,6 +170,10 @@ pub struct SimConfig {
     pub seed: u64,
     /// Call-log entries kept (oldest dropped first).
     pub max_call_log: usize,
+    /// A request carrying the app's affinity cookie (set on create, `Path=/v1/apps/<app>`) skips
+    /// the post-create 404 window: it lands on the backend that did the write [S10]. Off by
+    /// default, since only fly-go's test fixture documents the cookie.
+    pub affinity_cookie_skips_window: bool,
 }
 
 impl Default for SimConfig {
@@ -194,6 +198,7 @@ impl Default for SimConfig {
             default_region: "iad".into(),
             seed: 42,
             max_call_log: 100_000,
+            affinity_cookie_skips_window: false,
         }
     }
 }

@@ -17,6 +17,9 @@ pub enum FaultKind {
     ServerError { status: u16 },
     /// Answer 408 with an error body, without doing anything.
     Timeout,
+    /// Answer a spurious 404 "Could not find App" for something that exists: flaps sometimes
+    /// does this for live apps [S36][S37].
+    NotFound,
     /// Close the connection without any HTTP answer, without doing anything.
     Drop,
     /// Perform the call, then replace a successful answer with `status` (or drop the connection
@@ -80,8 +83,16 @@ pub struct Decision {
 pub enum PreFault {
     Status(u16),
     Timeout,
+    NotFound,
     Drop,
     TooMany,
+}
+
+/// `now + ms`, saturating at roughly a century instead of overflowing.
+fn later(now: Instant, ms: u64) -> Instant {
+    let century = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(Duration::from_millis(ms).min(century))
+        .unwrap_or(now)
 }
 
 pub(crate) struct FaultState {
@@ -105,9 +116,7 @@ impl FaultState {
         if let Some(seed) = faults.seed {
             self.rng = StdRng::seed_from_u64(seed);
         }
-        self.burst_until = faults
-            .burst_429_ms
-            .map(|ms| Instant::now() + Duration::from_millis(ms));
+        self.burst_until = faults.burst_429_ms.map(|ms| later(Instant::now(), ms));
         self.faults = faults;
     }
 
@@ -127,19 +136,26 @@ impl FaultState {
             if rule.class != "*" && rule.class != class {
                 continue;
             }
-            let p = rule.probability.clamp(0.0, 1.0);
+            let p = if rule.probability.is_finite() {
+                rule.probability.clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
             if !self.rng.random_bool(p) {
                 continue;
             }
             match &rule.kind {
-                FaultKind::Latency { ms } => d.latency += Duration::from_millis(*ms),
+                FaultKind::Latency { ms } => {
+                    d.latency = d.latency.saturating_add(Duration::from_millis(*ms))
+                }
                 _ if d.pre.is_some() || d.lose_answer.is_some() => {}
                 FaultKind::ServerError { status } => d.pre = Some(PreFault::Status(*status)),
                 FaultKind::Timeout => d.pre = Some(PreFault::Timeout),
+                FaultKind::NotFound => d.pre = Some(PreFault::NotFound),
                 FaultKind::Drop => d.pre = Some(PreFault::Drop),
                 FaultKind::LostAnswer { status } => d.lose_answer = Some(*status),
                 FaultKind::Burst429 { ms } => {
-                    self.burst_until = Some(now + Duration::from_millis(*ms));
+                    self.burst_until = Some(later(now, *ms));
                     d.pre = Some(PreFault::TooMany);
                 }
             }

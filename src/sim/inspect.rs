@@ -31,7 +31,7 @@ pub struct CallRecord {
     pub class: String,
     /// `None` when the connection was dropped (no HTTP answer).
     pub status: Option<u16>,
-    /// Injected fault, if any (`server_error 503`, `timeout`, `drop`, `lost_answer 502`,
+    /// Injected fault, if any (`server_error 503`, `timeout`, `not_found`, `drop`, `lost_answer 502`,
     /// `lost_answer drop`, `latency 200ms`, `burst_429`).
     pub fault: Option<String>,
     /// A mutating call whose handler succeeded (true even if its answer was then lost).

@@ -47,13 +47,7 @@ pub(crate) fn schedule(sh: &Arc<Shared>, app: &str, id: &str, generation: u64, s
 }
 
 fn apply(sh: &Arc<Shared>, app: &str, id: &str, generation: u64, step: Step) {
-    let failing = {
-        let world = lock(&sh.world);
-        let Some(m) = world.apps.get(app).and_then(|a| a.machines.get(id)) else {
-            return;
-        };
-        lock(&sh.failing_images).contains(m.image())
-    };
+    let failing_images = lock(&sh.failing_images).clone();
     let mut world = lock(&sh.world);
     let Some(m) = world.machine_mut(app, id) else {
         return;
@@ -61,6 +55,7 @@ fn apply(sh: &Arc<Shared>, app: &str, id: &str, generation: u64, step: Step) {
     if m.generation != generation {
         return;
     }
+    let failing = failing_images.contains(m.image());
     let next = match step {
         Step::Boot | Step::Replaced => {
             m.set_state("starting", "start", "flyd");

@@ -1,7 +1,8 @@
 //! Fly Machines API simulator, written from `fly-api/REFERENCE.md` and the OpenAPI spec, not
 //! from any client: apps, machines (async lifecycle, wait, checks), secrets, IP assignments, with
 //! the platform's rough edges on tap: global app names, post-create 404s, list lag, rate limits,
-//! and injected faults (5xx, 408, dropped connections, lost answers, latency, 429 bursts).
+//! and injected faults (5xx, 408, spurious 404, dropped connections, lost answers, latency, 429
+//! bursts).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -12,8 +13,25 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Inspection over HTTP (no auth): `GET /_sim/snapshot`, `GET|DELETE /_sim/calls`,
-//! `POST /_sim/apps {"org","name"}`, `GET|PUT /_sim/faults`, `PUT /_sim/failing_images`.
+//! # Defaults ([`SimConfig::default`])
+//! Org `vyx-test`; any non-empty `Bearer`/`FlyV1` token acts in it (`any_token_org`); the
+//! documented rate limits (1 req/s burst 3 per route class and machine/app; `machines.get` 5/s
+//! burst 10; `apps.delete` 100/min per org); small delays (create 100 ms, start 200 ms, stop and
+//! destroy 150 ms, update 100 ms, checks 300 ms, app delete 300 ms); consistency windows
+//! (post-create 404 150 ms, apps-list lag 100 ms, machine-list lag 100 ms); no faults; seed 42.
+//! [`SimConfig::fast`] zeroes every delay and window and turns rate limits off.
+//!
+//! # Route classes (fault rules and rate-limit buckets)
+//! `apps.create`, `apps.get`, `apps.list`, `apps.delete`, `machines.create`, `machines.get`,
+//! `machines.list`, `machines.update`, `machines.stop`, `machines.start`, `machines.delete`,
+//! `machines.wait`, `secrets.list`, `secrets.set`, `ips.list`, `ips.create`, `ips.delete`,
+//! `orgs.machines`, `other`; `*` in a [`FaultRule`] matches all.
+//!
+//! # Inspection over HTTP (no auth, not rate limited, not logged)
+//! `GET /_sim/snapshot`, `GET /_sim/calls`, `DELETE /_sim/calls` (or `POST /_sim/calls/clear`),
+//! `POST /_sim/apps {"org","name"}` (seed), `GET|PUT|POST /_sim/faults` ([`Faults`] JSON, e.g.
+//! `{"rules":[{"class":"apps.create","probability":0.5,"kind":"lost_answer","status":502}]}`),
+//! `PUT|POST /_sim/failing_images` (`["image:tag", ...]`).
 
 mod config;
 mod faults;
@@ -44,6 +62,7 @@ pub struct Sim {
     shared: Arc<Shared>,
     addr: SocketAddr,
     task: JoinHandle<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Sim {
@@ -54,18 +73,23 @@ impl Sim {
         let shared = Shared::new(&cfg);
         let app = server::router(shared.clone())
             .into_make_service_with_connect_info::<listener::KillSwitch>();
-        let mut stop = shared.shutdown.subscribe();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let serve =
                 axum::serve(listener::SimListener(tcp), app).with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
+                    let _ = stop_rx.await;
                 });
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "fly simulator server failed");
             }
         });
         tracing::info!(%addr, "fly simulator listening");
-        Ok(Sim { shared, addr, task })
+        Ok(Sim {
+            shared,
+            addr,
+            task,
+            stop: stop_tx,
+        })
     }
 
     pub fn base_url(&self) -> String {
@@ -110,13 +134,27 @@ impl Sim {
         lock(&self.shared.calls).iter().cloned().collect()
     }
 
+    /// `/v1` calls currently being handled (long-polls included).
+    pub fn in_flight(&self) -> usize {
+        self.shared
+            .in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn clear_calls(&self) {
         lock(&self.shared.calls).clear();
     }
 
     /// Stops accepting, ends long-polls, and waits (briefly) for in-flight calls.
     pub async fn shutdown(self) {
+        // Long-polls answer first (503), then the server closes: closing connections while a
+        // handler is still running would turn its answer into a transport error.
         let _ = self.shared.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while self.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = self.stop.send(());
         let mut task = self.task;
         if tokio::time::timeout(Duration::from_secs(5), &mut task)
             .await

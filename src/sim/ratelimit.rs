@@ -26,7 +26,8 @@ impl TokenBucket {
     fn refill(&mut self, now: Instant) {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
-        self.tokens = (self.tokens + dt * self.cfg.per_second).min(f64::from(self.cfg.burst));
+        let rate = self.cfg.per_second.max(0.0);
+        self.tokens = (self.tokens + dt * rate).min(f64::from(self.cfg.burst));
     }
 
     /// Takes one token at `now`, or says how long until one is available.
@@ -36,11 +37,12 @@ impl TokenBucket {
             self.tokens -= 1.0;
             return Ok(());
         }
-        if self.cfg.per_second <= 0.0 {
-            return Err(Duration::from_secs(3600));
+        let never = Duration::from_secs(3600);
+        if self.cfg.per_second.is_nan() || self.cfg.per_second <= 0.0 {
+            return Err(never);
         }
         let missing = 1.0 - self.tokens;
-        Err(Duration::from_secs_f64(missing / self.cfg.per_second))
+        Err(Duration::try_from_secs_f64(missing / self.cfg.per_second).unwrap_or(never))
     }
 }
 

@@ -2,7 +2,7 @@
 //! request id → auth → 429 burst / rate limit → pre-handler faults → handler → lost answer → log.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Router;
@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use chrono::Utc;
 use tokio::sync::watch;
+use tokio::time::Duration;
 
 use super::config::{RateLimitConfig, SimConfig, Timings};
 use super::faults::{FaultState, PreFault};
@@ -39,10 +40,13 @@ pub(crate) struct Shared {
     pub max_calls: usize,
     pub tokens: HashMap<String, Vec<String>>,
     pub any_token_org: Option<String>,
+    pub affinity_skips_window: bool,
     pub regions: Vec<String>,
     pub default_region: String,
     req_seq: AtomicU64,
     call_seq: AtomicU64,
+    /// `/v1` calls currently inside the pipeline (long-polls included).
+    pub in_flight: AtomicUsize,
     pub shutdown: watch::Sender<bool>,
 }
 
@@ -74,10 +78,12 @@ impl Shared {
             max_calls: cfg.max_call_log.max(1),
             tokens,
             any_token_org: cfg.any_token_org.clone(),
+            affinity_skips_window: cfg.affinity_cookie_skips_window,
             regions: cfg.regions.clone(),
             default_region: cfg.default_region.clone(),
             req_seq: AtomicU64::new(0),
             call_seq: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
             shutdown: watch::channel(false).0,
         })
     }
@@ -120,12 +126,48 @@ impl Shared {
         if token.is_empty() {
             return None;
         }
+        let affinity = if self.affinity_skips_window {
+            affinity_cookies(headers)
+        } else {
+            Vec::new()
+        };
         if let Some(orgs) = self.tokens.get(token) {
-            return Some(Caller { orgs: orgs.clone() });
+            return Some(Caller {
+                orgs: orgs.clone(),
+                affinity,
+            });
         }
         self.any_token_org.as_ref().map(|o| Caller {
             orgs: vec![o.clone()],
+            affinity,
         })
+    }
+}
+
+fn affinity_cookies(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().strip_prefix("fly-affinity="))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Counts a call as in flight until dropped (also when the client goes away mid-call).
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(sh: &'a Shared) -> Self {
+        sh.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(sh)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -198,6 +240,7 @@ async fn pipeline(State(sh): State<Arc<Shared>>, mut req: Request, next: Next) -
         return with_request_id(next.run(req).await, &request_id);
     }
     let route = classify(&method, &path);
+    let _in_flight = InFlight::enter(&sh);
     let mut rec = CallRecord {
         seq: 0,
         at: Utc::now(),
@@ -229,7 +272,8 @@ async fn pipeline(State(sh): State<Arc<Shared>>, mut req: Request, next: Next) -
         let decision = lock(&sh.faults).decide(route.class);
         if !decision.latency.is_zero() {
             rec.fault = Some(format!("latency {}ms", decision.latency.as_millis()));
-            tokio::time::sleep(decision.latency).await;
+            // Capped so a silly rule cannot overflow the timer.
+            tokio::time::sleep(decision.latency.min(Duration::from_secs(3600))).await;
         }
         if decision.pre == Some(PreFault::TooMany) {
             rec.fault = Some("burst_429".into());
@@ -238,12 +282,18 @@ async fn pipeline(State(sh): State<Arc<Shared>>, mut req: Request, next: Next) -
         }
         let rl = lock(&sh.rate_cfg).clone();
         if let Some(bucket) = rl.bucket_for(route.class) {
-            let ident = route
-                .machine
-                .clone()
-                .or_else(|| route.app.clone())
-                .or_else(|| caller.orgs.first().cloned())
-                .unwrap_or_default();
+            // Per machine, else per app [S2]; app deletions are an account-wide budget
+            // (100/min [S2]), so they share one bucket per org.
+            let org = caller.orgs.first().cloned().unwrap_or_default();
+            let ident = if route.class == "apps.delete" {
+                org
+            } else {
+                route
+                    .machine
+                    .clone()
+                    .or_else(|| route.app.clone())
+                    .unwrap_or(org)
+            };
             if let Err(wait) = lock(&sh.limiter).check(route.class, &ident, bucket) {
                 let ra = rl.retry_after.then(|| wait.as_secs_f64().ceil() as u64);
                 break 'resp too_many(ra);
@@ -262,6 +312,10 @@ async fn pipeline(State(sh): State<Arc<Shared>>, mut req: Request, next: Next) -
                     "request timed out (simulated)",
                 )
                 .into_response();
+            }
+            Some(PreFault::NotFound) => {
+                rec.fault = Some("not_found".into());
+                break 'resp ApiError::not_found("Could not find App").into_response();
             }
             Some(PreFault::Drop) => {
                 rec.fault = Some("drop".into());
@@ -303,6 +357,10 @@ async fn fallback() -> Response {
     ApiError::not_found("not found").into_response()
 }
 
+async fn method_not_allowed() -> Response {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed").into_response()
+}
+
 pub(crate) fn router(sh: Arc<Shared>) -> Router {
     use routes::{apps, ips, machine_actions as ma, machines, orgs, secrets};
     let v1 = Router::new()
@@ -333,6 +391,7 @@ pub(crate) fn router(sh: Arc<Shared>) -> Router {
         .route("/v1/orgs/{org}/machines", get(orgs::machines));
     v1.merge(inspect::router())
         .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(sh.clone(), pipeline))
         .with_state(sh)
 }

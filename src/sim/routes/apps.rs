@@ -93,7 +93,7 @@ fn created(app: &App) -> Response {
     // Path-scoped affinity cookie, as fly-go's cookie-jar fixture models it [S10].
     let cookie = format!(
         "fly-affinity={}; Path=/v1/apps/{}; HttpOnly",
-        &app.id[..app.id.len().min(12)],
+        super::affinity_value(app),
         app.name
     );
     if let Ok(v) = HeaderValue::from_str(&cookie) {

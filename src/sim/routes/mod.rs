@@ -20,6 +20,8 @@ use super::state::{App, World};
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
     pub orgs: Vec<String>,
+    /// `fly-affinity` cookie values sent, when they are allowed to bypass the post-create window.
+    pub affinity: Vec<String>,
 }
 
 impl Caller {
@@ -164,7 +166,7 @@ pub(crate) fn app_for<'a>(
     name: &str,
 ) -> Result<&'a App, ApiError> {
     let app = world.apps.get(name).ok_or_else(ApiError::app_not_found)?;
-    if Instant::now() < app.visible_at {
+    if Instant::now() < app.visible_at && !caller.affinity.contains(&affinity_value(app)) {
         return Err(ApiError::app_not_found());
     }
     if !caller.can_access(&app.org) {
@@ -174,6 +176,11 @@ pub(crate) fn app_for<'a>(
         ));
     }
     Ok(app)
+}
+
+/// The value of the app's path-scoped affinity cookie.
+pub(crate) fn affinity_value(app: &App) -> String {
+    app.id.chars().take(12).collect()
 }
 
 pub(crate) fn app_for_mut<'a>(

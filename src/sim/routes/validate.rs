@@ -215,7 +215,7 @@ pub(crate) fn parse_duration(v: &Value) -> Option<Duration> {
         total += num * mult;
         rest = &rest[unit_len..];
     }
-    Some(Duration::from_secs_f64(total))
+    Duration::try_from_secs_f64(total).ok()
 }
 
 /// Signals a stop may carry [S1][S4].
@@ -296,5 +296,69 @@ mod tests {
         );
         assert_eq!(parse_duration(&json!("ten")), None);
         assert_eq!(parse_duration(&json!("10")), None);
+        assert_eq!(parse_duration(&json!("99999999999999999999999999h")), None);
+        assert_eq!(parse_duration(&json!("1..5s")), None);
+    }
+
+    use proptest::prelude::*;
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            "[a-z0-9 -]{0,8}".prop_map(Value::from),
+            Just(json!("shared")),
+            Just(json!("performance")),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            let keys = prop_oneof![
+                Just("image".to_string()),
+                Just("guest".to_string()),
+                Just("cpu_kind".to_string()),
+                Just("cpus".to_string()),
+                Just("memory_mb".to_string()),
+                Just("restart".to_string()),
+                Just("policy".to_string()),
+                Just("metadata".to_string()),
+                Just("services".to_string()),
+                Just("checks".to_string()),
+                "[a-z]{1,4}",
+            ];
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(keys, inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn validate_never_panics_and_keeps_what_it_accepts(v in arb_json()) {
+            let mut cfg = v.clone();
+            if validate_config(&mut cfg).is_ok() {
+                // Accepted configs keep every field they came with.
+                if let (Some(before), Some(after)) = (v.as_object(), cfg.as_object()) {
+                    for (k, val) in before {
+                        if k != "guest" {
+                            prop_assert_eq!(after.get(k), Some(val));
+                        }
+                    }
+                }
+                prop_assert!(cfg["guest"]["memory_mb"].as_u64().is_some_and(|m| m % 256 == 0));
+            }
+        }
+
+        #[test]
+        fn durations_never_panic(s in "\\PC{0,12}") {
+            let _ = parse_duration(&Value::from(s));
+        }
+
+        #[test]
+        fn queries_never_panic(s in "\\PC{0,40}") {
+            let _ = crate::sim::routes::parse_query(Some(&s));
+        }
     }
 }
