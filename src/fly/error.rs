@@ -222,6 +222,11 @@ impl FlyError {
         }
     }
 
+    /// 404: the thing is gone (deletes treat this as success).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, FlyError::NotFound { .. })
+    }
+
     /// Fixed-cardinality label for metrics and the database (`last_error_kind`).
     pub fn kind(&self) -> &'static str {
         use FlyError::*;

@@ -1,10 +1,12 @@
 //! Typed Fly Machines API client (REFERENCE.md): one [`FlyClient`], one error enum
 //! ([`FlyError`]), wire types, client-side rate limiting and a conservative retry policy.
 //!
-//! Layout: `client` (options, request loop, retries), `apps`/`machines`/`secrets`/`ips` (one
-//! `impl FlyClient` block per resource), `types`/`machine`/`config`/`duration` (wire types), `error` and `classify`,
-//! `transport` (body reads),
-//! `ratelimit` (token buckets), `route` (the fixed set of calls), `token` (auth header).
+//! Layout:
+//! - `client`: options, the request loop and its retry policy; `transport`: capped body reads;
+//! - `apps`, `machines`, `secrets`, `ips`: one `impl FlyClient` block per resource;
+//! - `types`, `machine`, `config`, `duration`: wire types;
+//! - `error` ([`FlyError`]) and `classify` (status + body → error, `Retry-After`);
+//! - `ratelimit` (token buckets), `route` (the fixed set of calls), `token` (auth header).
 
 mod apps;
 mod classify;

@@ -1,5 +1,6 @@
 //! Retry policy, timeouts, hostile answers and redaction.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
@@ -223,4 +224,56 @@ async fn legacy_tokens_are_sent_as_bearer() {
     let legacy = FlyClient::new(opts).unwrap();
     legacy.get_app("a").await.unwrap();
     assert_eq!(stub2.seen()[0].auth.as_deref(), Some("Bearer oauth_abc"));
+}
+
+/// Collects formatted log lines.
+#[derive(Clone, Default)]
+struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn failures_are_logged_at_warn_with_request_id_and_without_secrets() {
+    let logs = LogBuf::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::TRACE)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (_stub, c) = stub(vec![
+        answer(
+            400,
+            r#"{"error":"bad value s3cr3t-value, auth fm2_TOPSECRETTOKEN"}"#,
+        ),
+        answer(404, r#"{"error":"nope"}"#),
+    ])
+    .await;
+    let values = [("K".to_owned(), Some(Secret::new("s3cr3t-value")))].into();
+    c.set_secrets("app", &values).await.unwrap_err();
+    c.get_machine("app", "m1").await.unwrap_err();
+    let out = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(out.contains("WARN"), "{out}");
+    assert!(
+        out.contains("fly_request_id=\"req-400\"") || out.contains("fly_request_id=req-400"),
+        "{out}"
+    );
+    assert!(
+        out.contains("route=\"set_secrets\"") || out.contains("route=set_secrets"),
+        "{out}"
+    );
+    assert!(out.contains("status=404"), "{out}");
+    assert!(
+        !out.contains("s3cr3t") && !out.contains("TOPSECRET"),
+        "{out}"
+    );
 }
