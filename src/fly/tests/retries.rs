@@ -250,17 +250,25 @@ async fn failures_are_logged_at_warn_with_request_id_and_without_secrets() {
         .with_max_level(tracing::Level::TRACE)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    let (_stub, c) = stub(vec![
+    let canned = [
         answer(
             400,
             r#"{"error":"bad value s3cr3t-value, auth fm2_TOPSECRETTOKEN"}"#,
         ),
         answer(404, r#"{"error":"nope"}"#),
-    ])
-    .await;
+    ];
+    let (_stub, c) = stub(canned.iter().cycle().take(6).cloned().collect()).await;
     let values = [("K".to_owned(), Some(Secret::new("s3cr3t-value")))].into();
-    c.set_secrets("app", &values).await.unwrap_err();
-    c.get_machine("app", "m1").await.unwrap_err();
+    // A callsite first registered by a concurrent test thread may have cached "nobody listens"
+    // (tracing registers callsites once, racily); once registered, a rebuild fixes that.
+    for _ in 0..3 {
+        tracing::callsite::rebuild_interest_cache();
+        c.set_secrets("app", &values).await.unwrap_err();
+        c.get_machine("app", "m1").await.unwrap_err();
+        if String::from_utf8_lossy(&logs.0.lock().unwrap()).contains("status=404") {
+            break;
+        }
+    }
     let out = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(out.contains("WARN"), "{out}");
     assert!(
