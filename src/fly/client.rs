@@ -284,9 +284,9 @@ impl FlyClient {
             .map_err(|e| transport(call.clone(), &e))?;
 
         let status = resp.status().as_u16();
-        call.request_id = header_str(resp.headers(), "fly-request-id");
-        let next_cursor =
-            header_str(resp.headers(), "fly-next-cursor").filter(|c| !c.trim().is_empty());
+        call.request_id = header_str(resp.headers(), "fly-request-id", 256);
+        // A cursor is opaque: passed on whole, never truncated.
+        let next_cursor = header_str(resp.headers(), "fly-next-cursor", 64 * 1024);
         let retry_after = resp
             .headers()
             .get(RETRY_AFTER)

@@ -5,11 +5,16 @@ use reqwest::header::HeaderMap;
 use super::classify::sanitize_message;
 use super::error::{CallInfo, FlyError};
 
-pub(crate) fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+/// A response header as text (visible ASCII only; anything else is treated as absent), trimmed,
+/// at most `max_len` bytes. Opaque values such as cursors must be passed whole: callers pick a
+/// `max_len` that does not cut them.
+pub(crate) fn header_str(headers: &HeaderMap, name: &str, max_len: usize) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
-        .map(sanitize_message)
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && s.len() <= max_len)
+        .map(str::to_owned)
 }
 
 pub(crate) fn transport(call: CallInfo, e: &reqwest::Error) -> FlyError {
