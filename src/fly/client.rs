@@ -19,12 +19,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
-use super::error::{
-    CallInfo, ErrorBody, FlyError, classify, parse_retry_after, sanitize_message, scrub,
-};
+use super::classify::{ErrorBody, classify, parse_retry_after, sanitize_message, scrub};
+use super::error::{CallInfo, FlyError};
 use super::ratelimit::{RateLimiter, RateLimits};
 use super::route::Route;
 use super::token;
+use super::transport::{header_str, read_body, read_prefix, transport};
 use crate::retry::{Backoff, RetryPolicy};
 use crate::secret::Secret;
 
@@ -234,7 +234,7 @@ impl FlyClient {
         let inner = &self.inner;
         let attempt_timeout = req.attempt_timeout.unwrap_or(inner.request_timeout);
         let deadline = req.deadline.unwrap_or_else(|| {
-            Instant::now() + inner.request_timeout.saturating_mul(inner.max_retries + 1)
+            deadline_after(inner.request_timeout.saturating_mul(inner.max_retries + 1))
         });
         let mut backoff = Backoff::new(inner.policy.with_max_retries(inner.max_retries));
         let mut attempt: u32 = 0;
@@ -249,7 +249,7 @@ impl FlyClient {
                 backoff
                     .next_delay()
                     .map(|d| err.retry_after().unwrap_or(d))
-                    .filter(|d| *d <= MAX_SINGLE_RETRY_DELAY && Instant::now() + *d < deadline)
+                    .filter(|d| *d <= MAX_SINGLE_RETRY_DELAY && deadline_after(*d) < deadline)
             } else {
                 None
             };
@@ -284,9 +284,9 @@ impl FlyClient {
             .map_err(|e| transport(call.clone(), &e))?;
 
         let status = resp.status().as_u16();
-        call.request_id = header_str(resp.headers(), "fly-request-id");
-        let next_cursor =
-            header_str(resp.headers(), "fly-next-cursor").filter(|c| !c.trim().is_empty());
+        call.request_id = header_str(resp.headers(), "fly-request-id", 256);
+        // A cursor is opaque: passed on whole, never truncated.
+        let next_cursor = header_str(resp.headers(), "fly-next-cursor", 64 * 1024);
         let retry_after = resp
             .headers()
             .get(RETRY_AFTER)
@@ -322,6 +322,13 @@ impl FlyClient {
         parsed.message = scrub(&parsed.message, &secrets);
         Err(classify(call, status, &parsed, retry_after))
     }
+}
+
+/// `now + d`, saturating at a year instead of panicking on overflow.
+pub(crate) fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
 }
 
 /// Decode a 2xx body into `T`; failures become [`FlyError::Decode`], never a panic.
@@ -379,68 +386,4 @@ fn log_failure(err: &FlyError, attempt: u32, retry_in: Option<Duration>) {
         error = %err,
         "fly call failed"
     );
-}
-
-fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(sanitize_message)
-}
-
-fn transport(call: CallInfo, e: &reqwest::Error) -> FlyError {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connect failed"
-    } else if e.is_body() || e.is_decode() {
-        "reading the body failed"
-    } else if e.is_request() {
-        "sending the request failed"
-    } else {
-        "failed"
-    };
-    // The chain below reqwest (hyper, io) names causes, never URLs or headers.
-    let mut detail = kind.to_owned();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        source = s.source();
-    }
-    FlyError::Transport {
-        call,
-        detail: sanitize_message(&detail),
-    }
-}
-
-/// Read the whole body if it fits in `limit` bytes; `Ok(None)` if it does not.
-async fn read_body(
-    resp: &mut reqwest::Response,
-    limit: usize,
-) -> Result<Option<Vec<u8>>, reqwest::Error> {
-    if resp.content_length().is_some_and(|n| n > limit as u64) {
-        return Ok(None);
-    }
-    let mut buf = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        if buf.len() + chunk.len() > limit {
-            return Ok(None);
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(Some(buf))
-}
-
-/// Up to `limit` bytes of the body, ignoring read errors (best effort for error answers).
-async fn read_prefix(resp: &mut reqwest::Response, limit: usize) -> Vec<u8> {
-    let mut buf = Vec::new();
-    while let Ok(Some(chunk)) = resp.chunk().await {
-        let room = limit - buf.len();
-        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if buf.len() >= limit {
-            break;
-        }
-    }
-    buf
 }

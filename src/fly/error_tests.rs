@@ -1,6 +1,8 @@
 //! Classification table, hostile bodies, Retry-After, redaction.
 
 use super::*;
+use crate::fly::classify::*;
+use std::time::SystemTime;
 
 fn classify_raw(route: Route, status: u16, body: &str) -> FlyError {
     let parsed = ErrorBody::parse(body.as_bytes());

@@ -7,13 +7,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::apps::{MAX_PAGES, pagination_loop};
-use super::client::{FlyClient, Request, decode};
+use super::client::{FlyClient, Request, deadline_after, decode};
 use super::error::{CallInfo, FlyError};
+use super::machine::{Machine, OrgMachine, OrgMachinesPage, WaitResult};
 use super::route::Route;
-use super::types::{
-    CreateMachineRequest, ListMachines, Machine, OrgMachine, OrgMachinesPage, StopMachineRequest,
-    UpdateMachineRequest, WaitResult,
-};
+use super::types::{CreateMachineRequest, ListMachines, StopMachineRequest, UpdateMachineRequest};
 
 const DEFAULT_MACHINES_PAGE: u32 = 500;
 /// Fly blocks a wait for at most 60 s (fly-go clamps to 1..=60 because of a proxy timeout).
@@ -262,7 +260,7 @@ impl FlyClient {
         version: Option<&str>,
         timeout: Duration,
     ) -> Result<WaitResult, FlyError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let state = states.join(",");
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -281,7 +279,7 @@ impl FlyClient {
                 r = r.query("version", v);
             }
             r.attempt_timeout = Some(attempt_timeout);
-            r.deadline = Some(deadline + attempt_timeout);
+            r.deadline = Some(deadline.checked_add(attempt_timeout).unwrap_or(deadline));
             let started = Instant::now();
             match self.execute(&r).await {
                 Ok(answer) => return decode(Route::WaitMachine, &answer),

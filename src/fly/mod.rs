@@ -1,34 +1,43 @@
 //! Typed Fly Machines API client (REFERENCE.md): one [`FlyClient`], one error enum
 //! ([`FlyError`]), wire types, client-side rate limiting and a conservative retry policy.
 //!
-//! Layout: `client` (options, request loop, retries), `apps`/`machines`/`secrets`/`ips` (one
-//! `impl FlyClient` block per resource), `types`/`config`/`duration` (wire types), `error`,
-//! `ratelimit` (token buckets), `route` (the fixed set of calls), `token` (auth header).
+//! Layout:
+//! - `client`: options, the request loop and its retry policy; `transport`: capped body reads;
+//! - `apps`, `machines`, `secrets`, `ips`: one `impl FlyClient` block per resource;
+//! - `types`, `machine`, `config`, `duration`: wire types;
+//! - `error` ([`FlyError`]) and `classify` (status + body → error, `Retry-After`);
+//! - `ratelimit` (token buckets), `route` (the fixed set of calls), `token` (auth header).
 
 mod apps;
+mod classify;
 mod client;
 mod config;
 mod duration;
 mod error;
 mod ips;
+mod machine;
 mod machines;
 mod ratelimit;
 mod route;
 mod secrets;
 pub mod token;
+mod transport;
 mod types;
 
+pub use classify::{MAX_MESSAGE_CHARS, parse_retry_after};
 pub use client::{ClientOptions, FlyClient, MAX_BODY_BYTES};
 pub use config::{Autostop, Check, Guest, MachineConfig, Port, Restart, Service, StopConfig};
 pub use duration::{FlyDuration, format_go_duration, parse_go_duration};
-pub use error::{CallInfo, FlyError, MAX_MESSAGE_CHARS, parse_retry_after};
+pub use error::{CallInfo, FlyError};
+pub use machine::{
+    CheckStatus, ImageRef, Machine, MachineState, OrgMachine, OrgMachineConfig, WaitResult,
+};
 pub use machines::ListOrgMachines;
 pub use ratelimit::{BucketSpec, RateLimiter, RateLimits};
 pub use route::Route;
 pub use types::{
-    App, CheckStatus, CreateAppRequest, CreateMachineRequest, CreatedApp, ImageRef, IpAssignment,
-    IpNetwork, IpPair, IpType, ListMachines, Machine, MachineState, OrgMachine, OrgMachineConfig,
-    Organization, StopMachineRequest, UpdateMachineRequest, WaitResult,
+    App, CreateAppRequest, CreateMachineRequest, CreatedApp, IpAssignment, IpNetwork, IpPair,
+    IpType, ListMachines, Organization, StopMachineRequest, UpdateMachineRequest,
 };
 
 #[cfg(test)]

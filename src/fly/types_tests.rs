@@ -2,6 +2,8 @@
 
 use super::*;
 use crate::fly::config::Autostop;
+use crate::fly::duration::FlyDuration;
+use crate::fly::machine::*;
 use proptest::prelude::*;
 use std::time::Duration;
 
@@ -247,7 +249,7 @@ proptest! {
         let _ = serde_json::from_slice::<App>(&bytes);
         let _ = serde_json::from_slice::<OrgMachinesPage>(&bytes);
         let _ = serde_json::from_slice::<WaitResult>(&bytes);
-        let _ = crate::fly::error::ErrorBody::parse(&bytes);
+        let _ = crate::fly::classify::ErrorBody::parse(&bytes);
     }
 
     #[test]
