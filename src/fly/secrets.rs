@@ -37,12 +37,14 @@ impl FlyClient {
         r.scrub = values.values().flatten().map(Secret::expose).collect();
         let answer = self.execute(&r).await?;
         let resp: SetSecretsResponse = decode(Route::SetSecrets, &answer)?;
-        resp.version
-            .or(resp.version_deprecated)
-            .ok_or_else(|| FlyError::Decode {
-                call: answer.call(Route::SetSecrets),
-                status: answer.status,
-                detail: "response carries no secrets version".to_owned(),
-            })
+        // The write happened; an answer without a version only costs the read-your-writes guard
+        // (`min_secrets_version`), so it is not an error. 0 means "unknown".
+        Ok(resp.version.or(resp.version_deprecated).unwrap_or_else(|| {
+            tracing::warn!(
+                fly_request_id = answer.request_id.as_deref(),
+                "secrets write answered without a version"
+            );
+            0
+        }))
     }
 }

@@ -2,17 +2,62 @@
 //! (invariant 9: a quiet pass costs the list pages, not one call per app).
 
 use std::collections::BTreeMap;
-use tracing::debug;
+use tracing::{debug, warn};
 use uuid::Uuid;
 
 use super::naming;
 use super::observed::{META_OP, META_USER_ID, Observation, ObservedApp, ObservedMachine};
-use crate::fly::{FlyClient, FlyError, OrgMachine};
+use crate::fly::{FlyClient, FlyError, ListMachines, OrgMachine, OrgMachineConfig};
 
 pub async fn observe(fly: &FlyClient, org: &str, prefix: &str) -> Result<Observation, FlyError> {
     let apps = fly.list_apps(org).await?;
-    let machines = fly.list_org_machines(org).await?;
+    let machines = match fly.list_org_machines(org).await {
+        Ok(ms) => ms,
+        // An API without the org-wide list: one list per managed app instead (costlier, correct).
+        Err(FlyError::NotFound { .. } | FlyError::UnexpectedStatus { .. }) => {
+            warn!("org-wide machine list unavailable; listing machines app by app");
+            per_app_machines(fly, prefix, &apps).await?
+        }
+        Err(e) => return Err(e),
+    };
     Ok(assemble(org, prefix, apps, machines))
+}
+
+async fn per_app_machines(
+    fly: &FlyClient,
+    prefix: &str,
+    apps: &[crate::fly::App],
+) -> Result<Vec<OrgMachine>, FlyError> {
+    let mut out = Vec::new();
+    for app in apps.iter().filter(|a| naming::is_managed(prefix, &a.name)) {
+        let machines = match fly.list_machines(&app.name, &ListMachines::default()).await {
+            Ok(ms) => ms,
+            // Deleted between the two lists.
+            Err(FlyError::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        for m in machines {
+            let cfg = m.config.as_ref();
+            out.push(OrgMachine {
+                app_name: app.name.clone(),
+                id: m.id.clone(),
+                name: m.name.clone(),
+                state: m.state.clone(),
+                region: m.region.clone(),
+                version: m.version.clone(),
+                private_ip: m.private_ip.clone(),
+                created_at: m.created_at.clone(),
+                updated_at: m.updated_at.clone(),
+                config: cfg.map(|c| OrgMachineConfig {
+                    image: c.image.clone(),
+                    guest: c.guest.clone(),
+                    metadata: c.metadata.clone(),
+                    ..Default::default()
+                }),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Pure: filter to our org and prefix (invariant 1), attach machines to their apps.

@@ -112,6 +112,7 @@ fn build_ctx(vars: &HashMap<String, String>, db: &TestDb, term: i64) -> Ctx {
         app_visible: Duration::from_secs(10),
         machine_started: Duration::from_secs(10),
         healthy: Duration::from_secs(10),
+        checks_appear: Duration::from_secs(5),
         machine_stopped: Duration::from_secs(5),
         app_gone: Duration::from_secs(10),
         list_lag: Duration::from_secs(1),

@@ -59,11 +59,17 @@ pub(super) async fn converge(
     ensure_ips(ctx, &row).await?;
     let row = reload(ctx, row.id).await?;
     let machine = ensure_machine(ctx, &row, image, secrets_written).await?;
+    // Fly runs this config from here on, healthy or not: record it now, so a rollout that fails its
+    // checks counts towards halting and a crash before health resumes without another update.
+    if row.docker_image.as_deref() != Some(image)
+        || row.config_digest.as_deref() != Some(config_digest(&ctx.spec).as_str())
+    {
+        ctx.store
+            .set_applied_config(row.id, image, &config_digest(&ctx.spec))
+            .await?;
+    }
     let machine = ensure_running_and_healthy(ctx, &row, machine).await?;
     hit(fp::CONVERGE_HEALTHY_BEFORE_RECORD).await;
-    ctx.store
-        .set_applied_config(row.id, image, &config_digest(&ctx.spec))
-        .await?;
     let was_active = row.status() == Some(RowStatus::Active);
     let healthy_ev = Event::new(
         "health_check_passed",
@@ -207,10 +213,12 @@ async fn pick_new_name(ctx: &Ctx, user_id: Uuid) -> Result<String, ExecError> {
     )))
 }
 
-fn in_our_org(ctx: &Ctx, app: &crate::fly::App) -> bool {
+/// REFERENCE §2.3: a 200 means the token can see the app (ours, or at least our org's). An answer
+/// that names another org is not ours; one that names none is taken at the 200's word.
+pub(super) fn in_our_org(ctx: &Ctx, app: &crate::fly::App) -> bool {
     app.organization
         .as_ref()
-        .is_some_and(|o| o.slug == ctx.spec.org_slug)
+        .is_none_or(|o| o.slug.is_empty() || o.slug == ctx.spec.org_slug)
 }
 
 /// Step 2: the app exists in our org and is visible.
@@ -557,13 +565,33 @@ async fn ensure_running_and_healthy(
             Ok(w) if w.state == MachineState::Started => Ok(Some(())),
             Ok(_) | Err(FlyError::Timeout { .. }) => Ok(None),
             Err(e) if e.is_transient() => Ok(None),
+            // The long-poll refused (bad params, or an API without it): read the state instead.
+            Err(FlyError::Invalid { .. } | FlyError::NotFound { .. }) => {
+                match ctx.fly.get_machine(app, &m.id).await {
+                    Ok(now) if now.state == MachineState::Started => Ok(Some(())),
+                    Ok(_) => Ok(None),
+                    Err(e) if e.is_transient() => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            }
             Err(e) => Err(e.into()),
         }
     })
     .await?;
+    let started_at = tokio::time::Instant::now();
     let healthy = wait::until(ctx.timeouts.healthy, "checks to pass", || async {
         match ctx.fly.get_machine(app, &m.id).await {
             Ok(m) if m.is_healthy() && !m.checks.is_empty() => Ok(Some(m)),
+            // REFERENCE §3.5: checks may be absent until the first one runs. An API that reports
+            // none for this long never will; `started` is then the best evidence there is.
+            Ok(m)
+                if m.state == MachineState::Started
+                    && m.checks.is_empty()
+                    && started_at.elapsed() >= ctx.timeouts.checks_appear =>
+            {
+                warn!(machine_id = %m.id, "no check results reported; accepting the started machine");
+                Ok(Some(m))
+            }
             Ok(_) => Ok(None),
             Err(e) if e.is_transient() => Ok(None),
             Err(e) => Err(e.into()),
@@ -580,12 +608,6 @@ async fn ensure_running_and_healthy(
                 .filter(|c| !c.is_passing())
                 .map(|c| format!("{}={}", c.name, c.status))
                 .collect();
-            if m.state == MachineState::Started && m.checks.is_empty() {
-                // REFERENCE §3.5: checks may be absent until the first one runs; an API that never
-                // reports any leaves `started` as the best evidence there is.
-                warn!(machine_id = %m.id, "no check results reported; accepting started machine");
-                return Ok(m);
-            }
             Err(ExecError::Unhealthy(format!(
                 "checks not passing: {}",
                 failing.join(", ")

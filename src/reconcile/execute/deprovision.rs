@@ -49,10 +49,7 @@ pub(super) async fn deprovision(ctx: &Ctx, row_id: Uuid) -> Result<(), ExecError
         _ => return Err(ExecError::RowGone),
     }
     let ours = match ctx.fly.get_app(&app).await {
-        Ok(a) => a
-            .organization
-            .as_ref()
-            .is_some_and(|o| o.slug == ctx.spec.org_slug),
+        Ok(a) => super::converge::in_our_org(ctx, &a),
         Err(FlyError::NotFound { .. }) => false,
         Err(FlyError::Forbidden { .. }) => {
             warn!(app = %app, "app name held by another organisation; nothing of ours to delete");
@@ -120,10 +117,7 @@ pub(super) async fn delete_orphan(ctx: &Ctx, app: &str) -> Result<(), ExecError>
         )));
     }
     match ctx.fly.get_app(app).await {
-        Ok(a)
-            if a.organization
-                .as_ref()
-                .is_some_and(|o| o.slug == ctx.spec.org_slug) => {}
+        Ok(a) if super::converge::in_our_org(ctx, &a) => {}
         Ok(_) | Err(FlyError::NotFound { .. } | FlyError::Forbidden { .. }) => {
             ctx.store.forget_orphan(app).await?;
             return Ok(());

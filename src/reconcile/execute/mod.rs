@@ -29,6 +29,8 @@ pub struct Timeouts {
     pub machine_started: Duration,
     /// From `started` to all checks passing.
     pub healthy: Duration,
+    /// A started machine whose API reports no check results at all for this long is accepted.
+    pub checks_appear: Duration,
     pub machine_stopped: Duration,
     /// Async app deletion (202) until the app answers 404.
     pub app_gone: Duration,
@@ -42,6 +44,7 @@ impl Default for Timeouts {
             app_visible: Duration::from_secs(60),
             machine_started: Duration::from_secs(120),
             healthy: Duration::from_secs(120),
+            checks_appear: Duration::from_secs(20),
             machine_stopped: Duration::from_secs(30),
             app_gone: Duration::from_secs(30),
             list_lag: Duration::from_secs(3),

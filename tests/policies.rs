@@ -1,0 +1,177 @@
+//! The safety policies around the reconciler: the blast-radius breaker, the deprovision grace,
+//! rollout halting, secret rotation and orphan collection.
+
+mod fleet_support;
+mod support;
+
+use fleet_support::{Fleet, ORG};
+use support::{UserFixture, set_subscription};
+use uuid::Uuid;
+use vyx_fleet::db::apps;
+use vyx_fleet::reconcile::plan::{Action, Finding};
+
+async fn paid(fleet: &Fleet, n: usize) -> Vec<Uuid> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(UserFixture::paid("pro").insert(&fleet.db.pool).await);
+    }
+    v
+}
+
+#[tokio::test]
+async fn a_mass_downgrade_deletes_nothing_until_an_operator_confirms() {
+    let fleet = Fleet::start().await;
+    let users = paid(&fleet, 8).await;
+    fleet.converge().await;
+    for u in &users[..6] {
+        set_subscription(&fleet.db.pool, *u, "free", "cancelled").await;
+    }
+    // Grace starts (DB only), then the deletions are held back.
+    fleet.pass().await;
+    fleet.sim.clear_calls();
+    let report = fleet.pass().await;
+    assert!(
+        report.plan.findings.iter().any(|f| matches!(
+            f,
+            Finding::DeletionsBlocked {
+                would_delete: 6,
+                live: 8
+            }
+        )),
+        "{:?}",
+        report.plan.findings
+    );
+    assert!(
+        !report
+            .plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Deprovision { .. }))
+    );
+    assert!(
+        fleet.writes().is_empty(),
+        "nothing deleted: {:?}",
+        fleet.writes()
+    );
+    assert_eq!(fleet.apps().len(), 8);
+
+    apps::set_deletions_confirmed(&fleet.db.pool, true)
+        .await
+        .unwrap();
+    fleet.converge().await;
+    assert_eq!(fleet.apps().len(), 2);
+    for u in &users[..6] {
+        assert_eq!(fleet.row(*u).await.status, "deleted");
+    }
+    assert!(
+        !apps::deletions_confirmed(&fleet.db.pool).await.unwrap(),
+        "a confirmation is used up by the deletions it allowed"
+    );
+}
+
+#[tokio::test]
+async fn a_downgrade_waits_for_the_grace_and_an_upgrade_within_it_cancels() {
+    let mut fleet = Fleet::start().await;
+    fleet.reconfigure("DEPROVISION_GRACE", "1h");
+    let users = paid(&fleet, 3).await;
+    fleet.converge().await;
+    set_subscription(&fleet.db.pool, users[0], "free", "active").await;
+    fleet.converge().await;
+    let row = fleet.row(users[0]).await;
+    assert_eq!(row.status, "active", "not deleted within the grace");
+    assert!(row.unwanted_since.is_some());
+    assert!(fleet.app(&row.fly_app_name).is_some());
+
+    set_subscription(&fleet.db.pool, users[0], "pro", "active").await;
+    fleet.converge().await;
+    let row = fleet.row(users[0]).await;
+    assert!(row.unwanted_since.is_none(), "the grace is cancelled");
+    assert_eq!(row.status, "active");
+}
+
+#[tokio::test]
+async fn a_rollout_halts_when_the_new_image_keeps_failing_its_checks() {
+    let mut fleet = Fleet::builder().var("MAX_CONCURRENCY", "2").start().await;
+    let users = paid(&fleet, 6).await;
+    fleet.converge().await;
+    let bad = "registry.fly.io/vyx-screener:broken";
+    fleet.sim.set_failing_images(vec![bad.to_string()]);
+    fleet.reconfigure("USER_APP_IMAGE", bad);
+    fleet.ctx.timeouts.healthy = std::time::Duration::from_secs(2);
+    // The first wave (MAX_CONCURRENCY apps) rolls and fails its checks; then the rollout halts.
+    fleet.pass().await;
+    let plan = fleet.plan().await;
+    fleet.pass().await;
+    assert!(
+        plan.findings
+            .iter()
+            .any(|f| matches!(f, Finding::RolloutHalted { .. })),
+        "{:?}",
+        plan.findings
+    );
+    let mut on_bad = 0;
+    for u in &users {
+        let row = fleet.row(*u).await;
+        let app = fleet.app(&row.fly_app_name).unwrap();
+        if app.machines[0].config["image"] == bad {
+            on_bad += 1;
+        }
+    }
+    assert_eq!(on_bad, 2, "only the first wave got the broken image");
+}
+
+#[tokio::test]
+async fn rotating_the_service_key_resyncs_every_app() {
+    let mut fleet = Fleet::start().await;
+    let users = paid(&fleet, 2).await;
+    fleet.converge().await;
+    let before: Vec<u64> = fleet.apps().iter().map(|a| a.secrets_version).collect();
+    fleet.reconfigure("SUPABASE_SERVICE_ROLE_KEY", "rotated-key-2");
+    fleet.converge().await;
+    for (app, old) in fleet.apps().iter().zip(before) {
+        assert!(
+            app.secrets_version > old,
+            "{} secrets not rewritten",
+            app.name
+        );
+    }
+    for u in users {
+        let row = fleet.row(u).await;
+        assert_eq!(row.status, "active");
+        let app = fleet.app(&row.fly_app_name).unwrap();
+        assert_eq!(row.secrets_version, Some(app.secrets_version as i64));
+    }
+}
+
+#[tokio::test]
+async fn an_orphan_is_reported_then_deleted_only_after_its_grace_and_unprefixed_apps_never() {
+    let fleet = Fleet::start().await;
+    paid(&fleet, 6).await;
+    fleet.converge().await;
+    fleet.sim.seed_app(ORG, "vyx-user-leftover");
+    fleet.sim.seed_app(ORG, "hand-made-app");
+    fleet.pass().await;
+    fleet.pass().await;
+    assert!(
+        fleet.app("vyx-user-leftover").is_some(),
+        "reported, not deleted, within the grace"
+    );
+    let tracked: Vec<String> = sqlx::query_scalar("SELECT app_name FROM public.vyx_fleet_orphans")
+        .fetch_all(&fleet.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(tracked, ["vyx-user-leftover"]);
+
+    sqlx::query(
+        "UPDATE public.vyx_fleet_orphans SET first_seen_at = now() - interval '61 minutes'",
+    )
+    .execute(&fleet.db.pool)
+    .await
+    .unwrap();
+    fleet.pass().await;
+    assert!(
+        fleet.app("vyx-user-leftover").is_none(),
+        "deleted after the grace"
+    );
+    assert!(fleet.app("hand-made-app").is_some(), "never a candidate");
+}
