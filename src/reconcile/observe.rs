@@ -52,7 +52,6 @@ async fn per_app_machines(
                     image: c.image.clone(),
                     guest: c.guest.clone(),
                     metadata: c.metadata.clone(),
-                    ..Default::default()
                 }),
             });
         }
