@@ -519,6 +519,22 @@ impl Store {
         .await
     }
 
+    /// A probe saw drift: clear what the row claims was applied so the planner converges it.
+    pub async fn forget_applied(
+        &self,
+        row_id: Uuid,
+        config: bool,
+        ips: bool,
+    ) -> Result<(), StoreError> {
+        let set = match (config, ips) {
+            (true, true) => "config_digest = NULL, ips_ready = false",
+            (true, false) => "config_digest = NULL",
+            (false, true) => "ips_ready = false",
+            (false, false) => return Ok(()),
+        };
+        self.update(row_id, set, vec![], &[]).await
+    }
+
     pub async fn mark_unwanted(&self, row_id: Uuid, events: &[Event]) -> Result<(), StoreError> {
         self.update(
             row_id,

@@ -20,7 +20,7 @@
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::converge::stop_gracefully;
+use super::machine::stop_gracefully;
 use super::{Ctx, ExecError, wait};
 use crate::db::apps::{Event, load_row};
 use crate::failpoint::{self as fp, hit};
@@ -49,7 +49,7 @@ pub(super) async fn deprovision(ctx: &Ctx, row_id: Uuid) -> Result<(), ExecError
         _ => return Err(ExecError::RowGone),
     }
     let ours = match ctx.fly.get_app(&app).await {
-        Ok(a) => super::converge::in_our_org(ctx, &a),
+        Ok(a) => super::app::in_our_org(ctx, &a),
         Err(FlyError::NotFound { .. }) => false,
         Err(FlyError::Forbidden { .. }) => {
             warn!(app = %app, "app name held by another organisation; nothing of ours to delete");
@@ -117,7 +117,7 @@ pub(super) async fn delete_orphan(ctx: &Ctx, app: &str) -> Result<(), ExecError>
         )));
     }
     match ctx.fly.get_app(app).await {
-        Ok(a) if super::converge::in_our_org(ctx, &a) => {}
+        Ok(a) if super::app::in_our_org(ctx, &a) => {}
         Ok(_) | Err(FlyError::NotFound { .. } | FlyError::Forbidden { .. }) => {
             ctx.store.forget_orphan(app).await?;
             return Ok(());

@@ -4,9 +4,12 @@
 //! Failures become per-user backoff stored in the row (invariant 7); a lost lease (`Fenced`) stops
 //! the caller at once.
 
+mod app;
 mod converge;
 mod deprovision;
+mod machine;
 pub mod machine_config;
+mod probe;
 mod wait;
 
 use rand::Rng;
@@ -203,7 +206,7 @@ async fn dispatch(ctx: &Ctx, action: &Action) -> Result<(), ExecError> {
             Ok(ctx.store.cancel_unwanted(*row_id, &[ev]).await?)
         }
         Action::Deprovision { row_id, .. } => deprovision::deprovision(ctx, *row_id).await,
-        Action::Probe { row_id, .. } => converge::probe(ctx, *row_id).await,
+        Action::Probe { row_id, .. } => probe::probe(ctx, *row_id).await,
         Action::SyncOrphans { names } => {
             for name in names {
                 warn!(app = %name, "orphan app: managed prefix, no live row owns it");

@@ -1,0 +1,152 @@
+//! Step 2 of a converge: the app exists in our org, under a name no one else holds (DESIGN §3).
+
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::converge::reload;
+use super::{Ctx, ExecError, wait};
+use crate::db::apps::StoreError;
+use crate::failpoint::{self as fp, hit};
+use crate::fly::{CreateAppRequest, FlyError};
+use crate::reconcile::naming;
+use crate::reconcile::recorded::AppRow;
+
+/// The first candidate name that is neither recorded for another of our users nor held by another
+/// org (DESIGN §3).
+pub(super) async fn pick_new_name(ctx: &Ctx, user_id: Uuid) -> Result<String, ExecError> {
+    for n in 0..naming::MAX_CANDIDATES {
+        let name = naming::candidate(&ctx.prefix, user_id, n);
+        if ctx.store.name_recorded_for_other(&name, user_id).await? {
+            continue;
+        }
+        match ctx.fly.get_app(&name).await {
+            Err(FlyError::Forbidden { .. }) => {
+                info!(app = %name, "name held by another organisation; next candidate");
+                continue;
+            }
+            Ok(app) if !in_our_org(ctx, &app) => continue,
+            Ok(_) | Err(FlyError::NotFound { .. }) => return Ok(name),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ExecError::NeedsHuman(format!(
+        "all {} candidate app names are taken",
+        naming::MAX_CANDIDATES
+    )))
+}
+
+/// REFERENCE §2.3: a 200 means the token can see the app (ours, or at least our org's). An answer
+/// that names another org is not ours; one that names none is taken at the 200's word.
+pub(super) fn in_our_org(ctx: &Ctx, app: &crate::fly::App) -> bool {
+    app.organization
+        .as_ref()
+        .is_none_or(|o| o.slug.is_empty() || o.slug == ctx.spec.org_slug)
+}
+
+/// Step 2: the app exists in our org and is visible.
+pub(super) async fn ensure_app(ctx: &Ctx, mut row: AppRow) -> Result<AppRow, ExecError> {
+    for _ in 0..naming::MAX_CANDIDATES {
+        let name = row.fly_app_name.clone();
+        if !naming::is_managed(&ctx.prefix, &name) {
+            return Err(ExecError::NeedsHuman(format!(
+                "row names unmanaged app {name}"
+            )));
+        }
+        match ctx.fly.get_app(&name).await {
+            Ok(app) if in_our_org(ctx, &app) => {
+                if row.fly_app_id.as_deref() != Some(app.id.as_str()) {
+                    ctx.store.set_app_id(row.id, &app.id).await?;
+                }
+                return reload(ctx, row.id).await;
+            }
+            Ok(_) | Err(FlyError::Forbidden { .. }) => {
+                row = take_next_name(ctx, row).await?;
+                continue;
+            }
+            Err(FlyError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let req = CreateAppRequest {
+            name: name.clone(),
+            org_slug: ctx.spec.org_slug.clone(),
+            // Its own 6PN network: users must not reach each other over .internal (DESIGN §3).
+            network: Some(name.clone()),
+            idempotency_key: None,
+        };
+        hit(fp::PROVISION_APP_CREATE_BEFORE).await;
+        match ctx.fly.create_app(&req).await {
+            Ok(created) => {
+                hit(fp::PROVISION_APP_CREATE_AFTER_CALL).await;
+                ctx.store.set_app_id(row.id, &created.id).await?;
+                hit(fp::PROVISION_APP_CREATE_AFTER_RECORD).await;
+                info!(app = %name, "app created");
+            }
+            Err(FlyError::NameTaken { .. }) => {
+                // Ours from an earlier attempt whose answer was lost, someone else's, or ours but
+                // still inside the post-create 404 window: GET tells which (below).
+                info!(app = %name, "name taken; checking who holds it");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let app = wait::until(
+            ctx.timeouts.app_visible,
+            "app to become visible",
+            || async {
+                match ctx.fly.get_app(&name).await {
+                    Ok(app) => Ok(Some(Ok(app))),
+                    Err(FlyError::Forbidden { .. }) => Ok(Some(Err(()))),
+                    Err(FlyError::NotFound { .. }) => Ok(None),
+                    Err(e) if e.is_transient() => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            },
+        )
+        .await?;
+        match app {
+            Ok(app) if in_our_org(ctx, &app) => {
+                if row.fly_app_id.as_deref() != Some(app.id.as_str()) {
+                    ctx.store.set_app_id(row.id, &app.id).await?;
+                }
+                return reload(ctx, row.id).await;
+            }
+            _ => {
+                row = take_next_name(ctx, row).await?;
+            }
+        }
+    }
+    Err(ExecError::NeedsHuman("no usable app name".into()))
+}
+
+/// Our name is held by another org. Only a row that never owned an app may move to the next name.
+async fn take_next_name(ctx: &Ctx, row: AppRow) -> Result<AppRow, ExecError> {
+    if row.machine_id.is_some() {
+        return Err(ExecError::NeedsHuman(format!(
+            "app {} that this row owned is now held by another organisation",
+            row.fly_app_name
+        )));
+    }
+    let current = (0..naming::MAX_CANDIDATES)
+        .find(|n| naming::candidate(&ctx.prefix, row.user_id, *n) == row.fly_app_name);
+    let start = current.map_or(0, |n| n + 1);
+    for n in start..naming::MAX_CANDIDATES {
+        let name = naming::candidate(&ctx.prefix, row.user_id, n);
+        if name == row.fly_app_name
+            || ctx
+                .store
+                .name_recorded_for_other(&name, row.user_id)
+                .await?
+        {
+            continue;
+        }
+        warn!(old = %row.fly_app_name, new = %name, "app name held by another organisation; renaming");
+        match ctx.store.rename(row.id, &name).await {
+            Ok(()) => return reload(ctx, row.id).await,
+            Err(StoreError::NameRecorded) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ExecError::NeedsHuman(format!(
+        "all {} candidate app names are taken",
+        naming::MAX_CANDIDATES
+    )))
+}

@@ -1,0 +1,292 @@
+//! Steps 5 to 7 of a converge: exactly one machine, running our config, started and passing its
+//! checks; and the graceful stop a deprovision begins with.
+
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::converge::reload;
+use super::machine_config::{desired_config, matches};
+use super::{Ctx, ExecError, wait};
+use crate::failpoint::{self as fp, hit};
+use crate::fly::{
+    CreateMachineRequest, FlyError, ListMachines, Machine, MachineConfig, MachineState,
+    StopMachineRequest, UpdateMachineRequest,
+};
+use crate::reconcile::observed::{META_OP, META_USER_ID};
+use crate::reconcile::recorded::AppRow;
+use crate::reconcile::spec::config_digest;
+
+/// Step 5 and 6: exactly one machine, running our config.
+pub(super) async fn ensure_machine(
+    ctx: &Ctx,
+    row: &AppRow,
+    image: &str,
+    secrets_written: bool,
+) -> Result<Machine, ExecError> {
+    let app = row.fly_app_name.as_str();
+    let mut filter = ListMachines::default();
+    filter
+        .metadata
+        .insert(META_USER_ID.into(), row.user_id.to_string());
+    let mut listed = live_machines(ctx, app, &filter).await?;
+    if listed.is_empty() && row.machine_op_id.is_some() {
+        // An earlier attempt sent a create whose outcome we never saw, and machine lists lag
+        // writes (REFERENCE §7): look again for a moment before creating a second machine.
+        listed = wait::until(ctx.timeouts.list_lag, "machine list", || async {
+            let ms = live_machines(ctx, app, &filter).await?;
+            Ok((!ms.is_empty()).then_some(ms))
+        })
+        .await
+        .or_else(|e| match e {
+            ExecError::StillWaiting(_) => Ok(vec![]),
+            e => Err(e),
+        })?;
+    }
+    let op_matches = |m: &Machine| {
+        row.machine_op_id.is_some()
+            && m.metadata().and_then(|md| md.get(META_OP)) == row.machine_op_id.as_ref()
+    };
+    let keep = listed
+        .iter()
+        .find(|m| row.machine_id.as_deref() == Some(m.id.as_str()))
+        .or_else(|| listed.iter().find(|m| op_matches(m)))
+        .or_else(|| listed.first())
+        .cloned();
+    for extra in listed
+        .iter()
+        .filter(|m| Some(&m.id) != keep.as_ref().map(|k| &k.id))
+    {
+        warn!(machine_id = %extra.id, "duplicate machine for this user; destroying it");
+        match ctx.fly.delete_machine(app, &extra.id, true).await {
+            Ok(()) | Err(FlyError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let secrets_version = row
+        .secrets_version
+        .and_then(|v| u64::try_from(v).ok())
+        .filter(|v| *v > 0);
+    let Some(found) = keep else {
+        return create_machine(ctx, row, image, secrets_version).await;
+    };
+    if row.machine_id.as_deref() != Some(found.id.as_str()) {
+        info!(machine_id = %found.id, "adopting machine found by metadata");
+        ctx.store.set_machine(row.id, Some(&found.id)).await?;
+    }
+    // The list may be a summary; the full config comes from GET.
+    let current = match ctx.fly.get_machine(app, &found.id).await {
+        Ok(m) => m,
+        Err(FlyError::NotFound { .. }) => {
+            ctx.store.clear_machine(row.id).await?;
+            return Err(ExecError::StillWaiting(
+                "machine vanished; recreating next pass",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if current.region != ctx.spec.region {
+        // Region cannot change in place (REFERENCE §3.4): replace the machine.
+        warn!(machine_id = %current.id, from = %current.region, to = %ctx.spec.region, "region drift; replacing machine");
+        match ctx.fly.delete_machine(app, &current.id, true).await {
+            Ok(()) | Err(FlyError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        ctx.store.clear_machine(row.id).await?;
+        let row = reload(ctx, row.id).await?;
+        return create_machine(ctx, &row, image, secrets_version).await;
+    }
+    let base = current.config.clone().unwrap_or_default();
+    let op = row
+        .machine_op_id
+        .clone()
+        .unwrap_or_else(|| found.id.clone());
+    let desired = desired_config(base.clone(), &ctx.spec, image, row.user_id, &op);
+    let digest_stale = row.config_digest.as_deref() != Some(config_digest(&ctx.spec).as_str());
+    if matches(&base, &desired) && !secrets_written && !digest_stale {
+        return Ok(current);
+    }
+    info!(machine_id = %current.id, image, "updating machine config");
+    let req = UpdateMachineRequest {
+        config: desired,
+        current_version: current.version.clone(),
+        min_secrets_version: secrets_version,
+        ..Default::default()
+    };
+    hit(fp::UPDATE_MACHINE_BEFORE).await;
+    let updated = ctx.fly.update_machine(app, &current.id, &req).await?;
+    hit(fp::UPDATE_MACHINE_AFTER_CALL).await;
+    Ok(updated)
+}
+
+async fn live_machines(
+    ctx: &Ctx,
+    app: &str,
+    filter: &ListMachines,
+) -> Result<Vec<Machine>, ExecError> {
+    Ok(ctx
+        .fly
+        .list_machines(app, filter)
+        .await?
+        .into_iter()
+        .filter(|m| !m.state.is_gone())
+        .collect())
+}
+
+async fn create_machine(
+    ctx: &Ctx,
+    row: &AppRow,
+    image: &str,
+    secrets_version: Option<u64>,
+) -> Result<Machine, ExecError> {
+    let op = match &row.machine_op_id {
+        Some(op) => op.clone(),
+        None => {
+            let op = Uuid::new_v4().to_string();
+            // Before the create: after a lost answer, this op id finds the machine.
+            ctx.store.set_machine_op(row.id, &op).await?;
+            op
+        }
+    };
+    let req = CreateMachineRequest {
+        config: desired_config(MachineConfig::default(), &ctx.spec, image, row.user_id, &op),
+        region: Some(ctx.spec.region.clone()),
+        min_secrets_version: secrets_version,
+        ..Default::default()
+    };
+    hit(fp::PROVISION_MACHINE_CREATE_BEFORE).await;
+    let m = ctx.fly.create_machine(&row.fly_app_name, &req).await?;
+    hit(fp::PROVISION_MACHINE_CREATE_AFTER_CALL).await;
+    ctx.store.set_machine(row.id, Some(&m.id)).await?;
+    hit(fp::PROVISION_MACHINE_CREATE_AFTER_RECORD).await;
+    info!(machine_id = %m.id, "machine created");
+    Ok(m)
+}
+
+/// Step 7: started, then every check passing (REFERENCE §3.5: `started` only means booted).
+pub(super) async fn ensure_running_and_healthy(
+    ctx: &Ctx,
+    row: &AppRow,
+    m: Machine,
+) -> Result<Machine, ExecError> {
+    let app = row.fly_app_name.as_str();
+    if matches!(
+        m.state,
+        MachineState::Stopped | MachineState::Suspended | MachineState::Failed
+    ) {
+        info!(machine_id = %m.id, state = m.state.as_str(), "starting machine");
+        match ctx.fly.start_machine(app, &m.id).await {
+            Ok(()) => {}
+            // Already starting or started by someone else.
+            Err(FlyError::Conflict { .. } | FlyError::PreconditionFailed { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let deadline = ctx.timeouts.machine_started;
+    wait::until(deadline, "machine to start", || async {
+        match ctx
+            .fly
+            .wait_machine(
+                app,
+                &m.id,
+                &["started"],
+                None,
+                std::time::Duration::from_secs(10),
+            )
+            .await
+        {
+            Ok(w) if w.state == MachineState::Started => Ok(Some(())),
+            Ok(_) | Err(FlyError::Timeout { .. }) => Ok(None),
+            Err(e) if e.is_transient() => Ok(None),
+            // The long-poll refused (bad params, or an API without it): read the state instead.
+            Err(FlyError::Invalid { .. } | FlyError::NotFound { .. }) => {
+                match ctx.fly.get_machine(app, &m.id).await {
+                    Ok(now) if now.state == MachineState::Started => Ok(Some(())),
+                    Ok(_) => Ok(None),
+                    Err(e) if e.is_transient() => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await?;
+    let started_at = tokio::time::Instant::now();
+    let healthy = wait::until(ctx.timeouts.healthy, "checks to pass", || async {
+        match ctx.fly.get_machine(app, &m.id).await {
+            Ok(m) if m.is_healthy() && !m.checks.is_empty() => Ok(Some(m)),
+            // REFERENCE §3.5: checks may be absent until the first one runs. An API that reports
+            // none for this long never will; `started` is then the best evidence there is.
+            Ok(m)
+                if m.state == MachineState::Started
+                    && m.checks.is_empty()
+                    && started_at.elapsed() >= ctx.timeouts.checks_appear =>
+            {
+                warn!(machine_id = %m.id, "no check results reported; accepting the started machine");
+                Ok(Some(m))
+            }
+            Ok(_) => Ok(None),
+            Err(e) if e.is_transient() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await;
+    match healthy {
+        Ok(m) => Ok(m),
+        Err(ExecError::StillWaiting(_)) => {
+            let m = ctx.fly.get_machine(app, &m.id).await?;
+            let failing: Vec<String> = m
+                .checks
+                .iter()
+                .filter(|c| !c.is_passing())
+                .map(|c| format!("{}={}", c.name, c.status))
+                .collect();
+            Err(ExecError::Unhealthy(format!(
+                "checks not passing: {}",
+                failing.join(", ")
+            )))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Stop a running machine gracefully (SIGTERM, then Fly's timeout) and wait for `stopped`.
+pub(super) async fn stop_gracefully(ctx: &Ctx, app: &str, m: &Machine) -> Result<(), ExecError> {
+    if !matches!(m.state, MachineState::Started | MachineState::Starting) {
+        return Ok(());
+    }
+    let req = StopMachineRequest {
+        signal: Some("SIGTERM".into()),
+        timeout: Some(crate::fly::FlyDuration::from_secs(10)),
+    };
+    hit(fp::DEPROVISION_STOP_BEFORE).await;
+    match ctx.fly.stop_machine(app, &m.id, &req).await {
+        Ok(()) | Err(FlyError::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    hit(fp::DEPROVISION_STOP_AFTER_CALL).await;
+    let r = wait::until(ctx.timeouts.machine_stopped, "machine to stop", || async {
+        match ctx
+            .fly
+            .wait_machine(
+                app,
+                &m.id,
+                &["stopped"],
+                m.version.as_deref(),
+                std::time::Duration::from_secs(10),
+            )
+            .await
+        {
+            Ok(_) | Err(FlyError::NotFound { .. }) => Ok(Some(())),
+            Err(FlyError::Timeout { .. }) => Ok(None),
+            Err(e) if e.is_transient() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await;
+    if let Err(ExecError::StillWaiting(_)) = r {
+        // Deleting the app removes the machine anyway; a slow stop must not block deprovisioning.
+        warn!(machine_id = %m.id, "machine did not stop in time; deleting the app regardless");
+        return Ok(());
+    }
+    r
+}
