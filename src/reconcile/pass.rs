@@ -77,8 +77,19 @@ pub fn plan_settings(ctx: &Ctx, cfg: &PassConfig) -> PlanSettings {
     }
 }
 
+/// Counts for the gauges, from what the pass read anyway.
+#[derive(Debug, Default, Clone)]
+pub struct Census {
+    pub rows_by_status: Vec<(String, i64)>,
+    pub desired_present: usize,
+}
+
 /// Read everything and plan; no writes anywhere.
 pub async fn plan_pass(ctx: &Ctx, cfg: &PassConfig) -> Result<Plan, PassError> {
+    Ok(plan_with_census(ctx, cfg).await?.0)
+}
+
+async fn plan_with_census(ctx: &Ctx, cfg: &PassConfig) -> Result<(Plan, Census), PassError> {
     let pool = ctx.store.pool();
     let facts = apps::load_desired_facts(pool).await?;
     let rows = apps::load_rows(pool).await?;
@@ -90,7 +101,18 @@ pub async fn plan_pass(ctx: &Ctx, cfg: &PassConfig) -> Result<Plan, PassError> {
         warn!(%user_id, value = %value, "override with an unknown value; user frozen as if paused");
     }
     let settings = plan_settings(ctx, cfg);
-    Ok(plan(&PlanInput {
+    let mut by_status: std::collections::BTreeMap<String, i64> = Default::default();
+    for r in &rows {
+        *by_status.entry(r.status.clone()).or_default() += 1;
+    }
+    let census = Census {
+        rows_by_status: by_status.into_iter().collect(),
+        desired_present: desired
+            .values()
+            .filter(|i| i.intent == super::desired::Intent::Present)
+            .count(),
+    };
+    let plan = plan(&PlanInput {
         now: Utc::now(),
         settings: &settings,
         desired: &desired,
@@ -98,7 +120,8 @@ pub async fn plan_pass(ctx: &Ctx, cfg: &PassConfig) -> Result<Plan, PassError> {
         observed: &observed,
         orphans_first_seen: &orphans,
         deletions_confirmed: confirmed,
-    }))
+    });
+    Ok((plan, census))
 }
 
 /// One full pass under the current lease term.
@@ -111,8 +134,17 @@ pub async fn run_pass(
     let span = info_span!("pass", reconcile_id = %reconcile_id, term = ctx.store.term());
     async move {
         let started = Instant::now();
-        let plan = match plan_pass(ctx, cfg).await {
-            Ok(p) => p,
+        let plan = match plan_with_census(ctx, cfg).await {
+            Ok((p, census)) => {
+                let counts: Vec<(&str, i64)> = census
+                    .rows_by_status
+                    .iter()
+                    .map(|(s, n)| (s.as_str(), *n))
+                    .collect();
+                metrics.set_app_counts(&counts);
+                metrics.set_desired_apps(census.desired_present as i64);
+                p
+            }
             Err(e) => {
                 error!(error = %e, "pass skipped");
                 metrics.record_pass("error", started.elapsed());
@@ -235,6 +267,9 @@ async fn execute_plan(ctx: &Ctx, cfg: &PassConfig, metrics: &Metrics, plan: Plan
         match res {
             Ok((kind, outcome)) => {
                 metrics.record_action(kind, outcome.as_str());
+                if let Outcome::Retry { kind, fly: true } = outcome {
+                    metrics.record_fly_error(kind);
+                }
                 if outcome == Outcome::Fenced {
                     report.fenced = true;
                     set.abort_all();

@@ -122,8 +122,12 @@ impl ExecError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Done,
-    /// Failed; backoff recorded in the row, a later pass retries.
-    Retry,
+    /// Failed; backoff recorded in the row, a later pass retries. `fly` says whether Fly's answer
+    /// (rather than the database or our own patience) was the cause.
+    Retry {
+        kind: &'static str,
+        fly: bool,
+    },
     /// This replica lost the lease: stop acting.
     Fenced,
 }
@@ -132,7 +136,7 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Done => "ok",
-            Outcome::Retry => "retry",
+            Outcome::Retry { .. } => "retry",
             Outcome::Fenced => "fenced",
         }
     }
@@ -173,7 +177,10 @@ pub async fn run(ctx: &Ctx, action: &Action) -> Outcome {
                     Err(e2) => warn!(error = %e2, "could not record the failure"),
                     Ok(()) => {}
                 }
-                Outcome::Retry
+                Outcome::Retry {
+                    kind: e.kind(),
+                    fly: matches!(e, ExecError::Fly(_)),
+                }
             }
         }
     }
