@@ -71,7 +71,9 @@ pub fn pass_config(s: &Settings) -> PassConfig {
             deprovision_grace: chrono(s.deprovision_grace),
             orphan_grace: chrono(s.orphan_grace),
             probe_interval: chrono::Duration::minutes(5),
+            // Enough per pass to probe every app once per probe interval (see `probe_budget`).
             probe_budget: s.max_concurrency,
+            reconcile_interval: chrono(s.reconcile_interval),
         },
         max_concurrency: s.max_concurrency,
     }

@@ -76,7 +76,10 @@ impl Controller {
                 return;
             }
             self.health.heartbeat();
-            match lease::try_acquire(&pool, &self.holder, self.loop_cfg.lease_ttl).await {
+            let attempt = lease::try_acquire(&pool, &self.holder, self.loop_cfg.lease_ttl).await;
+            // A standby that can reach the database can take over: that is what "ready" means.
+            self.health.set_db_ok(attempt.is_ok());
+            match attempt {
                 Ok(Some(term)) => {
                     info!(holder = %self.holder, term, "leading");
                     self.metrics.set_leader(true);

@@ -30,7 +30,18 @@ pub struct PlanSettingsTemplate {
     pub deprovision_grace: chrono::Duration,
     pub orphan_grace: chrono::Duration,
     pub probe_interval: chrono::Duration,
+    /// Minimum probes per pass.
     pub probe_budget: usize,
+    pub reconcile_interval: chrono::Duration,
+}
+
+/// Probes per pass so that `live` apps are each probed about once per `probe_interval`, spread over
+/// the passes in between instead of all at once.
+pub fn probe_budget(t: &PlanSettingsTemplate, live: usize) -> usize {
+    let passes = (t.probe_interval.num_milliseconds()
+        / t.reconcile_interval.num_milliseconds().max(1))
+    .max(1);
+    std::cmp::max(t.probe_budget, live.div_ceil(passes as usize))
 }
 
 #[derive(Debug, Default, Clone)]
@@ -59,7 +70,7 @@ pub enum PassError {
     Observe(#[from] crate::fly::FlyError),
 }
 
-pub fn plan_settings(ctx: &Ctx, cfg: &PassConfig) -> PlanSettings {
+pub fn plan_settings(ctx: &Ctx, cfg: &PassConfig, live: usize) -> PlanSettings {
     PlanSettings {
         prefix: ctx.prefix.clone(),
         org_slug: ctx.spec.org_slug.clone(),
@@ -72,7 +83,7 @@ pub fn plan_settings(ctx: &Ctx, cfg: &PassConfig) -> PlanSettings {
         deprovision_grace: cfg.plan.deprovision_grace,
         orphan_grace: cfg.plan.orphan_grace,
         probe_interval: cfg.plan.probe_interval,
-        probe_budget: cfg.plan.probe_budget,
+        probe_budget: probe_budget(&cfg.plan, live),
         rollout_batch: cfg.max_concurrency,
     }
 }
@@ -100,7 +111,8 @@ async fn plan_with_census(ctx: &Ctx, cfg: &PassConfig) -> Result<(Plan, Census),
     for (user_id, value) in bad_overrides {
         warn!(%user_id, value = %value, "override with an unknown value; user frozen as if paused");
     }
-    let settings = plan_settings(ctx, cfg);
+    let live = rows.iter().filter(|r| r.is_live()).count();
+    let settings = plan_settings(ctx, cfg, live);
     let mut by_status: std::collections::BTreeMap<String, i64> = Default::default();
     for r in &rows {
         *by_status.entry(r.status.clone()).or_default() += 1;
@@ -281,4 +293,24 @@ async fn execute_plan(ctx: &Ctx, cfg: &PassConfig, metrics: &Metrics, plan: Plan
         }
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_cover_the_fleet_once_per_probe_interval() {
+        let t = PlanSettingsTemplate {
+            deprovision_grace: chrono::Duration::minutes(10),
+            orphan_grace: chrono::Duration::hours(1),
+            probe_interval: chrono::Duration::minutes(5),
+            probe_budget: 8,
+            reconcile_interval: chrono::Duration::seconds(30),
+        };
+        assert_eq!(probe_budget(&t, 10), 8, "small fleets use the floor");
+        // 10 passes per probe interval: 300 apps need 30 probes a pass.
+        assert_eq!(probe_budget(&t, 300), 30);
+        assert_eq!(probe_budget(&t, 301), 31);
+    }
 }
