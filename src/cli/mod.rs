@@ -79,9 +79,18 @@ pub async fn run(cfg: Option<&Path>) -> u8 {
     let (stop_tx, stop_rx) = watch::channel(false);
     let http_state = HttpState::new(health.clone(), metrics.clone());
     let mut http_stop = stop_rx.clone();
-    let http_task = tokio::spawn(http::serve(s.http_addr, http_state, async move {
-        let _ = http_stop.wait_for(|v| *v).await;
-    }));
+    let http_addr = s.http_addr;
+    // A port clash must not stop the controller: it keeps reconciling, loudly without endpoints.
+    let http_task = tokio::spawn(async move {
+        let served = http::serve(http_addr, http_state, async move {
+            let _ = http_stop.wait_for(|v| *v).await;
+        })
+        .await;
+        if let Err(e) = &served {
+            error!(addr = %http_addr, error = %e, "HTTP endpoints unavailable (/healthz, /readyz, /metrics)");
+        }
+        served
+    });
     let controller = Controller {
         base: wiring::ctx(&s, pool.clone(), fly),
         pass: wiring::pass_config(&s),
@@ -102,7 +111,7 @@ pub async fn run(cfg: Option<&Path>) -> u8 {
     controller.run(stop_rx).await;
     match http_task.await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %e, "http server ended with an error"),
+        Ok(Err(_)) => {}
         Err(e) => warn!(error = %e, "http server task failed"),
     }
     info!("vyx-fleet stopped");
