@@ -49,6 +49,7 @@ pub(super) async fn converge(
     image: &str,
 ) -> Result<(), ExecError> {
     let row = ensure_row(ctx, user_id, row_id, reason, image).await?;
+    tracing::Span::current().record("app", row.fly_app_name.as_str());
     info!(app = %row.fly_app_name, reason = reason.as_str(), "converging");
     let row = ensure_app(ctx, row).await?;
     let secrets_written = ensure_secrets(ctx, &row).await?;

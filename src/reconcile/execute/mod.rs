@@ -156,12 +156,17 @@ pub async fn run(ctx: &Ctx, action: &Action) -> Outcome {
         | Action::Probe { user_id, row_id } => (Some(*user_id), Some(*row_id)),
         Action::SyncOrphans { .. } | Action::DeleteOrphan { .. } => (None, None),
     };
-    let app = match action {
-        Action::Deprovision { app, .. } | Action::DeleteOrphan { app } => app.clone(),
-        _ => String::new(),
-    };
     let user = user.map(|u| u.to_string()).unwrap_or_default();
-    let span = info_span!("action", kind = action.kind(), user_id = %user, app = %app);
+    let span = info_span!(
+        "action",
+        kind = action.kind(),
+        user_id = %user,
+        app = tracing::field::Empty
+    );
+    // Converges and probes learn the app name from the row and record it then.
+    if let Action::Deprovision { app, .. } | Action::DeleteOrphan { app } = action {
+        span.record("app", app.as_str());
+    }
     async move {
         let result = dispatch(ctx, action).await;
         match result {

@@ -13,6 +13,7 @@ use crate::fly::FlyError;
 /// Read one machine's checks and record the app's health; events only on a change.
 pub(super) async fn probe(ctx: &Ctx, row_id: Uuid) -> Result<(), ExecError> {
     let row = reload(ctx, row_id).await?;
+    tracing::Span::current().record("app", row.fly_app_name.as_str());
     let Some(machine_id) = row.machine_id.clone() else {
         return Ok(());
     };
