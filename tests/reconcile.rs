@@ -343,3 +343,61 @@ async fn drift_made_behind_our_back_is_found_by_a_probe_and_put_right() {
     let app = fleet.app(&row.fly_app_name).unwrap();
     assert_eq!(env_of(&app)["RUN_MODE"], "user_dedicated");
 }
+
+#[tokio::test]
+async fn rows_with_unknown_status_or_a_vanished_user_are_reported_and_left_alone() {
+    use vyx_fleet::reconcile::plan::Finding;
+    let fleet = Fleet::start().await;
+    // A hand-edited production database may lack the constraints our own schema has.
+    sqlx::query(
+        "DO $$ DECLARE c record; BEGIN \
+           FOR c IN SELECT conname FROM pg_constraint WHERE conrelid = 'public.user_fly_apps'::regclass \
+                    AND contype IN ('c', 'f') LOOP \
+             EXECUTE format('ALTER TABLE public.user_fly_apps DROP CONSTRAINT %I', c.conname); \
+           END LOOP; END $$",
+    )
+    .execute(&fleet.db.pool)
+    .await
+    .unwrap();
+    let zombie = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    let ghost = uuid::Uuid::new_v4();
+    for (user, status) in [(zombie, "zombie"), (ghost, "active")] {
+        sqlx::query(
+            "INSERT INTO public.user_fly_apps (user_id, fly_app_name, fly_org_slug, status) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(user)
+        .bind(naming::candidate("vyx-user-", user, 0))
+        .bind(ORG)
+        .bind(status)
+        .execute(&fleet.db.pool)
+        .await
+        .unwrap();
+    }
+    fleet.sim.clear_calls();
+    let report = fleet.pass().await;
+    assert!(
+        report
+            .plan
+            .actions
+            .iter()
+            .all(|a| matches!(a, vyx_fleet::reconcile::plan::Action::SyncOrphans { .. })),
+        "{:?}",
+        report.plan.actions
+    );
+    assert!(
+        report
+            .plan
+            .findings
+            .iter()
+            .any(|f| matches!(f, Finding::UnknownStatus { status, .. } if status == "zombie"))
+    );
+    assert!(
+        report
+            .plan
+            .findings
+            .iter()
+            .any(|f| matches!(f, Finding::UserMissing { user_id, .. } if *user_id == ghost))
+    );
+    assert!(fleet.writes().is_empty());
+    assert_eq!(fleet.row(zombie).await.status, "zombie");
+}
