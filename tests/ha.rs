@@ -162,6 +162,14 @@ async fn exactly_one_of_two_replicas_leads_and_readyz_says_which() {
     let both = [&a, &b];
     let leader = wait_leader(world.pool(), &both, secs(30)).await;
     let standby = 1 - leader;
+    // The leader reports ready once its first pass has talked to the database.
+    wait_until("the leader's /readyz is 200", secs(20), || async {
+        match both[leader].readyz().await {
+            Some((200, body)) if body["role"] == "leader" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     // Sampled over several renew periods: the lease never changes hands while both live.
     let term = lease(world.pool()).await.term;
     let t0 = Instant::now();
@@ -207,7 +215,7 @@ async fn the_standby_takes_over_after_a_sigkill_and_keeps_converging() {
     let world = World::start(SimConfig::default()).await;
     let pool = world.pool();
     let users = insert_users(pool, 4, "pro").await;
-    let mut daemons = vec![
+    let mut daemons = [
         Daemon::spawn(&world.env, "kill-a"),
         Daemon::spawn(&world.env, "kill-b"),
     ];
@@ -254,7 +262,6 @@ async fn repeated_leader_kills_keep_every_invariant() {
     ];
     wait_converged(&world, 5, secs(90)).await;
     let mut takeovers = Vec::new();
-    let mut spawned = 2;
     for round in 0..3 {
         let refs: Vec<&Daemon> = daemons.iter().collect();
         let leader = wait_leader(pool, &refs, secs(30)).await;
@@ -270,8 +277,7 @@ async fn repeated_leader_kills_keep_every_invariant() {
         wait_leader(pool, &refs, secs(20)).await;
         takeovers.push(t0.elapsed());
         // Back to two replicas.
-        daemons.push(Daemon::spawn(&world.env, &format!("rk-{spawned}")));
-        spawned += 1;
+        daemons.push(Daemon::spawn(&world.env, &format!("rk-{}", round + 2)));
         // One user in, one out: still five wanted.
         let s = wait_converged(&world, 5, secs(90)).await;
         println!("round {round}: {s:?}");
