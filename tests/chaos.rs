@@ -108,6 +108,8 @@ struct Chaos {
     fig: Figures,
     /// Logs of killed replicas, scanned at the end.
     dead: Vec<Daemon>,
+    /// How many of `dead` the operator has scanned for the last time.
+    dead_scanned: usize,
 }
 
 fn seed() -> u64 {
@@ -222,6 +224,7 @@ impl Chaos {
             spawned: 0,
             fig: Figures::default(),
             dead: Vec::new(),
+            dead_scanned: 0,
         };
         c.spawn();
         c.spawn();
@@ -340,7 +343,9 @@ impl Chaos {
     /// Acts as the operator when a replica logs the blast-radius ALERT.
     async fn operator(&mut self) {
         let mut fresh = 0;
-        for d in self.daemons.iter().chain(self.dead.iter()) {
+        // A dead replica's log no longer grows: scan it one last time, then never again.
+        let dead_unscanned: Vec<&Daemon> = self.dead[self.dead_scanned..].iter().collect();
+        for d in self.daemons.iter().chain(dead_unscanned) {
             let n = d.stdout().matches("blast-radius breaker").count();
             let key = d.dir.display().to_string();
             let seen = self.alerts_seen.entry(key).or_insert(0);
@@ -349,6 +354,7 @@ impl Chaos {
                 *seen = n;
             }
         }
+        self.dead_scanned = self.dead.len();
         if fresh > 0 {
             self.fig.breaker_alerts += fresh;
             run_to_completion(&self.env, &["confirm-deletions"], secs(30))
