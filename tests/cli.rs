@@ -716,3 +716,122 @@ async fn secrets_never_appear_in_logs_events_or_status() {
     }
     let _ = (TOKEN, SERVICE_KEY);
 }
+
+#[tokio::test]
+async fn unreachable_fly_or_database_exit_1_without_leaking_secrets() {
+    // Fly refuses the token (401): the pass fails, the exit code says so, the token is nowhere.
+    let cfg = SimConfig {
+        any_token_org: None,
+        ..SimConfig::default()
+    }
+    .with_token("fm2_the-only-valid-token", "vyx-test");
+    let world = World::start(cfg).await;
+    UserFixture::paid("pro").insert(world.pool()).await;
+    let out = run_to_completion(&world.env, &["reconcile", "--once"], secs(120)).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert_no_secrets(&out.all_output(), &world.env.secret_values(), "401 run");
+    bin_support::parse_json_lines(&out.stdout, "reconcile with a bad token");
+    assert!(world.managed_apps().is_empty());
+    let out = run_to_completion(&world.env, &["reconcile", "--once", "--dry-run"], secs(120)).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert_no_secrets(&out.all_output(), &world.env.secret_values(), "401 dry run");
+    // The failed one-shot pass gave the lease back.
+    let live: bool = sqlx::query_scalar(
+        "SELECT coalesce(expires_at > clock_timestamp(), false) FROM public.vyx_fleet_lease",
+    )
+    .fetch_one(world.pool())
+    .await
+    .unwrap();
+    assert!(!live, "lease released after a failed pass");
+
+    // Nothing listens on the Fly port.
+    let dead_fly = world.env.clone().with(
+        "FLY_API_BASE_URL",
+        &format!("http://127.0.0.1:{}", bin_support::free_port()),
+    );
+    let out = run_to_completion(&dead_fly, &["reconcile", "--once"], secs(300)).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert_no_secrets(&out.all_output(), &dead_fly.secret_values(), "dead Fly");
+
+    // The database refuses connections; its password must not be printed either.
+    let port = bin_support::free_port();
+    let dead_db = world.env.clone().with(
+        "DATABASE_URL",
+        &format!("postgres://postgres:pw-SECRET-db@127.0.0.1:{port}/vyx"),
+    );
+    let mut secrets = dead_db.secret_values();
+    secrets.push("pw-SECRET-db".into());
+    for cmd in [
+        &["reconcile", "--once"][..],
+        &["migrate"],
+        &["status", "--json"],
+        &["confirm-deletions"],
+        &["run"],
+    ] {
+        let out = run_to_completion(&dead_db, cmd, secs(120)).await;
+        assert_eq!(out.code, Some(1), "{cmd:?}: {out:?}");
+        assert_no_secrets(&out.all_output(), &secrets, &format!("{cmd:?}"));
+    }
+}
+
+#[tokio::test]
+async fn a_row_naming_the_shared_app_is_never_touched() {
+    let world = World::start(SimConfig::default()).await;
+    let pool = world.pool();
+    world.sim.seed_app("vyx-test", "vyx-app");
+    let legacy = UserFixture::paid("pro").insert(pool).await;
+    // A legacy row (old naming) that points at the shared backend.
+    sqlx::query(
+        "INSERT INTO public.user_fly_apps (user_id, fly_app_name, fly_org_slug, status) \
+         VALUES ($1, 'vyx-app', 'vyx-test', 'active')",
+    )
+    .bind(legacy)
+    .execute(pool)
+    .await
+    .unwrap();
+    let normal = insert_users(pool, 2, "pro").await;
+
+    let out = run_to_completion(&world.env, &["reconcile", "--once", "--dry-run"], secs(60))
+        .await
+        .ok();
+    assert!(
+        out.stdout.contains("vyx-app"),
+        "the plan reports the skipped row:\n{}",
+        out.stdout
+    );
+    for _ in 0..2 {
+        run_to_completion(&world.env, &["reconcile", "--once"], secs(120))
+            .await
+            .ok();
+    }
+    for u in &normal {
+        world.wait_provisioned(*u, secs(30)).await;
+    }
+    // The legacy user leaves: still nothing may happen to vyx-app.
+    set_subscription(pool, legacy, "free", "active").await;
+    for _ in 0..2 {
+        run_to_completion(&world.env, &["reconcile", "--once"], secs(120))
+            .await
+            .ok();
+    }
+    let touched: Vec<_> = world
+        .sim
+        .calls()
+        .into_iter()
+        .filter(|c| {
+            c.path.starts_with("/v1/apps/vyx-app") && !c.path.starts_with("/v1/apps/vyx-app-")
+        })
+        .filter(|c| c.method != "GET")
+        .collect();
+    assert!(touched.is_empty(), "writes to vyx-app: {touched:?}");
+    let snap = world.sim.snapshot();
+    let shared = snap.app("vyx-app").expect("vyx-app still exists");
+    assert!(!shared.deleting);
+    let row: (String, String) =
+        sqlx::query_as("SELECT fly_app_name, status FROM public.user_fly_apps WHERE user_id = $1")
+            .bind(legacy)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(row.0, "vyx-app", "the row is left as it was");
+}

@@ -298,3 +298,136 @@ async fn repeated_leader_kills_keep_every_invariant() {
         f.machine_creates_applied
     );
 }
+
+fn signal(d: &Daemon, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(d.pid().to_string())
+        .status()
+        .expect("kill(1)")
+        .success();
+    assert!(ok, "kill -{sig} {}", d.pid());
+}
+
+#[tokio::test]
+async fn sigint_is_a_clean_stop_too() {
+    let world = World::start(SimConfig::default()).await;
+    let mut d = Daemon::spawn(&world.env, "int");
+    wait_leader(world.pool(), &[&d], secs(30)).await;
+    signal(&d, "INT");
+    let status = d.wait_exit(secs(30)).await.expect("exits after SIGINT");
+    assert!(status.success(), "{status:?}");
+    assert!(!lease(world.pool()).await.live, "lease released");
+}
+
+/// A leader frozen (SIGSTOP) in the middle of its work loses the lease to the standby; when it wakes
+/// up (SIGCONT) its stale work must be fenced: no second app, the fleet converges, and the old process
+/// goes back to standing by instead of fighting for the lease.
+#[tokio::test]
+async fn a_frozen_leader_that_wakes_up_is_fenced() {
+    let mut cfg = SimConfig::default();
+    cfg.timings.machine_start = Duration::from_secs(2);
+    let world = World::start(cfg).await;
+    let pool = world.pool();
+    let mut a = Daemon::spawn(&world.env, "frozen-a");
+    wait_leader(pool, &[&a], secs(30)).await;
+    let b = Daemon::spawn(&world.env, "frozen-b");
+    wait_until("replica b up", secs(30), || async {
+        b.holder().ok_or("no holder logged yet".to_string())
+    })
+    .await;
+    let first = insert_users(pool, 4, "pro").await;
+    wait_until("a machine create in flight", secs(60), || async {
+        if call_figures(&world.sim).machine_creates_applied.is_empty() {
+            Err("none yet".to_string())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    let before = lease(pool).await;
+    signal(&a, "STOP");
+    let t0 = Instant::now();
+    wait_leader(pool, &[&b], secs(25)).await;
+    println!("takeover from a frozen leader: {:.2?}", t0.elapsed());
+    assert!(lease(pool).await.term > before.term);
+    let second = insert_users(pool, 2, "elite").await;
+    signal(&a, "CONT");
+
+    for u in first.iter().chain(&second) {
+        world.wait_provisioned(*u, secs(90)).await;
+    }
+    wait_converged(&world, 6, secs(60)).await;
+    assert_eq!(
+        call_figures(&world.sim).creates_applied,
+        6,
+        "no app created twice"
+    );
+    // The woken replica stands by: b keeps the lease, a is still running.
+    let l = lease(pool).await;
+    assert_eq!(l.holder, b.holder(), "{l:?}");
+    assert!(a.is_running(), "the old leader went back to standby");
+    let (_, body) = a.readyz().await.expect("a answers");
+    assert_eq!(body["role"], "standby", "{body}");
+    let f = call_figures(&world.sim);
+    println!(
+        "machine creates per app after the wake-up: {:?}",
+        f.machine_creates_applied
+    );
+}
+
+/// A deploy of a new image is a rolling restart with a new `USER_APP_IMAGE`: every machine moves to
+/// it, no app is re-created.
+#[tokio::test]
+async fn a_restart_with_a_new_image_rolls_it_out_without_recreating_apps() {
+    let world = World::start(SimConfig::default()).await;
+    let pool = world.pool();
+    let users = insert_users(pool, 3, "pro").await;
+    let mut d = Daemon::spawn(&world.env, "image-v1");
+    wait_converged(&world, 3, secs(90)).await;
+    d.sigterm();
+    assert!(d.wait_exit(secs(30)).await.expect("stops").success());
+
+    let v2 = "registry.fly.io/vyx-screener:bb-2";
+    let env2 = world.env.clone().with("USER_APP_IMAGE", v2);
+    let _d2 = Daemon::spawn(&env2, "image-v2");
+    wait_until("every machine on the new image", secs(120), || async {
+        let apps = world.managed_apps();
+        let on_v2 = apps
+            .iter()
+            .filter(|a| {
+                let live: Vec<_> = a
+                    .machines
+                    .iter()
+                    .filter(|m| m.state != "destroyed")
+                    .collect();
+                live.len() == 1 && live[0].config["image"] == v2 && live[0].state == "started"
+            })
+            .count();
+        let rows: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM public.user_fly_apps \
+             WHERE deleted_at IS NULL AND status = 'active' AND docker_image = $1",
+        )
+        .bind(v2)
+        .fetch_one(pool)
+        .await
+        .map_err(|e| e.to_string())?;
+        if apps.len() == 3 && on_v2 == 3 && rows == 3 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} apps, {on_v2} on v2, {rows} rows record v2",
+                apps.len()
+            ))
+        }
+    })
+    .await;
+    assert_eq!(
+        call_figures(&world.sim).creates_applied,
+        3,
+        "no app re-created"
+    );
+    for u in &users {
+        world.wait_provisioned(*u, secs(5)).await;
+    }
+}
