@@ -194,7 +194,6 @@ async fn exactly_one_of_two_replicas_leads_and_readyz_says_which() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a standby's /readyz answers 503 \"database not checked yet\" forever (src/reconcile/controller.rs:93: the standby branch `Ok(None) => {}` never reports the successful lease query to Health (only line 166, after a pass, calls set_db_ok(true))), so `fly deploy` would hang on the standby"]
 async fn a_standby_is_ready() {
     let world = World::start(SimConfig::default()).await;
     let a = Daemon::spawn(&world.env, "ready-a");
