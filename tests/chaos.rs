@@ -93,6 +93,9 @@ struct Figures {
     breaker_alerts: usize,
     confirmations: usize,
     unexpected_exits: Vec<String>,
+    /// Invariant 2 checked at every round, not only at the end.
+    samples: usize,
+    always_violations: Vec<String>,
 }
 
 struct Chaos {
@@ -383,6 +386,58 @@ impl Chaos {
             }
             self.reap_unexpected();
             self.operator().await;
+            self.sample_always().await;
+        }
+    }
+
+    /// Invariant 2 must hold at every instant, faults and kills or not: no user has two live rows, no
+    /// user's machines sit in two apps, no app holds two users' machines.
+    async fn sample_always(&mut self) {
+        self.fig.samples += 1;
+        let dup_rows: Vec<(Uuid, i64)> = sqlx::query_as(
+            "SELECT user_id, count(*) FROM public.user_fly_apps \
+             WHERE deleted_at IS NULL GROUP BY user_id HAVING count(*) > 1",
+        )
+        .fetch_all(self.world.pool())
+        .await
+        .unwrap_or_default();
+        for (u, n) in dup_rows {
+            self.fig
+                .always_violations
+                .push(format!("user {u} has {n} live rows"));
+        }
+        let mut apps_of: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for app in bin_support::managed_apps(&self.world.sim) {
+            if app.deleting {
+                continue;
+            }
+            let mut users: Vec<String> = app
+                .machines
+                .iter()
+                .filter(|m| m.state != "destroyed")
+                .filter_map(|m| {
+                    m.config["metadata"]["vyx_user_id"]
+                        .as_str()
+                        .map(String::from)
+                })
+                .collect();
+            users.sort();
+            users.dedup();
+            if users.len() > 1 {
+                self.fig
+                    .always_violations
+                    .push(format!("app {} holds machines of {users:?}", app.name));
+            }
+            for u in users {
+                apps_of.entry(u).or_default().push(app.name.clone());
+            }
+        }
+        for (u, apps) in apps_of {
+            if apps.len() > 1 {
+                self.fig
+                    .always_violations
+                    .push(format!("user {u} has machines in apps {apps:?}"));
+            }
         }
     }
 
@@ -466,6 +521,11 @@ impl Chaos {
             Err(e) => println!("NOT CONVERGED: {e}"),
         }
         println!("unexpected exits: {}", self.fig.unexpected_exits.len());
+        println!(
+            "invariant 2 sampled {} times during the chaos: {} violation(s)",
+            self.fig.samples,
+            self.fig.always_violations.len()
+        );
         println!("=======================");
     }
 
@@ -503,6 +563,11 @@ async fn chaos(p: Params) {
         c.fig.unexpected_exits.is_empty(),
         "replicas exited on their own: {:#?}",
         c.fig.unexpected_exits
+    );
+    assert!(
+        c.fig.always_violations.is_empty(),
+        "seed {seed}: invariant 2 broken during the run: {:#?}",
+        c.fig.always_violations
     );
     let s = summary.unwrap_or_else(|e| {
         panic!("seed {seed}: not converged within {bound:?} after the faults stopped: {e}")
