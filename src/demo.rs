@@ -189,7 +189,7 @@ impl Demo {
         let mut vars = self.vars.clone();
         vars.insert("USER_APP_IMAGE".into(), image.into());
         let s = Settings::from_map(&vars, None).map_err(|e| e.to_string())?;
-        let fly = wiring::fly_client(&s, RateLimits::documented()).map_err(|e| e.to_string())?;
+        let fly = wiring::fly_client(&s, RateLimits::with_margin()).map_err(|e| e.to_string())?;
         let controller = Controller {
             base: wiring::ctx(&s, self.pool.clone(), fly),
             pass: wiring::pass_config(&s),

@@ -1087,7 +1087,6 @@ async fn a_quiet_daemon_only_lists() {
 /// limited per organisation (1/s, burst 3; `POST /v1/apps` names no app), so a fault-free daemon that
 /// provisions a dozen users must pace its creates and never see a 429.
 #[tokio::test]
-#[ignore = "bug: the client's bucket for app creates is keyed by the new app's name (src/fly/apps.rs:21 passes &req.name as the rate-limit identifier; src/fly/ratelimit.rs:149-157 gives each name its own 1/s burst-3 bucket) instead of by org, so 8 concurrent creates hit Fly's per-org limit: 429s, provision_failed events and per-user backoff on a fault-free run"]
 async fn a_fault_free_run_stays_inside_flys_rate_limits() {
     let world = World::start(SimConfig::default()).await;
     let users = insert_users(world.pool(), 12, "pro").await;

@@ -175,3 +175,20 @@ async fn an_orphan_is_reported_then_deleted_only_after_its_grace_and_unprefixed_
     );
     assert!(fleet.app("hand-made-app").is_some(), "never a candidate");
 }
+
+#[tokio::test]
+async fn a_deletion_confirmation_expires_unused() {
+    let fleet = Fleet::start().await;
+    apps::set_deletions_confirmed(&fleet.db.pool, true)
+        .await
+        .unwrap();
+    assert!(apps::deletions_confirmed(&fleet.db.pool).await.unwrap());
+    sqlx::query("UPDATE public.vyx_fleet_settings SET updated_at = now() - interval '16 minutes'")
+        .execute(&fleet.db.pool)
+        .await
+        .unwrap();
+    assert!(
+        !apps::deletions_confirmed(&fleet.db.pool).await.unwrap(),
+        "an old confirmation must not disarm the breaker for a later mass deletion"
+    );
+}

@@ -401,3 +401,77 @@ async fn rows_with_unknown_status_or_a_vanished_user_are_reported_and_left_alone
     assert!(fleet.writes().is_empty());
     assert_eq!(fleet.row(zombie).await.status, "zombie");
 }
+
+#[tokio::test]
+async fn an_app_left_by_the_old_edge_functions_is_adopted_with_its_machine() {
+    use vyx_fleet::fly::{CreateAppRequest, CreateMachineRequest, MachineConfig};
+    let fleet = Fleet::start().await;
+    let user = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    // The old naming scheme, an app and a bare machine without vyx-fleet's metadata.
+    let legacy = "vyx-user-legacy01";
+    fleet
+        .ctx
+        .fly
+        .create_app(&CreateAppRequest {
+            name: legacy.into(),
+            org_slug: ORG.into(),
+            network: None,
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    let app_visible = async {
+        loop {
+            if fleet.ctx.fly.get_app(legacy).await.is_ok() {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), app_visible)
+        .await
+        .unwrap();
+    fleet
+        .ctx
+        .fly
+        .create_machine(
+            legacy,
+            &CreateMachineRequest {
+                config: MachineConfig {
+                    image: IMAGE.into(),
+                    ..Default::default()
+                },
+                region: Some("sin".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO public.user_fly_apps (user_id, fly_app_name, fly_org_slug, status) VALUES ($1, $2, $3, 'active')",
+    )
+    .bind(user)
+    .bind(legacy)
+    .bind(ORG)
+    .execute(&fleet.db.pool)
+    .await
+    .unwrap();
+
+    fleet.converge().await;
+
+    let row = fleet.row(user).await;
+    assert_eq!(
+        row.fly_app_name, legacy,
+        "the recorded name is kept, never recomputed"
+    );
+    assert_eq!(row.status, "active");
+    let app = fleet.app(legacy).unwrap();
+    let live: Vec<_> = app
+        .machines
+        .iter()
+        .filter(|m| m.state != "destroyed")
+        .collect();
+    assert_eq!(live.len(), 1, "adopted, not doubled: {live:?}");
+    assert_eq!(live[0].config["metadata"]["vyx_user_id"], user.to_string());
+    assert_eq!(env_of(&app)["RUN_MODE"], "user_dedicated");
+    assert_eq!(fleet.apps().len(), 1);
+}

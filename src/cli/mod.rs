@@ -67,7 +67,7 @@ pub async fn run(cfg: Option<&Path>) -> u8 {
         error!(error = %e, "migrations failed");
         return EXIT_FAILURE;
     }
-    let fly = match wiring::fly_client(&s, RateLimits::documented()) {
+    let fly = match wiring::fly_client(&s, RateLimits::with_margin()) {
         Ok(f) => f,
         Err(e) => {
             error!(error = %e, "cannot build the Fly client");
@@ -159,7 +159,7 @@ pub async fn reconcile(cfg: Option<&Path>, once: bool, dry_run: bool) -> u8 {
         Ok(p) => p,
         Err(c) => return c,
     };
-    let fly = match wiring::fly_client(&s, RateLimits::documented()) {
+    let fly = match wiring::fly_client(&s, RateLimits::with_margin()) {
         Ok(f) => f,
         Err(e) => {
             error!(error = %e, "cannot build the Fly client");
@@ -186,7 +186,10 @@ pub async fn reconcile(cfg: Option<&Path>, once: bool, dry_run: bool) -> u8 {
         return EXIT_FAILURE;
     }
     let holder = wiring::holder_id();
-    let term = match lease::try_acquire(&pool, &holder, Duration::from_secs(300)).await {
+    // A short lease kept alive while the pass runs: if this command is killed, the daemons take
+    // over within a minute instead of waiting out a long lease.
+    let ttl = Duration::from_secs(60);
+    let term = match lease::try_acquire(&pool, &holder, ttl).await {
         Ok(Some(t)) => t,
         Ok(None) => {
             error!("another replica holds the leader lease; not reconciling alongside it");
@@ -201,7 +204,22 @@ pub async fn reconcile(cfg: Option<&Path>, once: bool, dry_run: bool) -> u8 {
         store: apps::Store::new(pool.clone(), term),
         ..ctx
     };
+    let renewer = {
+        let (pool, holder) = (pool.clone(), holder.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 4).await;
+                match lease::renew(&pool, &holder, term, ttl).await {
+                    Ok(true) => {}
+                    // Lost: the pass's fenced writes fail from here on and it stops by itself.
+                    Ok(false) => return,
+                    Err(e) => warn!(error = %e, "lease renewal failed"),
+                }
+            }
+        })
+    };
     let result = run_pass(&ctx, &pass_cfg, &Metrics::new()).await;
+    renewer.abort();
     if let Err(e) = lease::release(&pool, &holder, term).await {
         warn!(error = %e, "could not release the lease; it expires by itself");
     }

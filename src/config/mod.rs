@@ -237,6 +237,17 @@ impl Settings {
         let database_url = Secret::new(src.required("DATABASE_URL")?.trim());
         check("DATABASE_URL", rules::database_url(database_url.expose()))?;
         let fly_api_token = Secret::new(src.required("FLY_API_TOKEN")?.trim());
+        // It goes into an Authorization header: anything but visible ASCII can never work.
+        if !fly_api_token
+            .expose()
+            .bytes()
+            .all(|b| b.is_ascii_graphic() || b == b' ')
+        {
+            return Err(ConfigError::new(
+                "FLY_API_TOKEN",
+                "contains characters that cannot appear in an HTTP header (control or non-ASCII)",
+            ));
+        }
         let fly_org_slug = src.required("FLY_ORG_SLUG")?.trim().to_string();
         check("FLY_ORG_SLUG", rules::org_slug(&fly_org_slug))?;
         let user_app_image = src.required("USER_APP_IMAGE")?.trim().to_string();

@@ -265,3 +265,11 @@ fn config_error_is_one_line() {
     let e = ConfigError::new("X", "a\nb\r\n  c");
     assert_eq!(e.to_string(), "X: a b c");
 }
+
+#[test]
+fn a_token_that_cannot_be_an_http_header_is_a_config_error_that_hides_it() {
+    let e = Settings::from_map(&with(&[("FLY_API_TOKEN", "fm2_TOPSECRET\u{7}bell")]), None)
+        .unwrap_err();
+    assert_eq!(e.key, "FLY_API_TOKEN");
+    assert!(!e.to_string().contains("TOPSECRET"), "{e}");
+}

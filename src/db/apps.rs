@@ -99,12 +99,19 @@ pub async fn load_orphans(pool: &PgPool) -> Result<BTreeMap<String, DateTime<Utc
 /// Operator confirmation for deletions the blast-radius breaker blocked (`confirm-deletions`).
 pub const CONFIRM_DELETIONS_KEY: &str = "confirm_deletions";
 
+/// How long a confirmation stays valid: it answers the alert an operator is looking at, not some
+/// mass deletion days later.
+pub const CONFIRMATION_TTL_MINUTES: i32 = 15;
+
 pub async fn deletions_confirmed(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    let v: Option<(Option<String>,)> =
-        sqlx::query_as("SELECT value FROM public.vyx_fleet_settings WHERE key = $1")
-            .bind(CONFIRM_DELETIONS_KEY)
-            .fetch_optional(pool)
-            .await?;
+    let v: Option<(Option<String>,)> = sqlx::query_as(
+        "SELECT value FROM public.vyx_fleet_settings \
+         WHERE key = $1 AND updated_at > now() - make_interval(mins => $2)",
+    )
+    .bind(CONFIRM_DELETIONS_KEY)
+    .bind(CONFIRMATION_TTL_MINUTES)
+    .fetch_optional(pool)
+    .await?;
     Ok(matches!(v, Some((Some(s),)) if s == "true"))
 }
 

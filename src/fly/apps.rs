@@ -18,7 +18,8 @@ impl FlyClient {
     /// A taken name (422 `name_taken`, or 409) is [`FlyError::NameTaken`] whoever owns it; ask
     /// [`FlyClient::get_app`]. Not retried on 5xx/transport errors: the app may exist.
     pub async fn create_app(&self, req: &CreateAppRequest) -> Result<CreatedApp, FlyError> {
-        let r = Request::new(Route::CreateApp, vec!["v1", "apps"], &req.name)
+        // Fly counts app creation per organisation (a new name has no bucket of its own).
+        let r = Request::new(Route::CreateApp, vec!["v1", "apps"], &req.org_slug)
             .query("wait", "true")
             .json(req)?;
         let answer = self.execute(&r).await?;

@@ -56,7 +56,7 @@ impl ClientOptions {
         ClientOptions {
             base_url: base_url.into(),
             token,
-            rate_limits: RateLimits::documented(),
+            rate_limits: RateLimits::with_margin(),
             request_timeout: Duration::from_secs(30),
             max_retries: 3,
             user_agent: concat!("vyx-fleet/", env!("CARGO_PKG_VERSION")).to_owned(),

@@ -147,10 +147,19 @@ impl Controller {
             let pass = run_pass(&ctx, &self.pass, &self.metrics);
             tokio::pin!(pass);
             let mut draining: Option<Instant> = None;
+            // A long pass (a slow rollout) is progress, not a hang: keep /healthz fed.
+            let mut alive = tokio::time::interval(Duration::from_secs(10));
             let fenced = loop {
                 let drain_deadline = draining.map(|t| t + self.loop_cfg.drain);
                 tokio::select! {
-                    r = &mut pass => break matches!(r, Ok(ref rep) if rep.fenced),
+                    r = &mut pass => {
+                        self.health.set_db_ok(!matches!(r, Err(super::pass::PassError::Db(_))));
+                        break matches!(r, Ok(ref rep) if rep.fenced)
+                    }
+                    _ = alive.tick() => {
+                        self.health.heartbeat();
+                        continue;
+                    }
                     _ = lost_rx.changed() => {
                         error!(term, "lease renewal failing; abandoning the pass before the lease expires");
                         break true;
@@ -166,7 +175,6 @@ impl Controller {
                 }
             };
             self.health.heartbeat();
-            self.health.set_db_ok(true);
             if fenced || draining.is_some() || *shutdown.borrow() || *lost_rx.borrow() {
                 break;
             }
@@ -244,9 +252,16 @@ async fn next_notification(listener: &mut Option<PgListener>) -> Option<()> {
                 None
             }
         },
-        None => std::future::pending().await,
+        // No listener: come back after a while so the caller can try to LISTEN again.
+        None => {
+            tokio::time::sleep(LISTEN_RETRY).await;
+            None
+        }
     }
 }
+
+/// How often a leader without a working LISTEN tries to set it up again.
+const LISTEN_RETRY: Duration = Duration::from_secs(30);
 
 fn drain_notifications(listener: &mut Option<PgListener>) {
     if let Some(l) = listener {

@@ -102,7 +102,7 @@ impl FleetBuilder {
 
 fn build_ctx(vars: &HashMap<String, String>, db: &TestDb, term: i64) -> Ctx {
     let s = Settings::from_map(vars, None).expect("test settings are valid");
-    let fly = wiring::fly_client(&s, RateLimits::documented()).unwrap();
+    let fly = wiring::fly_client(&s, RateLimits::with_margin()).unwrap();
     let mut ctx = wiring::ctx(&s, db.pool.clone(), fly);
     ctx.store = Store::new(db.pool.clone(), term);
     // Tests wait for convergence, so failed attempts come back quickly.

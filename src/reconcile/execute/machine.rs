@@ -12,7 +12,7 @@ use crate::fly::{
     CreateMachineRequest, FlyError, ListMachines, Machine, MachineConfig, MachineState,
     StopMachineRequest, UpdateMachineRequest,
 };
-use crate::reconcile::observed::{META_OP, META_USER_ID};
+use crate::reconcile::observed::META_OP;
 use crate::reconcile::recorded::AppRow;
 use crate::reconcile::spec::config_digest;
 
@@ -24,10 +24,9 @@ pub(super) async fn ensure_machine(
     secrets_written: bool,
 ) -> Result<Machine, ExecError> {
     let app = row.fly_app_name.as_str();
-    let mut filter = ListMachines::default();
-    filter
-        .metadata
-        .insert(META_USER_ID.into(), row.user_id.to_string());
+    // Every machine in the user's own app is the user's, including ones the old edge functions made
+    // without our metadata: they are adopted (and tagged by the update), never run beside a new one.
+    let filter = ListMachines::default();
     let mut listed = live_machines(ctx, app, &filter).await?;
     if listed.is_empty() && row.machine_op_id.is_some() {
         // An earlier attempt sent a create whose outcome we never saw, and machine lists lag

@@ -283,7 +283,15 @@ async fn record_failure(
                 .mark_unhealthy(row_id, e.kind(), &message, delay, &[ev])
                 .await
         }
-        (Action::Probe { .. }, _) => Ok(()),
+        // Probes and DB-only bookkeeping retry next pass on their own; their failure says nothing
+        // about the app, so the row is not marked failed.
+        (
+            Action::Probe { .. }
+            | Action::MarkUnwanted { .. }
+            | Action::CancelDeprovision { .. }
+            | Action::SyncOrphans { .. },
+            _,
+        ) => Ok(()),
         _ => {
             let ev = Event::new("provision_failed", meta).with_error(message.clone());
             ctx.store
