@@ -318,10 +318,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.update(
             row_id,
-            "status = 'provisioning', deleted_at = NULL, fly_app_id = NULL, machine_id = NULL, \
-             machine_op_id = NULL, secrets_version = NULL, secrets_digest = NULL, ips_ready = false, \
-             config_digest = NULL, unwanted_since = NULL, next_attempt_at = NULL, retry_count = 0, \
-             error_message = NULL, last_error_kind = NULL, health_status = 'unknown', docker_image = $3",
+            concat!(
+                "status = 'provisioning', deleted_at = NULL, docker_image = $3, ",
+                reset_progress!()
+            ),
             vec![Bind::Text(Some(image.to_string()))],
             events,
         )
@@ -465,8 +465,7 @@ impl Store {
         retry_in: std::time::Duration,
         events: &[Event],
     ) -> Result<(), StoreError> {
-        let next = Utc::now()
-            + chrono::Duration::from_std(retry_in).unwrap_or_else(|_| chrono::Duration::hours(1));
+        let next = retry_at(retry_in);
         self.update(
             row_id,
             "status = $3, last_error_kind = $4, error_message = $5, next_attempt_at = $6, \
@@ -492,8 +491,7 @@ impl Store {
         retry_in: std::time::Duration,
         events: &[Event],
     ) -> Result<(), StoreError> {
-        let next = Utc::now()
-            + chrono::Duration::from_std(retry_in).unwrap_or_else(|_| chrono::Duration::hours(1));
+        let next = retry_at(retry_in);
         self.update(
             row_id,
             "status = 'error', health_status = 'unhealthy', last_health_check = now(), \
@@ -576,10 +574,10 @@ impl Store {
     pub async fn mark_deleted(&self, row_id: Uuid, events: &[Event]) -> Result<(), StoreError> {
         self.update(
             row_id,
-            "status = 'deleted', deleted_at = now(), unwanted_since = NULL, health_status = 'unknown', fly_app_id = NULL, \
-             machine_id = NULL, machine_op_id = NULL, ips_ready = false, secrets_version = NULL, \
-             secrets_digest = NULL, config_digest = NULL, next_attempt_at = NULL, retry_count = 0, \
-             error_message = NULL, last_error_kind = NULL",
+            concat!(
+                "status = 'deleted', deleted_at = now(), ",
+                reset_progress!()
+            ),
             vec![],
             events,
         )
@@ -639,6 +637,22 @@ impl Store {
         .await?;
         Ok(n > 0)
     }
+}
+
+/// The progress markers of an app that no longer exists (deleted, or about to be provisioned anew
+/// on a reused row): both ends of a deprovision clear the same set.
+macro_rules! reset_progress {
+    () => {
+        "fly_app_id = NULL, machine_id = NULL, machine_op_id = NULL, secrets_version = NULL, \
+         secrets_digest = NULL, ips_ready = false, config_digest = NULL, unwanted_since = NULL, \
+         next_attempt_at = NULL, retry_count = 0, error_message = NULL, last_error_kind = NULL, \
+         health_status = 'unknown'"
+    };
+}
+use reset_progress;
+
+fn retry_at(retry_in: std::time::Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(retry_in).unwrap_or_else(|_| chrono::Duration::hours(1))
 }
 
 enum Bind {

@@ -73,20 +73,26 @@ pub fn monthly_cost_estimate_usd(cpus: u32, memory_mb: u32) -> f64 {
     ((base + extra_gb * 5.0) * 100.0).round() / 100.0
 }
 
+/// The spec the unit tests share.
+#[cfg(test)]
+pub(crate) fn test_spec() -> AppSpec {
+    AppSpec {
+        org_slug: "vyx".into(),
+        image: "img:1".into(),
+        region: "sin".into(),
+        cpus: 2,
+        memory_mb: 512,
+        supabase_url: Some("https://x.supabase.co".into()),
+        secrets: BTreeMap::from([("SUPABASE_SERVICE_ROLE_KEY".into(), Secret::new("k1"))]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn spec() -> AppSpec {
-        AppSpec {
-            org_slug: "vyx".into(),
-            image: "img:1".into(),
-            region: "sin".into(),
-            cpus: 2,
-            memory_mb: 512,
-            supabase_url: Some("https://x.supabase.co".into()),
-            secrets: BTreeMap::from([("SUPABASE_SERVICE_ROLE_KEY".into(), Secret::new("k1"))]),
-        }
+        test_spec()
     }
 
     #[test]

@@ -127,18 +127,9 @@ pub fn matches(actual: &MachineConfig, desired: &MachineConfig) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::Secret;
 
     fn spec() -> AppSpec {
-        AppSpec {
-            org_slug: "vyx".into(),
-            image: "img:1".into(),
-            region: "sin".into(),
-            cpus: 2,
-            memory_mb: 512,
-            supabase_url: Some("https://x.supabase.co".into()),
-            secrets: BTreeMap::from([("SUPABASE_SERVICE_ROLE_KEY".into(), Secret::new("k"))]),
-        }
+        crate::reconcile::spec::test_spec()
     }
 
     #[test]
