@@ -72,28 +72,15 @@ impl FlyClient {
             for (k, v) in &q.metadata {
                 r = r.query(format!("metadata.{k}"), v.clone());
             }
-            if let Some(b) = q.include_deleted {
-                r = r.query("include_deleted", b.to_string());
-            }
-            if !q.state.is_empty() {
-                r = r.query("state", q.state.join(","));
-            }
-            if let Some(region) = &q.region {
-                r = r.query("region", region.clone());
-            }
-            if q.summary {
-                r = r.query("summary", "true");
-            }
-            r = r.query(
-                "limit",
-                q.limit
-                    .unwrap_or(DEFAULT_MACHINES_PAGE)
-                    .clamp(1, 1000)
-                    .to_string(),
+            let r = page_query(
+                r,
+                &q.state,
+                q.include_deleted,
+                &q.region,
+                q.summary,
+                q.limit,
+                &cursor,
             );
-            if let Some(c) = &cursor {
-                r = r.query("cursor", c.clone());
-            }
             let answer = self.execute(&r).await?;
             let page: Vec<Machine> = decode(Route::ListMachines, &answer)?;
             out.extend(page);
@@ -134,28 +121,15 @@ impl FlyClient {
             if let Some(t) = &q.updated_after {
                 r = r.query("updated_after", t.clone());
             }
-            if !q.state.is_empty() {
-                r = r.query("state", q.state.join(","));
-            }
-            if let Some(b) = q.include_deleted {
-                r = r.query("include_deleted", b.to_string());
-            }
-            if let Some(region) = &q.region {
-                r = r.query("region", region.clone());
-            }
-            if q.summary {
-                r = r.query("summary", "true");
-            }
-            r = r.query(
-                "limit",
-                q.limit
-                    .unwrap_or(DEFAULT_MACHINES_PAGE)
-                    .clamp(1, 1000)
-                    .to_string(),
+            let r = page_query(
+                r,
+                &q.state,
+                q.include_deleted,
+                &q.region,
+                q.summary,
+                q.limit,
+                &cursor,
             );
-            if let Some(c) = &cursor {
-                r = r.query("cursor", c.clone());
-            }
             let answer = self.execute(&r).await?;
             let page: OrgMachinesPage = decode(Route::ListOrgMachines, &answer)?;
             if !page.error_regions.is_empty() {
@@ -300,4 +274,39 @@ fn too_many_pages(route: Route) -> FlyError {
         status: 200,
         detail: format!("more than {MAX_PAGES} pages"),
     }
+}
+
+/// The filters both machine lists share (REFERENCE §3.9), and the page cursor.
+fn page_query<'a>(
+    mut r: Request<'a>,
+    state: &[String],
+    include_deleted: Option<bool>,
+    region: &Option<String>,
+    summary: bool,
+    limit: Option<u32>,
+    cursor: &Option<String>,
+) -> Request<'a> {
+    if let Some(b) = include_deleted {
+        r = r.query("include_deleted", b.to_string());
+    }
+    if !state.is_empty() {
+        r = r.query("state", state.join(","));
+    }
+    if let Some(region) = region {
+        r = r.query("region", region.clone());
+    }
+    if summary {
+        r = r.query("summary", "true");
+    }
+    r = r.query(
+        "limit",
+        limit
+            .unwrap_or(DEFAULT_MACHINES_PAGE)
+            .clamp(1, 1000)
+            .to_string(),
+    );
+    if let Some(c) = cursor {
+        r = r.query("cursor", c.clone());
+    }
+    r
 }
