@@ -250,13 +250,13 @@ impl Demo {
     async fn set_override(&self, u: &User, desired: Option<&str>) -> Result<(), String> {
         let q = match desired {
             Some(d) => sqlx::query(
-                "INSERT INTO public.user_fly_app_overrides (user_id, desired, reason, created_by) \
+                "INSERT INTO vyx_fleet.user_fly_app_overrides (user_id, desired, reason, created_by) \
                  VALUES ($1, $2, 'demo', 'demo-admin') \
                  ON CONFLICT (user_id) DO UPDATE SET desired = EXCLUDED.desired",
             )
             .bind(u.id)
             .bind(d),
-            None => sqlx::query("DELETE FROM public.user_fly_app_overrides WHERE user_id = $1")
+            None => sqlx::query("DELETE FROM vyx_fleet.user_fly_app_overrides WHERE user_id = $1")
                 .bind(u.id),
         };
         q.execute(&self.pool).await.map_err(|e| e.to_string())?;

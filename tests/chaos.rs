@@ -167,7 +167,7 @@ async fn apply_state(pool: &PgPool, user: Uuid, s: &UserState) {
     support::set_subscription(pool, user, s.tier, s.status).await;
     match s.over {
         Some(d) => sqlx::query(
-            "INSERT INTO public.user_fly_app_overrides (user_id, desired, reason, created_by) \
+            "INSERT INTO vyx_fleet.user_fly_app_overrides (user_id, desired, reason, created_by) \
              VALUES ($1, $2, 'chaos', 'chaos') \
              ON CONFLICT (user_id) DO UPDATE SET desired = EXCLUDED.desired",
         )
@@ -176,7 +176,7 @@ async fn apply_state(pool: &PgPool, user: Uuid, s: &UserState) {
         .execute(pool)
         .await
         .expect("set override"),
-        None => sqlx::query("DELETE FROM public.user_fly_app_overrides WHERE user_id = $1")
+        None => sqlx::query("DELETE FROM vyx_fleet.user_fly_app_overrides WHERE user_id = $1")
             .bind(user)
             .execute(pool)
             .await
@@ -242,7 +242,7 @@ impl Chaos {
 
     async fn leader_index(&self) -> Option<usize> {
         let holder: Option<String> = sqlx::query_scalar(
-            "SELECT holder FROM public.vyx_fleet_lease \
+            "SELECT holder FROM vyx_fleet.lease \
              WHERE name = 'controller' AND expires_at > clock_timestamp()",
         )
         .fetch_optional(self.world.pool())
@@ -302,7 +302,7 @@ impl Chaos {
                 {
                     // The process is dead and reaped: nobody can write under its term any more.
                     sqlx::query(
-                        "UPDATE public.vyx_fleet_lease SET expires_at = clock_timestamp() \
+                        "UPDATE vyx_fleet.lease SET expires_at = clock_timestamp() \
                          WHERE name = 'controller' AND holder = $1",
                     )
                     .bind(h)

@@ -268,15 +268,15 @@ async fn migrate_applies_and_is_idempotent() {
                 .unwrap()
         }
     };
-    assert!(!table_exists("public.vyx_fleet_lease").await);
+    assert!(!table_exists("vyx_fleet.lease").await);
 
     let first = run_to_completion(&env, &["migrate"], secs(60)).await.ok();
     for t in [
         "public.user_fly_apps",
         "public.user_fly_app_events",
-        "public.user_fly_app_overrides",
-        "public.vyx_fleet_lease",
-        "public.vyx_fleet_settings",
+        "vyx_fleet.user_fly_app_overrides",
+        "vyx_fleet.lease",
+        "vyx_fleet.settings",
     ] {
         assert!(table_exists(t).await, "{t} after migrate: {first:?}");
     }
@@ -361,7 +361,7 @@ async fn reconcile_once_provisions_a_paid_user_and_leaves_free_ones_alone() {
     // The one-shot pass gave the lease back.
     let expired: bool = sqlx::query_scalar(
         "SELECT holder IS NULL OR expires_at IS NULL OR expires_at <= clock_timestamp() \
-         FROM public.vyx_fleet_lease WHERE name = 'controller'",
+         FROM vyx_fleet.lease WHERE name = 'controller'",
     )
     .fetch_one(world.pool())
     .await
@@ -379,12 +379,16 @@ async fn reconcile_once_refuses_while_a_daemon_leads() {
         let pool = pool.clone();
         async move {
             let live: bool = sqlx::query_scalar(
-                "SELECT coalesce(expires_at > clock_timestamp(), false) FROM public.vyx_fleet_lease",
+                "SELECT coalesce(expires_at > clock_timestamp(), false) FROM vyx_fleet.lease",
             )
             .fetch_one(&pool)
             .await
             .map_err(|e| e.to_string())?;
-            if live { Ok(()) } else { Err("no live lease".into()) }
+            if live {
+                Ok(())
+            } else {
+                Err("no live lease".into())
+            }
         }
     })
     .await;
@@ -424,9 +428,9 @@ async fn dry_run_prints_the_plan_and_changes_nothing() {
     let tables = [
         "public.user_fly_apps",
         "public.user_fly_app_events",
-        "public.vyx_fleet_lease",
-        "public.vyx_fleet_orphans",
-        "public.vyx_fleet_settings",
+        "vyx_fleet.lease",
+        "vyx_fleet.orphans",
+        "vyx_fleet.settings",
     ];
     let mut before = Vec::new();
     for t in tables {
@@ -544,13 +548,11 @@ async fn status_json_lists_apps_and_totals_without_secrets() {
 }
 
 async fn confirm_flag(pool: &sqlx::PgPool) -> Option<String> {
-    sqlx::query_scalar(
-        "SELECT value FROM public.vyx_fleet_settings WHERE key = 'confirm_deletions'",
-    )
-    .fetch_optional(pool)
-    .await
-    .unwrap()
-    .flatten()
+    sqlx::query_scalar("SELECT value FROM vyx_fleet.settings WHERE key = 'confirm_deletions'")
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+        .flatten()
 }
 
 #[tokio::test]
@@ -697,8 +699,8 @@ async fn secrets_never_appear_in_logs_events_or_status() {
     for t in [
         "public.user_fly_apps",
         "public.user_fly_app_events",
-        "public.vyx_fleet_lease",
-        "public.vyx_fleet_settings",
+        "vyx_fleet.lease",
+        "vyx_fleet.settings",
     ] {
         assert_no_secrets(&dump_table(pool, t).await.to_string(), &secrets, t);
     }
@@ -737,7 +739,7 @@ async fn unreachable_fly_or_database_exit_1_without_leaking_secrets() {
     assert_no_secrets(&out.all_output(), &world.env.secret_values(), "401 dry run");
     // The failed one-shot pass gave the lease back.
     let live: bool = sqlx::query_scalar(
-        "SELECT coalesce(expires_at > clock_timestamp(), false) FROM public.vyx_fleet_lease",
+        "SELECT coalesce(expires_at > clock_timestamp(), false) FROM vyx_fleet.lease",
     )
     .fetch_one(world.pool())
     .await
@@ -944,7 +946,7 @@ async fn a_tier_change_is_acted_on_at_once_through_notify() {
     // An override is a hint too.
     let forced = UserFixture::free().insert(world.pool()).await;
     sqlx::query(
-        "INSERT INTO public.user_fly_app_overrides (user_id, desired, reason, created_by) \
+        "INSERT INTO vyx_fleet.user_fly_app_overrides (user_id, desired, reason, created_by) \
          VALUES ($1, 'present', 'vip', 'test')",
     )
     .bind(forced)

@@ -105,7 +105,7 @@ async fn a_deposed_leader_stops_acting_and_its_late_writes_are_fenced() {
 
     // Another replica takes over (as if this one had been partitioned away past its TTL).
     sqlx::query(
-        "UPDATE public.vyx_fleet_lease SET holder = 'usurper', term = term + 1, \
+        "UPDATE vyx_fleet.lease SET holder = 'usurper', term = term + 1, \
          expires_at = clock_timestamp() + interval '1 hour' WHERE name = 'controller'",
     )
     .execute(&fleet.db.pool)
@@ -134,7 +134,7 @@ async fn a_deposed_leader_stops_acting_and_its_late_writes_are_fenced() {
     );
 
     // The usurper goes away; this replica leads again and converges.
-    sqlx::query("UPDATE public.vyx_fleet_lease SET holder = NULL, expires_at = clock_timestamp() WHERE name = 'controller'")
+    sqlx::query("UPDATE vyx_fleet.lease SET holder = NULL, expires_at = clock_timestamp() WHERE name = 'controller'")
         .execute(&fleet.db.pool)
         .await
         .unwrap();

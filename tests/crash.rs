@@ -274,7 +274,7 @@ async fn a_crash_while_deleting_an_orphan_still_removes_it_once() {
         fleet.pass().await;
         // The orphan has been seen; pretend its grace has passed rather than waiting an hour.
         sqlx::query(
-            "UPDATE public.vyx_fleet_orphans SET first_seen_at = now() - interval '2 hours' WHERE app_name = $1",
+            "UPDATE vyx_fleet.orphans SET first_seen_at = now() - interval '2 hours' WHERE app_name = $1",
         )
         .bind(orphan)
         .execute(&fleet.db.pool)
@@ -284,7 +284,7 @@ async fn a_crash_while_deleting_an_orphan_still_removes_it_once() {
         // The sim deletes asynchronously; converge until the orphan is gone from Fly and the table.
         for _ in 0..20 {
             fleet.pass().await;
-            let tracked: i64 = sqlx::query_scalar("SELECT count(*) FROM public.vyx_fleet_orphans")
+            let tracked: i64 = sqlx::query_scalar("SELECT count(*) FROM vyx_fleet.orphans")
                 .fetch_one(&fleet.db.pool)
                 .await
                 .unwrap();

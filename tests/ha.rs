@@ -23,7 +23,7 @@ struct Lease {
 async fn lease(pool: &PgPool) -> Lease {
     sqlx::query_as(
         "SELECT holder, term, coalesce(expires_at > clock_timestamp(), false) AS live \
-         FROM public.vyx_fleet_lease WHERE name = 'controller'",
+         FROM vyx_fleet.lease WHERE name = 'controller'",
     )
     .fetch_one(pool)
     .await

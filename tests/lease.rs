@@ -14,7 +14,7 @@ const TTL: Duration = Duration::from_secs(30);
 /// Ends the current lease now, as if its holder had died `ttl` ago.
 async fn expire(pool: &PgPool) {
     sqlx::query(
-        "UPDATE public.vyx_fleet_lease SET expires_at = clock_timestamp() - interval '1 second'
+        "UPDATE vyx_fleet.lease SET expires_at = clock_timestamp() - interval '1 second'
           WHERE name = 'controller'",
     )
     .execute(pool)
@@ -170,8 +170,8 @@ async fn a_deposed_leaders_fenced_write_changes_nothing() {
         let pool = db.pool.clone();
         async move {
             sqlx::query(
-                "INSERT INTO public.vyx_fleet_settings (key, value)
-                 SELECT 'probe', $2 WHERE public.vyx_fleet_fence($1)
+                "INSERT INTO vyx_fleet.settings (key, value)
+                 SELECT 'probe', $2 WHERE vyx_fleet.fence($1)
                  ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
             )
             .bind(term)
@@ -192,7 +192,7 @@ async fn a_deposed_leaders_fenced_write_changes_nothing() {
     assert_eq!(write(a, "late write from a").await, 0);
     assert_eq!(write(b, "from b").await, 1);
     let value: String =
-        sqlx::query_scalar("SELECT value FROM public.vyx_fleet_settings WHERE key = 'probe'")
+        sqlx::query_scalar("SELECT value FROM vyx_fleet.settings WHERE key = 'probe'")
             .fetch_one(&db.pool)
             .await
             .unwrap();
@@ -208,7 +208,7 @@ async fn a_fenced_transaction_holds_off_a_takeover_until_it_ends() {
         .unwrap();
 
     let mut tx = db.pool.begin().await.unwrap();
-    let fenced: bool = sqlx::query_scalar("SELECT public.vyx_fleet_fence($1)")
+    let fenced: bool = sqlx::query_scalar("SELECT vyx_fleet.fence($1)")
         .bind(a)
         .fetch_one(&mut *tx)
         .await
@@ -217,18 +217,17 @@ async fn a_fenced_transaction_holds_off_a_takeover_until_it_ends() {
 
     // Any change of the lease row (renewal, takeover, release) must wait for this transaction.
     let mut other = db.pool.acquire().await.unwrap();
-    let blocked = sqlx::query(
-        "SELECT 1 FROM public.vyx_fleet_lease WHERE name = 'controller' FOR UPDATE NOWAIT",
-    )
-    .execute(&mut *other)
-    .await;
+    let blocked =
+        sqlx::query("SELECT 1 FROM vyx_fleet.lease WHERE name = 'controller' FOR UPDATE NOWAIT")
+            .execute(&mut *other)
+            .await;
     match blocked {
         Err(sqlx::Error::Database(e)) => assert_eq!(e.code().as_deref(), Some("55P03")),
         other => panic!("expected lock_not_available, got {other:?}"),
     }
 
     tx.commit().await.unwrap();
-    sqlx::query("SELECT 1 FROM public.vyx_fleet_lease WHERE name = 'controller' FOR UPDATE NOWAIT")
+    sqlx::query("SELECT 1 FROM vyx_fleet.lease WHERE name = 'controller' FOR UPDATE NOWAIT")
         .execute(&mut *other)
         .await
         .expect("lock free once the fenced transaction ended");
@@ -269,7 +268,7 @@ async fn racing_replicas_elect_exactly_one_leader() {
 #[tokio::test]
 async fn a_missing_lease_row_reads_as_free_and_is_recreated() {
     let db = migrated_db().await;
-    sqlx::query("DELETE FROM public.vyx_fleet_lease")
+    sqlx::query("DELETE FROM vyx_fleet.lease")
         .execute(&db.pool)
         .await
         .unwrap();

@@ -23,11 +23,14 @@ const NEW_APP_COLUMNS: [&str; 10] = [
     "last_error_kind",
 ];
 
-const OUR_TABLES: [&str; 4] = [
-    "user_fly_app_overrides",
-    "vyx_fleet_lease",
-    "vyx_fleet_orphans",
-    "vyx_fleet_settings",
+/// The controller's own tables: in `vyx_fleet`, which Supabase's API does not serve.
+const OUR_TABLES: [&str; 6] = [
+    "vyx_fleet.user_fly_app_overrides",
+    "vyx_fleet.lease",
+    "vyx_fleet.orphans",
+    "vyx_fleet.settings",
+    "vyx_fleet.deletions",
+    "vyx_fleet.held_deletions",
 ];
 
 const PRO_USER: &str = "11111111-1111-4111-8111-111111111111";
@@ -39,24 +42,24 @@ async fn schema_snapshot(pool: &PgPool) -> Vec<String> {
         r#"
         SELECT 'column ' || table_schema || '.' || table_name || '.' || column_name || ' ' || data_type
                || ' null=' || is_nullable || ' default=' || coalesce(column_default, '-')
-          FROM information_schema.columns WHERE table_schema IN ('public', 'auth')
+          FROM information_schema.columns WHERE table_schema IN ('public', 'auth', 'vyx_fleet')
         UNION ALL
         SELECT 'constraint ' || conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid)
-          FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+          FROM pg_constraint WHERE connamespace IN ('public'::regnamespace, 'vyx_fleet'::regnamespace)
         UNION ALL
-        SELECT 'index ' || indexdef FROM pg_indexes WHERE schemaname = 'public'
+        SELECT 'index ' || indexdef FROM pg_indexes WHERE schemaname IN ('public', 'vyx_fleet')
         UNION ALL
         SELECT 'trigger ' || tgrelid::regclass || ' ' || tgname || ' ' || tgenabled::text
           FROM pg_trigger WHERE NOT tgisinternal
         UNION ALL
         SELECT 'function ' || p.oid::regprocedure || ' ' || md5(p.prosrc)
-          FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace
+          FROM pg_proc p WHERE p.pronamespace IN ('public'::regnamespace, 'vyx_fleet'::regnamespace)
         UNION ALL
         SELECT 'rls ' || oid::regclass || ' ' || relrowsecurity
-          FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'
+          FROM pg_class WHERE relnamespace IN ('public'::regnamespace, 'vyx_fleet'::regnamespace) AND relkind = 'r'
         UNION ALL
         SELECT 'lease ' || name || ' ' || coalesce(holder, '-') || ' ' || term
-          FROM public.vyx_fleet_lease
+          FROM vyx_fleet.lease
         ORDER BY 1
         "#,
     )
@@ -112,11 +115,11 @@ async fn migrations_apply_to_a_bare_supabase_database() {
     let db = fresh_db().await;
     db::migrate(&db.pool).await.expect("migrate");
 
-    for table in ["user_fly_apps", "user_fly_app_events"]
+    for table in ["public.user_fly_apps", "public.user_fly_app_events"]
         .into_iter()
         .chain(OUR_TABLES)
     {
-        let exists: bool = sqlx::query_scalar("SELECT to_regclass('public.' || $1) IS NOT NULL")
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
             .bind(table)
             .fetch_one(&db.pool)
             .await
@@ -174,7 +177,7 @@ async fn migrations_apply_to_a_bare_supabase_database() {
     );
 
     let lease: (String, Option<String>, i64) =
-        sqlx::query_as("SELECT name, holder, term FROM public.vyx_fleet_lease")
+        sqlx::query_as("SELECT name, holder, term FROM vyx_fleet.lease")
             .fetch_one(&db.pool)
             .await
             .unwrap();
@@ -315,7 +318,7 @@ async fn subscription_and_override_changes_notify_the_user_id() {
     assert_eq!(next_notification(&mut l).await, user.to_string());
 
     sqlx::query(
-        "INSERT INTO public.user_fly_app_overrides (user_id, desired, reason) VALUES ($1, 'paused', 'x')",
+        "INSERT INTO vyx_fleet.user_fly_app_overrides (user_id, desired, reason) VALUES ($1, 'paused', 'x')",
     )
     .bind(user)
     .execute(&db.pool)
@@ -323,7 +326,7 @@ async fn subscription_and_override_changes_notify_the_user_id() {
     .unwrap();
     assert_eq!(next_notification(&mut l).await, user.to_string());
 
-    sqlx::query("DELETE FROM public.user_fly_app_overrides WHERE user_id = $1")
+    sqlx::query("DELETE FROM vyx_fleet.user_fly_app_overrides WHERE user_id = $1")
         .bind(user)
         .execute(&db.pool)
         .await
@@ -400,7 +403,7 @@ async fn overrides_accept_only_present_absent_paused() {
     let user = UserFixture::paid("pro").insert(&db.pool).await;
     for bad in ["maybe", "PRESENT", ""] {
         let r = sqlx::query(
-            "INSERT INTO public.user_fly_app_overrides (user_id, desired) VALUES ($1, $2)",
+            "INSERT INTO vyx_fleet.user_fly_app_overrides (user_id, desired) VALUES ($1, $2)",
         )
         .bind(user)
         .bind(bad)
@@ -408,7 +411,7 @@ async fn overrides_accept_only_present_absent_paused() {
         .await;
         assert_eq!(sql_state(r).as_deref(), Some("23514"), "{bad:?} rejected");
     }
-    let missing = sqlx::query("INSERT INTO public.user_fly_app_overrides (user_id) VALUES ($1)")
+    let missing = sqlx::query("INSERT INTO vyx_fleet.user_fly_app_overrides (user_id) VALUES ($1)")
         .bind(user)
         .execute(&db.pool)
         .await;
@@ -419,7 +422,7 @@ async fn overrides_accept_only_present_absent_paused() {
     );
     for good in ["present", "absent", "paused"] {
         sqlx::query(
-            "INSERT INTO public.user_fly_app_overrides (user_id, desired) VALUES ($1, $2)
+            "INSERT INTO vyx_fleet.user_fly_app_overrides (user_id, desired) VALUES ($1, $2)
              ON CONFLICT (user_id) DO UPDATE SET desired = EXCLUDED.desired",
         )
         .bind(user)
@@ -435,11 +438,15 @@ async fn new_tables_have_row_level_security_and_no_policies() {
     let db = migrated_db().await;
     // Supabase's default privileges expose every new public table to the anon key: ours, the app tables
     // when we create them, and sqlx's bookkeeping table must all be behind RLS.
-    let created = ["user_fly_apps", "user_fly_app_events", "_sqlx_migrations"];
+    let created = [
+        "public.user_fly_apps",
+        "public.user_fly_app_events",
+        "public._sqlx_migrations",
+    ];
     for table in OUR_TABLES.into_iter().chain(created) {
         let (rls, policies): (bool, i64) = sqlx::query_as(
             "SELECT c.relrowsecurity, (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid)
-               FROM pg_class c WHERE c.oid = to_regclass('public.' || $1)",
+               FROM pg_class c WHERE c.oid = to_regclass($1)",
         )
         .bind(table)
         .fetch_one(&db.pool)
@@ -494,4 +501,176 @@ fn sql_state<T>(r: Result<T, sqlx::Error>) -> Option<String> {
         Err(sqlx::Error::Database(e)) => e.code().map(|c| c.to_string()),
         Err(e) => Some(format!("non-database error: {e}")),
     }
+}
+
+/// Every migration before the move of the controller's tables into `vyx_fleet` (version 20261130000100).
+fn migrator_before_schema_move() -> sqlx::migrate::Migrator {
+    let mut m = db::migrator();
+    let kept: Vec<_> = m
+        .migrations
+        .iter()
+        .filter(|x| x.version < 20261130000100)
+        .cloned()
+        .collect();
+    assert_eq!(kept.len(), 3, "the three migrations of the first release");
+    m.migrations = std::borrow::Cow::Owned(kept);
+    m
+}
+
+#[tokio::test]
+async fn the_api_roles_cannot_read_or_steer_the_controllers_tables() {
+    let db = migrated_db().await;
+    for role in ["anon", "authenticated", "service_role"] {
+        let usage: bool =
+            sqlx::query_scalar("SELECT has_schema_privilege($1, 'vyx_fleet', 'USAGE')")
+                .bind(role)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert!(!usage, "{role} has USAGE on vyx_fleet");
+        for table in OUR_TABLES {
+            let any: bool = sqlx::query_scalar(
+                "SELECT has_table_privilege($1, $2, 'SELECT,INSERT,UPDATE,DELETE,TRUNCATE')",
+            )
+            .bind(role)
+            .bind(table)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            assert!(!any, "{role} has a privilege on {table}");
+        }
+        for function in ["vyx_fleet.fence(bigint)", "vyx_fleet.notify()"] {
+            let exec: bool = sqlx::query_scalar("SELECT has_function_privilege($1, $2, 'EXECUTE')")
+                .bind(role)
+                .bind(function)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+            assert!(!exec, "{role} may execute {function}");
+        }
+    }
+
+    // What a leaked service key would try: hold the lease forever, or mark a user absent.
+    let mut tx = db.pool.begin().await.unwrap();
+    sqlx::raw_sql("SET LOCAL ROLE service_role")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let hijack = sqlx::query(
+        "UPDATE vyx_fleet.lease SET holder = 'evil', expires_at = 'infinity' WHERE name = 'controller'",
+    )
+    .execute(&mut *tx)
+    .await;
+    assert_eq!(
+        sql_state(hijack).as_deref(),
+        Some("42501"),
+        "lease hijack refused"
+    );
+    tx.rollback().await.unwrap();
+    for leftover in [
+        "user_fly_app_overrides",
+        "vyx_fleet_lease",
+        "vyx_fleet_orphans",
+        "vyx_fleet_settings",
+    ] {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('public.' || $1) IS NOT NULL")
+            .bind(leftover)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert!(
+            !exists,
+            "public.{leftover} left behind where the API serves it"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_service_role_billing_update_still_notifies_the_controller() {
+    // The trigger function now lives in a schema the API roles may not use; billing writes made by
+    // those roles (the Go backend uses the service key) must still fire it.
+    let db = migrated_db().await;
+    let user = UserFixture::paid("pro").insert(&db.pool).await;
+    let mut l = listener(&db.pool).await;
+    let mut tx = db.pool.begin().await.unwrap();
+    sqlx::raw_sql("SET LOCAL ROLE service_role")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let updated =
+        sqlx::query("UPDATE public.user_subscriptions SET tier = 'elite' WHERE user_id = $1")
+            .bind(user)
+            .execute(&mut *tx)
+            .await
+            .expect("service_role may update subscriptions");
+    assert_eq!(updated.rows_affected(), 1);
+    tx.commit().await.unwrap();
+    assert_eq!(next_notification(&mut l).await, user.to_string());
+}
+
+#[tokio::test]
+async fn an_earlier_release_s_tables_move_into_vyx_fleet_with_their_rows() {
+    let db = legacy_vyx_db().await;
+    migrator_before_schema_move()
+        .run(&db.pool)
+        .await
+        .expect("first release's migrations");
+    let user = UserFixture::paid("pro").insert(&db.pool).await;
+    for stmt in [
+        format!(
+            "INSERT INTO public.user_fly_app_overrides (user_id, desired, reason, created_by) \
+             VALUES ('{user}', 'paused', 'incident 42', 'ops@vyx')"
+        ),
+        "INSERT INTO public.vyx_fleet_orphans (app_name, first_seen_at, last_seen_at) \
+         VALUES ('vyx-user-zzzzzzzz', now() - interval '5 minutes', now())"
+            .to_string(),
+        "INSERT INTO public.vyx_fleet_settings (key, value) VALUES ('some_flag', 'x')".to_string(),
+        "UPDATE public.vyx_fleet_lease SET holder = 'old-replica', term = 7 WHERE name = 'controller'"
+            .to_string(),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(stmt))
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+
+    db::migrate(&db.pool).await.expect("upgrade");
+
+    let o: (String, String, String) = sqlx::query_as(
+        "SELECT desired, reason, created_by FROM vyx_fleet.user_fly_app_overrides WHERE user_id = $1",
+    )
+    .bind(user)
+    .fetch_one(&db.pool)
+    .await
+    .expect("override moved with its row");
+    assert_eq!(o, ("paused".into(), "incident 42".into(), "ops@vyx".into()));
+    let orphans: i64 = sqlx::query_scalar("SELECT count(*) FROM vyx_fleet.orphans")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(orphans, 1);
+    let flag: String =
+        sqlx::query_scalar("SELECT value FROM vyx_fleet.settings WHERE key = 'some_flag'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(flag, "x");
+    let term: i64 =
+        sqlx::query_scalar("SELECT term FROM vyx_fleet.lease WHERE name = 'controller'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        term, 7,
+        "the fencing term survives the move (no replica reuses an old term)"
+    );
+
+    // The moved override table still wakes the controller.
+    let mut l = listener(&db.pool).await;
+    sqlx::query("DELETE FROM vyx_fleet.user_fly_app_overrides WHERE user_id = $1")
+        .bind(user)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(next_notification(&mut l).await, user.to_string());
 }

@@ -156,18 +156,16 @@ async fn an_orphan_is_reported_then_deleted_only_after_its_grace_and_unprefixed_
         fleet.app("vyx-user-leftover").is_some(),
         "reported, not deleted, within the grace"
     );
-    let tracked: Vec<String> = sqlx::query_scalar("SELECT app_name FROM public.vyx_fleet_orphans")
+    let tracked: Vec<String> = sqlx::query_scalar("SELECT app_name FROM vyx_fleet.orphans")
         .fetch_all(&fleet.db.pool)
         .await
         .unwrap();
     assert_eq!(tracked, ["vyx-user-leftover"]);
 
-    sqlx::query(
-        "UPDATE public.vyx_fleet_orphans SET first_seen_at = now() - interval '61 minutes'",
-    )
-    .execute(&fleet.db.pool)
-    .await
-    .unwrap();
+    sqlx::query("UPDATE vyx_fleet.orphans SET first_seen_at = now() - interval '61 minutes'")
+        .execute(&fleet.db.pool)
+        .await
+        .unwrap();
     fleet.pass().await;
     assert!(
         fleet.app("vyx-user-leftover").is_none(),
@@ -183,7 +181,7 @@ async fn a_deletion_confirmation_expires_unused() {
         .await
         .unwrap();
     assert!(apps::deletions_confirmed(&fleet.db.pool).await.unwrap());
-    sqlx::query("UPDATE public.vyx_fleet_settings SET updated_at = now() - interval '16 minutes'")
+    sqlx::query("UPDATE vyx_fleet.settings SET updated_at = now() - interval '16 minutes'")
         .execute(&fleet.db.pool)
         .await
         .unwrap();

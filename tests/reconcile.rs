@@ -276,11 +276,10 @@ async fn dry_run_changes_nothing_in_the_database_or_on_fly() {
             .fetch_one(&fleet.db.pool)
             .await
             .unwrap();
-        let lease: (String,) =
-            sqlx::query_as("SELECT row_to_json(l)::text FROM public.vyx_fleet_lease l")
-                .fetch_one(&fleet.db.pool)
-                .await
-                .unwrap();
+        let lease: (String,) = sqlx::query_as("SELECT row_to_json(l)::text FROM vyx_fleet.lease l")
+            .fetch_one(&fleet.db.pool)
+            .await
+            .unwrap();
         (rows, events, lease)
     };
     let before = dump().await;

@@ -1,6 +1,6 @@
 //! Reads and fenced writes of `user_fly_apps`, its events, orphans and operator flags.
 //!
-//! Every write carries the leader's fencing term and changes nothing unless `vyx_fleet_fence(term)`
+//! Every write carries the leader's fencing term and changes nothing unless `vyx_fleet.fence(term)`
 //! holds (ARCHITECTURE.md, "Fencing"); a row update and its event commit together.
 
 use chrono::{DateTime, Utc};
@@ -49,7 +49,7 @@ pub async fn load_desired_facts(pool: &PgPool) -> Result<Vec<UserFacts>, sqlx::E
         "SELECT u.id, s.tier, s.status, o.desired \
          FROM auth.users u \
          LEFT JOIN public.user_subscriptions s ON s.user_id = u.id \
-         LEFT JOIN public.user_fly_app_overrides o ON o.user_id = u.id \
+         LEFT JOIN vyx_fleet.user_fly_app_overrides o ON o.user_id = u.id \
          WHERE s.user_id IS NOT NULL OR o.user_id IS NOT NULL",
     )
     .fetch_all(pool)
@@ -90,7 +90,7 @@ pub async fn load_row_for_user(
 
 pub async fn load_orphans(pool: &PgPool) -> Result<BTreeMap<String, DateTime<Utc>>, sqlx::Error> {
     let rows: Vec<(String, DateTime<Utc>)> =
-        sqlx::query_as("SELECT app_name, first_seen_at FROM public.vyx_fleet_orphans")
+        sqlx::query_as("SELECT app_name, first_seen_at FROM vyx_fleet.orphans")
             .fetch_all(pool)
             .await?;
     Ok(rows.into_iter().collect())
@@ -105,7 +105,7 @@ pub const CONFIRMATION_TTL_MINUTES: i32 = 15;
 
 pub async fn deletions_confirmed(pool: &PgPool) -> Result<bool, sqlx::Error> {
     let v: Option<(Option<String>,)> = sqlx::query_as(
-        "SELECT value FROM public.vyx_fleet_settings \
+        "SELECT value FROM vyx_fleet.settings \
          WHERE key = $1 AND updated_at > now() - make_interval(mins => $2)",
     )
     .bind(CONFIRM_DELETIONS_KEY)
@@ -117,7 +117,7 @@ pub async fn deletions_confirmed(pool: &PgPool) -> Result<bool, sqlx::Error> {
 
 pub async fn set_deletions_confirmed(pool: &PgPool, confirmed: bool) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO public.vyx_fleet_settings (key, value, updated_at) VALUES ($1, $2, now()) \
+        "INSERT INTO vyx_fleet.settings (key, value, updated_at) VALUES ($1, $2, now()) \
          ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
     )
     .bind(CONFIRM_DELETIONS_KEY)
@@ -183,7 +183,7 @@ impl Store {
     }
 
     async fn fence_holds(&self) -> Result<bool, StoreError> {
-        let (ok,): (bool,) = sqlx::query_as("SELECT public.vyx_fleet_fence($1)")
+        let (ok,): (bool,) = sqlx::query_as("SELECT vyx_fleet.fence($1)")
             .bind(self.term)
             .fetch_one(&self.pool)
             .await?;
@@ -231,7 +231,7 @@ impl Store {
                (user_id, fly_app_name, fly_org_slug, status, region, docker_image, cpu_count, memory_mb, \
                 monthly_cost_estimate_usd, health_status, retry_count) \
              SELECT $1, $2, $3, 'provisioning', $4, $5, $6, $7, $8, 'unknown', 0 \
-             WHERE public.vyx_fleet_fence($9) \
+             WHERE vyx_fleet.fence($9) \
              ON CONFLICT (user_id) DO NOTHING \
              RETURNING id",
         )
@@ -275,7 +275,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let sql = format!(
             "UPDATE public.user_fly_apps a SET {set}, updated_at = now() \
-             WHERE a.id = $1 AND public.vyx_fleet_fence($2) RETURNING a.user_id, a.status"
+             WHERE a.id = $1 AND vyx_fleet.fence($2) RETURNING a.user_id, a.status"
         );
         // `set` is always a literal from this module; every value is a bind parameter.
         let mut q = sqlx::query_as::<_, (Uuid, String)>(sqlx::AssertSqlSafe(sql))
@@ -588,19 +588,19 @@ impl Store {
     /// seen forgotten (the grace counts across consecutive observations only).
     pub async fn sync_orphans(&self, names: &[String]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let (ok,): (bool,) = sqlx::query_as("SELECT public.vyx_fleet_fence($1)")
+        let (ok,): (bool,) = sqlx::query_as("SELECT vyx_fleet.fence($1)")
             .bind(self.term)
             .fetch_one(&mut *tx)
             .await?;
         if !ok {
             return Err(StoreError::Fenced);
         }
-        sqlx::query("DELETE FROM public.vyx_fleet_orphans WHERE NOT (app_name = ANY($1))")
+        sqlx::query("DELETE FROM vyx_fleet.orphans WHERE NOT (app_name = ANY($1))")
             .bind(names)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO public.vyx_fleet_orphans (app_name, first_seen_at, last_seen_at) \
+            "INSERT INTO vyx_fleet.orphans (app_name, first_seen_at, last_seen_at) \
              SELECT n, now(), now() FROM unnest($1::text[]) AS n \
              ON CONFLICT (app_name) DO UPDATE SET last_seen_at = now()",
         )
@@ -612,13 +612,11 @@ impl Store {
     }
 
     pub async fn forget_orphan(&self, name: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "DELETE FROM public.vyx_fleet_orphans WHERE app_name = $1 AND public.vyx_fleet_fence($2)",
-        )
-        .bind(name)
-        .bind(self.term)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query("DELETE FROM vyx_fleet.orphans WHERE app_name = $1 AND vyx_fleet.fence($2)")
+            .bind(name)
+            .bind(self.term)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -1,4 +1,4 @@
-//! Leader lease with a fencing term, kept in `public.vyx_fleet_lease` (row `'controller'`).
+//! Leader lease with a fencing term, kept in `vyx_fleet.lease` (row `'controller'`).
 //!
 //! Not a session advisory lock: through a pooler, or after a half-dead connection, such a lock can outlive
 //! its holder or be held by nobody we can see. A row with an expiry can always be inspected and taken over.
@@ -7,7 +7,7 @@
 //! 1. Every replica calls [`try_acquire`] every `renew_every`; the one that gets a term leads.
 //! 2. The leader calls [`renew`] every `renew_every` (well under `ttl`); `false` means it lost the lease:
 //!    it must stop writing at once and go back to 1.
-//! 3. Every controller write carries `AND vyx_fleet_fence($term)`, so a deposed leader that has not yet
+//! 3. Every controller write carries `AND vyx_fleet.fence($term)`, so a deposed leader that has not yet
 //!    noticed writes nothing.
 //! 4. On shutdown the leader calls [`release`]; a standby's next [`try_acquire`] succeeds immediately.
 //!
@@ -82,7 +82,7 @@ pub async fn try_acquire(
     // ON CONFLICT DO UPDATE locks the row and re-checks the WHERE on its latest version, so two
     // replicas racing for an expired lease cannot both win. The upsert also recreates a deleted row.
     let term: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO public.vyx_fleet_lease AS l (name, holder, term, expires_at)
+        "INSERT INTO vyx_fleet.lease AS l (name, holder, term, expires_at)
          VALUES ($1, $2, 1, clock_timestamp() + $3 * interval '1 millisecond')
          ON CONFLICT (name) DO UPDATE
             SET holder = EXCLUDED.holder,
@@ -109,7 +109,7 @@ pub async fn try_acquire(
 /// or expired): the caller must stop writing and go back to [`try_acquire`].
 pub async fn renew(pool: &PgPool, holder: &str, term: i64, ttl: Duration) -> Result<bool, DbError> {
     let done = sqlx::query(
-        "UPDATE public.vyx_fleet_lease
+        "UPDATE vyx_fleet.lease
             SET expires_at = clock_timestamp() + $4 * interval '1 millisecond'
           WHERE name = $1 AND holder = $2 AND term = $3 AND expires_at > clock_timestamp()",
     )
@@ -126,7 +126,7 @@ pub async fn renew(pool: &PgPool, holder: &str, term: i64, ttl: Duration) -> Res
 /// longer hold it.
 pub async fn release(pool: &PgPool, holder: &str, term: i64) -> Result<(), DbError> {
     sqlx::query(
-        "UPDATE public.vyx_fleet_lease
+        "UPDATE vyx_fleet.lease
             SET expires_at = clock_timestamp()
           WHERE name = $1 AND holder = $2 AND term = $3 AND expires_at > clock_timestamp()",
     )
@@ -143,16 +143,16 @@ pub async fn current(pool: &PgPool) -> Result<LeaseState, DbError> {
     Ok(sqlx::query_as(
         "SELECT l.holder, coalesce(l.term, 0) AS term, l.expires_at, clock_timestamp() AS db_now
            FROM (SELECT 1) AS one
-           LEFT JOIN public.vyx_fleet_lease l ON l.name = $1",
+           LEFT JOIN vyx_fleet.lease l ON l.name = $1",
     )
     .bind(CONTROLLER_LEASE)
     .fetch_one(pool)
     .await?)
 }
 
-/// `vyx_fleet_fence(term)`: whether writes fenced with `term` would go through right now.
+/// `vyx_fleet.fence(term)`: whether writes fenced with `term` would go through right now.
 pub async fn fence_holds(pool: &PgPool, term: i64) -> Result<bool, DbError> {
-    Ok(sqlx::query_scalar("SELECT public.vyx_fleet_fence($1)")
+    Ok(sqlx::query_scalar("SELECT vyx_fleet.fence($1)")
         .bind(term)
         .fetch_one(pool)
         .await?)

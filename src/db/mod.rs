@@ -4,6 +4,7 @@
 //! macros: there is no database at build time.
 
 pub mod apps;
+pub mod breaker;
 pub mod lease;
 
 use std::str::FromStr;

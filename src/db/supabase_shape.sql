@@ -41,3 +41,21 @@ CREATE TABLE IF NOT EXISTS public.user_profiles (
     display_name text,
     is_admin boolean NOT NULL DEFAULT false
 );
+
+-- Supabase's default privileges: every table and function created in `public` is granted to the API
+-- roles, and `service_role` bypasses RLS. Reproduced so tests see what a leaked service key could do.
+DO $$
+BEGIN
+    IF NOT (SELECT rolbypassrls FROM pg_roles WHERE rolname = 'service_role') THEN
+        ALTER ROLE service_role BYPASSRLS;
+    END IF;
+EXCEPTION WHEN OTHERS THEN
+    -- A concurrent test database flipping the same cluster-wide role; one of them wins.
+    NULL;
+END
+$$;
+GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON FUNCTIONS TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authenticated, service_role;
+GRANT ALL ON ALL TABLES IN SCHEMA public TO anon, authenticated, service_role;

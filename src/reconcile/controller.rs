@@ -2,7 +2,7 @@
 //! NOTIFY), stop acting before the lease could expire, and shut down cleanly.
 //!
 //! # Expected flow
-//! 1. Try to take the lease (`vyx_fleet_lease`, fencing term). Standby replicas retry every
+//! 1. Try to take the lease (`vyx_fleet.lease`, fencing term). Standby replicas retry every
 //!    `standby_poll`, so they take over within `ttl + standby_poll` of a leader's death.
 //! 2. As leader: a renewer refreshes the lease every `renew_every`; passes run on the interval tick
 //!    or a NOTIFY (debounced), one at a time.

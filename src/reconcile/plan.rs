@@ -138,7 +138,7 @@ pub struct PlanInput<'a> {
     pub desired: &'a BTreeMap<Uuid, UserIntent>,
     pub rows: &'a [AppRow],
     pub observed: &'a Observation,
-    /// `vyx_fleet_orphans.first_seen_at` by app name.
+    /// `vyx_fleet.orphans.first_seen_at` by app name.
     pub orphans_first_seen: &'a BTreeMap<String, DateTime<Utc>>,
     /// An operator confirmed the deletions the breaker blocked.
     pub deletions_confirmed: bool,

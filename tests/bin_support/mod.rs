@@ -497,7 +497,7 @@ pub async fn intents(pool: &PgPool) -> Result<HashMap<Uuid, String>, String> {
                      ELSE 'absent' END
            FROM auth.users u
            LEFT JOIN public.user_subscriptions s ON s.user_id = u.id
-           LEFT JOIN public.user_fly_app_overrides o ON o.user_id = u.id",
+           LEFT JOIN vyx_fleet.user_fly_app_overrides o ON o.user_id = u.id",
     )
     .fetch_all(pool)
     .await

@@ -239,7 +239,7 @@ impl Fleet {
     pub async fn set_override(&self, user: Uuid, desired: Option<&str>) {
         match desired {
             Some(d) => sqlx::query(
-                "INSERT INTO public.user_fly_app_overrides (user_id, desired, reason, created_by) \
+                "INSERT INTO vyx_fleet.user_fly_app_overrides (user_id, desired, reason, created_by) \
                  VALUES ($1, $2, 'test', 'test') ON CONFLICT (user_id) DO UPDATE SET desired = EXCLUDED.desired",
             )
             .bind(user)
@@ -247,7 +247,7 @@ impl Fleet {
             .execute(&self.db.pool)
             .await
             .unwrap(),
-            None => sqlx::query("DELETE FROM public.user_fly_app_overrides WHERE user_id = $1")
+            None => sqlx::query("DELETE FROM vyx_fleet.user_fly_app_overrides WHERE user_id = $1")
                 .bind(user)
                 .execute(&self.db.pool)
                 .await

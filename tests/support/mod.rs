@@ -229,7 +229,7 @@ impl UserFixture {
         }
         if let Some(desired) = &self.override_desired {
             sqlx::query(
-                "INSERT INTO public.user_fly_app_overrides (user_id, desired, reason, created_by)
+                "INSERT INTO vyx_fleet.user_fly_app_overrides (user_id, desired, reason, created_by)
                  VALUES ($1, $2, 'test fixture', 'tests')",
             )
             .bind(self.id)
