@@ -96,37 +96,6 @@ pub async fn load_orphans(pool: &PgPool) -> Result<BTreeMap<String, DateTime<Utc
     Ok(rows.into_iter().collect())
 }
 
-/// Operator confirmation for deletions the blast-radius breaker blocked (`confirm-deletions`).
-pub const CONFIRM_DELETIONS_KEY: &str = "confirm_deletions";
-
-/// How long a confirmation stays valid: it answers the alert an operator is looking at, not some
-/// mass deletion days later.
-pub const CONFIRMATION_TTL_MINUTES: i32 = 15;
-
-pub async fn deletions_confirmed(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    let v: Option<(Option<String>,)> = sqlx::query_as(
-        "SELECT value FROM vyx_fleet.settings \
-         WHERE key = $1 AND updated_at > now() - make_interval(mins => $2)",
-    )
-    .bind(CONFIRM_DELETIONS_KEY)
-    .bind(CONFIRMATION_TTL_MINUTES)
-    .fetch_optional(pool)
-    .await?;
-    Ok(matches!(v, Some((Some(s),)) if s == "true"))
-}
-
-pub async fn set_deletions_confirmed(pool: &PgPool, confirmed: bool) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO vyx_fleet.settings (key, value, updated_at) VALUES ($1, $2, now()) \
-         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-    )
-    .bind(CONFIRM_DELETIONS_KEY)
-    .bind(if confirmed { "true" } else { "false" })
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
 /// An audit event (DESIGN §2 fixed list).
 #[derive(Debug, Clone)]
 pub struct Event {

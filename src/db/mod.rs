@@ -104,6 +104,12 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     Ok(())
 }
 
+/// The database's clock. The controller judges every grace period and backoff with it (they are
+/// stored with `now()`), never with a replica's own clock.
+pub async fn now(pool: &PgPool) -> Result<chrono::DateTime<chrono::Utc>, sqlx::Error> {
+    sqlx::query_scalar("SELECT now()").fetch_one(pool).await
+}
+
 /// `url` with the password (in the userinfo or a `password=` parameter) replaced by `[redacted]`, for
 /// logs and error messages. Something that does not look like a URL is redacted whole.
 ///
