@@ -1,0 +1,149 @@
+//! Issue 6, executor points: failure paths of converge and deprovision, each reproduced against real
+//! PostgreSQL and the Fly simulator.
+
+mod fleet_support;
+mod support;
+
+use std::time::Duration;
+
+use fleet_support::{Fleet, SERVICE_KEY};
+use support::UserFixture;
+use vyx_fleet::fly::FlyError;
+use vyx_fleet::sim::{AppSnapshot, FaultKind, FaultRule, Faults};
+
+fn only(rules: Vec<FaultRule>) -> Faults {
+    Faults {
+        rules,
+        ..Faults::default()
+    }
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Delete an app the way an operator with flyctl would, and wait until Fly answers 404 for it.
+async fn delete_app_by_hand(fleet: &Fleet, name: &str) {
+    fleet
+        .ctx
+        .fly
+        .delete_app(name)
+        .await
+        .expect("delete accepted");
+    let gone = async {
+        loop {
+            match fleet.ctx.fly.get_app(name).await {
+                Err(FlyError::NotFound { .. }) => break,
+                _ => tokio::task::yield_now().await,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), gone)
+        .await
+        .expect("the app disappears after its delete");
+}
+
+fn live_machines(app: &AppSnapshot) -> Vec<&vyx_fleet::sim::MachineSnapshot> {
+    app.machines
+        .iter()
+        .filter(|m| m.state != "destroyed")
+        .collect()
+}
+
+/// Secrets, IPs and the machine of a fully provisioned app, checked against what Fly holds.
+async fn assert_fully_provisioned(fleet: &Fleet, user: uuid::Uuid) {
+    let row = fleet.row(user).await;
+    assert_eq!(row.status, "active", "{row:?}");
+    let app = fleet.app(&row.fly_app_name).expect("app exists");
+    assert_eq!(row.fly_app_id.as_deref(), Some(app.id.as_str()));
+    let key = app
+        .secrets
+        .iter()
+        .find(|s| s.name == "SUPABASE_SERVICE_ROLE_KEY")
+        .expect("service key set on the app");
+    assert_eq!(key.value_sha256, sha256_hex(SERVICE_KEY));
+    assert_eq!(
+        row.secrets_version,
+        Some(app.secrets_version as i64),
+        "the row records this app's secrets version"
+    );
+    assert!(app.ips.iter().any(|ip| ip.kind == "v6"), "{:?}", app.ips);
+    assert!(app.ips.iter().any(|ip| ip.kind == "shared_v4"));
+    let live = live_machines(&app);
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(row.machine_id.as_deref(), Some(live[0].id.as_str()));
+    assert_eq!(live[0].state, "started");
+}
+
+// ---- point 1: a change of the app behind a row resets every per-app marker ----
+
+#[tokio::test]
+async fn an_app_deleted_by_hand_is_rebuilt_with_its_secrets_and_ips() {
+    let fleet = Fleet::start().await;
+    let user = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    fleet.converge().await;
+    let before = fleet.row(user).await;
+    let old_id = before.fly_app_id.clone();
+
+    delete_app_by_hand(&fleet, &before.fly_app_name).await;
+    fleet.converge_within(20).await;
+
+    let after = fleet.row(user).await;
+    assert_eq!(after.fly_app_name, before.fly_app_name, "same name");
+    assert_ne!(after.fly_app_id, old_id, "a new app behind the row");
+    assert_fully_provisioned(&fleet, user).await;
+}
+
+// ---- point 2: a secret rotation reaches the machine even if the machine update fails ----
+
+/// Whether Fly applied a machine update after the last secrets write it applied (REFERENCE §4.3: a
+/// machine sees new secrets only after an update or restart).
+fn machine_updated_after_last_secrets_write(fleet: &Fleet) -> bool {
+    let calls = fleet.sim.calls();
+    let Some(secrets) = calls
+        .iter()
+        .filter(|c| c.class == "secrets.set" && c.write_applied)
+        .map(|c| c.seq)
+        .max()
+    else {
+        return false;
+    };
+    calls
+        .iter()
+        .any(|c| c.class == "machines.update" && c.write_applied && c.seq > secrets)
+}
+
+#[tokio::test]
+async fn a_rotated_secret_reaches_the_machine_even_when_the_first_update_fails() {
+    let mut fleet = Fleet::start().await;
+    let user = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    fleet.converge().await;
+
+    fleet.reconfigure("SUPABASE_SERVICE_ROLE_KEY", "rotated-key-do-not-leak-5e1b");
+    fleet.sim.set_faults(only(vec![FaultRule::new(
+        "machines.update",
+        1.0,
+        FaultKind::ServerError { status: 500 },
+    )]));
+    fleet.pass().await;
+    assert!(
+        !machine_updated_after_last_secrets_write(&fleet),
+        "the update failed; the machine still runs the old secrets"
+    );
+
+    fleet.sim.set_faults(Faults::default());
+    fleet.converge().await;
+
+    assert!(
+        machine_updated_after_last_secrets_write(&fleet),
+        "nothing noticed that the machine never picked up the rotated secret"
+    );
+    let row = fleet.row(user).await;
+    assert_eq!(row.status, "active");
+    let app = fleet.app(&row.fly_app_name).unwrap();
+    assert_eq!(row.secrets_version, Some(app.secrets_version as i64));
+}
