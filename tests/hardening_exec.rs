@@ -147,3 +147,63 @@ async fn a_rotated_secret_reaches_the_machine_even_when_the_first_update_fails()
     let app = fleet.app(&row.fly_app_name).unwrap();
     assert_eq!(row.secrets_version, Some(app.secrets_version as i64));
 }
+
+// ---- point 7: a transient Fly error on a serving app keeps it `active` ----
+
+#[tokio::test]
+async fn a_429_or_5xx_while_rolling_a_serving_app_keeps_it_active_with_the_error_kind() {
+    let mut fleet = Fleet::start().await;
+    let user = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    fleet.converge().await;
+
+    fleet.reconfigure("USER_APP_IMAGE", "registry.fly.io/vyx-screener:v2");
+    for (status, kind) in [(429, "rate_limited"), (503, "server")] {
+        fleet.sim.set_faults(only(vec![FaultRule::new(
+            "machines.update",
+            1.0,
+            FaultKind::ServerError { status },
+        )]));
+        sqlx::query("UPDATE public.user_fly_apps SET next_attempt_at = NULL WHERE user_id = $1")
+            .bind(user)
+            .execute(&fleet.db.pool)
+            .await
+            .unwrap();
+        fleet.pass().await;
+        let row = fleet.row(user).await;
+        assert_eq!(
+            row.status, "active",
+            "[{status}] the old machine still serves"
+        );
+        assert_eq!(row.last_error_kind.as_deref(), Some(kind), "[{status}]");
+        assert!(row.next_attempt_at.is_some(), "[{status}] backoff recorded");
+    }
+
+    fleet.sim.set_faults(Faults::default());
+    fleet.converge().await;
+    let row = fleet.row(user).await;
+    assert_eq!(row.status, "active");
+    assert_eq!(row.last_error_kind, None);
+    assert_eq!(
+        row.docker_image.as_deref(),
+        Some("registry.fly.io/vyx-screener:v2")
+    );
+}
+
+#[tokio::test]
+async fn an_app_that_no_longer_serves_turns_error_when_its_repair_fails() {
+    let fleet = Fleet::start().await;
+    let user = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    fleet.converge().await;
+    let row = fleet.row(user).await;
+    delete_app_by_hand(&fleet, &row.fly_app_name).await;
+
+    fleet.sim.set_faults(only(vec![FaultRule::new(
+        "apps.create",
+        1.0,
+        FaultKind::ServerError { status: 500 },
+    )]));
+    fleet.pass().await;
+
+    let row = fleet.row(user).await;
+    assert_eq!(row.status, "error", "the user has no working app");
+}
