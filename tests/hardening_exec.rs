@@ -207,3 +207,89 @@ async fn an_app_that_no_longer_serves_turns_error_when_its_repair_fails() {
     let row = fleet.row(user).await;
     assert_eq!(row.status, "error", "the user has no working app");
 }
+
+// ---- point 3: a transient 403 never renames a row ----
+
+/// `apps.get` faults (403) from a seeded RNG; `seed` picks which GETs fail. The test checks in the
+/// call log that the pattern it needs really happened, so a change of RNG fails loudly.
+fn forbidden_gets(seed: u64) -> Faults {
+    Faults {
+        rules: vec![FaultRule::new(
+            "apps.get",
+            0.5,
+            FaultKind::ServerError { status: 403 },
+        )],
+        seed: Some(seed),
+        ..Faults::default()
+    }
+}
+
+#[tokio::test]
+async fn a_403_right_after_our_own_create_does_not_rename_the_app() {
+    let fleet = Fleet::start().await;
+    let user = uuid::Uuid::new_v4();
+    // The seed answers the GETs before the create normally and the first one after it with 403.
+    fleet.sim.set_faults(forbidden_gets(0));
+    UserFixture::paid("pro")
+        .with_id(user)
+        .insert(&fleet.db.pool)
+        .await;
+    fleet.pass().await;
+    fleet.sim.set_faults(Faults::default());
+    fleet.converge().await;
+
+    let calls = fleet.sim.calls();
+    let created = calls
+        .iter()
+        .find(|c| c.class == "apps.create" && c.write_applied)
+        .expect("an app was created");
+    let next_get = calls
+        .iter()
+        .find(|c| c.class == "apps.get" && c.seq > created.seq)
+        .expect("a GET followed the create");
+    assert_eq!(
+        next_get.status,
+        Some(403),
+        "the seed no longer injects the 403 right after the create; pick another"
+    );
+    let row = fleet.row(user).await;
+    assert_eq!(
+        row.fly_app_name,
+        vyx_fleet::reconcile::naming::candidate("vyx-user-", user, 0),
+        "the row keeps the name of the app it created"
+    );
+    assert_eq!(fleet.apps().len(), 1, "no second app, no orphan");
+    let creates = calls
+        .iter()
+        .filter(|c| c.class == "apps.create" && c.write_applied)
+        .count();
+    assert_eq!(creates, 1);
+    assert_fully_provisioned(&fleet, user).await;
+}
+
+#[tokio::test]
+async fn a_row_that_knows_its_app_id_is_never_renamed_on_a_403() {
+    let fleet = Fleet::start().await;
+    let user = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    fleet.converge().await;
+    let before = fleet.row(user).await;
+    // The machine record is gone (e.g. the machine vanished), so only the app id protects the name.
+    sqlx::query("UPDATE public.user_fly_apps SET machine_id = NULL, status = 'provisioning' WHERE user_id = $1")
+        .bind(user)
+        .execute(&fleet.db.pool)
+        .await
+        .unwrap();
+    fleet.sim.set_faults(only(vec![FaultRule::new(
+        "apps.get",
+        1.0,
+        FaultKind::ServerError { status: 403 },
+    )]));
+    fleet.pass().await;
+    fleet.sim.set_faults(Faults::default());
+
+    let row = fleet.row(user).await;
+    assert_eq!(row.fly_app_name, before.fly_app_name, "not renamed");
+    fleet.converge().await;
+    assert_eq!(fleet.apps().len(), 1, "no second app, no orphan");
+    assert_fully_provisioned(&fleet, user).await;
+}
