@@ -661,6 +661,44 @@ async fn the_invariant_checker_reports_violations() {
     let mut check = || async { check_converged(world.pool(), &world.sim).await };
     try_wait_until(secs(30), &mut check).await.unwrap();
     d.sigkill();
+    // Hand edits while no daemon runs: an IP removed, a secret changed (the machine keeps the
+    // secrets it booted with). Each is reported.
+    let http = reqwest::Client::new();
+    let base = world.sim.base_url();
+    let auth = format!("Bearer {}", bin_support::TOKEN);
+    let shared_v4 = world
+        .sim
+        .snapshot()
+        .app(&name)
+        .unwrap()
+        .ips
+        .iter()
+        .find(|ip| ip.kind == "shared_v4")
+        .map(|ip| ip.ip.clone())
+        .expect("shared_v4");
+    let r = http
+        .delete(format!("{base}/v1/apps/{name}/ip_assignments/{shared_v4}"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let e = check_converged(world.pool(), &world.sim).await.unwrap_err();
+    assert!(e.contains(&format!("app {name}: no shared_v4 IP")), "{e}");
+    let r = http
+        .post(format!("{base}/v1/apps/{name}/secrets"))
+        .header("authorization", &auth)
+        .json(&serde_json::json!({"values": {"SUPABASE_SERVICE_ROLE_KEY": "rotated-by-hand"}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let e = check_converged(world.pool(), &world.sim).await.unwrap_err();
+    assert!(
+        e.contains("secret SUPABASE_SERVICE_ROLE_KEY has a stale value"),
+        "{e}"
+    );
+    assert!(e.contains("booted with secrets version"), "{e}");
     // The user leaves while no daemon runs: the app now belongs to an unwanted user.
     support::set_subscription(world.pool(), wanted, "free", "active").await;
     let e = check_converged(world.pool(), &world.sim).await.unwrap_err();
