@@ -102,7 +102,12 @@ impl FleetBuilder {
 
 fn build_ctx(vars: &HashMap<String, String>, db: &TestDb, term: i64) -> Ctx {
     let s = Settings::from_map(vars, None).expect("test settings are valid");
-    let fly = wiring::fly_client(&s, RateLimits::with_margin()).unwrap();
+    let mut opts = wiring::client_options(&s, RateLimits::with_margin());
+    // Lists of a few items per page (issue 6 point 16): `.var("VYX_FLY_LIST_PAGE_SIZE", "2")`.
+    if let Some(n) = vars.get("VYX_FLY_LIST_PAGE_SIZE") {
+        opts.list_page_size = n.parse().expect("VYX_FLY_LIST_PAGE_SIZE is a number");
+    }
+    let fly = vyx_fleet::fly::FlyClient::new(opts).unwrap();
     let mut ctx = wiring::ctx(&s, db.pool.clone(), fly);
     ctx.store = Store::new(db.pool.clone(), term);
     // Tests wait for convergence, so failed attempts come back quickly.
