@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::config::Settings;
 use crate::db::apps::Store;
-use crate::fly::{ClientOptions, FlyClient, FlyError, RateLimits};
+use crate::fly::{ClientOptions, DEFAULT_LIST_PAGE_SIZE, FlyClient, FlyError, RateLimits};
 use crate::reconcile::desired::PaidPolicy;
 use crate::reconcile::execute::{Ctx, Timeouts};
 use crate::reconcile::pass::{PassConfig, PlanSettingsTemplate};
@@ -35,15 +35,40 @@ pub fn app_spec(s: &Settings) -> AppSpec {
     }
 }
 
-pub fn fly_client(s: &Settings, rate_limits: RateLimits) -> Result<FlyClient, FlyError> {
-    FlyClient::new(ClientOptions {
+/// The Fly client options the settings give. The list page size comes from the dev-only
+/// `VYX_FLY_LIST_PAGE_SIZE` (tests set a few items so lists span pages), else 500.
+pub fn client_options(s: &Settings, rate_limits: RateLimits) -> ClientOptions {
+    let list_page_size = std::env::var("VYX_FLY_LIST_PAGE_SIZE")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|n| (1..=1000).contains(n))
+        .unwrap_or(DEFAULT_LIST_PAGE_SIZE);
+    ClientOptions {
         base_url: s.fly_api_base_url.clone(),
         token: s.fly_api_token.clone(),
         rate_limits,
         request_timeout: Duration::from_secs(30),
         max_retries: 4,
         user_agent: format!("vyx-fleet/{}", env!("CARGO_PKG_VERSION")),
-    })
+        list_page_size,
+    }
+}
+
+pub fn fly_client(s: &Settings, rate_limits: RateLimits) -> Result<FlyClient, FlyError> {
+    FlyClient::new(client_options(s, rate_limits))
+}
+
+/// [`fly_client`] for a replica that may lead: its holder id rides in the `User-Agent`, so Fly's
+/// request logs (and the simulator's call log) tell which replica made a call, e.g. that a deposed
+/// leader made no write after a takeover.
+pub fn fly_client_for(
+    s: &Settings,
+    rate_limits: RateLimits,
+    holder: &str,
+) -> Result<FlyClient, FlyError> {
+    let mut opts = client_options(s, rate_limits);
+    opts.user_agent = format!("{} holder/{holder}", opts.user_agent);
+    FlyClient::new(opts)
 }
 
 /// Executor context with a placeholder term (0 never matches a real lease; the controller swaps in

@@ -28,8 +28,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bin_support::{
-    BinEnv, Daemon, IMAGE, Summary, World, call_figures, check_converged, run_to_completion, secs,
-    try_wait_until,
+    BinEnv, Daemon, Expected, IMAGE, Summary, World, call_figures, check_converged,
+    check_converged_with, run_to_completion, secs, try_wait_until,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -57,6 +57,14 @@ struct Params {
     /// Convergence allowance after the faults stop, on top of the longest pending per-user backoff.
     settle: Duration,
     max_call_log: usize,
+    /// Apps deleted outside the controller during the run (through the simulator, as a human with
+    /// flyctl would), one at a kill event, chosen among live rows' apps.
+    oob_deletes: usize,
+    /// Halfway through the kills: new `SUPABASE_SERVICE_ROLE_KEY` and `USER_APP_SECRETS` values,
+    /// and both replicas killed and restarted with them.
+    rotate_secrets: bool,
+    /// Items per Fly list page the daemons ask for (`VYX_FLY_LIST_PAGE_SIZE`); 500 when `None`.
+    page_size: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +101,8 @@ struct Figures {
     breaker_alerts: usize,
     confirmations: usize,
     unexpected_exits: Vec<String>,
+    oob_deleted: Vec<String>,
+    rotations: usize,
     /// Invariant 2 checked at every round, not only at the end.
     samples: usize,
     always_violations: Vec<String>,
@@ -195,7 +205,15 @@ impl Chaos {
         cfg.timings.app_visible_after = Duration::from_secs(2);
         cfg.timings.app_delete = Duration::from_millis(2500);
         let world = World::start(cfg).await;
-        let env = world.env.clone();
+        let env = world
+            .env
+            .clone()
+            .with("USER_APP_SECRETS", "GEMINI_API_KEY")
+            .with("GEMINI_API_KEY", "gemini-chaos-SECRET-0");
+        let env = match p.page_size {
+            Some(n) => env.with("VYX_FLY_LIST_PAGE_SIZE", &n.to_string()),
+            None => env,
+        };
         let mut rng = StdRng::seed_from_u64(seed);
         let mut users = Vec::with_capacity(p.users);
         for i in 0..p.users {
@@ -320,6 +338,63 @@ impl Chaos {
             self.spawn();
             self.fig.restarts += 1;
         }
+        if self.fig.oob_deleted.len() < self.p.oob_deletes {
+            self.delete_out_of_band().await;
+        }
+        if self.p.rotate_secrets && self.fig.rotations == 0 && self.fig.kills * 2 >= self.p.kills {
+            self.rotate_secrets();
+        }
+    }
+
+    /// Deletes a live row's app outside the controller, at once (issue 6 point 1).
+    async fn delete_out_of_band(&mut self) {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT fly_app_name FROM public.user_fly_apps \
+             WHERE deleted_at IS NULL AND status = 'active' ORDER BY fly_app_name",
+        )
+        .fetch_all(self.world.pool())
+        .await
+        .unwrap_or_default();
+        let live: Vec<String> = names
+            .into_iter()
+            .filter(|n| {
+                self.world
+                    .sim
+                    .snapshot()
+                    .app(n)
+                    .is_some_and(|a| !a.deleting)
+            })
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let name = live[self.rng.random_range(0..live.len())].clone();
+        if self.world.sim.delete_app_out_of_band(&name) {
+            self.fig.oob_deleted.push(name);
+        }
+    }
+
+    /// New secret values, and both replicas killed and restarted with them, as an operator's
+    /// redeploy after a key rotation would do (issue 6 point 2).
+    fn rotate_secrets(&mut self) {
+        self.fig.rotations += 1;
+        let n = self.fig.rotations;
+        self.env = self
+            .env
+            .clone()
+            .with(
+                "SUPABASE_SERVICE_ROLE_KEY",
+                &format!("sb-service-role-rotated-SECRET-{n}"),
+            )
+            .with("GEMINI_API_KEY", &format!("gemini-chaos-SECRET-{n}"));
+        for mut d in std::mem::take(&mut self.daemons) {
+            d.sigkill();
+            self.fig.kills += 1;
+            self.dead.push(d);
+        }
+        self.spawn();
+        self.spawn();
+        self.fig.restarts += 2;
     }
 
     /// Replicas that exited without being killed are bugs; replace them so the run goes on.
@@ -463,7 +538,10 @@ impl Chaos {
         while Instant::now() < deadline {
             self.reap_unexpected();
             self.operator().await;
-            let mut check = || async { check_converged(self.world.pool(), &self.world.sim).await };
+            let expected = Expected::from_env(&self.env);
+            let mut check = || async {
+                check_converged_with(self.world.pool(), &self.world.sim, &expected).await
+            };
             last = try_wait_until(Duration::from_secs(2), &mut check).await;
             if last.is_ok() {
                 break;
@@ -520,6 +598,10 @@ impl Chaos {
             ),
             Err(e) => println!("NOT CONVERGED: {e}"),
         }
+        println!(
+            "apps deleted out of band: {:?}; secret rotations: {}",
+            self.fig.oob_deleted, self.fig.rotations
+        );
         println!("unexpected exits: {}", self.fig.unexpected_exits.len());
         println!(
             "invariant 2 sampled {} times during the chaos: {} violation(s)",
@@ -531,7 +613,11 @@ impl Chaos {
 
     /// Every replica's stdout is JSON lines, none logged a panic, no secret anywhere.
     fn check_logs(&self) {
-        let secrets = self.env.secret_values();
+        let mut secrets = self.env.secret_values();
+        secrets.extend(self.world.env.secret_values());
+        for n in 0..=self.fig.rotations {
+            secrets.push(format!("gemini-chaos-SECRET-{n}"));
+        }
         for d in self.daemons.iter().chain(self.dead.iter()) {
             let out = d.stdout();
             let err = d.stderr();
@@ -579,12 +665,35 @@ async fn chaos(p: Params) {
     // Nothing was created out of thin air: every applied app create is one lifetime of some user's
     // app (one row per user, name reused after a delete).
     assert!(
-        f.creates_applied <= s.users + f.deletes_applied,
-        "{} applied creates for {} users and {} applied deletes",
+        f.creates_applied <= s.users + f.deletes_applied + c.fig.oob_deleted.len(),
+        "{} applied creates for {} users, {} applied deletes and {} out-of-band deletes",
         f.creates_applied,
         s.users,
-        f.deletes_applied
+        f.deletes_applied,
+        c.fig.oob_deleted.len()
     );
+    if let Some(n) = c.p.page_size {
+        let calls = c.world.sim.calls();
+        let later_pages = |class: &str| {
+            calls
+                .iter()
+                .filter(|r| r.class == class && r.path.contains("cursor="))
+                .count()
+        };
+        let (apps, machines) = (later_pages("apps.list"), later_pages("orgs.machines"));
+        println!("later list pages read: apps {apps}, org machines {machines}");
+        assert!(
+            apps > 0 && machines > 0,
+            "the daemons paged through lists of {n}"
+        );
+        assert!(
+            calls
+                .iter()
+                .filter(|r| r.class == "apps.list")
+                .all(|r| r.path.contains(&format!("limit={n}"))),
+            "every apps page asks for {n}"
+        );
+    }
     let _ = IMAGE;
 }
 
@@ -601,6 +710,55 @@ async fn chaos_fast() {
         expire_share: 0.75,
         settle: secs(90),
         max_call_log: 200_000,
+        oob_deletes: 0,
+        rotate_secrets: false,
+        page_size: None,
+    })
+    .await;
+}
+
+/// [`chaos_fast`] with Fly lists of three items a page (issue 6 point 16), on a smaller fleet:
+/// the list calls share one rate-limit bucket, so every page costs about a second.
+#[tokio::test]
+async fn chaos_fast_with_list_pages_of_three() {
+    chaos(Params {
+        users: 14,
+        anchors: 5,
+        chaos: secs(50),
+        kills: 8,
+        max_flips: 2,
+        round_ms: (400, 1600),
+        leader_bias: 0.75,
+        expire_share: 0.75,
+        settle: secs(120),
+        max_call_log: 200_000,
+        oob_deletes: 0,
+        rotate_secrets: false,
+        page_size: Some(3),
+    })
+    .await;
+}
+
+/// [`chaos_fast`] plus three apps deleted out of band and a secret rotation in the middle of the
+/// kills: every app must end up rebuilt with its IPs and the new secrets, every machine booted
+/// with them.
+#[tokio::test]
+#[ignore = "needs fix for issue 6 points 1 and 2"]
+async fn chaos_fast_with_out_of_band_deletes_and_a_secret_rotation() {
+    chaos(Params {
+        users: 28,
+        anchors: 10,
+        chaos: secs(50),
+        kills: 8,
+        max_flips: 2,
+        round_ms: (400, 1600),
+        leader_bias: 0.75,
+        expire_share: 0.75,
+        settle: secs(90),
+        max_call_log: 200_000,
+        oob_deletes: 3,
+        rotate_secrets: true,
+        page_size: None,
     })
     .await;
 }
@@ -631,6 +789,9 @@ async fn chaos_long() {
         expire_share: 0.9,
         settle: secs(900),
         max_call_log: 5_000_000,
+        oob_deletes: env_or("CHAOS_OOB_DELETES", 10usize),
+        rotate_secrets: true,
+        page_size: None,
     })
     .await;
 }
@@ -661,6 +822,44 @@ async fn the_invariant_checker_reports_violations() {
     let mut check = || async { check_converged(world.pool(), &world.sim).await };
     try_wait_until(secs(30), &mut check).await.unwrap();
     d.sigkill();
+    // Hand edits while no daemon runs: an IP removed, a secret changed (the machine keeps the
+    // secrets it booted with). Each is reported.
+    let http = reqwest::Client::new();
+    let base = world.sim.base_url();
+    let auth = format!("Bearer {}", bin_support::TOKEN);
+    let shared_v4 = world
+        .sim
+        .snapshot()
+        .app(&name)
+        .unwrap()
+        .ips
+        .iter()
+        .find(|ip| ip.kind == "shared_v4")
+        .map(|ip| ip.ip.clone())
+        .expect("shared_v4");
+    let r = http
+        .delete(format!("{base}/v1/apps/{name}/ip_assignments/{shared_v4}"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let e = check_converged(world.pool(), &world.sim).await.unwrap_err();
+    assert!(e.contains(&format!("app {name}: no shared_v4 IP")), "{e}");
+    let r = http
+        .post(format!("{base}/v1/apps/{name}/secrets"))
+        .header("authorization", &auth)
+        .json(&serde_json::json!({"values": {"SUPABASE_SERVICE_ROLE_KEY": "rotated-by-hand"}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let e = check_converged(world.pool(), &world.sim).await.unwrap_err();
+    assert!(
+        e.contains("secret SUPABASE_SERVICE_ROLE_KEY has a stale value"),
+        "{e}"
+    );
+    assert!(e.contains("booted with secrets version"), "{e}");
     // The user leaves while no daemon runs: the app now belongs to an unwanted user.
     support::set_subscription(world.pool(), wanted, "free", "active").await;
     let e = check_converged(world.pool(), &world.sim).await.unwrap_err();

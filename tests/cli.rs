@@ -9,8 +9,8 @@ mod support;
 use std::path::PathBuf;
 
 use bin_support::{
-    BinEnv, Daemon, IMAGE, SERVICE_KEY, TOKEN, World, assert_no_secrets, check_converged,
-    dump_table, insert_users, run_to_completion, secs, wait_until,
+    BinEnv, Daemon, Expected, IMAGE, SERVICE_KEY, TOKEN, World, assert_no_secrets, check_converged,
+    check_converged_with, dump_table, insert_users, run_to_completion, secs, wait_until,
 };
 use serde_json::Value;
 use support::{UserFixture, set_subscription};
@@ -664,7 +664,7 @@ async fn secrets_never_appear_in_logs_events_or_status() {
     // Deprovision one (1 of 3 live: under the breaker's limit).
     set_subscription(pool, users[0], "pro", "cancelled").await;
     wait_until("the cancelled user's app deleted", secs(90), || async {
-        let s = check_converged(pool, &world.sim).await?;
+        let s = check_converged_with(pool, &world.sim, &Expected::from_env(&env)).await?;
         if s.apps == 2 && s.unwanted == 1 {
             Ok(())
         } else {

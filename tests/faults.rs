@@ -133,7 +133,21 @@ async fn a_429_storm_backs_off_and_converges_without_duplicates() {
 
 #[tokio::test]
 async fn random_5xx_timeouts_and_dropped_connections_still_converge() {
-    let fleet = Fleet::start().await;
+    random_faults_converge(Fleet::start().await).await;
+}
+
+/// The same over lists of two items a page (issue 6 point 16): a fault on a later page must not
+/// make the apps or machines behind it look missing.
+#[tokio::test]
+async fn random_5xx_timeouts_and_dropped_connections_still_converge_with_list_pages_of_two() {
+    let fleet = Fleet::builder()
+        .var("VYX_FLY_LIST_PAGE_SIZE", "2")
+        .start()
+        .await;
+    random_faults_converge(fleet).await;
+}
+
+async fn random_faults_converge(fleet: Fleet) {
     let users = futures_free_insert(&fleet, 5).await;
     fleet.sim.set_faults(Faults {
         rules: vec![

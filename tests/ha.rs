@@ -430,3 +430,95 @@ async fn a_restart_with_a_new_image_rolls_it_out_without_recreating_apps() {
         world.wait_provisioned(*u, secs(5)).await;
     }
 }
+
+/// Issue 6 point 17, asserted on the simulator's call log (each replica's holder id rides in its
+/// `User-Agent`): a leader frozen (SIGSTOP) in the middle of a pass, whose lease then runs out and
+/// is taken by the standby, makes no Fly write arriving after the takeover once it wakes up
+/// (SIGCONT). Calls it sent before the freeze may still land; nothing sent after may.
+#[tokio::test]
+async fn a_deposed_leader_frozen_mid_pass_makes_no_fly_write_after_the_takeover() {
+    let mut cfg = SimConfig::default();
+    cfg.timings.machine_start = Duration::from_secs(2);
+    let world = World::start(cfg).await;
+    let pool = world.pool();
+    // One action at a time: when frozen, the leader still has most of its pass ahead of it.
+    let env = world.env.clone().with("MAX_CONCURRENCY", "1");
+    let a = Daemon::spawn(&env, "deposed-a");
+    wait_leader(pool, &[&a], secs(30)).await;
+    let a_holder = a.holder().expect("a logged its holder id");
+    let b = Daemon::spawn(&env, "deposed-b");
+    wait_until("replica b up", secs(30), || async {
+        b.holder().ok_or("no holder logged yet".to_string())
+    })
+    .await;
+    let users = insert_users(pool, 4, "pro").await;
+    wait_until(
+        "the leader mid-pass: a machine create applied",
+        secs(60),
+        || async {
+            if call_figures(&world.sim).machine_creates_applied.is_empty() {
+                Err("none yet".to_string())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    signal(&a, "STOP");
+    let frozen_at = Instant::now();
+    // The frozen holder's lease runs out (expired by hand rather than waiting out the TTL).
+    sqlx::query(
+        "UPDATE vyx_fleet.lease SET expires_at = clock_timestamp() \
+         WHERE name = 'controller' AND holder = $1",
+    )
+    .bind(&a_holder)
+    .execute(pool)
+    .await
+    .expect("expire the frozen leader's lease");
+    wait_leader(pool, &[&b], secs(30)).await;
+    let takeover = chrono::Utc::now();
+    eprintln!(
+        "measured: takeover from the frozen leader {:.2?} after SIGSTOP",
+        frozen_at.elapsed()
+    );
+    signal(&a, "CONT");
+    for u in &users {
+        world.wait_provisioned(*u, secs(90)).await;
+    }
+    wait_converged(&world, 4, secs(60)).await;
+    // The woken replica has run on long enough to notice it no longer leads.
+    wait_until("the woken replica stands by", secs(30), || async {
+        match a.readyz().await {
+            Some((_, body)) if body["role"] == "standby" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let calls = world.sim.calls();
+    let from_a = |c: &&vyx_fleet::sim::CallRecord| {
+        c.user_agent
+            .as_deref()
+            .is_some_and(|ua| ua.ends_with(&format!("holder/{a_holder}")))
+    };
+    let early_writes = calls
+        .iter()
+        .filter(from_a)
+        .filter(|c| c.method != "GET")
+        .count();
+    eprintln!("measured: {early_writes} Fly writes from the leader before it was frozen");
+    assert!(
+        early_writes > 0,
+        "the call log tells the replicas apart, and the leader was at work when frozen"
+    );
+    let late_writes: Vec<String> = calls
+        .iter()
+        .filter(from_a)
+        .filter(|c| c.method != "GET" && c.at > takeover)
+        .map(|c| format!("{} {} -> {:?}", c.method, c.path, c.status))
+        .collect();
+    assert!(
+        late_writes.is_empty(),
+        "the deposed leader wrote to Fly after the takeover: {late_writes:#?}"
+    );
+    assert_created_once(&world, 4);
+}

@@ -73,6 +73,71 @@ async fn a_quiet_pass_costs_only_the_list_calls() {
     assert_eq!(classes, ["apps.list", "orgs.machines"]);
 }
 
+/// Issue 6 point 16: the fleet is larger than one list page. Every user is provisioned once, a
+/// quiet pass reads every page of both lists and nothing else, and a downgrade deletes exactly
+/// the leaving user's app (an app on a later page is never taken for missing or leaked).
+#[tokio::test]
+async fn with_list_pages_of_two_every_user_is_served_and_a_downgrade_deletes_only_its_app() {
+    let fleet = Fleet::builder()
+        .var("VYX_FLY_LIST_PAGE_SIZE", "2")
+        .start()
+        .await;
+    let mut users = Vec::new();
+    for _ in 0..5 {
+        users.push(UserFixture::paid("pro").insert(&fleet.db.pool).await);
+    }
+    fleet.converge().await;
+    let apps = fleet.apps();
+    assert_eq!(apps.len(), 5);
+    for app in &apps {
+        assert_eq!(app.live_machines().count(), 1, "{}", app.name);
+    }
+    let creates = fleet
+        .sim
+        .calls()
+        .iter()
+        .filter(|c| c.class == "apps.create" && c.write_applied)
+        .count();
+    assert_eq!(creates, 5, "each app created once");
+
+    fleet.sim.clear_calls();
+    let report = fleet.pass().await;
+    assert!(report.plan.actions.is_empty(), "{:?}", report.plan.actions);
+    let calls = fleet.sim.calls();
+    let classes: Vec<&str> = calls.iter().map(|c| c.class.as_str()).collect();
+    assert_eq!(
+        classes,
+        [
+            "apps.list",
+            "apps.list",
+            "apps.list",
+            "orgs.machines",
+            "orgs.machines",
+            "orgs.machines"
+        ],
+        "three pages of two for five apps and five machines"
+    );
+    assert!(
+        calls.iter().all(|c| c.path.contains("limit=2")),
+        "{calls:?}"
+    );
+
+    let leaving = users[4];
+    let name = fleet.row(leaving).await.fly_app_name;
+    set_subscription(&fleet.db.pool, leaving, "free", "active").await;
+    fleet.converge().await;
+    assert_eq!(fleet.row(leaving).await.status, "deleted");
+    assert!(fleet.app(&name).is_none());
+    for u in &users[..4] {
+        let row = fleet.row(*u).await;
+        assert_eq!(row.status, "active");
+        assert!(fleet.app(&row.fly_app_name).is_some());
+    }
+    assert_eq!(fleet.apps().len(), 4);
+    let serving = fleet.serving_problems(&users[..4]).await;
+    assert!(serving.is_empty(), "{serving:#?}");
+}
+
 #[tokio::test]
 async fn a_downgrade_deletes_the_app_and_soft_deletes_the_row() {
     let fleet = Fleet::start().await;
@@ -473,4 +538,32 @@ async fn an_app_left_by_the_old_edge_functions_is_adopted_with_its_machine() {
     assert_eq!(live[0].config["metadata"]["vyx_user_id"], user.to_string());
     assert_eq!(env_of(&app)["RUN_MODE"], "user_dedicated");
     assert_eq!(fleet.apps().len(), 1);
+}
+
+/// `MAX_CONCURRENCY` bounds what Fly sees: with slow writes and more users than slots, the
+/// simulator's peak of concurrent mutating requests reaches the limit and never exceeds it.
+#[tokio::test]
+async fn max_concurrency_bounds_the_writes_fly_sees_in_flight() {
+    use vyx_fleet::sim::{FaultKind, FaultRule, Faults};
+    let mut fleet = Fleet::start().await;
+    fleet.reconfigure("MAX_CONCURRENCY", "2");
+    let mut users = Vec::new();
+    for _ in 0..6 {
+        users.push(UserFixture::paid("pro").insert(&fleet.db.pool).await);
+    }
+    fleet.sim.set_faults(Faults {
+        rules: vec![
+            FaultRule::new("secrets.set", 1.0, FaultKind::Latency { ms: 300 }),
+            FaultRule::new("ips.create", 1.0, FaultKind::Latency { ms: 300 }),
+            FaultRule::new("machines.create", 1.0, FaultKind::Latency { ms: 300 }),
+        ],
+        ..Faults::default()
+    });
+    fleet.sim.reset_peak_in_flight_writes();
+    fleet.converge().await;
+    let peak = fleet.sim.peak_in_flight_writes();
+    eprintln!("measured: peak of concurrent Fly writes {peak} with MAX_CONCURRENCY=2");
+    assert!(peak <= 2, "{peak} writes in flight at once");
+    assert_eq!(peak, 2, "the two slots were used at once");
+    assert_eq!(fleet.apps().len(), 6);
 }

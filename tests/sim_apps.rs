@@ -435,3 +435,123 @@ fn public_types_are_thread_safe_and_serialisable() {
     ser::<vyx_fleet::sim::Faults>();
     ser::<vyx_fleet::sim::SimConfig>();
 }
+
+#[tokio::test]
+async fn inside_the_post_create_window_reads_may_answer_401_as_well_as_404() {
+    use vyx_fleet::sim::Faults;
+    let cfg = SimConfig {
+        timings: Timings {
+            app_visible_after: Duration::from_secs(30),
+            ..Timings::instant()
+        },
+        faults: Faults {
+            post_create_401: 0.5,
+            seed: Some(7),
+            ..Faults::default()
+        },
+        ..SimConfig::fast()
+    };
+    let api = Api::start(cfg).await;
+    let r = api
+        .post(
+            "/v1/apps",
+            json!({"name": "vyx-user-w401", "org_slug": ORG}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let mut seen = std::collections::BTreeSet::new();
+    for path in [
+        "/v1/apps/vyx-user-w401",
+        "/v1/apps/vyx-user-w401/secrets",
+        "/v1/apps/vyx-user-w401/ip_assignments",
+    ] {
+        for _ in 0..12 {
+            let r = api.get(path).await;
+            assert!(r.body["error"].is_string(), "{path}: {:?}", r.body);
+            seen.insert(r.status.as_u16());
+        }
+    }
+    assert_eq!(seen, [401, 404].into_iter().collect());
+    // 401 only inside the window: an app that does not exist is a plain 404, whatever the setting.
+    for _ in 0..12 {
+        assert_eq!(
+            api.get("/v1/apps/vyx-user-nope").await.status,
+            StatusCode::NOT_FOUND
+        );
+    }
+    // After the window the app answers 200, with the 401 share still set.
+    api.sim.seed_app(ORG, "vyx-user-seeded");
+    for _ in 0..12 {
+        assert_eq!(
+            api.get("/v1/apps/vyx-user-seeded").await.status,
+            StatusCode::OK
+        );
+    }
+}
+
+#[tokio::test]
+async fn total_apps_is_counted_at_the_first_page_and_later_pages_skip_newer_apps() {
+    let api = Api::fast().await;
+    for i in 0..5 {
+        api.create_app(&format!("vyx-user-t{i}")).await;
+    }
+    let p1 = api.get(&format!("/v1/apps?org_slug={ORG}&limit=2")).await;
+    assert_eq!(p1.body["total_apps"], 5);
+    let mut seen: Vec<String> = p1.body["apps"]
+        .as_array()
+        .expect("apps")
+        .iter()
+        .map(|a| a["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    // Between pages: two apps appear, one listed-later app is deleted.
+    api.create_app("vyx-user-t5").await;
+    api.create_app("vyx-user-t6").await;
+    assert!(api.sim.delete_app_out_of_band("vyx-user-t4"));
+    let mut cursor = p1.body["next_cursor"].as_str().map(str::to_string);
+    while let Some(c) = cursor {
+        let p = api
+            .get(&format!("/v1/apps?org_slug={ORG}&limit=2&cursor={c}"))
+            .await;
+        assert_eq!(p.status, StatusCode::OK);
+        assert_eq!(p.body["total_apps"], 5, "the first page's count, repeated");
+        seen.extend(
+            p.body["apps"]
+                .as_array()
+                .expect("apps")
+                .iter()
+                .map(|a| a["name"].as_str().unwrap_or_default().to_string()),
+        );
+        cursor = p.body["next_cursor"].as_str().map(str::to_string);
+    }
+    assert_eq!(
+        seen,
+        ["vyx-user-t0", "vyx-user-t1", "vyx-user-t2", "vyx-user-t3"]
+    );
+    let fresh = api.get(&format!("/v1/apps?org_slug={ORG}&limit=2")).await;
+    assert_eq!(fresh.body["total_apps"], 6, "a new listing counts anew");
+}
+
+#[tokio::test]
+async fn an_app_deleted_out_of_band_is_gone_at_once_with_its_machines() {
+    let api = Api::fast().await;
+    api.create_app("vyx-user-oob").await;
+    api.create_machine("vyx-user-oob", sim_support::machine_body("i"))
+        .await;
+    let r = api
+        .http
+        .delete(format!("{}/_sim/apps/vyx-user-oob", api.base))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        api.get("/v1/apps/vyx-user-oob").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(api.sim.snapshot().app("vyx-user-oob").is_none());
+    let l = api.get(&format!("/v1/orgs/{ORG}/machines")).await;
+    assert_eq!(l.body["machines"], json!([]));
+    assert!(!api.sim.delete_app_out_of_band("vyx-user-oob"));
+    // The name is free again.
+    api.create_app("vyx-user-oob").await;
+}

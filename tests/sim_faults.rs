@@ -448,3 +448,86 @@ async fn no_capacity_regions_fail_machine_create() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn capacity_errors_carry_the_insufficient_capacity_status_in_the_regions_set_at_run_time() {
+    let api = Api::fast().await;
+    api.create_app("vyx-user-cap2").await;
+    let path = "/v1/apps/vyx-user-cap2/machines";
+    assert_eq!(
+        api.post(path, machine_body("i")).await.status,
+        StatusCode::OK
+    );
+    // Set over HTTP, as a black-box test would.
+    let r = api
+        .http
+        .put(format!("{}/_sim/faults", api.base))
+        .json(&json!({"no_capacity_regions": ["sin", "syd"]}))
+        .send()
+        .await
+        .expect("put faults");
+    assert!(r.status().is_success());
+    let before = api
+        .sim
+        .snapshot()
+        .app("vyx-user-cap2")
+        .expect("app")
+        .machines
+        .len();
+    for region in ["sin", "syd"] {
+        let mut body = machine_body("i");
+        body["region"] = json!(region);
+        let r = api.post(path, body).await;
+        assert!(r.status.is_client_error(), "{region}: {}", r.status);
+        assert_eq!(r.body["status"], "insufficient_capacity", "{region}");
+        assert!(r.body["error"].is_string());
+    }
+    let after = api
+        .sim
+        .snapshot()
+        .app("vyx-user-cap2")
+        .expect("app")
+        .machines
+        .len();
+    assert_eq!(before, after, "nothing created");
+}
+
+#[tokio::test]
+async fn the_peak_of_concurrent_writes_and_each_callers_user_agent_are_recorded() {
+    let api = Api::fast().await;
+    api.create_app("vyx-user-peak").await;
+    api.sim
+        .set_faults(only("secrets.set", FaultKind::Latency { ms: 300 }));
+    api.sim.reset_peak_in_flight_writes();
+    assert_eq!(api.sim.peak_in_flight_writes(), 0);
+    let path = "/v1/apps/vyx-user-peak/secrets";
+    let write = || async {
+        api.http
+            .post(format!("{}{path}", api.base))
+            .header("authorization", "Bearer t")
+            .header("user-agent", "replica-a")
+            .json(&json!({"values": {"K": "v"}}))
+            .send()
+            .await
+            .expect("post")
+            .status()
+    };
+    // Three writes at once, plus reads that must not count.
+    let (a, b, c, _, _) = tokio::join!(write(), write(), write(), api.get(path), api.get(path));
+    assert!(a.is_success() && b.is_success() && c.is_success());
+    assert_eq!(api.sim.peak_in_flight_writes(), 3);
+    api.sim.reset_peak_in_flight_writes();
+    write().await;
+    assert_eq!(api.sim.peak_in_flight_writes(), 1);
+    let agents: HashSet<Option<String>> = api
+        .sim
+        .calls()
+        .iter()
+        .filter(|c| c.class == "secrets.set")
+        .map(|c| c.user_agent.clone())
+        .collect();
+    assert_eq!(
+        agents,
+        [Some("replica-a".to_string())].into_iter().collect()
+    );
+}

@@ -547,3 +547,43 @@ async fn org_machines_listing() {
         StatusCode::FORBIDDEN
     );
 }
+
+#[tokio::test]
+async fn the_org_machine_list_reports_error_regions_and_leaves_their_machines_out() {
+    use vyx_fleet::sim::Faults;
+    let api = api_with(Timings::instant()).await;
+    let in_sin = api.create_machine(APP, machine_body("img:1")).await;
+    let mut body = machine_body("img:1");
+    body["region"] = json!("ams");
+    let in_ams = api.create_machine(APP, body).await;
+    let ids = |v: &Value| -> Vec<String> {
+        v["machines"]
+            .as_array()
+            .expect("machines")
+            .iter()
+            .map(|m| m["id"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let all = api.get(&format!("/v1/orgs/{ORG}/machines")).await;
+    assert_eq!(all.body["error_regions"], json!([]));
+    assert_eq!(ids(&all.body).len(), 2);
+
+    api.sim.set_faults(Faults {
+        error_regions: vec!["sin".into()],
+        ..Faults::default()
+    });
+    let partial = api.get(&format!("/v1/orgs/{ORG}/machines")).await;
+    assert_eq!(partial.status, StatusCode::OK);
+    assert_eq!(partial.body["error_regions"], json!(["sin"]));
+    assert_eq!(ids(&partial.body), [in_ams["id"].as_str().unwrap_or("")]);
+    // The per-app list and GET still see the machine: only the org-wide view is partial.
+    let id = in_sin["id"].as_str().expect("id");
+    assert_eq!(api.get(&mpath(id)).await.status, StatusCode::OK);
+    let per_app = api.get(&format!("/v1/apps/{APP}/machines")).await;
+    assert_eq!(per_app.body.as_array().map(Vec::len), Some(2));
+
+    api.sim.set_faults(Faults::default());
+    let healed = api.get(&format!("/v1/orgs/{ORG}/machines")).await;
+    assert_eq!(healed.body["error_regions"], json!([]));
+    assert_eq!(ids(&healed.body).len(), 2);
+}

@@ -148,3 +148,186 @@ async fn ip_assignments() {
     );
     assert_eq!(api.sim.snapshot().app(APP).expect("app").ips.len(), 3);
 }
+
+fn machine_path(id: &str) -> String {
+    format!("/v1/apps/{APP}/machines/{id}")
+}
+
+async fn set_secret(api: &Api, value: &str) -> u64 {
+    let r = api
+        .post(
+            &format!("/v1/apps/{APP}/secrets"),
+            json!({"values": {"SUPABASE_SERVICE_ROLE_KEY": value}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    r.body["version"].as_u64().expect("version")
+}
+
+/// The secrets version each live machine of `APP` booted with.
+fn booted(api: &Api) -> Vec<Option<u64>> {
+    let snap = api.sim.snapshot();
+    let app = snap.app(APP).expect("app");
+    app.live_machines().map(|m| m.secrets_version).collect()
+}
+
+#[tokio::test]
+async fn a_machine_boots_with_the_current_secrets_and_keeps_them_until_updated_or_restarted() {
+    let api = Api::fast().await;
+    api.create_app(APP).await;
+    let v1 = set_secret(&api, "first").await;
+    let mut body = sim_support::machine_body("img:1");
+    body["min_secrets_version"] = json!(v1);
+    let m = api.create_machine(APP, body).await;
+    let id = m["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        api.wait_state(APP, &id, "started").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(booted(&api), [Some(v1)]);
+    let snap = api.sim.snapshot();
+    let app = snap.app(APP).expect("app");
+    assert_eq!(app.machines[0].min_secrets_version, Some(v1));
+    assert!(app.machines_on_stale_secrets().is_empty());
+
+    // A secrets write does not reach the running machine (REFERENCE §4.3, §7).
+    let v2 = set_secret(&api, "second").await;
+    assert!(v2 > v1);
+    assert_eq!(booted(&api), [Some(v1)]);
+    let snap = api.sim.snapshot();
+    assert_eq!(
+        snap.app(APP)
+            .expect("app")
+            .machines_on_stale_secrets()
+            .len(),
+        1
+    );
+
+    // An update (a no-op one is enough) reboots it onto the current secrets.
+    let current = api.get(&machine_path(&id)).await.body;
+    let r = api
+        .post(
+            &machine_path(&id),
+            json!({"config": current["config"], "min_secrets_version": v2}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let version = r.body["version"].as_str().expect("version").to_string();
+    let w = api
+        .get(&format!(
+            "{}/wait?state=started&version={version}&timeout=10",
+            machine_path(&id)
+        ))
+        .await;
+    assert_eq!(w.status, StatusCode::OK);
+    assert_eq!(booted(&api), [Some(v2)]);
+
+    // So does a stop and start.
+    let v3 = set_secret(&api, "third").await;
+    let r = api
+        .post(&format!("{}/stop", machine_path(&id)), json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        api.wait_state(APP, &id, "stopped").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(booted(&api), [Some(v2)]);
+    let r = api
+        .post(&format!("{}/start", machine_path(&id)), json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        api.wait_state(APP, &id, "started").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(booted(&api), [Some(v3)]);
+
+    // skip_secrets boots without any.
+    let mut body = sim_support::machine_body("img:1");
+    body["skip_secrets"] = json!(true);
+    let m2 = api.create_machine(APP, body).await;
+    let id2 = m2["id"].as_str().expect("id");
+    assert_eq!(
+        api.wait_state(APP, id2, "started").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(booted(&api), [Some(v3), None]);
+}
+
+#[tokio::test]
+async fn a_min_secrets_version_the_app_does_not_have_is_refused_on_create_and_update() {
+    let api = Api::fast().await;
+    api.create_app(APP).await;
+    let v1 = set_secret(&api, "first").await;
+    let mut body = sim_support::machine_body("img:1");
+    body["min_secrets_version"] = json!(v1 + 1);
+    let r = api.post(&format!("/v1/apps/{APP}/machines"), body).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    assert!(r.body["error"].is_string());
+    assert_eq!(api.sim.snapshot().app(APP).expect("app").machines.len(), 0);
+
+    let m = api
+        .create_machine(APP, sim_support::machine_body("img:1"))
+        .await;
+    let id = m["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        api.wait_state(APP, &id, "started").await.status,
+        StatusCode::OK
+    );
+    let before = api.get(&machine_path(&id)).await.body;
+    let r = api
+        .post(
+            &machine_path(&id),
+            json!({"config": {"image": "img:2"}, "min_secrets_version": v1 + 5}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    let after = api.get(&machine_path(&id)).await.body;
+    assert_eq!(after["version"], before["version"], "nothing applied");
+    assert_eq!(after["config"]["image"], "img:1");
+}
+
+#[tokio::test]
+async fn assigning_an_ip_type_the_app_has_answers_as_configured() {
+    use vyx_fleet::sim::{Faults, IpRepeat};
+    let api = Api::fast().await;
+    api.create_app(APP).await;
+    let path = format!("/v1/apps/{APP}/ip_assignments");
+    let v6 = api.post(&path, json!({"type": "v6"})).await;
+    let s4 = api.post(&path, json!({"type": "shared_v4"})).await;
+    assert_eq!((v6.status, s4.status), (StatusCode::OK, StatusCode::OK));
+
+    // Default: a dedicated type allocates another address; shared IPv4 answers the one it has.
+    let again = api.post(&path, json!({"type": "v6"})).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_ne!(again.body["ip"], v6.body["ip"]);
+    let s4_again = api.post(&path, json!({"type": "shared_v4"})).await;
+    assert_eq!(s4_again.body["ip"], s4.body["ip"]);
+    let count = |api: &Api| api.sim.snapshot().app(APP).expect("app").ips.len();
+    assert_eq!(count(&api), 3);
+
+    for (mode, status) in [
+        (IpRepeat::Conflict, StatusCode::CONFLICT),
+        (IpRepeat::Unprocessable, StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        api.sim.set_faults(Faults {
+            ip_repeat: mode,
+            ..Faults::default()
+        });
+        for ty in ["v6", "shared_v4"] {
+            let r = api.post(&path, json!({"type": ty})).await;
+            assert_eq!(r.status, status, "{mode:?} {ty}: {:?}", r.body);
+            assert!(r.body["error"].is_string());
+        }
+        assert_eq!(count(&api), 3, "{mode:?}: nothing allocated");
+        // A type the app does not have yet is still allocated.
+        let v4 = api.post(&path, json!({"type": "v4"})).await;
+        assert_eq!(v4.status, StatusCode::OK);
+        let ip = v4.body["ip"].as_str().expect("ip").to_string();
+        assert_eq!(
+            api.delete(&format!("{path}/{ip}")).await.status,
+            StatusCode::NO_CONTENT
+        );
+    }
+}

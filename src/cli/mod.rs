@@ -67,7 +67,8 @@ pub async fn run(cfg: Option<&Path>) -> u8 {
         error!(error = %e, "migrations failed");
         return EXIT_FAILURE;
     }
-    let fly = match wiring::fly_client(&s, RateLimits::with_margin()) {
+    let holder = wiring::holder_id();
+    let fly = match wiring::fly_client_for(&s, RateLimits::with_margin(), &holder) {
         Ok(f) => f,
         Err(e) => {
             error!(error = %e, "cannot build the Fly client");
@@ -100,7 +101,7 @@ pub async fn run(cfg: Option<&Path>) -> u8 {
         },
         metrics,
         health,
-        holder: wiring::holder_id(),
+        holder,
     };
     info!(holder = %controller.holder, org = %s.fly_org_slug, "vyx-fleet starting");
     tokio::spawn(async move {

@@ -7,8 +7,8 @@ use super::error::FlyError;
 use super::route::Route;
 use super::types::{App, CreateAppRequest, CreatedApp, ListAppsPage};
 
-/// Page size for `list_apps`.
-const APPS_PAGE: u32 = 500;
+/// Fly's largest `limit` for `GET /v1/apps` (REFERENCE §2.4).
+const MAX_APPS_PAGE: u32 = 5000;
 /// Stop following cursors after this many pages (a misbehaving server must not loop us forever).
 pub(crate) const MAX_PAGES: usize = 10_000;
 
@@ -34,7 +34,7 @@ impl FlyClient {
         decode(Route::GetApp, &answer)
     }
 
-    /// Every app of the org: `GET /v1/apps?org_slug=…&limit=500`, following `next_cursor`.
+    /// Every app of the org: `GET /v1/apps?org_slug=…&limit=<page size>`, following `next_cursor`.
     pub async fn list_apps(&self, org_slug: &str) -> Result<Vec<App>, FlyError> {
         let mut apps = Vec::new();
         let mut cursor: Option<String> = None;
@@ -42,7 +42,10 @@ impl FlyClient {
         for _ in 0..MAX_PAGES {
             let mut r = Request::new(Route::ListApps, vec!["v1", "apps"], org_slug)
                 .query("org_slug", org_slug)
-                .query("limit", APPS_PAGE.to_string());
+                .query(
+                    "limit",
+                    self.inner.list_page_size.min(MAX_APPS_PAGE).to_string(),
+                );
             if let Some(c) = &cursor {
                 r = r.query("cursor", c.clone());
             }

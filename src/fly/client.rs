@@ -48,7 +48,14 @@ pub struct ClientOptions {
     /// Retries after the first attempt, for the cases the policy allows.
     pub max_retries: u32,
     pub user_agent: String,
+    /// Items asked per page of the list calls (apps, machines, org machines; clamped to what Fly
+    /// accepts). [`DEFAULT_LIST_PAGE_SIZE`] in production; tests set a few items so every list
+    /// spans several pages.
+    pub list_page_size: u32,
 }
+
+/// Page size of the list calls unless [`ClientOptions::list_page_size`] says otherwise.
+pub const DEFAULT_LIST_PAGE_SIZE: u32 = 500;
 
 impl ClientOptions {
     /// Defaults: documented rate limits, 30 s per attempt, 3 retries.
@@ -60,6 +67,7 @@ impl ClientOptions {
             request_timeout: Duration::from_secs(30),
             max_retries: 3,
             user_agent: concat!("vyx-fleet/", env!("CARGO_PKG_VERSION")).to_owned(),
+            list_page_size: DEFAULT_LIST_PAGE_SIZE,
         }
     }
 }
@@ -79,6 +87,7 @@ pub(crate) struct Inner {
     request_timeout: Duration,
     max_retries: u32,
     policy: RetryPolicy,
+    pub(crate) list_page_size: u32,
 }
 
 impl std::fmt::Debug for FlyClient {
@@ -209,6 +218,7 @@ impl FlyClient {
                 request_timeout: opts.request_timeout,
                 max_retries: opts.max_retries,
                 policy: RetryPolicy::fly_default(),
+                list_page_size: opts.list_page_size.max(1),
             }),
         })
     }

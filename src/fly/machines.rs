@@ -13,7 +13,6 @@ use super::machine::{Machine, OrgMachine, OrgMachinesPage, WaitResult};
 use super::route::Route;
 use super::types::{CreateMachineRequest, ListMachines, StopMachineRequest, UpdateMachineRequest};
 
-const DEFAULT_MACHINES_PAGE: u32 = 500;
 /// Fly blocks a wait for at most 60 s (fly-go clamps to 1..=60 because of a proxy timeout).
 const MAX_WAIT_POLL_SECS: u64 = 60;
 /// Extra HTTP time on top of a wait long-poll, so the server's 408 arrives before our timeout.
@@ -30,7 +29,7 @@ pub struct ListOrgMachines {
     pub include_deleted: Option<bool>,
     pub region: Option<String>,
     pub summary: bool,
-    /// Page size (≤ 1000); defaults to 500.
+    /// Page size (≤ 1000); defaults to the client's `list_page_size`.
     pub limit: Option<u32>,
 }
 
@@ -78,7 +77,7 @@ impl FlyClient {
                 q.include_deleted,
                 &q.region,
                 q.summary,
-                q.limit,
+                q.limit.unwrap_or(self.inner.list_page_size),
                 &cursor,
             );
             let answer = self.execute(&r).await?;
@@ -127,7 +126,7 @@ impl FlyClient {
                 q.include_deleted,
                 &q.region,
                 q.summary,
-                q.limit,
+                q.limit.unwrap_or(self.inner.list_page_size),
                 &cursor,
             );
             let answer = self.execute(&r).await?;
@@ -283,7 +282,7 @@ fn page_query<'a>(
     include_deleted: Option<bool>,
     region: &Option<String>,
     summary: bool,
-    limit: Option<u32>,
+    limit: u32,
     cursor: &Option<String>,
 ) -> Request<'a> {
     if let Some(b) = include_deleted {
@@ -298,13 +297,7 @@ fn page_query<'a>(
     if summary {
         r = r.query("summary", "true");
     }
-    r = r.query(
-        "limit",
-        limit
-            .unwrap_or(DEFAULT_MACHINES_PAGE)
-            .clamp(1, 1000)
-            .to_string(),
-    );
+    r = r.query("limit", limit.clamp(1, 1000).to_string());
     if let Some(c) = cursor {
         r = r.query("cursor", c.clone());
     }

@@ -25,7 +25,7 @@ mod transport;
 mod types;
 
 pub use classify::{MAX_MESSAGE_CHARS, parse_retry_after};
-pub use client::{ClientOptions, FlyClient, MAX_BODY_BYTES};
+pub use client::{ClientOptions, DEFAULT_LIST_PAGE_SIZE, FlyClient, MAX_BODY_BYTES};
 pub use config::{Autostop, Check, Guest, MachineConfig, Port, Restart, Service, StopConfig};
 pub use duration::{FlyDuration, format_go_duration, parse_go_duration};
 pub use error::{CallInfo, FlyError};

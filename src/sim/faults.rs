@@ -64,9 +64,36 @@ pub struct Faults {
     /// Reseed the RNG when these faults are set (else keep the running sequence).
     #[serde(default)]
     pub seed: Option<u64>,
-    /// Machine creates in these regions fail with 422 `insufficient_capacity` [S1][S4].
+    /// Machine creates in these regions fail with 412 and `status: "insufficient_capacity"`, the
+    /// status Fly uses for capacity errors [S1][S4].
     #[serde(default)]
     pub no_capacity_regions: Vec<String>,
+    /// Inside an app's post-create window, the share of calls answered 401 instead of 404: fly-go's
+    /// `WaitForApp` retries both for up to a minute [S9] (REFERENCE §7).
+    #[serde(default)]
+    pub post_create_401: f64,
+    /// What assigning an IP of a type the app already has answers (REFERENCE §5).
+    #[serde(default)]
+    pub ip_repeat: IpRepeat,
+    /// Regions the org-wide machine list cannot reach: reported in `error_regions`, their machines
+    /// missing from the answer (REFERENCE §3.9).
+    #[serde(default)]
+    pub error_regions: Vec<String>,
+}
+
+/// The answer to `POST /v1/apps/{app}/ip_assignments` for a type the app already has. REFERENCE §5
+/// gives no single answer: dedicated types allocate (and bill) another address, shared IPv4 is one
+/// per app; a third-party provisioner reports 409 or 422 ("already allocated") [S20].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IpRepeat {
+    /// Another address for a dedicated type; the existing address for `shared_v4`.
+    #[default]
+    Allocate,
+    /// 409 with an error body; nothing allocated.
+    Conflict,
+    /// 422 with an error body; nothing allocated.
+    Unprocessable,
 }
 
 /// What the request pipeline must do for one call.
@@ -77,6 +104,8 @@ pub struct Decision {
     pub pre: Option<PreFault>,
     /// Run the handler, then lose a successful answer.
     pub lose_answer: Option<Option<u16>>,
+    /// Inside a post-create window, answer 401 rather than 404.
+    pub window_401: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -128,6 +157,11 @@ impl FaultState {
 
     pub fn decide_at(&mut self, class: &str, now: Instant) -> Decision {
         let mut d = Decision::default();
+        let p401 = self.faults.post_create_401;
+        // Rolled only when set, so seeded runs without it keep their sequence.
+        if p401.is_finite() && p401 > 0.0 {
+            d.window_401 = self.rng.random_bool(p401.min(1.0));
+        }
         if self.burst_until.is_some_and(|t| now < t) {
             d.pre = Some(PreFault::TooMany);
             return d;

@@ -37,6 +37,9 @@ pub struct CallRecord {
     /// A mutating call whose handler succeeded (true even if its answer was then lost).
     pub write_applied: bool,
     pub request_id: String,
+    /// The caller's `User-Agent`, which tells replicas apart when each sends its own.
+    #[serde(default)]
+    pub user_agent: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,6 +53,14 @@ pub struct MachineSnapshot {
     pub checks: Vec<CheckStatus>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// `min_secrets_version` of the create/update that made the current version.
+    #[serde(default)]
+    pub min_secrets_version: Option<u64>,
+    /// The app's secrets version this machine last booted with (secrets are read at boot and a
+    /// running machine keeps them until it is updated or restarted, REFERENCE §4.3). `None`: it
+    /// never booted, or booted with `skip_secrets`.
+    #[serde(default)]
+    pub secrets_version: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,6 +109,21 @@ impl Snapshot {
     }
 }
 
+impl AppSnapshot {
+    /// Machines not destroyed.
+    pub fn live_machines(&self) -> impl Iterator<Item = &MachineSnapshot> {
+        self.machines.iter().filter(|m| m.state != "destroyed")
+    }
+
+    /// Live machines that did not boot with the app's current secrets version (secrets not applied,
+    /// REFERENCE §7). Machines still booting or parked count too: they would run old secrets.
+    pub fn machines_on_stale_secrets(&self) -> Vec<&MachineSnapshot> {
+        self.live_machines()
+            .filter(|m| m.secrets_version != Some(self.secrets_version))
+            .collect()
+    }
+}
+
 pub(crate) fn snapshot(sh: &Shared) -> Snapshot {
     let world = lock(&sh.world);
     let mut apps: Vec<AppSnapshot> = world
@@ -127,6 +153,8 @@ pub(crate) fn snapshot(sh: &Shared) -> Snapshot {
                         checks: m.checks.clone(),
                         created_at: m.created_at,
                         updated_at: m.updated_at,
+                        min_secrets_version: m.min_secrets_version,
+                        secrets_version: m.booted_secrets_version,
                     })
                     .collect(),
                 ips: a
@@ -172,6 +200,27 @@ pub(crate) fn seed(sh: &Shared, org: &str, name: &str) -> bool {
     drop(world);
     sh.notify();
     true
+}
+
+/// Removes an app and everything in it at once, as a delete made outside the controller (flyctl by
+/// hand, or lost on Fly's side) looks once it has completed. False if there was no such app.
+pub(crate) fn remove_app(sh: &Shared, name: &str) -> bool {
+    let removed = lock(&sh.world).apps.remove(name).is_some();
+    if removed {
+        sh.notify();
+    }
+    removed
+}
+
+async fn delete_app(
+    State(sh): State<Arc<Shared>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    if remove_app(&sh, &name) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        ApiError::app_not_found().into_response()
+    }
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, ApiError> {
@@ -252,6 +301,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/_sim/calls", get(get_calls).delete(clear_calls))
         .route("/_sim/calls/clear", post(clear_calls))
         .route("/_sim/apps", post(post_app))
+        .route("/_sim/apps/{name}", axum::routing::delete(delete_app))
         .route(
             "/_sim/faults",
             get(get_faults).put(put_faults).post(put_faults),

@@ -49,7 +49,11 @@ pub(crate) fn schedule(sh: &Arc<Shared>, app: &str, id: &str, generation: u64, s
 fn apply(sh: &Arc<Shared>, app: &str, id: &str, generation: u64, step: Step) {
     let failing_images = lock(&sh.failing_images).clone();
     let mut world = lock(&sh.world);
-    let Some(m) = world.machine_mut(app, id) else {
+    let Some(a) = world.apps.get_mut(app) else {
+        return;
+    };
+    let secrets_version = a.secrets_version;
+    let Some(m) = a.machines.get_mut(id) else {
         return;
     };
     if m.generation != generation {
@@ -58,7 +62,7 @@ fn apply(sh: &Arc<Shared>, app: &str, id: &str, generation: u64, step: Step) {
     let failing = failing_images.contains(m.image());
     let next = match step {
         Step::Boot | Step::Replaced => {
-            m.set_state("starting", "start", "flyd");
+            m.boot(secrets_version, "start", "flyd");
             Some(Step::Started)
         }
         Step::Started => {

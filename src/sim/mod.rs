@@ -29,7 +29,8 @@
 //!
 //! # Inspection over HTTP (no auth, not rate limited, not logged)
 //! `GET /_sim/snapshot`, `GET /_sim/calls`, `DELETE /_sim/calls` (or `POST /_sim/calls/clear`),
-//! `POST /_sim/apps {"org","name"}` (seed), `GET|PUT|POST /_sim/faults` ([`Faults`] JSON, e.g.
+//! `POST /_sim/apps {"org","name"}` (seed), `DELETE /_sim/apps/{name}` (out-of-band delete, at
+//! once), `GET|PUT|POST /_sim/faults` ([`Faults`] JSON, e.g.
 //! `{"rules":[{"class":"apps.create","probability":0.5,"kind":"lost_answer","status":502}]}`),
 //! `PUT|POST /_sim/failing_images` (`["image:tag", ...]`).
 
@@ -50,7 +51,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 pub use config::{BucketConfig, OrgConfig, RateLimitConfig, SimConfig, Timings, TokenConfig};
-pub use faults::{FaultKind, FaultRule, Faults};
+pub use faults::{FaultKind, FaultRule, Faults, IpRepeat};
 pub use inspect::{AppSnapshot, CallRecord, IpSnapshot, MachineSnapshot, SecretSnapshot, Snapshot};
 pub use state::CheckStatus;
 
@@ -126,6 +127,12 @@ impl Sim {
         inspect::seed(&self.shared, org, name);
     }
 
+    /// Removes the app `name` and everything in it at once: an app deleted outside the controller
+    /// (by hand with flyctl, or lost on Fly's side). False if there was no such app.
+    pub fn delete_app_out_of_band(&self, name: &str) -> bool {
+        inspect::remove_app(&self.shared, name)
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         inspect::snapshot(&self.shared)
     }
@@ -139,6 +146,24 @@ impl Sim {
         self.shared
             .in_flight
             .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The most mutating `/v1` calls (anything but GET/HEAD) ever in flight at once since the
+    /// start or the last [`Sim::reset_peak_in_flight_writes`]. Long-polls are GETs: not counted.
+    pub fn peak_in_flight_writes(&self) -> usize {
+        self.shared
+            .peak_in_flight_writes
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn reset_peak_in_flight_writes(&self) {
+        let now = self
+            .shared
+            .in_flight_writes
+            .load(std::sync::atomic::Ordering::SeqCst);
+        self.shared
+            .peak_in_flight_writes
+            .store(now, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn clear_calls(&self) {

@@ -47,6 +47,9 @@ pub(crate) struct Shared {
     call_seq: AtomicU64,
     /// `/v1` calls currently inside the pipeline (long-polls included).
     pub in_flight: AtomicUsize,
+    /// Mutating `/v1` calls currently inside the pipeline, and the most seen at once.
+    pub in_flight_writes: AtomicUsize,
+    pub peak_in_flight_writes: AtomicUsize,
     pub shutdown: watch::Sender<bool>,
 }
 
@@ -84,6 +87,8 @@ impl Shared {
             req_seq: AtomicU64::new(0),
             call_seq: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            in_flight_writes: AtomicUsize::new(0),
+            peak_in_flight_writes: AtomicUsize::new(0),
             shutdown: watch::channel(false).0,
         })
     }
@@ -135,11 +140,13 @@ impl Shared {
             return Some(Caller {
                 orgs: orgs.clone(),
                 affinity,
+                window_401: false,
             });
         }
         self.any_token_org.as_ref().map(|o| Caller {
             orgs: vec![o.clone()],
             affinity,
+            window_401: false,
         })
     }
 }
@@ -155,19 +162,30 @@ fn affinity_cookies(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-/// Counts a call as in flight until dropped (also when the client goes away mid-call).
-struct InFlight<'a>(&'a Shared);
+/// Counts a call as in flight until dropped (also when the client goes away mid-call); a mutating
+/// call also counts towards the in-flight writes and their peak.
+struct InFlight<'a> {
+    sh: &'a Shared,
+    write: bool,
+}
 
 impl<'a> InFlight<'a> {
-    fn enter(sh: &'a Shared) -> Self {
+    fn enter(sh: &'a Shared, write: bool) -> Self {
         sh.in_flight.fetch_add(1, Ordering::SeqCst);
-        InFlight(sh)
+        if write {
+            let now = sh.in_flight_writes.fetch_add(1, Ordering::SeqCst) + 1;
+            sh.peak_in_flight_writes.fetch_max(now, Ordering::SeqCst);
+        }
+        InFlight { sh, write }
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.sh.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.write {
+            self.sh.in_flight_writes.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -240,7 +258,7 @@ async fn pipeline(State(sh): State<Arc<Shared>>, mut req: Request, next: Next) -
         return with_request_id(next.run(req).await, &request_id);
     }
     let route = classify(&method, &path);
-    let _in_flight = InFlight::enter(&sh);
+    let _in_flight = InFlight::enter(&sh, route.write);
     let mut rec = CallRecord {
         seq: 0,
         at: Utc::now(),
@@ -255,6 +273,11 @@ async fn pipeline(State(sh): State<Arc<Shared>>, mut req: Request, next: Next) -
         fault: None,
         write_applied: false,
         request_id: request_id.clone(),
+        user_agent: req
+            .headers()
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
     };
     let kill = req
         .extensions()
@@ -262,7 +285,7 @@ async fn pipeline(State(sh): State<Arc<Shared>>, mut req: Request, next: Next) -
         .map(|c| c.0.clone());
 
     let resp = 'resp: {
-        let Some(caller) = sh.authenticate(req.headers()) else {
+        let Some(mut caller) = sh.authenticate(req.headers()) else {
             break 'resp ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized: missing or invalid token",
@@ -270,6 +293,7 @@ async fn pipeline(State(sh): State<Arc<Shared>>, mut req: Request, next: Next) -
             .into_response();
         };
         let decision = lock(&sh.faults).decide(route.class);
+        caller.window_401 = decision.window_401;
         if !decision.latency.is_zero() {
             rec.fault = Some(format!("latency {}ms", decision.latency.as_millis()));
             // Capped so a silly rule cannot overflow the timer.

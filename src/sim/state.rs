@@ -73,6 +73,14 @@ pub(crate) struct Machine {
     /// Bumped by every user action; a scheduled transition of an older generation is void.
     pub generation: u64,
     pub nonce: Option<String>,
+    /// From the create/update that made the current version: boot only with app secrets at least
+    /// this version (REFERENCE §3.2, §4.1).
+    pub min_secrets_version: Option<u64>,
+    /// From the same request: boot without app secrets.
+    pub skip_secrets: bool,
+    /// The app's secrets version read at the last boot. Secrets are read when the VM boots; a
+    /// running machine keeps them until updated or restarted (REFERENCE §4.3).
+    pub booted_secrets_version: Option<u64>,
 }
 
 impl Machine {
@@ -97,6 +105,12 @@ impl Machine {
             .get("image")
             .and_then(Value::as_str)
             .unwrap_or_default()
+    }
+
+    /// Enters `starting`: the host reads the app's secrets now (REFERENCE §4.3).
+    pub fn boot(&mut self, app_secrets_version: u64, event: &str, source: &str) {
+        self.booted_secrets_version = (!self.skip_secrets).then_some(app_secrets_version);
+        self.set_state("starting", event, source);
     }
 
     /// `metadata.<k>` of the config, as a string.
@@ -177,10 +191,6 @@ impl World {
             name: name.to_string(),
             numeric_id: 10_000 + n,
         });
-    }
-
-    pub fn machine_mut(&mut self, app: &str, id: &str) -> Option<&mut Machine> {
-        self.apps.get_mut(app)?.machines.get_mut(id)
     }
 }
 

@@ -520,10 +520,56 @@ struct RowFacts {
 /// - at most one app per user and one user per app; every managed-prefix app in the org is owned by
 ///   a live row (no leak); nothing is still being deleted;
 /// - each wanted user's app has exactly one live machine, the one the row records, running `IMAGE`,
-///   tagged with that user's id;
+///   tagged with that user's id; the app has `v6` + `shared_v4` IPs and exactly the expected
+///   secrets, and its machine booted with the app's latest secrets version;
 /// - events: every `provision_completed` has an earlier `provision_started` for that user, every
 ///   `deprovision_completed` an earlier `deprovision_started`.
 pub async fn check_converged(pool: &PgPool, sim: &Sim) -> Result<Summary, String> {
+    check_converged_with(pool, sim, &Expected::default()).await
+}
+
+/// What every wanted user's app must carry, from the environment the daemons run with.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    /// Fly secret name → value: `SUPABASE_SERVICE_ROLE_KEY` plus every `USER_APP_SECRETS` name.
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl Default for Expected {
+    /// The secrets of [`BinEnv::full`].
+    fn default() -> Self {
+        Expected {
+            secrets: [(
+                "SUPABASE_SERVICE_ROLE_KEY".to_string(),
+                SERVICE_KEY.to_string(),
+            )]
+            .into_iter()
+            .collect(),
+        }
+    }
+}
+
+impl Expected {
+    pub fn from_env(env: &BinEnv) -> Expected {
+        let mut secrets = BTreeMap::new();
+        if let Some(v) = env.vars.get("SUPABASE_SERVICE_ROLE_KEY") {
+            secrets.insert("SUPABASE_SERVICE_ROLE_KEY".to_string(), v.clone());
+        }
+        for name in env.get("USER_APP_SECRETS").split(',').map(str::trim) {
+            if let Some(v) = env.vars.get(name).filter(|_| !name.is_empty()) {
+                secrets.insert(name.to_string(), v.clone());
+            }
+        }
+        Expected { secrets }
+    }
+}
+
+/// [`check_converged`] against the secrets `expected` says every app carries.
+pub async fn check_converged_with(
+    pool: &PgPool,
+    sim: &Sim,
+    expected: &Expected,
+) -> Result<Summary, String> {
     let intents = intents(pool).await?;
     let rows: Vec<RowFacts> = sqlx::query_as(
         "SELECT user_id, fly_app_name, status, machine_id, deleted_at IS NULL AS live \
@@ -590,6 +636,8 @@ pub async fn check_converged(pool: &PgPool, sim: &Sim) -> Result<Summary, String
                     problems.push(format!("wanted user {user}: no app {}", row.fly_app_name));
                     continue;
                 };
+                // IPs, secrets, and machines on the latest secrets (issue 6 point 14).
+                problems.extend(support::serving_problems(app, &expected.secrets));
                 let machines: Vec<_> = app
                     .machines
                     .iter()

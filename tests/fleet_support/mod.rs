@@ -102,7 +102,12 @@ impl FleetBuilder {
 
 fn build_ctx(vars: &HashMap<String, String>, db: &TestDb, term: i64) -> Ctx {
     let s = Settings::from_map(vars, None).expect("test settings are valid");
-    let fly = wiring::fly_client(&s, RateLimits::with_margin()).unwrap();
+    let mut opts = wiring::client_options(&s, RateLimits::with_margin());
+    // Lists of a few items per page (issue 6 point 16): `.var("VYX_FLY_LIST_PAGE_SIZE", "2")`.
+    if let Some(n) = vars.get("VYX_FLY_LIST_PAGE_SIZE") {
+        opts.list_page_size = n.parse().expect("VYX_FLY_LIST_PAGE_SIZE is a number");
+    }
+    let fly = vyx_fleet::fly::FlyClient::new(opts).unwrap();
     let mut ctx = wiring::ctx(&s, db.pool.clone(), fly);
     ctx.store = Store::new(db.pool.clone(), term);
     // Tests wait for convergence, so failed attempts come back quickly.
@@ -137,6 +142,40 @@ impl Fleet {
         self.vars.insert(key.into(), value.into());
         self.ctx = build_ctx(&self.vars, &self.db, self.term);
         self.pass_cfg = wiring::pass_config(&Settings::from_map(&self.vars, None).unwrap());
+    }
+
+    /// The Fly secrets every app should carry under the current settings: name → value.
+    pub fn expected_secrets(&self) -> std::collections::BTreeMap<String, String> {
+        let mut out = std::collections::BTreeMap::new();
+        if let Some(v) = self.vars.get("SUPABASE_SERVICE_ROLE_KEY") {
+            out.insert("SUPABASE_SERVICE_ROLE_KEY".to_string(), v.clone());
+        }
+        let names = self
+            .vars
+            .get("USER_APP_SECRETS")
+            .cloned()
+            .unwrap_or_default();
+        for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if let Some(v) = self.vars.get(name) {
+                out.insert(name.to_string(), v.clone());
+            }
+        }
+        out
+    }
+
+    /// IPs, secrets and machines-on-latest-secrets problems of every live row's app (issue 6
+    /// point 14), one line each.
+    pub async fn serving_problems(&self, users: &[Uuid]) -> Vec<String> {
+        let want = self.expected_secrets();
+        let mut out = Vec::new();
+        for u in users {
+            let row = self.row(*u).await;
+            match self.app(&row.fly_app_name) {
+                Some(app) => out.extend(crate::support::serving_problems(&app, &want)),
+                None => out.push(format!("user {u}: no app {}", row.fly_app_name)),
+            }
+        }
+        out
     }
 
     pub async fn pass(&self) -> PassReport {

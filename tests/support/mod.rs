@@ -257,3 +257,56 @@ pub async fn set_subscription(pool: &PgPool, user_id: Uuid, tier: &str, status: 
     .await
     .expect("set subscription");
 }
+
+/// What a user's app must carry beyond its machine (DESIGN §3): the public IPs that make
+/// `<app>.fly.dev` serve (`v6` + `shared_v4`), exactly the expected secrets with the expected
+/// values, and every live machine booted with the app's latest secrets version (secrets only reach
+/// a machine when it boots, REFERENCE §4.3). `expected_secrets` maps name → value. Returns one line
+/// per problem.
+pub fn serving_problems(
+    app: &vyx_fleet::sim::AppSnapshot,
+    expected_secrets: &std::collections::BTreeMap<String, String>,
+) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    let mut problems = Vec::new();
+    for kind in ["v6", "shared_v4"] {
+        if !app.ips.iter().any(|ip| ip.kind == kind) {
+            let have: Vec<&str> = app.ips.iter().map(|ip| ip.kind.as_str()).collect();
+            problems.push(format!("app {}: no {kind} IP (has {have:?})", app.name));
+        }
+    }
+    let have: std::collections::BTreeMap<&str, &str> = app
+        .secrets
+        .iter()
+        .map(|s| (s.name.as_str(), s.value_sha256.as_str()))
+        .collect();
+    let want: std::collections::BTreeMap<&str, String> = expected_secrets
+        .iter()
+        .map(|(k, v)| {
+            let d = Sha256::digest(v.as_bytes());
+            let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+            (k.as_str(), hex)
+        })
+        .collect();
+    let have_names: Vec<&str> = have.keys().copied().collect();
+    let want_names: Vec<&str> = want.keys().copied().collect();
+    if have_names != want_names {
+        problems.push(format!(
+            "app {}: secrets {have_names:?}, expected {want_names:?}",
+            app.name
+        ));
+    } else {
+        for (name, digest) in &want {
+            if have.get(name).copied() != Some(digest.as_str()) {
+                problems.push(format!("app {}: secret {name} has a stale value", app.name));
+            }
+        }
+    }
+    for m in app.machines_on_stale_secrets() {
+        problems.push(format!(
+            "app {}: machine {} ({}) booted with secrets version {:?}, the app is at {}",
+            app.name, m.id, m.state, m.secrets_version, app.secrets_version
+        ));
+    }
+    problems
+}

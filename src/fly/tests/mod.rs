@@ -131,6 +131,7 @@ async fn stub_with(
         request_timeout: Duration::from_secs(5),
         max_retries,
         user_agent: "vyx-fleet-test".into(),
+        list_page_size: crate::fly::client::DEFAULT_LIST_PAGE_SIZE,
     };
     let fast = RetryPolicy {
         initial: Duration::from_millis(1),

@@ -13,8 +13,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::{
-    ApiError, ApiResult, Caller, app_for, decode_cursor, encode_cursor, parse_body, parse_query,
-    query_get, query_limit,
+    ApiError, ApiResult, Caller, app_for, parse_body, parse_query, query_get, query_limit,
 };
 use crate::sim::lifecycle;
 use crate::sim::server::{Shared, lock};
@@ -188,6 +187,34 @@ pub(crate) async fn show(
     Ok(Json(app_json(&world, app)).into_response())
 }
 
+/// Position in an app listing plus what its first page fixed: the last creation number it covers
+/// and the `total_apps` it counted.
+struct AppsCursor {
+    after: u64,
+    upto: u64,
+    total: usize,
+}
+
+impl AppsCursor {
+    fn encode(&self) -> String {
+        format!("a1.{:x}.{:x}.{:x}", self.after, self.upto, self.total)
+    }
+
+    fn decode(c: &str) -> Result<AppsCursor, ApiError> {
+        let bad = || ApiError::bad_request("invalid cursor");
+        let parts: Vec<&str> = c.strip_prefix("a1.").ok_or_else(bad)?.split('.').collect();
+        let [after, upto, total] = parts.as_slice() else {
+            return Err(bad());
+        };
+        let hex = |s: &str| u64::from_str_radix(s, 16).map_err(|_| bad());
+        Ok(AppsCursor {
+            after: hex(after)?,
+            upto: hex(upto)?,
+            total: usize::try_from(hex(total)?).map_err(|_| bad())?,
+        })
+    }
+}
+
 /// `GET /v1/apps?org_slug=&limit=&cursor=` [S1]. Without `limit` everything comes back.
 pub(crate) async fn list(
     State(sh): State<Arc<Shared>>,
@@ -210,30 +237,51 @@ pub(crate) async fn list(
         ));
     }
     let limit = query_limit(&q, 5000)?;
-    let after = match query_get(&q, "cursor").filter(|c| !c.is_empty()) {
+    let cursor = match query_get(&q, "cursor").filter(|c| !c.is_empty()) {
         Some(_) if limit.is_none() => {
             return Err(ApiError::bad_request("cursor requires limit"));
         }
-        Some(c) => decode_cursor(c)?,
-        None => 0,
+        Some(c) => Some(AppsCursor::decode(c)?),
+        None => None,
     };
     let now = Instant::now();
     let world = lock(&sh.world);
-    // Apps created moments ago may be missing [S1].
-    let all: Vec<&App> = world
+    // The first page fixes what the listing covers: later pages only include apps that existed
+    // then, and `total_apps` is counted once, then repeated, so apps deleted meanwhile stay
+    // counted [S1].
+    let snapshot = match &cursor {
+        Some(c) => (c.upto, c.total),
+        None => {
+            let total = world
+                .apps
+                .values()
+                .filter(|a| a.org == org && now >= a.listed_at)
+                .count();
+            (world.seq, total)
+        }
+    };
+    let after = cursor.as_ref().map_or(0, |c| c.after);
+    let mut page: Vec<&App> = world
         .apps
         .values()
         .filter(|a| a.org == org && now >= a.listed_at)
+        .filter(|a| a.seq > after && a.seq <= snapshot.0)
         .collect();
-    let total = all.len();
-    let mut page: Vec<&App> = all.into_iter().filter(|a| a.seq > after).collect();
+    let total = snapshot.1;
     page.sort_by_key(|a| a.seq);
     let mut next = None;
     if let Some(l) = limit
         && page.len() > l
     {
         page.truncate(l);
-        next = page.last().map(|a| encode_cursor(a.seq));
+        next = page.last().map(|a| {
+            AppsCursor {
+                after: a.seq,
+                upto: snapshot.0,
+                total,
+            }
+            .encode()
+        });
     }
     let apps: Vec<Value> = page.iter().map(|a| app_json(&world, a)).collect();
     let mut body = json!({"total_apps": total, "apps": apps});

@@ -11,6 +11,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiResult, Caller, app_for, app_for_mut, parse_body};
+use crate::sim::faults::IpRepeat;
 use crate::sim::server::{Shared, lock};
 use crate::sim::state::{IpEntry, rfc3339};
 
@@ -61,6 +62,7 @@ pub(crate) async fn create(
             .to_string()
     };
     let (region, service_name, network) = (opt("region"), opt("service_name"), opt("network"));
+    let repeat = lock(&sh.faults).faults.ip_repeat;
     let mut world = lock(&sh.world);
     world.ip_seq += 1;
     let n = world.ip_seq;
@@ -84,8 +86,26 @@ pub(crate) async fn create(
             )));
         }
     };
-    if shared && let Some(existing) = a.ips.iter().find(|i| i.shared) {
-        return Ok(Json(ip_json(existing, &a.org)).into_response());
+    // A repeat of a type the app has (REFERENCE §5): answered as configured.
+    if let Some(existing) = a.ips.iter().find(|i| i.kind == kind) {
+        match repeat {
+            IpRepeat::Conflict => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("an IP of type {kind} is already allocated to this app"),
+                ));
+            }
+            IpRepeat::Unprocessable => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("an IP of type {kind} is already allocated to this app"),
+                ));
+            }
+            IpRepeat::Allocate if shared => {
+                return Ok(Json(ip_json(existing, &a.org)).into_response());
+            }
+            IpRepeat::Allocate => {}
+        }
     }
     let entry = IpEntry {
         ip,

@@ -29,17 +29,18 @@ fn act(
     caller: &Caller,
     app: &str,
     id: &str,
-    f: impl FnOnce(&mut Machine) -> Result<(Value, Option<Step>), ApiError>,
+    f: impl FnOnce(&mut Machine, u64) -> Result<(Value, Option<Step>), ApiError>,
 ) -> ApiResult {
     let mut world = lock(&sh.world);
     let a = app_for_mut(&mut world, caller, app)?;
+    let secrets_version = a.secrets_version;
     // Acting on a destroyed machine gives "machine not found" [S25].
     let m = a
         .machines
         .get_mut(id)
         .filter(|m| m.state != "destroyed")
         .ok_or_else(ApiError::machine_not_found)?;
-    let (body, step) = f(m)?;
+    let (body, step) = f(m, secrets_version)?;
     let generation = m.generation;
     drop(world);
     if let Some(step) = step {
@@ -68,7 +69,7 @@ pub(crate) async fn stop(
     {
         return Err(ApiError::bad_request(format!("invalid timeout {t}")));
     }
-    act(&sh, &caller, &app, &id, |m| match m.state.as_str() {
+    act(&sh, &caller, &app, &id, |m, _| match m.state.as_str() {
         "started" | "starting" | "replacing" | "updating" => {
             m.generation += 1;
             m.set_state("stopping", "stop", "user");
@@ -87,12 +88,13 @@ pub(crate) async fn start(
     Extension(caller): Extension<Caller>,
     Path((app, id)): Path<(String, String)>,
 ) -> ApiResult {
-    act(&sh, &caller, &app, &id, |m| {
+    act(&sh, &caller, &app, &id, |m, secrets_version| {
         let prev = m.state.clone();
         match prev.as_str() {
             "stopped" | "created" | "suspended" | "failed" => {
                 m.generation += 1;
-                m.set_state("starting", "start", "user");
+                // A (re)start boots again and reads the app's current secrets [S3][S7].
+                m.boot(secrets_version, "start", "user");
                 Ok((json!({"previous_state": prev}), Some(Step::Started)))
             }
             "started" | "starting" => Ok((json!({"previous_state": prev}), None)),
@@ -113,7 +115,7 @@ pub(crate) async fn destroy(
 ) -> ApiResult {
     let q = parse_query(raw.as_deref());
     let force = query_bool(&q, "force")? || query_bool(&q, "kill")?;
-    act(&sh, &caller, &app, &id, |m| match m.state.as_str() {
+    act(&sh, &caller, &app, &id, |m, _| match m.state.as_str() {
         "destroying" => Ok((json!({"ok": true}), None)),
         "stopped" | "suspended" | "created" | "failed" => {
             m.generation += 1;

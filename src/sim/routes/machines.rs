@@ -87,12 +87,15 @@ fn get_str<'a>(body: &'a Value, key: &str) -> Result<Option<&'a str>, ApiError> 
     }
 }
 
-/// `min_secrets_version` must name a secrets version the app has [S1][S28].
-fn check_secrets_version(app: &App, body: &Value) -> Result<(), ApiError> {
+/// `min_secrets_version` and `skip_secrets` of a create/update [S1]. A machine may only boot with
+/// app secrets at least `min_secrets_version` (REFERENCE §3.2, §4.1): a version the app does not
+/// have yet is refused, nothing created or changed.
+fn secrets_request(app: &App, body: &Value) -> Result<(Option<u64>, bool), ApiError> {
+    let skip = get_bool(body, "skip_secrets")?;
     match body.get("min_secrets_version") {
-        None | Some(Value::Null) => Ok(()),
+        None | Some(Value::Null) => Ok((None, skip)),
         Some(v) => match v.as_u64() {
-            Some(n) if n <= app.secrets_version => Ok(()),
+            Some(n) if n <= app.secrets_version => Ok((Some(n), skip)),
             Some(n) => Err(ApiError::bad_request(format!(
                 "min_secrets_version {n} is newer than the app's secrets version {}",
                 app.secrets_version
@@ -179,7 +182,7 @@ pub(crate) async fn create(
     if app.deleting {
         return Err(ApiError::app_not_found());
     }
-    check_secrets_version(app, &body)?;
+    let (min_secrets_version, skip_secrets) = secrets_request(app, &body)?;
     let id = new_machine_id();
     let now = Utc::now();
     let mut m = Machine {
@@ -199,6 +202,9 @@ pub(crate) async fn create(
         listed_at,
         generation: 1,
         nonce: lease.then(|| uuid::Uuid::new_v4().simple().to_string()),
+        min_secrets_version,
+        skip_secrets,
+        booted_secrets_version: None,
     };
     m.set_state("created", "launch", "user");
     let json = machine_json(&m, false);
@@ -314,7 +320,7 @@ pub(crate) async fn update(
     let mut body = parse_body(&body, false)?;
     let mut world = lock(&sh.world);
     let app = app_for_mut(&mut world, &caller, &app_name)?;
-    let secrets_ok = check_secrets_version(app, &body);
+    let secrets_ok = secrets_request(app, &body);
     let m = app
         .machines
         .get_mut(&id)
@@ -338,7 +344,7 @@ pub(crate) async fn update(
         ));
     }
     let cfg = take_config(&mut body)?;
-    secrets_ok?;
+    let (min_secrets_version, skip_secrets) = secrets_ok?;
     if let Some(r) = get_str(&body, "region")?
         && r != m.region
     {
@@ -353,6 +359,8 @@ pub(crate) async fn update(
     let old_version = std::mem::replace(&mut m.version, new_version_id());
     let old_cfg = std::mem::replace(&mut m.config, cfg);
     m.history.push((old_version, old_cfg));
+    m.min_secrets_version = min_secrets_version;
+    m.skip_secrets = skip_secrets;
     m.generation += 1;
     let running = matches!(
         m.state.as_str(),

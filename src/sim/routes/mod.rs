@@ -22,6 +22,8 @@ pub(crate) struct Caller {
     pub orgs: Vec<String>,
     /// `fly-affinity` cookie values sent, when they are allowed to bypass the post-create window.
     pub affinity: Vec<String>,
+    /// Inside a post-create window this call is answered 401, not 404 ([`crate::sim::Faults`]).
+    pub window_401: bool,
 }
 
 impl Caller {
@@ -158,8 +160,8 @@ pub(crate) fn parse_body(bytes: &[u8], allow_empty: bool) -> Result<Value, ApiEr
     }
 }
 
-/// Finds an app the caller may use: absent or still inside its post-create window → 404
-/// [S9][S35]; held by an org the token cannot access → 403 [S9].
+/// Finds an app the caller may use: absent → 404; still inside its post-create window → 404, or 401
+/// when injected [S9][S35]; held by an org the token cannot access → 403 [S9].
 pub(crate) fn app_for<'a>(
     world: &'a World,
     caller: &Caller,
@@ -167,7 +169,12 @@ pub(crate) fn app_for<'a>(
 ) -> Result<&'a App, ApiError> {
     let app = world.apps.get(name).ok_or_else(ApiError::app_not_found)?;
     if Instant::now() < app.visible_at && !caller.affinity.contains(&affinity_value(app)) {
-        return Err(ApiError::app_not_found());
+        // fly-go's WaitForApp retries 404 and 401 alike here [S9].
+        return Err(if caller.window_401 {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized")
+        } else {
+            ApiError::app_not_found()
+        });
     }
     if !caller.can_access(&app.org) {
         return Err(ApiError::new(

@@ -95,6 +95,8 @@ pub(crate) async fn machines(
         })
         .unwrap_or_default();
     let region = query_get(&q, "region").filter(|r| !r.is_empty());
+    // Regions that did not answer: reported, and their machines missing (REFERENCE §3.9).
+    let error_regions = lock(&sh.faults).faults.error_regions.clone();
     let now = Instant::now();
     let world = lock(&sh.world);
     let mut rows: Vec<(&str, &Machine)> = world
@@ -106,6 +108,7 @@ pub(crate) async fn machines(
         .filter(|(_, m)| include_deleted || m.state != "destroyed")
         .filter(|(_, m)| states.is_empty() || states.contains(&m.state.as_str()))
         .filter(|(_, m)| region.is_none_or(|r| r == m.region))
+        .filter(|(_, m)| !error_regions.contains(&m.region))
         .filter(|(_, m)| updated_after.is_none_or(|t| m.updated_at > t))
         .filter(|(_, m)| {
             after.as_ref().is_none_or(|(t, id)| {
@@ -128,7 +131,7 @@ pub(crate) async fn machines(
         .collect();
     let mut body = json!({
         "machines": machines,
-        "error_regions": [],
+        "error_regions": error_regions,
         "last_updated_at": last.map(|m| rfc3339(m.updated_at)),
         "last_machine_id": last.map(|m| m.id.clone()),
     });
