@@ -64,6 +64,10 @@ fn malformed_cases() -> Vec<Case> {
         case("empty FLY_API_TOKEN", "FLY_API_TOKEN").set("FLY_API_TOKEN", "   "),
         case("missing FLY_ORG_SLUG", "FLY_ORG_SLUG").unset("FLY_ORG_SLUG"),
         case("missing USER_APP_IMAGE", "USER_APP_IMAGE").unset("USER_APP_IMAGE"),
+        case("image :latest", "USER_APP_IMAGE")
+            .set("USER_APP_IMAGE", "registry.fly.io/vyx-screener:latest"),
+        case("image without tag", "USER_APP_IMAGE")
+            .set("USER_APP_IMAGE", "registry.fly.io/vyx-screener"),
         case("bad duration", "RECONCILE_INTERVAL").set("RECONCILE_INTERVAL", "soon"),
         case("zero interval", "RECONCILE_INTERVAL").set("RECONCILE_INTERVAL", "0s"),
         case("bad grace", "DEPROVISION_GRACE").set("DEPROVISION_GRACE", "10 parsecs"),

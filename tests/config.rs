@@ -111,6 +111,22 @@ fn each_malformed_setting_names_its_key() {
             "USER_APP_IMAGE",
         ),
         (
+            "USER_APP_IMAGE",
+            Some("registry.fly.io/vyx-app:latest"),
+            "USER_APP_IMAGE",
+        ),
+        (
+            "USER_APP_IMAGE",
+            Some("registry.fly.io/vyx-app"),
+            "USER_APP_IMAGE",
+        ),
+        (
+            "USER_APP_IMAGE",
+            Some("localhost:5000/vyx-app"),
+            "USER_APP_IMAGE",
+        ),
+        ("USER_APP_IMAGE", Some("vyx-app@sha256:"), "USER_APP_IMAGE"),
+        (
             "FLY_API_BASE_URL",
             Some("api.machines.dev"),
             "FLY_API_BASE_URL",
@@ -258,6 +274,11 @@ fn boundary_values_are_accepted() {
         &[("USER_APP_SECRETS", Some(""))],
         &[("HTTP_ADDR", Some("[::]:9090"))],
         &[("FLY_API_BASE_URL", Some("http://127.0.0.1:4280"))],
+        &[("USER_APP_IMAGE", Some("localhost:5000/vyx-app:v1"))],
+        &[(
+            "USER_APP_IMAGE",
+            Some("registry.fly.io/vyx-app@sha256:0123456789abcdef"),
+        )],
     ];
     for changes in table {
         if let Err(e) = load(changes) {

@@ -211,16 +211,6 @@ impl Settings {
                     .into(),
             );
         }
-        let image_name = self.user_app_image.rsplit('/').next().unwrap_or("");
-        if !self.user_app_image.contains('@')
-            && (!image_name.contains(':') || image_name.ends_with(":latest"))
-        {
-            out.push(format!(
-                "USER_APP_IMAGE {} has no fixed tag or digest: pushing a new image under the same name \
-                 rolls nothing out (rollouts follow the configured string)",
-                self.user_app_image
-            ));
-        }
         if self.deprovision_grace.is_zero() {
             out.push("DEPROVISION_GRACE is 0: a downgrade deletes the user's app at once".into());
         }
