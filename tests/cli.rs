@@ -102,6 +102,8 @@ fn malformed_cases() -> Vec<Case> {
         case("paid tiers", "PAID_TIERS").set("PAID_TIERS", "premium"),
         case("paid statuses", "PAID_STATUSES").set("PAID_STATUSES", "trialing"),
         case("concurrency", "MAX_CONCURRENCY").set("MAX_CONCURRENCY", "0"),
+        case("max unavailable", "ROLLOUT_MAX_UNAVAILABLE").set("ROLLOUT_MAX_UNAVAILABLE", "0%"),
+        case("soak", "ROLLOUT_SOAK").set("ROLLOUT_SOAK", "a minute"),
         case("http addr", "HTTP_ADDR").set("HTTP_ADDR", "localhost"),
         case("log format", "LOG_FORMAT").set("LOG_FORMAT", "xml"),
         case("org slug", "FLY_ORG_SLUG").set("FLY_ORG_SLUG", "Vyx_Test"),

@@ -215,6 +215,21 @@ pub fn max_concurrency(value: &str) -> Result<usize, String> {
     }
 }
 
+/// A whole number within `range` (e.g. `REPAIR_MAX_PER_PASS`).
+pub fn bounded_count(
+    value: &str,
+    range: &std::ops::RangeInclusive<usize>,
+) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{value:?} is not a whole number from {} to {}",
+            range.start(),
+            range.end()
+        )),
+    }
+}
+
 pub fn positive_duration(value: &str) -> Result<std::time::Duration, String> {
     let d = super::duration::parse_duration(value)?;
     if d.is_zero() {
