@@ -64,6 +64,10 @@ fn malformed_cases() -> Vec<Case> {
         case("empty FLY_API_TOKEN", "FLY_API_TOKEN").set("FLY_API_TOKEN", "   "),
         case("missing FLY_ORG_SLUG", "FLY_ORG_SLUG").unset("FLY_ORG_SLUG"),
         case("missing USER_APP_IMAGE", "USER_APP_IMAGE").unset("USER_APP_IMAGE"),
+        case("image :latest", "USER_APP_IMAGE")
+            .set("USER_APP_IMAGE", "registry.fly.io/vyx-screener:latest"),
+        case("image without tag", "USER_APP_IMAGE")
+            .set("USER_APP_IMAGE", "registry.fly.io/vyx-screener"),
         case("bad duration", "RECONCILE_INTERVAL").set("RECONCILE_INTERVAL", "soon"),
         case("zero interval", "RECONCILE_INTERVAL").set("RECONCILE_INTERVAL", "0s"),
         case("bad grace", "DEPROVISION_GRACE").set("DEPROVISION_GRACE", "10 parsecs"),
@@ -98,6 +102,8 @@ fn malformed_cases() -> Vec<Case> {
         case("paid tiers", "PAID_TIERS").set("PAID_TIERS", "premium"),
         case("paid statuses", "PAID_STATUSES").set("PAID_STATUSES", "trialing"),
         case("concurrency", "MAX_CONCURRENCY").set("MAX_CONCURRENCY", "0"),
+        case("max unavailable", "ROLLOUT_MAX_UNAVAILABLE").set("ROLLOUT_MAX_UNAVAILABLE", "0%"),
+        case("soak", "ROLLOUT_SOAK").set("ROLLOUT_SOAK", "a minute"),
         case("http addr", "HTTP_ADDR").set("HTTP_ADDR", "localhost"),
         case("log format", "LOG_FORMAT").set("LOG_FORMAT", "xml"),
         case("org slug", "FLY_ORG_SLUG").set("FLY_ORG_SLUG", "Vyx_Test"),
