@@ -87,11 +87,11 @@ fn summary(d: &DashboardData, now: DateTime<Utc>) -> Markup {
     html! {
         div.cards #summary {
             (card("Live apps", html! { (s.live) }))
-            (card("Desired", html! {
-                (s.desired)
-                @if s.desired != s.live { " " span.warn { "(≠ live)" } }
+            // Paused users keep whatever they have, so they count on the desired side as they are.
+            (card("Desired (+ paused)", html! {
+                (s.desired) " + " (s.paused)
+                @if s.desired + s.paused != s.live { " " span.warn { "(≠ live)" } }
             }))
-            (card("Paused users", html! { (s.paused) }))
             (card("Live monthly cost", html! { "$" (format!("{:.2}", s.monthly_cost_usd)) }))
             (card("Leader", html! {
                 @match &s.leader { Some(h) => code { (h) }, None => span.bad { "none" } }

@@ -65,7 +65,7 @@ pub(crate) fn csrf_field(s: &Session) -> Markup {
 pub(crate) fn badge(word: &str) -> Markup {
     let class = match word {
         "healthy" | "active" | "unhealthy" | "error" | "provisioning" | "deprovisioning"
-        | "deleted" | "unknown" | "paused" => word,
+        | "deleted" | "unknown" | "paused" | "present" | "absent" => word,
         _ => "unknown",
     };
     html! { span class={ "badge b-" (class) } { (word) } }
