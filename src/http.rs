@@ -8,6 +8,7 @@
 //!   loop is alive, on the leader **and on standbys** ("ready" means "can take over", DEPLOYING.md
 //!   pitfall 4: a 503 on the standby would hang `fly deploy`). The JSON body says `leader`/`standby`.
 //! - `GET /metrics`: OpenMetrics text from [`Metrics`].
+//! - everything else: the admin console ([`crate::admin`]), when the state carries one.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -135,20 +136,36 @@ impl Health {
 pub struct HttpState {
     pub health: Health,
     pub metrics: Metrics,
+    /// The dashboard at `/` (the daemon always has one; unit tests of the probes need none).
+    pub console: Option<crate::admin::ConsoleState>,
 }
 
 impl HttpState {
     pub fn new(health: Health, metrics: Metrics) -> Self {
-        HttpState { health, metrics }
+        HttpState {
+            health,
+            metrics,
+            console: None,
+        }
+    }
+
+    pub fn with_console(mut self, console: crate::admin::ConsoleState) -> Self {
+        self.console = Some(console);
+        self
     }
 }
 
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let console = state.console.clone();
+    let probes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
-        .with_state(state)
+        .with_state(state);
+    match console {
+        Some(c) => probes.merge(crate::admin::router(c)),
+        None => probes,
+    }
 }
 
 /// Binds `addr` and serves until `shutdown` completes (then finishes in-flight requests).
@@ -169,7 +186,7 @@ pub async fn serve_listener(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(addr = %addr, "http: serving /healthz /readyz /metrics");
+        tracing::info!(addr = %addr, "http: serving /healthz /readyz /metrics and the console at /");
     }
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)

@@ -7,8 +7,11 @@
 //! - [`reconcile::controller`]: schedules passes (interval, NOTIFY, leadership).
 //!
 //! Around it: [`config`], [`db`] (queries, migrations, lease), [`fly`] (typed Machines API client),
-//! [`sim`] (an independent Fly Machines API simulator), [`http`] and [`metrics`], [`telemetry`].
+//! [`sim`] (an independent Fly Machines API simulator), [`http`] and [`metrics`], [`telemetry`],
+//! [`admin`] (the dashboard and its controls) and [`alerts`] (webhook alerts).
 
+pub mod admin;
+pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -78,7 +78,17 @@ pub async fn run(cfg: Option<&Path>) -> u8 {
     let metrics = Metrics::new();
     let health = Health::new(s.heartbeat_staleness());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let http_state = HttpState::new(health.clone(), metrics.clone());
+    let console = crate::admin::ConsoleState::new(
+        pool.clone(),
+        crate::admin::ConsoleConfig::from_settings(&s),
+    );
+    let http_state = HttpState::new(health.clone(), metrics.clone()).with_console(console);
+    // Alerts run on every replica, off the pass's path (the standby notices a silent leader).
+    let alerts_task = tokio::spawn(crate::alerts::run(
+        pool.clone(),
+        crate::alerts::AlertConfig::from_settings(&s),
+        stop_rx.clone(),
+    ));
     let mut http_stop = stop_rx.clone();
     let http_addr = s.http_addr;
     // A port clash must not stop the controller: it keeps reconciling, loudly without endpoints.
@@ -110,6 +120,7 @@ pub async fn run(cfg: Option<&Path>) -> u8 {
         let _ = stop_tx.send(true);
     });
     controller.run(stop_rx).await;
+    let _ = alerts_task.await;
     match http_task.await {
         Ok(Ok(())) => {}
         Ok(Err(_)) => {}

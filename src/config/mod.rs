@@ -44,7 +44,7 @@ pub const REQUIRED_KEYS: [&str; 4] = [
 
 /// Every key vyx-fleet reads from the environment or the file, in validation order. (`RUST_LOG` is
 /// read from the environment only, by [`crate::telemetry`]; the file refuses it.)
-pub const KNOWN_KEYS: [&str; 26] = [
+pub const KNOWN_KEYS: [&str; 31] = [
     "DATABASE_URL",
     "FLY_API_TOKEN",
     "FLY_ORG_SLUG",
@@ -71,10 +71,22 @@ pub const KNOWN_KEYS: [&str; 26] = [
     "USER_APP_SECRETS",
     "HTTP_ADDR",
     "LOG_FORMAT",
+    "ADMIN_TOKEN",
+    "ALERT_WEBHOOK_URL",
+    "ALERT_REPEAT_INTERVAL",
+    "ALERT_UNHEALTHY_AFTER",
+    "ALERT_RETRY_THRESHOLD",
 ];
 
 /// Keys whose values are secrets: never echoed in errors.
-pub const SECRET_KEYS: [&str; 3] = ["DATABASE_URL", "FLY_API_TOKEN", "SUPABASE_SERVICE_ROLE_KEY"];
+pub const SECRET_KEYS: [&str; 5] = [
+    "DATABASE_URL",
+    "FLY_API_TOKEN",
+    "SUPABASE_SERVICE_ROLE_KEY",
+    "ADMIN_TOKEN",
+    // Slack and Discord webhook URLs carry their credential in the path.
+    "ALERT_WEBHOOK_URL",
+];
 
 /// Names the controller itself sets in every user app's environment; `USER_APP_SECRETS` may not
 /// shadow them.
@@ -92,6 +104,9 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 8;
 pub const DEFAULT_DEPROVISION_GRACE: &str = "10m";
 pub const DEFAULT_ORPHAN_GRACE: &str = "1h";
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:9090";
+pub const DEFAULT_ALERT_REPEAT_INTERVAL: &str = "1h";
+pub const DEFAULT_ALERT_UNHEALTHY_AFTER: &str = "15m";
+pub const DEFAULT_ALERT_RETRY_THRESHOLD: i32 = 5;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -123,6 +138,16 @@ pub struct Settings {
     pub user_app_secrets: Vec<(String, Secret)>,
     pub http_addr: SocketAddr,
     pub log_format: LogFormat,
+    /// Enables the dashboard's controls; at least 32 characters.
+    pub admin_token: Option<Secret>,
+    /// Slack/Discord-style incoming webhook for alerts; the URL is the credential.
+    pub alert_webhook_url: Option<Secret>,
+    /// No alert kind messages more often than this (start, update or clear).
+    pub alert_repeat_interval: Duration,
+    /// An app unhealthy for longer than this raises an alert.
+    pub alert_unhealthy_after: Duration,
+    /// A live row with at least this many failed attempts in a row raises an alert.
+    pub alert_retry_threshold: i32,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -319,6 +344,24 @@ impl Settings {
         let http_addr = check("HTTP_ADDR", rules::socket_addr(&addr))?;
         let format = src.or_default("LOG_FORMAT", "json")?;
         let log_format = check("LOG_FORMAT", format.parse::<LogFormat>())?;
+        let admin_token = src.optional("ADMIN_TOKEN")?.map(Secret::new);
+        if let Some(t) = &admin_token {
+            check("ADMIN_TOKEN", rules::admin_token(t.expose()))?;
+        }
+        let alert_webhook_url = src.optional("ALERT_WEBHOOK_URL")?.map(Secret::new);
+        if let Some(u) = &alert_webhook_url {
+            check("ALERT_WEBHOOK_URL", rules::webhook_url(u.expose()))?;
+        }
+        let alert_repeat_interval =
+            src.duration("ALERT_REPEAT_INTERVAL", DEFAULT_ALERT_REPEAT_INTERVAL)?;
+        let alert_unhealthy_after =
+            src.duration("ALERT_UNHEALTHY_AFTER", DEFAULT_ALERT_UNHEALTHY_AFTER)?;
+        let retries = src.or_default(
+            "ALERT_RETRY_THRESHOLD",
+            &DEFAULT_ALERT_RETRY_THRESHOLD.to_string(),
+        )?;
+        let alert_retry_threshold =
+            check("ALERT_RETRY_THRESHOLD", rules::retry_threshold(&retries))?;
 
         Ok(Settings {
             database_url,
@@ -342,6 +385,11 @@ impl Settings {
             user_app_secrets,
             http_addr,
             log_format,
+            admin_token,
+            alert_webhook_url,
+            alert_repeat_interval,
+            alert_unhealthy_after,
+            alert_retry_threshold,
         })
     }
 }

@@ -251,6 +251,52 @@ pub fn env_name(value: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+/// Shortest `ADMIN_TOKEN` accepted: long enough that guessing it through the rate-limited sign-in
+/// form is hopeless (`openssl rand -hex 32` gives 64).
+pub const ADMIN_TOKEN_MIN: usize = 32;
+
+/// `ADMIN_TOKEN`: at least [`ADMIN_TOKEN_MIN`] visible ASCII characters. A secret: never echoed.
+pub fn admin_token(value: &str) -> Result<(), String> {
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "must be visible ASCII characters only (no spaces or control characters)".into(),
+        );
+    }
+    if value.len() < ADMIN_TOKEN_MIN {
+        return Err(format!(
+            "is too short: at least {ADMIN_TOKEN_MIN} characters (e.g. `openssl rand -hex 32`)"
+        ));
+    }
+    Ok(())
+}
+
+/// `ALERT_WEBHOOK_URL`: an absolute http(s) URL with a host and no credentials. A query is allowed
+/// (Discord's `?wait=true`). Never echoed: Slack and Discord put the credential in the path.
+pub fn webhook_url(value: &str) -> Result<(), String> {
+    if value.chars().any(char::is_whitespace) {
+        return Err("must not contain whitespace".into());
+    }
+    let url = Url::parse(value).map_err(|e| format!("is not a valid URL: {e}"))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err("must start with https:// (or http://)".into());
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("must name a host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain credentials".into());
+    }
+    Ok(())
+}
+
+/// `ALERT_RETRY_THRESHOLD`: failed attempts in a row before an alert, 1 to 1000.
+pub fn retry_threshold(value: &str) -> Result<i32, String> {
+    match value.parse::<i32>() {
+        Ok(n) if (1..=1000).contains(&n) => Ok(n),
+        _ => Err(format!("{value:?} is not a whole number from 1 to 1000")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

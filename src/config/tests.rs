@@ -324,3 +324,49 @@ fn a_token_that_cannot_be_an_http_header_is_a_config_error_that_hides_it() {
     assert_eq!(e.key, "FLY_API_TOKEN");
     assert!(!e.to_string().contains("TOPSECRET"), "{e}");
 }
+
+#[test]
+fn console_and_alert_settings_default_off_and_validate_without_echoing_secrets() {
+    let s = Settings::from_map(&base(), None).unwrap();
+    assert_eq!(s.admin_token, None);
+    assert_eq!(s.alert_webhook_url, None);
+    assert_eq!(s.alert_repeat_interval, Duration::from_secs(3600));
+    assert_eq!(s.alert_unhealthy_after, Duration::from_secs(900));
+    assert_eq!(s.alert_retry_threshold, 5);
+
+    let token = "A".repeat(31) + "SHORTSECRET";
+    let ok = Settings::from_map(&with(&[("ADMIN_TOKEN", &token)]), None).unwrap();
+    assert_eq!(ok.admin_token.unwrap().expose(), token);
+
+    let short = "TOOSHORTSECRET";
+    let e = Settings::from_map(&with(&[("ADMIN_TOKEN", short)]), None).unwrap_err();
+    assert_eq!(e.key, "ADMIN_TOKEN");
+    assert!(
+        e.problem.contains("32") && !e.to_string().contains(short),
+        "{e}"
+    );
+    let spaced = format!("{token} x");
+    let e = Settings::from_map(&with(&[("ADMIN_TOKEN", &spaced)]), None).unwrap_err();
+    assert!(
+        e.key == "ADMIN_TOKEN" && !e.to_string().contains("SHORTSECRET"),
+        "{e}"
+    );
+
+    let hook = "https://hooks.slack.com/services/T0/B0/HOOKSECRET";
+    let ok = Settings::from_map(&with(&[("ALERT_WEBHOOK_URL", hook)]), None).unwrap();
+    assert_eq!(ok.alert_webhook_url.as_ref().unwrap().expose(), hook);
+    assert!(!format!("{ok:?}").contains("HOOKSECRET"));
+    for bad in [
+        "ftp://x/HOOKSECRET",
+        "hooks.slack.com/HOOKSECRET",
+        "https://u:HOOKSECRET@h/x",
+    ] {
+        let e = Settings::from_map(&with(&[("ALERT_WEBHOOK_URL", bad)]), None).unwrap_err();
+        assert_eq!(e.key, "ALERT_WEBHOOK_URL");
+        assert!(!e.to_string().contains("HOOKSECRET"), "{e}");
+    }
+    let e = Settings::from_map(&with(&[("ALERT_RETRY_THRESHOLD", "0")]), None).unwrap_err();
+    assert_eq!(e.key, "ALERT_RETRY_THRESHOLD");
+    let e = Settings::from_map(&with(&[("ALERT_REPEAT_INTERVAL", "soon")]), None).unwrap_err();
+    assert_eq!(e.key, "ALERT_REPEAT_INTERVAL");
+}

@@ -3,8 +3,11 @@
 //! Everything here runs with runtime-bound queries (`sqlx::query`), never the compile-time checked
 //! macros: there is no database at build time.
 
+pub mod alerts;
 pub mod apps;
 pub mod breaker;
+pub(crate) mod console;
+pub(crate) mod console_user;
 pub mod lease;
 
 use std::str::FromStr;

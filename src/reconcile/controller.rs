@@ -154,6 +154,9 @@ impl Controller {
                 tokio::select! {
                     r = &mut pass => {
                         self.health.set_db_ok(!matches!(r, Err(super::pass::PassError::Db(_))));
+                        if let Ok(report) = &r {
+                            crate::alerts::record_pass(&pool, term, report);
+                        }
                         break matches!(r, Ok(ref rep) if rep.fenced)
                     }
                     _ = alive.tick() => {

@@ -1,0 +1,249 @@
+//! The dashboard at `/`: fleet summary, held deletions, the app table.
+
+use chrono::{DateTime, Utc};
+use maud::{Markup, html};
+
+use super::pages::{DashboardData, HEALTH_FILTERS, STATUS_FILTERS};
+use super::view::{Viewer, ago, badge, cost, csrf_field, fly_app_url, size, time};
+use crate::db::console::{AppQuery, PAGE_SIZE, SortKey};
+
+/// The table's columns: header, and the sort key behind it.
+const COLUMNS: [(&str, SortKey); 14] = [
+    ("App", SortKey::App),
+    ("User", SortKey::Email),
+    ("Tier / subscription", SortKey::Tier),
+    ("Override", SortKey::Override),
+    ("Status", SortKey::Status),
+    ("Health", SortKey::Health),
+    ("Image", SortKey::Image),
+    ("Region", SortKey::Region),
+    ("Size", SortKey::Size),
+    ("$/month", SortKey::Cost),
+    ("Last error", SortKey::Error),
+    ("Retries", SortKey::Retries),
+    ("Next attempt", SortKey::NextAttempt),
+    ("Last change", SortKey::LastChange),
+];
+
+/// `?...` for the table state `q` with some keys replaced; values are URL-encoded.
+fn link(q: &AppQuery, sort: SortKey, desc: bool, page: i64) -> String {
+    let mut u = reqwest::Url::parse("http://console/").expect("static url");
+    {
+        let mut p = u.query_pairs_mut();
+        if let Some(s) = &q.status {
+            p.append_pair("status", s);
+        }
+        if let Some(h) = &q.health {
+            p.append_pair("health", h);
+        }
+        if let Some(t) = &q.text {
+            p.append_pair("q", t);
+        }
+        p.append_pair("sort", sort.name());
+        if desc {
+            p.append_pair("dir", "desc");
+        }
+        if page > 0 {
+            p.append_pair("page", &page.to_string());
+        }
+    }
+    format!("/?{}", u.query().unwrap_or(""))
+}
+
+pub(crate) fn render(d: &DashboardData, viewer: &Viewer<'_>, now: DateTime<Utc>) -> Markup {
+    html! {
+        h1 { "Fleet" }
+        (summary(d, now))
+        (held_panel(d, viewer))
+        h2 { "Apps" }
+        (filters(&d.query))
+        (table(d))
+        (pager(d))
+        @if !d.user_hits.is_empty() {
+            h2 { "Users without an app matching the filter" }
+            table #users-without-app {
+                thead { tr { th { "User" } th { "Tier" } th { "User id" } } }
+                tbody {
+                    @for u in &d.user_hits {
+                        tr {
+                            td { a href={ "/users/" (u.user_id) } { (u.email.as_deref().unwrap_or("(no email)")) } }
+                            td { (u.tier) }
+                            td { code { (u.user_id) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn card(key: &str, value: Markup) -> Markup {
+    html! { div.card { div.k { (key) } div.v { (value) } } }
+}
+
+fn summary(d: &DashboardData, now: DateTime<Utc>) -> Markup {
+    let s = &d.summary;
+    let unconfirmed = d.held.iter().filter(|h| h.confirmed_at.is_none()).count();
+    html! {
+        div.cards #summary {
+            (card("Live apps", html! { (s.live) }))
+            // Paused users keep whatever they have, so they count on the desired side as they are.
+            (card("Desired (+ paused)", html! {
+                (s.desired) " + " (s.paused)
+                @if s.desired + s.paused != s.live { " " span.warn { "(≠ live)" } }
+            }))
+            (card("Live monthly cost", html! { "$" (format!("{:.2}", s.monthly_cost_usd)) }))
+            (card("Leader", html! {
+                @match &s.leader { Some(h) => code { (h) }, None => span.bad { "none" } }
+            }))
+            (card("Last pass", html! {
+                @match s.last_pass_at { Some(t) => (ago(t, now)), None => span.warn { "never recorded" } }
+            }))
+            (card("Image", html! {
+                code { (d.image) } br;
+                span.notice { (s.on_image) " of " (s.live) " live apps run it" }
+            }))
+            (card("Rollout", html! {
+                @match &s.rollout_halted {
+                    Some(img) => span.bad #rollout-halted { "halted: " code { (img) } },
+                    None => span.ok { "not halted" },
+                }
+            }))
+            (card("Breaker", html! {
+                @if unconfirmed > 0 { span.bad { "holding " (unconfirmed) " deletion(s)" } }
+                @else if !d.held.is_empty() { span.warn { "confirmed, deleting" } }
+                @else { span.ok { "not holding" } }
+            }))
+        }
+        p.notice {
+            "Rows by status: "
+            @for (status, n) in &s.by_status { (badge(status)) " " (n) "  " }
+            " · live by health: "
+            @for (health, n) in &s.by_health { (badge(health)) " " (n) "  " }
+        }
+    }
+}
+
+fn held_panel(d: &DashboardData, viewer: &Viewer<'_>) -> Markup {
+    if d.held.is_empty() {
+        return html! {};
+    }
+    html! {
+        div.panel.alert #held-deletions {
+            h2 { "Deletions held back by the blast-radius breaker" }
+            p { "Confirming lets exactly these deletions go ahead (like " code { "vyx-fleet confirm-deletions" } ")." }
+            table {
+                thead { tr { th { "App" } th { "Kind" } th { "User" } th { "Held since" } th { "Confirmed" } } }
+                tbody {
+                    @for h in &d.held {
+                        tr {
+                            td { a href=(fly_app_url(&h.app_name)) { (h.app_name) } }
+                            td { (h.kind) }
+                            td { @match h.user_id { Some(u) => a href={ "/users/" (u) } { (u) }, None => "–" } }
+                            td { (time(Some(h.held_at))) }
+                            td { @match (&h.confirmed_at, &h.confirmed_by) {
+                                (Some(t), by) => { (time(Some(*t))) " by " (by.as_deref().unwrap_or("?")) },
+                                _ => span.bad { "no" },
+                            } }
+                        }
+                    }
+                }
+            }
+            @if let Some(s) = viewer.session() {
+                form.controls method="post" action="/controls/confirm-deletions" {
+                    (csrf_field(s))
+                    button.danger #confirm-deletions type="submit" { "Confirm these deletions" }
+                }
+            }
+        }
+    }
+}
+
+fn filters(q: &AppQuery) -> Markup {
+    html! {
+        form.filters #filters method="get" action="/" {
+            div {
+                label for="q" { "Email, user id or app" }
+                input #q name="q" type="search" value=(q.text.as_deref().unwrap_or("")) size="32";
+            }
+            div {
+                label for="status" { "Status" }
+                select #status name="status" {
+                    option value="" { "any" }
+                    @for s in STATUS_FILTERS {
+                        option value=(s) selected[q.status.as_deref() == Some(s)] { (s) }
+                    }
+                }
+            }
+            div {
+                label for="health" { "Health" }
+                select #health name="health" {
+                    option value="" { "any" }
+                    @for h in HEALTH_FILTERS {
+                        option value=(h) selected[q.health.as_deref() == Some(h)] { (h) }
+                    }
+                }
+            }
+            input type="hidden" name="sort" value=(q.sort.name());
+            @if q.desc { input type="hidden" name="dir" value="desc"; }
+            button.primary #apply type="submit" { "Filter" }
+            a href="/" { "reset" }
+        }
+    }
+}
+
+fn table(d: &DashboardData) -> Markup {
+    let q = &d.query;
+    html! {
+        table #apps {
+            thead { tr {
+                @for (title, key) in COLUMNS {
+                    @let active = q.sort == key;
+                    th data-sort=(key.name()) {
+                        a href=(link(q, key, active && !q.desc, 0)) {
+                            (title)
+                            @if active { @if q.desc { " ▼" } @else { " ▲" } }
+                        }
+                    }
+                }
+            } }
+            tbody {
+                @for r in &d.rows {
+                    tr data-user=(r.user_id) {
+                        td.app { a href=(fly_app_url(&r.app_name)) { (r.app_name) } }
+                        td.email { a href={ "/users/" (r.user_id) } { (r.email.as_deref().unwrap_or("(no email)")) } }
+                        td { (r.tier) " / " (r.subscription_status.as_deref().unwrap_or("none")) }
+                        td { @if let Some(o) = &r.r#override { (badge(o)) @if let Some(b) = &r.override_by { " " span.notice { (b) } } } @else { "–" } }
+                        td.status { (badge(&r.status)) }
+                        td.health { (badge(&r.health)) }
+                        td { code title=(r.image.as_deref().unwrap_or("")) { (r.image_tag.as_deref().or(r.image.as_deref()).unwrap_or("–")) } }
+                        td { (r.region.as_deref().unwrap_or("–")) }
+                        td { (size(r.cpu_count, r.memory_mb)) }
+                        td.num { (cost(r.monthly_cost_usd)) }
+                        td.err {
+                            @if let Some(k) = &r.last_error_kind { code { (k) } " " }
+                            (r.error_message.as_deref().unwrap_or(""))
+                        }
+                        td.num { (r.retry_count) }
+                        td { (time(r.next_attempt_at)) }
+                        td { (time(r.last_change)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn pager(d: &DashboardData) -> Markup {
+    let q = &d.query;
+    let first = q.page * PAGE_SIZE;
+    let shown = d.rows.len() as i64;
+    let last_page = (d.total.max(1) - 1) / PAGE_SIZE;
+    html! {
+        div.pager #pager {
+            span #row-count { "rows " (if shown > 0 { first + 1 } else { 0 }) "–" (first + shown) " of " (d.total) }
+            @if q.page > 0 { a #prev href=(link(q, q.sort, q.desc, q.page - 1)) { "← previous" } }
+            @if q.page < last_page { a #next href=(link(q, q.sort, q.desc, q.page + 1)) { "next →" } }
+        }
+    }
+}
