@@ -197,12 +197,15 @@ impl Fleet {
 
     pub async fn converge_within(&self, max: usize) -> usize {
         for n in 1..=max {
+            // Backoff first: the planner's `now` is read before its Fly calls, so a backoff that expires
+            // while it plans reads as "in backoff" to the plan and as over to a later query. Read the
+            // other way round, "no backoff, no work" cannot be a backoff that just ran out.
+            let backoff = self.earliest_backoff().await;
             let plan = self.plan().await;
             let work = plan
                 .actions
                 .iter()
                 .any(|a| !matches!(a, Action::Probe { .. } | Action::SyncOrphans { .. }));
-            let backoff = self.earliest_backoff().await;
             if !work && backoff.is_none() {
                 return n;
             }
