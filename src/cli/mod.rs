@@ -1,6 +1,7 @@
 //! The commands behind `main.rs`. Each returns the process exit code: 0 success, 1 runtime failure,
 //! 2 bad settings (one line naming the key).
 
+mod orgs;
 mod status;
 
 use std::net::SocketAddr;
@@ -173,7 +174,7 @@ pub async fn reconcile(cfg: Option<&Path>, once: bool, dry_run: bool) -> u8 {
         // Reads only: no lease, no migration, no Fly writes.
         return match plan_pass(&ctx, &pass_cfg).await {
             Ok(plan) => {
-                print!("{}", status::render_plan(&plan));
+                print!("{}", status::render_plan(&plan, &s.fly_org_slug));
                 0
             }
             Err(e) => {
@@ -203,7 +204,7 @@ pub async fn reconcile(cfg: Option<&Path>, once: bool, dry_run: bool) -> u8 {
     .await;
     match result {
         Ok(report) => {
-            print!("{}", status::render_plan(&report.plan));
+            print!("{}", status::render_plan(&report.plan, &s.fly_org_slug));
             println!(
                 "pass done: {} actions, {} not finished (retried later)",
                 report.outcomes.len(),
