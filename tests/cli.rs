@@ -1128,3 +1128,44 @@ async fn a_fault_free_run_stays_inside_flys_rate_limits() {
         users.len()
     );
 }
+
+/// Cutover gap: rows the old edge function recorded in its default org `personal` are skipped, and
+/// both the dry run and `status` say how many, where, and what to set.
+#[tokio::test]
+async fn dry_run_and_status_say_how_many_rows_sit_in_another_org_and_what_to_set() {
+    let world = World::start(SimConfig::default()).await;
+    let pool = world.pool();
+    let users = insert_users(pool, 3, "pro").await;
+    for (i, u) in users.iter().enumerate() {
+        let org = if i < 2 { "personal" } else { bin_support::ORG };
+        sqlx::query(
+            "INSERT INTO public.user_fly_apps (user_id, fly_app_name, fly_org_slug, status)
+             VALUES ($1, $2, $3, 'active')",
+        )
+        .bind(u)
+        .bind(format!("vyx-user-old{i}"))
+        .bind(org)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    let expected = "2 row(s) are recorded in Fly org 'personal', not FLY_ORG_SLUG 'vyx-test'";
+    let dry = run_to_completion(&world.env, &["reconcile", "--once", "--dry-run"], secs(60))
+        .await
+        .ok();
+    assert!(dry.stdout.contains(expected), "{}", dry.stdout);
+    assert!(
+        dry.stdout.contains("FLY_ORG_SLUG=personal"),
+        "{}",
+        dry.stdout
+    );
+    let status = run_to_completion(&world.env, &["status"], secs(30))
+        .await
+        .ok();
+    assert!(status.stdout.contains(expected), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("SET fly_org_slug = 'vyx-test'"),
+        "{}",
+        status.stdout
+    );
+}

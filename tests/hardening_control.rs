@@ -9,7 +9,11 @@ use support::{UserFixture, set_subscription};
 use uuid::Uuid;
 use vyx_fleet::db::apps::Store;
 use vyx_fleet::db::{breaker, lease};
-use vyx_fleet::reconcile::plan::Finding;
+use vyx_fleet::metrics::Metrics;
+use vyx_fleet::reconcile::execute;
+use vyx_fleet::reconcile::leadership::{OnceError, RenewConfig, run_once};
+use vyx_fleet::reconcile::plan::{Action, Finding};
+use vyx_fleet::sim::{FaultKind, FaultRule, Faults};
 
 async fn paid(fleet: &Fleet, n: usize) -> Vec<Uuid> {
     let mut v = Vec::new();
@@ -187,4 +191,231 @@ async fn migrations_give_up_on_a_billing_table_lock_instead_of_queueing_behind_i
     vyx_fleet::db::migrate(&db.pool)
         .await
         .expect("applies once the lock is gone");
+}
+
+// ---- point 4: orphan deletion re-checks ownership; grace periods use the database clock ----
+
+/// A user whose app outlived its soft-deleted row (an orphan past its grace), and two bystanders so
+/// the breaker does not hold the deletion. Returns the user and the app name.
+async fn orphaned_user_app(fleet: &Fleet) -> (Uuid, String) {
+    let users = paid(fleet, 3).await;
+    fleet.converge().await;
+    let user = users[0];
+    let app = fleet.row(user).await.fly_app_name;
+    set_subscription(&fleet.db.pool, user, "free", "cancelled").await;
+    sqlx::query(
+        "UPDATE public.user_fly_apps SET status = 'deleted', deleted_at = now(), fly_app_id = NULL
+          WHERE user_id = $1",
+    )
+    .bind(user)
+    .execute(&fleet.db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO vyx_fleet.orphans (app_name, first_seen_at, last_seen_at)
+         VALUES ($1, now() - interval '2 hours', now())",
+    )
+    .bind(&app)
+    .execute(&fleet.db.pool)
+    .await
+    .unwrap();
+    (user, app)
+}
+
+#[tokio::test]
+async fn a_re_upgrading_users_app_is_not_planned_for_deletion_as_an_orphan() {
+    let fleet = Fleet::start().await;
+    let (user, app) = orphaned_user_app(&fleet).await;
+    set_subscription(&fleet.db.pool, user, "pro", "active").await;
+    let plan = fleet.plan().await;
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::DeleteOrphan { app: a } if *a == app)),
+        "{:?}",
+        plan.actions
+    );
+    fleet.converge().await;
+    let row = fleet.row(user).await;
+    assert_eq!(row.status, "active");
+    assert_eq!(row.fly_app_name, app);
+    assert!(fleet.app(&app).is_some(), "adopted, not deleted");
+}
+
+#[tokio::test]
+async fn a_stale_orphan_deletion_spares_an_app_a_row_adopted_meanwhile() {
+    let fleet = Fleet::start().await;
+    let (user, app) = orphaned_user_app(&fleet).await;
+    // The plan of an earlier instant: the app was an orphan past its grace.
+    let stale = Action::DeleteOrphan { app: app.clone() };
+    set_subscription(&fleet.db.pool, user, "pro", "active").await;
+    fleet.converge().await;
+    assert_eq!(fleet.row(user).await.status, "active");
+
+    execute::run(&fleet.ctx, &stale).await;
+    assert!(fleet.app(&app).is_some(), "the adopted app was deleted");
+    let row = fleet.row(user).await;
+    assert_eq!(row.status, "active");
+}
+
+/// Makes the database's `now()` run an hour behind this process's clock (as a replica whose clock
+/// is an hour fast would see it), for connections opened from now on; returns such a pool.
+async fn db_clock_an_hour_behind(fleet: &Fleet) -> sqlx::PgPool {
+    sqlx::raw_sql(
+        "CREATE SCHEMA skew;
+         CREATE FUNCTION skew.now() RETURNS timestamptz LANGUAGE sql STABLE
+             AS $$ SELECT pg_catalog.now() - interval '1 hour' $$;",
+    )
+    .execute(&fleet.db.pool)
+    .await
+    .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE {} SET search_path = skew, public, pg_catalog",
+        fleet.db.name
+    )))
+    .execute(&fleet.db.pool)
+    .await
+    .unwrap();
+    let pool = vyx_fleet::db::connect(&fleet.db.url, 5).await.unwrap();
+    let db_now: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(db_now < chrono::Utc::now() - chrono::Duration::minutes(50));
+    pool
+}
+
+#[tokio::test]
+async fn the_deprovision_grace_is_judged_on_the_database_clock_not_the_replicas() {
+    let mut fleet = Fleet::start().await;
+    fleet.reconfigure("DEPROVISION_GRACE", "30m");
+    let users = paid(&fleet, 3).await;
+    fleet.converge().await;
+    let pool = db_clock_an_hour_behind(&fleet).await;
+    fleet.ctx.store = Store::new(pool, fleet.term);
+    set_subscription(&fleet.db.pool, users[0], "free", "cancelled").await;
+    fleet.pass().await;
+    fleet.pass().await;
+    let row = fleet.row(users[0]).await;
+    assert_eq!(row.status, "active", "the grace was skipped");
+    assert!(row.unwanted_since.is_some(), "the grace started");
+    assert!(fleet.app(&row.fly_app_name).is_some());
+}
+
+#[tokio::test]
+async fn a_backoff_is_stored_on_the_database_clock() {
+    let fleet = Fleet::start().await;
+    let user = paid(&fleet, 1).await[0];
+    fleet.converge().await;
+    let row = fleet.row(user).await;
+    let pool = db_clock_an_hour_behind(&fleet).await;
+    let store = Store::new(pool.clone(), fleet.term);
+    store
+        .mark_failure(
+            row.id,
+            vyx_fleet::reconcile::recorded::RowStatus::Error,
+            "test",
+            "test",
+            std::time::Duration::from_secs(60),
+            &[],
+        )
+        .await
+        .unwrap();
+    let (within,): (bool,) = sqlx::query_as(
+        "SELECT next_attempt_at <= now() + interval '2 minutes' FROM public.user_fly_apps WHERE id = $1",
+    )
+    .bind(row.id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(within, "a one-minute backoff became an hour longer");
+}
+
+// ---- point 6: lease margins; a one-off pass stops at a lost lease ----
+
+#[tokio::test]
+async fn a_one_off_pass_stops_calling_fly_once_its_lease_is_lost() {
+    let fleet = Fleet::start().await;
+    paid(&fleet, 3).await;
+    fleet.converge().await;
+    // Probes are due, so the pass has Fly calls to make after observing.
+    sqlx::query("UPDATE public.user_fly_apps SET last_health_check = now() - interval '1 day'")
+        .execute(&fleet.db.pool)
+        .await
+        .unwrap();
+    lease::release(&fleet.db.pool, &fleet.holder, fleet.term)
+        .await
+        .unwrap();
+    fleet.sim.set_faults(Faults {
+        rules: vec![FaultRule::new("*", 1.0, FaultKind::Latency { ms: 3000 })],
+        ..Faults::default()
+    });
+    fleet.sim.clear_calls();
+    let renew = RenewConfig {
+        ttl: std::time::Duration::from_secs(60),
+        renew_every: std::time::Duration::from_millis(20),
+        act_margin: std::time::Duration::from_secs(30),
+    };
+    let once = tokio::spawn({
+        let (ctx, cfg) = (fleet.ctx.clone(), fleet.pass_cfg.clone());
+        async move { run_once(&ctx, &cfg, &Metrics::new(), "once", renew).await }
+    });
+    guard(async {
+        while fleet.sim.in_flight() == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    // Another replica takes over while the first Fly call is in flight.
+    sqlx::query(
+        "UPDATE vyx_fleet.lease SET holder = 'other', term = term + 1,
+                expires_at = clock_timestamp() + interval '1 minute'",
+    )
+    .execute(&fleet.db.pool)
+    .await
+    .unwrap();
+    let result = guard(once).await.unwrap();
+    assert!(matches!(result, Err(OnceError::LeaseLost)), "{result:?}");
+    guard(async {
+        while fleet.sim.in_flight() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let calls: Vec<String> = fleet.sim.calls().iter().map(|c| c.path.clone()).collect();
+    // The call in flight at the takeover may or may not be logged (its client went away); nothing
+    // after it was sent.
+    assert!(
+        calls.len() <= 1,
+        "only the call in flight at the takeover: {calls:?}"
+    );
+}
+
+// ---- point 12: the old health check's cron schedule ----
+
+/// pg_cron's shape, as far as the migration uses it: `cron.job` and `cron.unschedule(bigint)`.
+const FAKE_PG_CRON: &str = "
+    CREATE SCHEMA cron;
+    CREATE TABLE cron.job (
+        jobid bigserial PRIMARY KEY, schedule text NOT NULL, command text NOT NULL,
+        jobname text, active boolean NOT NULL DEFAULT true
+    );
+    CREATE FUNCTION cron.unschedule(job_id bigint) RETURNS boolean LANGUAGE sql
+        AS $$ DELETE FROM cron.job WHERE jobid = job_id RETURNING true $$;
+    INSERT INTO cron.job (schedule, command, jobname) VALUES
+        ('*/5 * * * *', $c$select net.http_post(url := 'https://abc.supabase.co/functions/v1/check-fly-apps-health', headers := '{}'::jsonb)$c$, 'fly-health'),
+        ('0 3 * * *', 'select public.cleanup_old_signals()', 'signals-cleanup');
+";
+
+#[tokio::test]
+async fn migrating_unschedules_the_old_health_check_cron_job_and_nothing_else() {
+    let db = support::legacy_vyx_db().await;
+    sqlx::raw_sql(FAKE_PG_CRON).execute(&db.pool).await.unwrap();
+    vyx_fleet::db::migrate(&db.pool).await.unwrap();
+    let jobs: Vec<String> = sqlx::query_scalar("SELECT jobname FROM cron.job ORDER BY jobid")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, ["signals-cleanup"]);
 }

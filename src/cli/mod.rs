@@ -1,6 +1,7 @@
 //! The commands behind `main.rs`. Each returns the process exit code: 0 success, 1 runtime failure,
 //! 2 bad settings (one line naming the key).
 
+mod orgs;
 mod status;
 
 use std::net::SocketAddr;
@@ -10,12 +11,13 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::config::{self, Settings};
-use crate::db::{self, apps, lease};
+use crate::db;
 use crate::fly::RateLimits;
 use crate::http::{self, Health, HttpState};
 use crate::metrics::Metrics;
 use crate::reconcile::controller::{Controller, LoopConfig};
-use crate::reconcile::pass::{plan_pass, run_pass};
+use crate::reconcile::leadership::{RenewConfig, run_once};
+use crate::reconcile::pass::plan_pass;
 use crate::{telemetry, wiring};
 
 pub use status::status;
@@ -184,7 +186,7 @@ pub async fn reconcile(cfg: Option<&Path>, once: bool, dry_run: bool) -> u8 {
         // Reads only: no lease, no migration, no Fly writes.
         return match plan_pass(&ctx, &pass_cfg).await {
             Ok(plan) => {
-                print!("{}", status::render_plan(&plan));
+                print!("{}", status::render_plan(&plan, &s.fly_org_slug));
                 0
             }
             Err(e) => {
@@ -197,47 +199,24 @@ pub async fn reconcile(cfg: Option<&Path>, once: bool, dry_run: bool) -> u8 {
         error!(error = %e, "migrations failed");
         return EXIT_FAILURE;
     }
-    let holder = wiring::holder_id();
     // A short lease kept alive while the pass runs: if this command is killed, the daemons take
     // over within a minute instead of waiting out a long lease.
-    let ttl = Duration::from_secs(60);
-    let term = match lease::try_acquire(&pool, &holder, ttl).await {
-        Ok(Some(t)) => t,
-        Ok(None) => {
-            error!("another replica holds the leader lease; not reconciling alongside it");
-            return EXIT_FAILURE;
-        }
-        Err(e) => {
-            error!(error = %e, "cannot take the leader lease");
-            return EXIT_FAILURE;
-        }
+    let renew = RenewConfig {
+        ttl: Duration::from_secs(60),
+        renew_every: Duration::from_secs(15),
+        act_margin: Duration::from_secs(40),
     };
-    let ctx = crate::reconcile::execute::Ctx {
-        store: apps::Store::new(pool.clone(), term),
-        ..ctx
-    };
-    let renewer = {
-        let (pool, holder) = (pool.clone(), holder.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(ttl / 4).await;
-                match lease::renew(&pool, &holder, term, ttl).await {
-                    Ok(true) => {}
-                    // Lost: the pass's fenced writes fail from here on and it stops by itself.
-                    Ok(false) => return,
-                    Err(e) => warn!(error = %e, "lease renewal failed"),
-                }
-            }
-        })
-    };
-    let result = run_pass(&ctx, &pass_cfg, &Metrics::new()).await;
-    renewer.abort();
-    if let Err(e) = lease::release(&pool, &holder, term).await {
-        warn!(error = %e, "could not release the lease; it expires by itself");
-    }
+    let result = run_once(
+        &ctx,
+        &pass_cfg,
+        &Metrics::new(),
+        &wiring::holder_id(),
+        renew,
+    )
+    .await;
     match result {
         Ok(report) => {
-            print!("{}", status::render_plan(&report.plan));
+            print!("{}", status::render_plan(&report.plan, &s.fly_org_slug));
             println!(
                 "pass done: {} actions, {} not finished (retried later)",
                 report.outcomes.len(),
@@ -245,7 +224,10 @@ pub async fn reconcile(cfg: Option<&Path>, once: bool, dry_run: bool) -> u8 {
             );
             0
         }
-        Err(_) => EXIT_FAILURE,
+        Err(e) => {
+            error!(error = %e, "reconcile --once");
+            EXIT_FAILURE
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
+use super::orgs;
 use crate::config;
 use crate::db;
 use crate::reconcile::plan::{Action, Finding, Plan};
@@ -13,6 +14,8 @@ use crate::reconcile::plan::{Action, Finding, Plan};
 pub struct AppStatus {
     pub user_id: uuid::Uuid,
     pub app: String,
+    /// `fly_org_slug` as recorded.
+    pub fly_org: Option<String>,
     pub status: String,
     pub health: Option<String>,
     pub image: Option<String>,
@@ -37,7 +40,7 @@ pub struct Totals {
 
 pub async fn load(pool: &sqlx::PgPool) -> Result<(Vec<AppStatus>, Totals), sqlx::Error> {
     let apps: Vec<AppStatus> = sqlx::query_as(
-        "SELECT user_id, fly_app_name AS app, status, health_status AS health, docker_image AS image, \
+        "SELECT user_id, fly_app_name AS app, fly_org_slug AS fly_org, status, health_status AS health, docker_image AS image, \
                 region, machine_id, monthly_cost_estimate_usd::float8 AS monthly_cost_usd, retry_count, \
                 last_error_kind, next_attempt_at, deleted_at \
          FROM public.user_fly_apps ORDER BY fly_app_name",
@@ -81,6 +84,8 @@ pub async fn status(cfg: Option<&Path>, json: bool) -> u8 {
             return 1;
         }
     };
+    // Optional here: `status` needs only DATABASE_URL; with FLY_ORG_SLUG it can say more.
+    let org = config::load_org_slug(cfg).ok().flatten();
     let (apps, totals) = match load(&pool).await {
         Ok(x) => x,
         Err(e) => {
@@ -88,11 +93,18 @@ pub async fn status(cfg: Option<&Path>, json: bool) -> u8 {
             return 1;
         }
     };
+    let by_org = orgs::count_by_org(apps.iter().map(|a| a.fly_org.as_deref()), org.as_deref());
     if json {
-        let doc = serde_json::json!({"apps": apps, "totals": totals});
+        let doc = serde_json::json!({
+            "apps": apps,
+            "totals": totals,
+            "rows_by_fly_org": by_org,
+            "fly_org_slug": org,
+        });
         println!("{doc}");
     } else {
         print!("{}", render_table(&apps, &totals));
+        print!("{}", orgs::advice(&by_org, org.as_deref()));
     }
     0
 }
@@ -132,8 +144,8 @@ pub fn render_table(apps: &[AppStatus], totals: &Totals) -> String {
     out
 }
 
-/// The plan as an operator reads it.
-pub fn render_plan(plan: &Plan) -> String {
+/// The plan as an operator reads it; `org` is `FLY_ORG_SLUG`.
+pub fn render_plan(plan: &Plan, org: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "plan: {} action(s)", plan.actions.len());
     for a in &plan.actions {
@@ -189,5 +201,13 @@ pub fn render_plan(plan: &Plan) -> String {
         };
         let _ = writeln!(out, "  ! {line}");
     }
+    let foreign = plan.findings.iter().filter_map(|f| match f {
+        Finding::ForeignOrgRow { org, .. } => Some(Some(org.as_str())),
+        _ => None,
+    });
+    out.push_str(&orgs::advice(
+        &orgs::count_by_org(foreign, Some(org)),
+        Some(org),
+    ));
     out
 }

@@ -402,6 +402,14 @@ pub fn load_database_url(config_file: Option<&Path>) -> Result<Secret, ConfigErr
     database_url_from(&sources)
 }
 
+/// `FLY_ORG_SLUG` if set (env or `--config`), for the commands that do not need the full settings
+/// (`status`), to compare the recorded orgs with.
+pub fn load_org_slug(config_file: Option<&Path>) -> Result<Option<String>, ConfigError> {
+    let (vars, invalid) = process_env();
+    let sources = Sources::new(&vars, invalid, config_file)?;
+    sources.optional("FLY_ORG_SLUG")
+}
+
 /// [`load_database_url`] over a given environment map.
 pub fn database_url_from_map(
     vars: &HashMap<String, String>,

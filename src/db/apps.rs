@@ -266,7 +266,6 @@ impl Store {
             q = match b {
                 Bind::Text(v) => q.bind(v),
                 Bind::Int(v) => q.bind(v),
-                Bind::Time(v) => q.bind(v),
             };
         }
         let mut tx = self.pool.begin().await?;
@@ -456,16 +455,16 @@ impl Store {
         retry_in: std::time::Duration,
         events: &[Event],
     ) -> Result<(), StoreError> {
-        let next = retry_at(retry_in);
         self.update(
             row_id,
-            "status = $3, last_error_kind = $4, error_message = $5, next_attempt_at = $6, \
+            "status = $3, last_error_kind = $4, error_message = $5, \
+             next_attempt_at = now() + $6 * interval '1 millisecond', \
              retry_count = COALESCE(retry_count, 0) + 1",
             vec![
                 Bind::Text(Some(status.as_str().to_string())),
                 Bind::Text(Some(kind.to_string())),
                 Bind::Text(Some(truncate(message, 500))),
-                Bind::Time(Some(next)),
+                Bind::Int(Some(retry_millis(retry_in))),
             ],
             events,
         )
@@ -482,16 +481,16 @@ impl Store {
         retry_in: std::time::Duration,
         events: &[Event],
     ) -> Result<(), StoreError> {
-        let next = retry_at(retry_in);
         self.update(
             row_id,
             "status = 'error', health_status = 'unhealthy', last_health_check = now(), \
-             last_error_kind = $3, error_message = $4, next_attempt_at = $5, \
+             last_error_kind = $3, error_message = $4, \
+             next_attempt_at = now() + $5 * interval '1 millisecond', \
              retry_count = COALESCE(retry_count, 0) + 1",
             vec![
                 Bind::Text(Some(kind.to_string())),
                 Bind::Text(Some(truncate(message, 500))),
-                Bind::Time(Some(next)),
+                Bind::Int(Some(retry_millis(retry_in))),
             ],
             events,
         )
@@ -653,14 +652,15 @@ macro_rules! reset_app_markers {
 }
 use reset_app_markers;
 
-fn retry_at(retry_in: std::time::Duration) -> DateTime<Utc> {
-    Utc::now() + chrono::Duration::from_std(retry_in).unwrap_or_else(|_| chrono::Duration::hours(1))
+/// The backoff as milliseconds for SQL: stored as `now() + delay` on the database's clock, the clock
+/// the planner judges it with (a replica's skewed clock would stretch or cut it).
+fn retry_millis(retry_in: std::time::Duration) -> i64 {
+    i64::try_from(retry_in.as_millis()).unwrap_or(3_600_000)
 }
 
 enum Bind {
     Text(Option<String>),
     Int(Option<i64>),
-    Time(Option<DateTime<Utc>>),
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -91,24 +91,46 @@ pub async fn load_state(pool: &PgPool) -> Result<BreakerState, sqlx::Error> {
     })
 }
 
-/// Logs a deletion for the window, fenced. Written *before* the `DELETE` call: a deletion whose
-/// answer was lost still counts, and a retried one counts once (the window counts distinct names).
-/// `false`: the fence did not hold; the caller must not delete.
+/// What [`record_deletion`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeletionGate {
+    /// Logged: go ahead with the `DELETE`.
+    Go,
+    /// The fence did not hold: this replica must not delete anything.
+    Fenced,
+    /// An orphan that a live row names now (adopted since the plan): do not delete it.
+    Owned,
+}
+
+/// Logs a deletion for the window, fenced, as the last statement before the `DELETE` call: a
+/// deletion whose answer was lost still counts, and a retried one counts once (the window counts
+/// distinct names). For an orphan (`user_id` `None`) it also re-checks, in the same statement, that
+/// no live row names the app.
 pub async fn record_deletion(
     pool: &PgPool,
     term: i64,
     app: &str,
     user_id: Option<Uuid>,
-) -> Result<bool, sqlx::Error> {
+) -> Result<DeletionGate, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let done = sqlx::query(
-        "INSERT INTO vyx_fleet.deletions (app_name, user_id, deleted_at)
-         SELECT $1, $2, now() WHERE vyx_fleet.fence($3)",
+    let (fenced, logged): (bool, bool) = sqlx::query_as(
+        "WITH gate AS (
+             SELECT vyx_fleet.fence($3) AS fenced,
+                    $2::uuid IS NOT NULL OR NOT EXISTS (
+                        SELECT 1 FROM public.user_fly_apps
+                         WHERE fly_app_name = $1 AND deleted_at IS NULL AND status <> 'deleted'
+                    ) AS free
+         ), logged AS (
+             INSERT INTO vyx_fleet.deletions (app_name, user_id, deleted_at)
+             SELECT $1, $2, now() FROM gate WHERE gate.fenced AND gate.free
+             RETURNING 1
+         )
+         SELECT (SELECT fenced FROM gate), EXISTS (SELECT 1 FROM logged)",
     )
     .bind(app)
     .bind(user_id)
     .bind(term)
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
     sqlx::query(
         "DELETE FROM vyx_fleet.deletions WHERE deleted_at < now() - make_interval(days => $1)",
@@ -117,7 +139,11 @@ pub async fn record_deletion(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(done.rows_affected() == 1)
+    Ok(match (fenced, logged) {
+        (false, _) => DeletionGate::Fenced,
+        (true, true) => DeletionGate::Go,
+        (true, false) => DeletionGate::Owned,
+    })
 }
 
 /// One deletion to hold (see [`apply_held`]).

@@ -9,6 +9,7 @@ pub mod breaker;
 pub(crate) mod console;
 pub(crate) mod console_user;
 pub mod lease;
+pub mod orphans;
 
 use std::str::FromStr;
 use std::time::Duration;

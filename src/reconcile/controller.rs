@@ -6,9 +6,10 @@
 //!    `standby_poll`, so they take over within `ttl + standby_poll` of a leader's death.
 //! 2. As leader: a renewer refreshes the lease every `renew_every`; passes run on the interval tick
 //!    or a NOTIFY (debounced), one at a time.
-//! 3. If renewing fails for longer than `act_margin` (shorter than the TTL), the current pass is
-//!    cancelled and the replica drops back to standby before the lease can expire under it. Every
-//!    write is fenced anyway, so a late write from a deposed leader changes nothing.
+//! 3. If no renewal *sent* within the last `act_margin` (shorter than the TTL) has succeeded, the
+//!    current pass is cancelled and the replica drops back to standby, `ttl - act_margin` before the
+//!    lease can expire under it (`leadership.rs`). Every write is fenced anyway, so a late write from
+//!    a deposed leader changes nothing.
 //! 4. On shutdown: no new pass; the running one gets `drain` to finish, then the lease is released
 //!    so a standby takes over at once.
 
@@ -19,6 +20,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{error, info, warn};
 
 use super::execute::Ctx;
+use super::leadership::{RenewConfig, keep_db_lease};
 use super::pass::{PassConfig, run_pass};
 use crate::db::apps::Store;
 use crate::db::lease;
@@ -40,6 +42,16 @@ pub struct LoopConfig {
     pub notify_debounce: Duration,
     /// How long a running pass may go on after a shutdown signal.
     pub drain: Duration,
+}
+
+impl LoopConfig {
+    pub fn renew_config(&self) -> RenewConfig {
+        RenewConfig {
+            ttl: self.lease_ttl,
+            renew_every: self.renew_every,
+            act_margin: self.act_margin,
+        }
+    }
 }
 
 impl Default for LoopConfig {
@@ -76,6 +88,8 @@ impl Controller {
                 return;
             }
             self.health.heartbeat();
+            // The lease's validity counts from when the request went out, not from its answer.
+            let sent = Instant::now();
             let attempt = lease::try_acquire(&pool, &self.holder, self.loop_cfg.lease_ttl).await;
             // A standby that can reach the database can take over: that is what "ready" means.
             self.health.set_db_ok(attempt.is_ok());
@@ -84,7 +98,7 @@ impl Controller {
                     info!(holder = %self.holder, term, "leading");
                     self.metrics.set_leader(true);
                     self.health.set_leader(true);
-                    self.lead(term, &mut shutdown).await;
+                    self.lead(term, sent, &mut shutdown).await;
                     self.metrics.set_leader(false);
                     self.health.set_leader(false);
                     if let Err(e) = lease::release(&pool, &self.holder, term).await {
@@ -107,18 +121,19 @@ impl Controller {
     }
 
     /// Lead until the lease is lost or shutdown; passes never overlap.
-    async fn lead(&self, term: i64, shutdown: &mut watch::Receiver<bool>) {
+    async fn lead(&self, term: i64, held_since: Instant, shutdown: &mut watch::Receiver<bool>) {
         let pool = self.base.store.pool().clone();
         let ctx = Ctx {
             store: Store::new(pool.clone(), term),
             ..self.base.clone()
         };
         let (lost_tx, mut lost_rx) = watch::channel(false);
-        let renewer = tokio::spawn(renew_loop(
+        let renewer = tokio::spawn(keep_db_lease(
             pool.clone(),
             self.holder.clone(),
             term,
-            self.loop_cfg.clone(),
+            self.loop_cfg.renew_config(),
+            held_since,
             lost_tx,
         ));
         let mut listener = listen(&pool).await;
@@ -190,40 +205,6 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Renew every `renew_every`; signal `lost` when the lease is taken over, or when no renew has
-/// succeeded for `act_margin` (the lease may be about to expire and we cannot know).
-async fn renew_loop(
-    pool: sqlx::PgPool,
-    holder: String,
-    term: i64,
-    cfg: LoopConfig,
-    lost: watch::Sender<bool>,
-) {
-    let mut last_ok = Instant::now();
-    loop {
-        tokio::time::sleep(cfg.renew_every).await;
-        let attempt = tokio::time::timeout(
-            cfg.renew_every,
-            lease::renew(&pool, &holder, term, cfg.lease_ttl),
-        )
-        .await;
-        match attempt {
-            Ok(Ok(true)) => last_ok = Instant::now(),
-            Ok(Ok(false)) => {
-                warn!(term, "lease taken over by another replica");
-                let _ = lost.send(true);
-                return;
-            }
-            Ok(Err(e)) => warn!(term, error = %e, "lease renewal failed"),
-            Err(_) => warn!(term, "lease renewal timed out"),
-        }
-        if last_ok.elapsed() >= cfg.act_margin {
-            let _ = lost.send(true);
-            return;
-        }
     }
 }
 

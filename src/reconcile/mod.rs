@@ -6,6 +6,7 @@ pub mod breaker;
 pub mod controller;
 pub mod desired;
 pub mod execute;
+pub mod leadership;
 pub mod naming;
 pub mod observe;
 pub mod observed;

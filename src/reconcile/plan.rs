@@ -155,13 +155,13 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     let s = input.settings;
     let mut out = Plan::default();
     let mut rows_by_user: BTreeMap<Uuid, &AppRow> = BTreeMap::new();
-    let mut owned_names: BTreeSet<&str> = BTreeSet::new();
+    let mut owned_names: BTreeSet<String> = BTreeSet::new();
 
     for row in input.rows {
         // Names of every row that is not soft-deleted are owned, even rows we refuse to act on:
         // an app a row names is never an orphan.
         if row.is_live() {
-            owned_names.insert(row.fly_app_name.as_str());
+            owned_names.insert(row.fly_app_name.clone());
         }
         match check_row(row, s) {
             Ok(()) => {
@@ -317,6 +317,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     }
 
     plan_probes(&mut out, probe_candidates, input);
+    claim_names_about_to_be_adopted(&mut owned_names, input);
     plan_orphans(&mut out, &owned_names, &mut pending, input);
     let nobody_wanted = !input
         .desired
@@ -465,9 +466,26 @@ fn plan_probes(
     }
 }
 
+/// A wanted user's converge adopts an existing app of our org under the name it would use: the
+/// soft-deleted row's name on a re-upgrade, the first candidate for a user without a row. Such an
+/// app is no orphan, even before the converge has made its row live, or the same pass could delete
+/// the app the converge adopts.
+fn claim_names_about_to_be_adopted(owned: &mut BTreeSet<String>, input: &PlanInput<'_>) {
+    let rows: BTreeMap<Uuid, &AppRow> = input.rows.iter().map(|r| (r.user_id, r)).collect();
+    for (user_id, intent) in input.desired {
+        if intent.intent != Intent::Present {
+            continue;
+        }
+        match rows.get(user_id) {
+            Some(row) => owned.insert(row.fly_app_name.clone()),
+            None => owned.insert(naming::candidate(&input.settings.prefix, *user_id, 0)),
+        };
+    }
+}
+
 fn plan_orphans(
     out: &mut Plan,
-    owned: &BTreeSet<&str>,
+    owned: &BTreeSet<String>,
     pending: &mut BTreeSet<String>,
     input: &PlanInput<'_>,
 ) {
@@ -476,7 +494,7 @@ fn plan_orphans(
         .observed
         .apps
         .keys()
-        .filter(|name| naming::is_managed(&s.prefix, name) && !owned.contains(name.as_str()))
+        .filter(|name| naming::is_managed(&s.prefix, name) && !owned.contains(*name))
         .cloned()
         .collect();
     for name in &orphans {

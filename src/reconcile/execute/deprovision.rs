@@ -23,7 +23,8 @@ use uuid::Uuid;
 use super::machine::stop_gracefully;
 use super::{Ctx, ExecError, wait};
 use crate::db::apps::{Event, StoreError, load_row};
-use crate::db::breaker;
+use crate::db::breaker::{self, DeletionGate};
+use crate::db::orphans;
 use crate::failpoint::{self as fp, hit};
 use crate::fly::{FlyError, ListMachines};
 use crate::reconcile::naming;
@@ -96,10 +97,15 @@ async fn delete_app(
         stop_gracefully(ctx, app, m).await?;
     }
     hit(before).await;
-    // Logged for the breaker's sliding window before the call: a deletion whose answer is lost
-    // still counts.
-    if !breaker::record_deletion(ctx.store.pool(), ctx.store.term(), app, user_id).await? {
-        return Err(StoreError::Fenced.into());
+    // Logged for the breaker's sliding window before the call (a deletion whose answer is lost still
+    // counts), and an orphan's ownership checked once more in the same fenced statement.
+    match breaker::record_deletion(ctx.store.pool(), ctx.store.term(), app, user_id).await? {
+        DeletionGate::Go => {}
+        DeletionGate::Fenced => return Err(StoreError::Fenced.into()),
+        DeletionGate::Owned => {
+            info!(app = %app, "orphan adopted by a row meanwhile; not deleted");
+            return Err(ExecError::RowGone);
+        }
     }
     match ctx.fly.delete_app(app).await {
         Ok(()) | Err(FlyError::NotFound { .. }) => {}
@@ -131,6 +137,11 @@ pub(super) async fn delete_orphan(ctx: &Ctx, app: &str) -> Result<(), ExecError>
             return Ok(());
         }
         Err(e) => return Err(e.into()),
+    }
+    if !orphans::still_orphaned(&ctx.store, app).await? {
+        info!(app = %app, "orphan adopted by a row since the plan; not deleted");
+        ctx.store.forget_orphan(app).await?;
+        return Ok(());
     }
     warn!(app = %app, "deleting orphan app after its grace period");
     delete_app(
