@@ -48,7 +48,7 @@ use uuid::Uuid;
 use super::app::{ensure_app, pick_new_name};
 use super::machine::{ensure_machine, ensure_running_and_healthy};
 use super::{Ctx, ExecError};
-use crate::db::apps::{Event, NewRow, StoreError, load_row, load_row_for_user};
+use crate::db::apps::{Applied, Event, NewRow, StoreError, load_row, load_row_for_user};
 use crate::failpoint::{self as fp, hit};
 use crate::fly::{FlyError, IpType};
 use crate::reconcile::plan::ConvergeReason;
@@ -72,12 +72,31 @@ pub(super) async fn converge(
     let ensured = ensure_machine(ctx, &row, image, secrets_written).await?;
     // Fly runs this config from here on, healthy or not: record it now, so a rollout that fails its
     // checks counts towards halting and a crash before health resumes without another update.
+    let digest = config_digest(&ctx.spec);
+    let m = &ensured.machine;
+    let guest = m.config.as_ref().and_then(|c| c.guest.as_ref());
+    let cpus = guest.and_then(|g| g.cpus).unwrap_or(ctx.spec.cpus);
+    let memory_mb = guest
+        .and_then(|g| g.memory_mb)
+        .unwrap_or(ctx.spec.memory_mb);
+    let region = if m.region.is_empty() {
+        ctx.spec.region.as_str()
+    } else {
+        m.region.as_str()
+    };
     if row.docker_image.as_deref() != Some(image)
-        || row.config_digest.as_deref() != Some(config_digest(&ctx.spec).as_str())
+        || row.config_digest.as_deref() != Some(digest.as_str())
+        || row.region.as_deref() != Some(region)
     {
-        ctx.store
-            .set_applied_config(row.id, image, &config_digest(&ctx.spec))
-            .await?;
+        let applied = Applied {
+            image,
+            config_digest: &digest,
+            region,
+            cpus: i32::try_from(cpus).unwrap_or(i32::MAX),
+            memory_mb: i32::try_from(memory_mb).unwrap_or(i32::MAX),
+            monthly_cost_usd: monthly_cost_estimate_usd(cpus, memory_mb),
+        };
+        ctx.store.set_applied_config(row.id, &applied).await?;
     }
     let machine = ensure_running_and_healthy(ctx, &row, ensured).await?;
     hit(fp::CONVERGE_HEALTHY_BEFORE_RECORD).await;
