@@ -301,7 +301,7 @@ async fn record_failure(
             | Action::SyncOrphans { .. },
             _,
         ) => Ok(()),
-        (Action::Converge { reason, .. }, _) if still_serving(&row, reason) => {
+        (Action::Converge { reason, .. }, _) if still_serving(&row, reason, e) => {
             // A failed roll or repair of an app that keeps serving: `error` tells the Go backend
             // and admins the user has no working app, which is not true. The error kind and the
             // backoff are recorded all the same.
@@ -322,10 +322,15 @@ async fn record_failure(
 }
 
 /// Whether the user still has a working app while its converge failed: the row was active and
-/// healthy, and the converge was a change to a running app rather than the repair of a missing or
-/// stopped one.
-fn still_serving(row: &crate::reconcile::recorded::AppRow, reason: &ConvergeReason) -> bool {
-    row.status() == Some(RowStatus::Active)
+/// healthy, the converge was a change to a running app rather than the repair of a missing or
+/// stopped one, and the failure did not take the machine away.
+fn still_serving(
+    row: &crate::reconcile::recorded::AppRow,
+    reason: &ConvergeReason,
+    e: &ExecError,
+) -> bool {
+    !matches!(e, ExecError::MachineGone)
+        && row.status() == Some(RowStatus::Active)
         && row.health_status.as_deref() == Some("healthy")
         && !matches!(
             reason,
