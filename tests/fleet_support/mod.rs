@@ -159,12 +159,14 @@ impl Fleet {
 
     pub async fn converge_within(&self, max: usize) -> usize {
         for n in 1..=max {
+            // Backoff first: a backoff that expires between the plan and this query would
+            // otherwise end the loop with the row's retry never planned.
+            let backoff = self.earliest_backoff().await;
             let plan = self.plan().await;
             let work = plan
                 .actions
                 .iter()
                 .any(|a| !matches!(a, Action::Probe { .. } | Action::SyncOrphans { .. }));
-            let backoff = self.earliest_backoff().await;
             if !work && backoff.is_none() {
                 return n;
             }
