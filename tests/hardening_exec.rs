@@ -104,6 +104,40 @@ async fn an_app_deleted_by_hand_is_rebuilt_with_its_secrets_and_ips() {
     assert_fully_provisioned(&fleet, user).await;
 }
 
+#[tokio::test]
+async fn a_row_moved_to_the_next_name_starts_that_app_from_scratch() {
+    let fleet = Fleet::start().await;
+    let user = uuid::Uuid::new_v4();
+    let taken = vyx_fleet::reconcile::naming::candidate("vyx-user-", user, 0);
+    UserFixture::paid("pro")
+        .with_id(user)
+        .insert(&fleet.db.pool)
+        .await;
+    // A row that never learnt an app id but carries markers (e.g. written by an earlier version
+    // or by hand), whose name another org holds: the rename must not carry them to the new app.
+    sqlx::query(
+        "INSERT INTO public.user_fly_apps (user_id, fly_app_name, fly_org_slug, status, \
+           secrets_version, secrets_digest, ips_ready, machine_op_id) \
+         VALUES ($1, $2, $3, 'provisioning', 7, 'stale', true, 'stale-op')",
+    )
+    .bind(user)
+    .bind(&taken)
+    .bind(fleet_support::ORG)
+    .execute(&fleet.db.pool)
+    .await
+    .unwrap();
+    fleet.sim.seed_app("someone-else", &taken);
+
+    fleet.converge_within(20).await;
+
+    let row = fleet.row(user).await;
+    assert_eq!(
+        row.fly_app_name,
+        vyx_fleet::reconcile::naming::candidate("vyx-user-", user, 1)
+    );
+    assert_fully_provisioned(&fleet, user).await;
+}
+
 // ---- point 2: a secret rotation reaches the machine even if the machine update fails ----
 
 /// Whether Fly applied a machine update after the last secrets write it applied (REFERENCE §4.3: a
