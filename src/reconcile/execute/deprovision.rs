@@ -21,6 +21,8 @@
 //! # Caveats
 //! - If Fly keeps answering 200 after the delete, the row stays `deprovisioning` and the next pass
 //!   confirms again (the DELETE is repeated; Fly treats it as a no-op or answers 404).
+//! - Two false 404s in a row still end a deprovision early. The app then has no live row, so it is
+//!   reported as an orphan and deleted after `ORPHAN_GRACE`: late, never lost.
 
 use tracing::{info, warn};
 use uuid::Uuid;
