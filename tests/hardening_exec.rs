@@ -1,8 +1,14 @@
 //! Issue 6, executor points: failure paths of converge and deprovision, each reproduced against real
-//! PostgreSQL and the Fly simulator.
+//! PostgreSQL and the Fly simulator. Points 1, 2, 3 and 7 here; point 10's executor items in
+//! `hardening_exec/lifecycle.rs`, point 13 in `hardening_exec/recorded_size.rs`.
 
 mod fleet_support;
 mod support;
+
+#[path = "hardening_exec/lifecycle.rs"]
+mod lifecycle;
+#[path = "hardening_exec/recorded_size.rs"]
+mod recorded_size;
 
 use std::time::Duration;
 
@@ -95,6 +101,40 @@ async fn an_app_deleted_by_hand_is_rebuilt_with_its_secrets_and_ips() {
     let after = fleet.row(user).await;
     assert_eq!(after.fly_app_name, before.fly_app_name, "same name");
     assert_ne!(after.fly_app_id, old_id, "a new app behind the row");
+    assert_fully_provisioned(&fleet, user).await;
+}
+
+#[tokio::test]
+async fn a_row_moved_to_the_next_name_starts_that_app_from_scratch() {
+    let fleet = Fleet::start().await;
+    let user = uuid::Uuid::new_v4();
+    let taken = vyx_fleet::reconcile::naming::candidate("vyx-user-", user, 0);
+    UserFixture::paid("pro")
+        .with_id(user)
+        .insert(&fleet.db.pool)
+        .await;
+    // A row that never learnt an app id but carries markers (e.g. written by an earlier version
+    // or by hand), whose name another org holds: the rename must not carry them to the new app.
+    sqlx::query(
+        "INSERT INTO public.user_fly_apps (user_id, fly_app_name, fly_org_slug, status, \
+           secrets_version, secrets_digest, ips_ready, machine_op_id) \
+         VALUES ($1, $2, $3, 'provisioning', 7, 'stale', true, 'stale-op')",
+    )
+    .bind(user)
+    .bind(&taken)
+    .bind(fleet_support::ORG)
+    .execute(&fleet.db.pool)
+    .await
+    .unwrap();
+    fleet.sim.seed_app("someone-else", &taken);
+
+    fleet.converge_within(20).await;
+
+    let row = fleet.row(user).await;
+    assert_eq!(
+        row.fly_app_name,
+        vyx_fleet::reconcile::naming::candidate("vyx-user-", user, 1)
+    );
     assert_fully_provisioned(&fleet, user).await;
 }
 
@@ -229,7 +269,7 @@ async fn a_403_right_after_our_own_create_does_not_rename_the_app() {
     let fleet = Fleet::start().await;
     let user = uuid::Uuid::new_v4();
     // The seed answers the GETs before the create normally and the first one after it with 403.
-    fleet.sim.set_faults(forbidden_gets(0));
+    fleet.sim.set_faults(forbidden_gets(9));
     UserFixture::paid("pro")
         .with_id(user)
         .insert(&fleet.db.pool)

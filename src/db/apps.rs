@@ -131,6 +131,17 @@ pub struct NewRow<'a> {
     pub monthly_cost_usd: f64,
 }
 
+/// A machine config as applied, with the size and place it runs at.
+#[derive(Debug, Clone)]
+pub struct Applied<'a> {
+    pub image: &'a str,
+    pub config_digest: &'a str,
+    pub region: &'a str,
+    pub cpus: i32,
+    pub memory_mb: i32,
+    pub monthly_cost_usd: f64,
+}
+
 /// Writes under one fencing term.
 #[derive(Clone)]
 pub struct Store {
@@ -266,6 +277,7 @@ impl Store {
             q = match b {
                 Bind::Text(v) => q.bind(v),
                 Bind::Int(v) => q.bind(v),
+                Bind::Float(v) => q.bind(v),
             };
         }
         let mut tx = self.pool.begin().await?;
@@ -414,18 +426,25 @@ impl Store {
         .await
     }
 
+    /// What the machine runs from now on. Region, size and cost go with it, so the columns the
+    /// admin page and billing read describe the machine (after a region move, a resize, or the
+    /// adoption of a row another program recorded), not the settings of the day the row was made.
     pub async fn set_applied_config(
         &self,
         row_id: Uuid,
-        image: &str,
-        config_digest: &str,
+        applied: &Applied<'_>,
     ) -> Result<(), StoreError> {
         self.update(
             row_id,
-            "docker_image = $3, config_digest = $4, deployed_at = now()",
+            "docker_image = $3, config_digest = $4, deployed_at = now(), region = $5, \
+             cpu_count = $6, memory_mb = $7, monthly_cost_estimate_usd = $8",
             vec![
-                Bind::Text(Some(image.to_string())),
-                Bind::Text(Some(config_digest.to_string())),
+                Bind::Text(Some(applied.image.to_string())),
+                Bind::Text(Some(applied.config_digest.to_string())),
+                Bind::Text(Some(applied.region.to_string())),
+                Bind::Int(Some(applied.cpus.into())),
+                Bind::Int(Some(applied.memory_mb.into())),
+                Bind::Float(Some(applied.monthly_cost_usd)),
             ],
             &[],
         )
@@ -661,6 +680,7 @@ fn retry_millis(retry_in: std::time::Duration) -> i64 {
 enum Bind {
     Text(Option<String>),
     Int(Option<i64>),
+    Float(Option<f64>),
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -121,6 +121,7 @@ fn build_ctx(vars: &HashMap<String, String>, db: &TestDb, term: i64) -> Ctx {
         machine_stopped: Duration::from_secs(5),
         app_gone: Duration::from_secs(10),
         list_lag: Duration::from_secs(1),
+        not_found_confirm: Duration::from_millis(100),
     };
     ctx
 }

@@ -11,22 +11,15 @@ use crate::fly::{CreateAppRequest, FlyError};
 use crate::reconcile::naming;
 use crate::reconcile::recorded::AppRow;
 
-/// The first candidate name that is neither recorded for another of our users nor held by another
-/// org (DESIGN §3).
+/// The first candidate name not recorded for another of our users (DESIGN §3). Only the database
+/// is asked: the row is reserved before any Fly call, so that every failure from here on has a
+/// row to record its backoff in (invariant 7). A name another org holds is found by `ensure_app`,
+/// which moves the still app-less row to the next candidate.
 pub(super) async fn pick_new_name(ctx: &Ctx, user_id: Uuid) -> Result<String, ExecError> {
     for n in 0..naming::MAX_CANDIDATES {
         let name = naming::candidate(&ctx.prefix, user_id, n);
-        if ctx.store.name_recorded_for_other(&name, user_id).await? {
-            continue;
-        }
-        match ctx.fly.get_app(&name).await {
-            Err(FlyError::Forbidden { .. }) => {
-                info!(app = %name, "name held by another organisation; next candidate");
-                continue;
-            }
-            Ok(app) if !in_our_org(ctx, &app) => continue,
-            Ok(_) | Err(FlyError::NotFound { .. }) => return Ok(name),
-            Err(e) => return Err(e.into()),
+        if !ctx.store.name_recorded_for_other(&name, user_id).await? {
+            return Ok(name);
         }
     }
     Err(ExecError::NeedsHuman(format!(
@@ -55,6 +48,7 @@ pub(super) async fn ensure_app(ctx: &Ctx, mut row: AppRow) -> Result<AppRow, Exe
         match ctx.fly.get_app(&name).await {
             Ok(app) if in_our_org(ctx, &app) => return record_app(ctx, &row, &app.id).await,
             Ok(_) | Err(FlyError::Forbidden { .. }) => {
+                info!(app = %name, "name held by another organisation; next candidate");
                 row = take_next_name(ctx, row).await?;
                 continue;
             }

@@ -1,8 +1,10 @@
 //! Converge one user's app to the spec: provision, adopt, repair and roll out are the same walk.
 //!
 //! # Expected flow
-//! 1. Row: reserve the name in `user_fly_apps` (new user), reuse the soft-deleted row (re-upgrade),
-//!    or resume the existing one. From here on, an app with that name in our org is ours.
+//! 1. Row: reserve the name in `user_fly_apps` (new user; chosen from the database alone, so the
+//!    row, and with it the per-user backoff, exists before the first Fly call), reuse the
+//!    soft-deleted row (re-upgrade), or resume the existing one. From here on, an app with that
+//!    name in our org is ours.
 //! 2. App: `GET /v1/apps/{name}`; 404 → `POST /v1/apps`; 422 `name_taken` → GET again and adopt if
 //!    it is in our org; 403 (someone else's) → record the next candidate name, only while the row
 //!    has never known an app id. Wait out the post-create window (404, and 403 after our own
@@ -12,11 +14,14 @@
 //!    statement clears `config_digest`, so the machine update that makes them effective is owed
 //!    until it is recorded.
 //! 4. IPs: `v6` + `shared_v4` unless already listed; record `ips_ready`.
-//! 5. Machine: the recorded one, else one found by metadata `vyx_user_id` (duplicates destroyed),
-//!    else record a fresh `machine_op_id`, then create with it in metadata, then record the id.
+//! 5. Machine: the recorded one (asked for by id when the lagging list misses it), else one found
+//!    by metadata `vyx_op` or in the app (duplicates destroyed), else record a fresh
+//!    `machine_op_id`, then create with it in metadata, then record the id.
 //! 6. Config: update (whole config, `current_version`, `min_secrets_version`) if it differs; a region
-//!    change replaces the machine. Start it if it is down.
-//! 7. Wait `started`, then all checks `passing` → `active`, `healthy`.
+//!    change replaces the machine. Start it if it is down (`stopped`, `suspended`, `failed`, or
+//!    `created` and never launched).
+//! 7. Wait `started`, then all checks `passing` → `active`, `healthy`. A machine destroyed
+//!    meanwhile ends the wait at once; the row forgets it and the next pass makes another.
 //!
 //! # Guarantees
 //! - Never two apps for a user: the name is fixed in the row before any create, and a create whose
@@ -43,7 +48,7 @@ use uuid::Uuid;
 use super::app::{ensure_app, pick_new_name};
 use super::machine::{ensure_machine, ensure_running_and_healthy};
 use super::{Ctx, ExecError};
-use crate::db::apps::{Event, NewRow, StoreError, load_row, load_row_for_user};
+use crate::db::apps::{Applied, Event, NewRow, StoreError, load_row, load_row_for_user};
 use crate::failpoint::{self as fp, hit};
 use crate::fly::{FlyError, IpType};
 use crate::reconcile::plan::ConvergeReason;
@@ -64,17 +69,36 @@ pub(super) async fn converge(
     let secrets_written = ensure_secrets(ctx, &row).await?;
     ensure_ips(ctx, &row).await?;
     let row = reload(ctx, row.id).await?;
-    let machine = ensure_machine(ctx, &row, image, secrets_written).await?;
+    let ensured = ensure_machine(ctx, &row, image, secrets_written).await?;
     // Fly runs this config from here on, healthy or not: record it now, so a rollout that fails its
     // checks counts towards halting and a crash before health resumes without another update.
+    let digest = config_digest(&ctx.spec);
+    let m = &ensured.machine;
+    let guest = m.config.as_ref().and_then(|c| c.guest.as_ref());
+    let cpus = guest.and_then(|g| g.cpus).unwrap_or(ctx.spec.cpus);
+    let memory_mb = guest
+        .and_then(|g| g.memory_mb)
+        .unwrap_or(ctx.spec.memory_mb);
+    let region = if m.region.is_empty() {
+        ctx.spec.region.as_str()
+    } else {
+        m.region.as_str()
+    };
     if row.docker_image.as_deref() != Some(image)
-        || row.config_digest.as_deref() != Some(config_digest(&ctx.spec).as_str())
+        || row.config_digest.as_deref() != Some(digest.as_str())
+        || row.region.as_deref() != Some(region)
     {
-        ctx.store
-            .set_applied_config(row.id, image, &config_digest(&ctx.spec))
-            .await?;
+        let applied = Applied {
+            image,
+            config_digest: &digest,
+            region,
+            cpus: i32::try_from(cpus).unwrap_or(i32::MAX),
+            memory_mb: i32::try_from(memory_mb).unwrap_or(i32::MAX),
+            monthly_cost_usd: monthly_cost_estimate_usd(cpus, memory_mb),
+        };
+        ctx.store.set_applied_config(row.id, &applied).await?;
     }
-    let machine = ensure_running_and_healthy(ctx, &row, machine).await?;
+    let machine = ensure_running_and_healthy(ctx, &row, ensured).await?;
     hit(fp::CONVERGE_HEALTHY_BEFORE_RECORD).await;
     let was_active = row.status() == Some(RowStatus::Active);
     let healthy_ev = Event::new(

@@ -3,19 +3,26 @@
 //! # Expected flow
 //! 1. Row → `deprovisioning` (event `deprovision_started`). From here the deprovision runs to the end
 //!    even if the user is wanted again; the next pass then provisions afresh with the same row/name.
-//! 2. `GET /v1/apps/{name}`: 404 → step 5. 403, or an app in another org → not ours: never touched,
-//!    step 5 (our app is gone either way).
+//! 2. `GET /v1/apps/{name}`: 404, confirmed by a second 404 a moment later → step 5. 403, or an
+//!    app in another org → not ours: never touched, step 5 (our app is gone either way).
 //! 3. Stop each machine gracefully (SIGTERM, Fly's timeout); a slow stop does not block the delete.
 //! 4. `DELETE /v1/apps/{name}` (202: asynchronous).
-//! 5. Confirm 404, then the row → `deleted` + `deleted_at` (event `deprovision_completed`).
+//! 5. Confirm 404 (twice, spaced), then the row → `deleted` + `deleted_at` (event
+//!    `deprovision_completed`).
 //!
 //! # Guarantees
 //! - Only the app named in the row, in our org, with the managed prefix, is deleted (invariant 1).
 //! - The row is soft-deleted, never removed; user data in Supabase is never touched (invariant 5).
 //!
+//! # Assumptions
+//! - Two 404s `not_found_confirm` apart are the truth. flaps answers false "not found" for apps
+//!   that exist (REFERENCE §7); one such answer alone never soft-deletes a row whose app runs.
+//!
 //! # Caveats
 //! - If Fly keeps answering 200 after the delete, the row stays `deprovisioning` and the next pass
 //!   confirms again (the DELETE is repeated; Fly treats it as a no-op or answers 404).
+//! - Two false 404s in a row still end a deprovision early. The app then has no live row, so it is
+//!   reported as an orphan and deleted after `ORPHAN_GRACE`: late, never lost.
 
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -50,14 +57,9 @@ pub(super) async fn deprovision(ctx: &Ctx, row_id: Uuid) -> Result<(), ExecError
         }
         _ => return Err(ExecError::RowGone),
     }
-    let ours = match ctx.fly.get_app(&app).await {
-        Ok(a) => super::app::in_our_org(ctx, &a),
-        Err(FlyError::NotFound { .. }) => false,
-        Err(FlyError::Forbidden { .. }) => {
-            warn!(app = %app, "app name held by another organisation; nothing of ours to delete");
-            false
-        }
-        Err(e) => return Err(e.into()),
+    let ours = match get_app_confirmed(ctx, &app).await? {
+        Some(a) => super::app::in_our_org(ctx, &a),
+        None => false,
     };
     if ours {
         delete_app(
@@ -113,14 +115,35 @@ async fn delete_app(
     }
     hit(after_call).await;
     wait::until(ctx.timeouts.app_gone, "app deletion to finish", || async {
-        match ctx.fly.get_app(app).await {
-            Err(FlyError::NotFound { .. }) => Ok(Some(())),
-            Ok(_) => Ok(None),
-            Err(e) if e.is_transient() => Ok(None),
-            Err(e) => Err(e.into()),
+        match get_app_confirmed(ctx, app).await {
+            Ok(None) => Ok(Some(())),
+            Ok(Some(_)) => Ok(None),
+            Err(ExecError::Fly(e)) if e.is_transient() => Ok(None),
+            Err(e) => Err(e),
         }
     })
     .await
+}
+
+/// `GET /v1/apps/{name}`, where `None` means gone: two 404s `not_found_confirm` apart (one may be
+/// flaps' false "not found", REFERENCE §7). A 403 is someone else's app, so ours is gone too.
+async fn get_app_confirmed(ctx: &Ctx, app: &str) -> Result<Option<crate::fly::App>, ExecError> {
+    let mut not_found = 0;
+    loop {
+        match ctx.fly.get_app(app).await {
+            Ok(a) => return Ok(Some(a)),
+            Err(FlyError::Forbidden { .. }) => {
+                warn!(app = %app, "app name held by another organisation; nothing of ours to delete");
+                return Ok(None);
+            }
+            Err(FlyError::NotFound { .. }) if not_found == 0 => {
+                not_found += 1;
+                tokio::time::sleep(ctx.timeouts.not_found_confirm).await;
+            }
+            Err(FlyError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// An orphan (managed prefix, no live row) that stayed orphaned for `ORPHAN_GRACE`.

@@ -16,18 +16,36 @@ use crate::reconcile::observed::META_OP;
 use crate::reconcile::recorded::AppRow;
 use crate::reconcile::spec::config_digest;
 
+/// The machine a converge goes on with, and whether this converge just created it (Fly boots a new
+/// machine by itself; one found in `created` was never launched and needs a start).
+pub(super) struct Ensured {
+    pub machine: Machine,
+    pub fresh: bool,
+}
+
 /// Step 5 and 6: exactly one machine, running our config.
 pub(super) async fn ensure_machine(
     ctx: &Ctx,
     row: &AppRow,
     image: &str,
     secrets_written: bool,
-) -> Result<Machine, ExecError> {
+) -> Result<Ensured, ExecError> {
     let app = row.fly_app_name.as_str();
     // Every machine in the user's own app is the user's, including ones the old edge functions made
     // without our metadata: they are adopted (and tagged by the update), never run beside a new one.
     let filter = ListMachines::default();
     let mut listed = live_machines(ctx, app, &filter).await?;
+    if let Some(recorded) = &row.machine_id
+        && !listed.iter().any(|m| &m.id == recorded)
+    {
+        // Lists are a lagging replica (REFERENCE §7); the machine we recorded is asked for by id
+        // before anything concludes it is missing.
+        match ctx.fly.get_machine(app, recorded).await {
+            Ok(m) if !m.state.is_gone() => listed.insert(0, m),
+            Ok(_) | Err(FlyError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     if listed.is_empty() && row.machine_op_id.is_some() {
         // An earlier attempt sent a create whose outcome we never saw, and machine lists lag
         // writes (REFERENCE §7): look again for a moment before creating a second machine.
@@ -66,7 +84,7 @@ pub(super) async fn ensure_machine(
         .and_then(|v| u64::try_from(v).ok())
         .filter(|v| *v > 0);
     let Some(found) = keep else {
-        return create_machine(ctx, row, image, secrets_version).await;
+        return fresh(create_machine(ctx, row, image, secrets_version).await);
     };
     if row.machine_id.as_deref() != Some(found.id.as_str()) {
         info!(machine_id = %found.id, "adopting machine found by metadata");
@@ -92,7 +110,7 @@ pub(super) async fn ensure_machine(
         }
         ctx.store.clear_machine(row.id).await?;
         let row = reload(ctx, row.id).await?;
-        return create_machine(ctx, &row, image, secrets_version).await;
+        return fresh(create_machine(ctx, &row, image, secrets_version).await);
     }
     let base = current.config.clone().unwrap_or_default();
     let op = row
@@ -102,7 +120,10 @@ pub(super) async fn ensure_machine(
     let desired = desired_config(base.clone(), &ctx.spec, image, row.user_id, &op);
     let digest_stale = row.config_digest.as_deref() != Some(config_digest(&ctx.spec).as_str());
     if matches(&base, &desired) && !secrets_written && !digest_stale {
-        return Ok(current);
+        return Ok(Ensured {
+            machine: current,
+            fresh: false,
+        });
     }
     info!(machine_id = %current.id, image, "updating machine config");
     let req = UpdateMachineRequest {
@@ -114,7 +135,18 @@ pub(super) async fn ensure_machine(
     hit(fp::UPDATE_MACHINE_BEFORE).await;
     let updated = ctx.fly.update_machine(app, &current.id, &req).await?;
     hit(fp::UPDATE_MACHINE_AFTER_CALL).await;
-    Ok(updated)
+    // An update relaunches the machine (REFERENCE §3.4): it needs no start of ours.
+    Ok(Ensured {
+        machine: updated,
+        fresh: true,
+    })
+}
+
+fn fresh(created: Result<Machine, ExecError>) -> Result<Ensured, ExecError> {
+    created.map(|machine| Ensured {
+        machine,
+        fresh: true,
+    })
 }
 
 async fn live_machines(
@@ -161,22 +193,45 @@ async fn create_machine(
     Ok(m)
 }
 
-/// Step 7: started, then every check passing (REFERENCE §3.5: `started` only means booted).
+/// Step 7: started, then every check passing (REFERENCE §3.5: `started` only means booted). A
+/// machine destroyed meanwhile ends the wait at once: the row forgets it and the next pass makes a
+/// new one.
 pub(super) async fn ensure_running_and_healthy(
     ctx: &Ctx,
     row: &AppRow,
-    m: Machine,
+    ensured: Ensured,
+) -> Result<Machine, ExecError> {
+    match wait_running_and_healthy(ctx, row, ensured).await {
+        Err(ExecError::MachineGone) => {
+            warn!("machine destroyed while waiting for it; recreating it next pass");
+            ctx.store.clear_machine(row.id).await?;
+            Err(ExecError::MachineGone)
+        }
+        r => r,
+    }
+}
+
+async fn wait_running_and_healthy(
+    ctx: &Ctx,
+    row: &AppRow,
+    Ensured { machine: m, fresh }: Ensured,
 ) -> Result<Machine, ExecError> {
     let app = row.fly_app_name.as_str();
-    if matches!(
+    // `created` is where a machine made with `skip_launch`, or never launched, stays for good.
+    let parked = matches!(
         m.state,
         MachineState::Stopped | MachineState::Suspended | MachineState::Failed
-    ) {
+    ) || (m.state == MachineState::Created && !fresh);
+    if m.state.is_gone() {
+        return Err(ExecError::MachineGone);
+    }
+    if parked {
         info!(machine_id = %m.id, state = m.state.as_str(), "starting machine");
         match ctx.fly.start_machine(app, &m.id).await {
             Ok(()) => {}
             // Already starting or started by someone else.
             Err(FlyError::Conflict { .. } | FlyError::PreconditionFailed { .. }) => {}
+            Err(FlyError::NotFound { .. }) => return Err(ExecError::MachineGone),
             Err(e) => return Err(e.into()),
         }
     }
@@ -187,20 +242,23 @@ pub(super) async fn ensure_running_and_healthy(
             .wait_machine(
                 app,
                 &m.id,
-                &["started"],
+                &["started", "destroyed"],
                 None,
                 std::time::Duration::from_secs(10),
             )
             .await
         {
             Ok(w) if w.state == MachineState::Started => Ok(Some(())),
+            Ok(w) if w.state.is_gone() => Err(ExecError::MachineGone),
             Ok(_) | Err(FlyError::Timeout { .. }) => Ok(None),
             Err(e) if e.is_transient() => Ok(None),
             // The long-poll refused (bad params, or an API without it): read the state instead.
             Err(FlyError::Invalid { .. } | FlyError::NotFound { .. }) => {
                 match ctx.fly.get_machine(app, &m.id).await {
                     Ok(now) if now.state == MachineState::Started => Ok(Some(())),
+                    Ok(now) if now.state.is_gone() => Err(ExecError::MachineGone),
                     Ok(_) => Ok(None),
+                    Err(FlyError::NotFound { .. }) => Err(ExecError::MachineGone),
                     Err(e) if e.is_transient() => Ok(None),
                     Err(e) => Err(e.into()),
                 }
@@ -223,7 +281,9 @@ pub(super) async fn ensure_running_and_healthy(
                 warn!(machine_id = %m.id, "no check results reported; accepting the started machine");
                 Ok(Some(m))
             }
+            Ok(m) if m.state.is_gone() => Err(ExecError::MachineGone),
             Ok(_) => Ok(None),
+            Err(FlyError::NotFound { .. }) => Err(ExecError::MachineGone),
             Err(e) if e.is_transient() => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -269,7 +329,7 @@ pub(super) async fn stop_gracefully(ctx: &Ctx, app: &str, m: &Machine) -> Result
             .wait_machine(
                 app,
                 &m.id,
-                &["stopped"],
+                &["stopped", "destroyed"],
                 m.version.as_deref(),
                 std::time::Duration::from_secs(10),
             )

@@ -39,6 +39,9 @@ pub struct Timeouts {
     pub app_gone: Duration,
     /// How long to keep looking for a machine whose create answer was lost before creating another.
     pub list_lag: Duration,
+    /// Pause before asking again when an app answers 404 where its absence would end something
+    /// (a deprovision): flaps sometimes says "not found" for apps that exist (REFERENCE §7).
+    pub not_found_confirm: Duration,
 }
 
 impl Default for Timeouts {
@@ -51,6 +54,7 @@ impl Default for Timeouts {
             machine_stopped: Duration::from_secs(30),
             app_gone: Duration::from_secs(30),
             list_lag: Duration::from_secs(3),
+            not_found_confirm: Duration::from_secs(2),
         }
     }
 }
@@ -84,6 +88,10 @@ pub enum ExecError {
     /// Something only an operator can resolve (e.g. every candidate name is held elsewhere).
     #[error("needs an operator: {0}")]
     NeedsHuman(String),
+    /// The machine was destroyed while the converge waited on it (by someone else, or a failed
+    /// launch that ended `destroyed`); the row forgot it and the next pass makes a new one.
+    #[error("machine destroyed meanwhile")]
+    MachineGone,
     /// The row disappeared or is not in a state this action applies to; the next pass re-plans.
     #[error("row not found or changed")]
     RowGone,
@@ -105,6 +113,7 @@ impl ExecError {
             ExecError::StillWaiting(_) => "still_waiting",
             ExecError::Unhealthy(_) => "unhealthy_after_update",
             ExecError::NeedsHuman(_) => "needs_operator",
+            ExecError::MachineGone => "machine_gone",
             ExecError::RowGone => "row_changed",
         }
     }
@@ -292,7 +301,7 @@ async fn record_failure(
             | Action::SyncOrphans { .. },
             _,
         ) => Ok(()),
-        (Action::Converge { reason, .. }, _) if still_serving(&row, reason) => {
+        (Action::Converge { reason, .. }, _) if still_serving(&row, reason, e) => {
             // A failed roll or repair of an app that keeps serving: `error` tells the Go backend
             // and admins the user has no working app, which is not true. The error kind and the
             // backoff are recorded all the same.
@@ -313,10 +322,15 @@ async fn record_failure(
 }
 
 /// Whether the user still has a working app while its converge failed: the row was active and
-/// healthy, and the converge was a change to a running app rather than the repair of a missing or
-/// stopped one.
-fn still_serving(row: &crate::reconcile::recorded::AppRow, reason: &ConvergeReason) -> bool {
-    row.status() == Some(RowStatus::Active)
+/// healthy, the converge was a change to a running app rather than the repair of a missing or
+/// stopped one, and the failure did not take the machine away.
+fn still_serving(
+    row: &crate::reconcile::recorded::AppRow,
+    reason: &ConvergeReason,
+    e: &ExecError,
+) -> bool {
+    !matches!(e, ExecError::MachineGone)
+        && row.status() == Some(RowStatus::Active)
         && row.health_status.as_deref() == Some("healthy")
         && !matches!(
             reason,
