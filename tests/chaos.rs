@@ -6,6 +6,11 @@
 //! instants. Then the faults stop; the fleet must converge within a bounded time with every invariant
 //! holding (see `bin_support::check_converged`), and no run may have crashed on its own.
 //!
+//! Besides one app and one machine per wanted user, the end state is checked for what makes an app
+//! serve: its `v6` + `shared_v4` IPs, exactly the configured secrets, and its machine booted with the
+//! app's latest secrets version. Variants run the Fly lists three items a page, and add apps deleted
+//! out of band plus a secret rotation (new values, both replicas restarted) in the middle of the kills.
+//!
 //! The seed is printed; `CHAOS_SEED=<n>` replays a run's choices (the daemons' own timing is not
 //! deterministic, so a replay is close, not identical).
 //!
