@@ -95,7 +95,7 @@ pub fn pass_config(s: &Settings) -> PassConfig {
         plan: PlanSettingsTemplate {
             deprovision_grace: chrono(s.deprovision_grace),
             orphan_grace: chrono(s.orphan_grace),
-            probe_interval: chrono::Duration::minutes(5),
+            probe_interval: chrono(s.operations.health_probe_interval),
             // Enough per pass to probe every app once per probe interval (see `probe_budget`).
             probe_budget: s.max_concurrency,
             reconcile_interval: chrono(s.reconcile_interval),

@@ -64,6 +64,10 @@ fn malformed_cases() -> Vec<Case> {
         case("empty FLY_API_TOKEN", "FLY_API_TOKEN").set("FLY_API_TOKEN", "   "),
         case("missing FLY_ORG_SLUG", "FLY_ORG_SLUG").unset("FLY_ORG_SLUG"),
         case("missing USER_APP_IMAGE", "USER_APP_IMAGE").unset("USER_APP_IMAGE"),
+        case("image :latest", "USER_APP_IMAGE")
+            .set("USER_APP_IMAGE", "registry.fly.io/vyx-screener:latest"),
+        case("image without tag", "USER_APP_IMAGE")
+            .set("USER_APP_IMAGE", "registry.fly.io/vyx-screener"),
         case("bad duration", "RECONCILE_INTERVAL").set("RECONCILE_INTERVAL", "soon"),
         case("zero interval", "RECONCILE_INTERVAL").set("RECONCILE_INTERVAL", "0s"),
         case("bad grace", "DEPROVISION_GRACE").set("DEPROVISION_GRACE", "10 parsecs"),
@@ -98,6 +102,8 @@ fn malformed_cases() -> Vec<Case> {
         case("paid tiers", "PAID_TIERS").set("PAID_TIERS", "premium"),
         case("paid statuses", "PAID_STATUSES").set("PAID_STATUSES", "trialing"),
         case("concurrency", "MAX_CONCURRENCY").set("MAX_CONCURRENCY", "0"),
+        case("max unavailable", "ROLLOUT_MAX_UNAVAILABLE").set("ROLLOUT_MAX_UNAVAILABLE", "0%"),
+        case("soak", "ROLLOUT_SOAK").set("ROLLOUT_SOAK", "a minute"),
         case("http addr", "HTTP_ADDR").set("HTTP_ADDR", "localhost"),
         case("log format", "LOG_FORMAT").set("LOG_FORMAT", "xml"),
         case("org slug", "FLY_ORG_SLUG").set("FLY_ORG_SLUG", "Vyx_Test"),
@@ -547,12 +553,11 @@ async fn status_json_lists_apps_and_totals_without_secrets() {
     assert!(out.stdout.contains("3 apps (3 live)"), "{}", out.stdout);
 }
 
-async fn confirm_flag(pool: &sqlx::PgPool) -> Option<String> {
-    sqlx::query_scalar("SELECT value FROM vyx_fleet.settings WHERE key = 'confirm_deletions'")
-        .fetch_optional(pool)
-        .await
-        .unwrap()
-        .flatten()
+/// (held, confirmed) entries of the breaker's held set.
+async fn held_set(pool: &sqlx::PgPool) -> (usize, usize) {
+    let held = vyx_fleet::db::breaker::load_held(pool).await.unwrap();
+    let confirmed = held.iter().filter(|h| h.confirmed_at.is_some()).count();
+    (held.len(), confirmed)
 }
 
 #[tokio::test]
@@ -592,13 +597,18 @@ async fn confirm_deletions_releases_what_the_breaker_held_back() {
         2,
         "nothing deleted without confirmation"
     );
-    assert_ne!(confirm_flag(pool).await.as_deref(), Some("true"));
+    assert_eq!(held_set(pool).await, (2, 0), "both held, none confirmed");
 
     let out = run_to_completion(&world.env, &["confirm-deletions"], secs(30))
         .await
         .ok();
     assert_eq!(out.code, Some(0));
-    assert_eq!(confirm_flag(pool).await.as_deref(), Some("true"));
+    assert!(
+        out.stdout.contains("confirmed 2 held deletion"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(held_set(pool).await, (2, 2));
 
     for _ in 0..4 {
         run_to_completion(&world.env, &["reconcile", "--once"], secs(120))
@@ -628,10 +638,13 @@ async fn confirm_deletions_releases_what_the_breaker_held_back() {
             "row of {u} soft-deleted"
         );
     }
+    run_to_completion(&world.env, &["reconcile", "--once"], secs(120))
+        .await
+        .ok();
     assert_eq!(
-        confirm_flag(pool).await.as_deref(),
-        Some("false"),
-        "a confirmation is consumed by the pass that used it"
+        held_set(pool).await,
+        (0, 0),
+        "a held entry leaves the set once its app is gone"
     );
 }
 

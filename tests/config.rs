@@ -111,6 +111,22 @@ fn each_malformed_setting_names_its_key() {
             "USER_APP_IMAGE",
         ),
         (
+            "USER_APP_IMAGE",
+            Some("registry.fly.io/vyx-app:latest"),
+            "USER_APP_IMAGE",
+        ),
+        (
+            "USER_APP_IMAGE",
+            Some("registry.fly.io/vyx-app"),
+            "USER_APP_IMAGE",
+        ),
+        (
+            "USER_APP_IMAGE",
+            Some("localhost:5000/vyx-app"),
+            "USER_APP_IMAGE",
+        ),
+        ("USER_APP_IMAGE", Some("vyx-app@sha256:"), "USER_APP_IMAGE"),
+        (
             "FLY_API_BASE_URL",
             Some("api.machines.dev"),
             "FLY_API_BASE_URL",
@@ -172,6 +188,53 @@ fn each_malformed_setting_names_its_key() {
         ("DEPROVISION_GRACE", Some("10 minutes"), "DEPROVISION_GRACE"),
         ("ORPHAN_GRACE", Some("0h"), "ORPHAN_GRACE"),
         ("ORPHAN_GRACE", Some("1.5h"), "ORPHAN_GRACE"),
+        (
+            "ROLLOUT_MAX_UNAVAILABLE",
+            Some("0"),
+            "ROLLOUT_MAX_UNAVAILABLE",
+        ),
+        (
+            "ROLLOUT_MAX_UNAVAILABLE",
+            Some("0%"),
+            "ROLLOUT_MAX_UNAVAILABLE",
+        ),
+        (
+            "ROLLOUT_MAX_UNAVAILABLE",
+            Some("150%"),
+            "ROLLOUT_MAX_UNAVAILABLE",
+        ),
+        (
+            "ROLLOUT_MAX_UNAVAILABLE",
+            Some("-1"),
+            "ROLLOUT_MAX_UNAVAILABLE",
+        ),
+        (
+            "ROLLOUT_MAX_UNAVAILABLE",
+            Some("2.5%"),
+            "ROLLOUT_MAX_UNAVAILABLE",
+        ),
+        (
+            "ROLLOUT_FAILURE_THRESHOLD",
+            Some("few"),
+            "ROLLOUT_FAILURE_THRESHOLD",
+        ),
+        (
+            "ROLLOUT_FAILURE_THRESHOLD",
+            Some("101%"),
+            "ROLLOUT_FAILURE_THRESHOLD",
+        ),
+        ("ROLLOUT_SOAK", Some("60"), "ROLLOUT_SOAK"),
+        ("ROLLOUT_SOAK", Some("0s"), "ROLLOUT_SOAK"),
+        ("HEALTH_PROBE_INTERVAL", Some("0m"), "HEALTH_PROBE_INTERVAL"),
+        (
+            "HEALTH_PROBE_INTERVAL",
+            Some("5 min"),
+            "HEALTH_PROBE_INTERVAL",
+        ),
+        ("REPAIR_AFTER", Some("-5m"), "REPAIR_AFTER"),
+        ("REPAIR_MAX_PER_PASS", Some("0"), "REPAIR_MAX_PER_PASS"),
+        ("REPAIR_MAX_PER_PASS", Some("1001"), "REPAIR_MAX_PER_PASS"),
+        ("REPAIR_MAX_PER_PASS", Some("5%"), "REPAIR_MAX_PER_PASS"),
         ("SUPABASE_URL", Some("abc.supabase.co"), "SUPABASE_URL"),
         ("SUPABASE_URL", None, "SUPABASE_URL"), // key without URL
         (
@@ -258,6 +321,18 @@ fn boundary_values_are_accepted() {
         &[("USER_APP_SECRETS", Some(""))],
         &[("HTTP_ADDR", Some("[::]:9090"))],
         &[("FLY_API_BASE_URL", Some("http://127.0.0.1:4280"))],
+        &[("USER_APP_IMAGE", Some("localhost:5000/vyx-app:v1"))],
+        &[("ROLLOUT_MAX_UNAVAILABLE", Some("1"))],
+        &[("ROLLOUT_MAX_UNAVAILABLE", Some("100%"))],
+        &[("ROLLOUT_FAILURE_THRESHOLD", Some("0"))],
+        &[("ROLLOUT_FAILURE_THRESHOLD", Some("100%"))],
+        &[("ROLLOUT_SOAK", Some("500ms"))],
+        &[("REPAIR_MAX_PER_PASS", Some("1"))],
+        &[("REPAIR_MAX_PER_PASS", Some("1000"))],
+        &[(
+            "USER_APP_IMAGE",
+            Some("registry.fly.io/vyx-app@sha256:0123456789abcdef"),
+        )],
     ];
     for changes in table {
         if let Err(e) = load(changes) {

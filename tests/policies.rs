@@ -7,7 +7,7 @@ mod support;
 use fleet_support::{Fleet, ORG};
 use support::{UserFixture, set_subscription};
 use uuid::Uuid;
-use vyx_fleet::db::apps;
+use vyx_fleet::db::breaker;
 use vyx_fleet::reconcile::plan::{Action, Finding};
 
 async fn paid(fleet: &Fleet, n: usize) -> Vec<Uuid> {
@@ -55,17 +55,20 @@ async fn a_mass_downgrade_deletes_nothing_until_an_operator_confirms() {
     );
     assert_eq!(fleet.apps().len(), 8);
 
-    apps::set_deletions_confirmed(&fleet.db.pool, true)
-        .await
-        .unwrap();
+    assert_eq!(breaker::load_held(&fleet.db.pool).await.unwrap().len(), 6);
+    assert_eq!(
+        breaker::confirm_held(&fleet.db.pool, "test").await.unwrap(),
+        6
+    );
     fleet.converge().await;
     assert_eq!(fleet.apps().len(), 2);
     for u in &users[..6] {
         assert_eq!(fleet.row(*u).await.status, "deleted");
     }
+    fleet.pass().await;
     assert!(
-        !apps::deletions_confirmed(&fleet.db.pool).await.unwrap(),
-        "a confirmation is used up by the deletions it allowed"
+        breaker::load_held(&fleet.db.pool).await.unwrap().is_empty(),
+        "a held entry leaves the set once its app is gone"
     );
 }
 
@@ -177,16 +180,23 @@ async fn an_orphan_is_reported_then_deleted_only_after_its_grace_and_unprefixed_
 #[tokio::test]
 async fn a_deletion_confirmation_expires_unused() {
     let fleet = Fleet::start().await;
-    apps::set_deletions_confirmed(&fleet.db.pool, true)
-        .await
-        .unwrap();
-    assert!(apps::deletions_confirmed(&fleet.db.pool).await.unwrap());
-    sqlx::query("UPDATE vyx_fleet.settings SET updated_at = now() - interval '16 minutes'")
+    sqlx::query(
+        "INSERT INTO vyx_fleet.held_deletions (app_name, kind) VALUES ('vyx-user-aaaaaaaa', 'orphan')",
+    )
+    .execute(&fleet.db.pool)
+    .await
+    .unwrap();
+    breaker::confirm_held(&fleet.db.pool, "test").await.unwrap();
+    let held = breaker::load_held(&fleet.db.pool).await.unwrap();
+    assert!(held[0].confirmed_at.is_some());
+    assert_eq!(held[0].confirmed_by.as_deref(), Some("test"));
+    sqlx::query("UPDATE vyx_fleet.held_deletions SET confirmed_at = now() - interval '16 minutes'")
         .execute(&fleet.db.pool)
         .await
         .unwrap();
+    let held = breaker::load_held(&fleet.db.pool).await.unwrap();
     assert!(
-        !apps::deletions_confirmed(&fleet.db.pool).await.unwrap(),
-        "an old confirmation must not disarm the breaker for a later mass deletion"
+        held[0].confirmed_at.is_none(),
+        "an old confirmation must not let the held deletion through"
     );
 }

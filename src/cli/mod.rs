@@ -282,9 +282,19 @@ pub async fn confirm_deletions(cfg: Option<&Path>) -> u8 {
             return EXIT_FAILURE;
         }
     };
-    match apps::set_deletions_confirmed(&pool, true).await {
-        Ok(()) => {
-            println!("deletions confirmed: the next pass may delete what the breaker held back");
+    let by = std::env::var("USER")
+        .map(|u| format!("cli:{u}"))
+        .unwrap_or_else(|_| "cli".into());
+    match db::breaker::confirm_held(&pool, &by).await {
+        Ok(0) => {
+            println!("nothing to confirm: the blast-radius breaker holds no deletions");
+            0
+        }
+        Ok(n) => {
+            println!(
+                "confirmed {n} held deletion(s) for {} minutes: those apps, and no others, may now be deleted",
+                db::breaker::CONFIRMATION_TTL_MINUTES
+            );
             0
         }
         Err(e) => {

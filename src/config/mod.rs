@@ -12,8 +12,10 @@
 //!
 //! The TOML file is read with the `config` crate's TOML source; layering and validation are ours.
 
+mod amount;
 mod duration;
 mod file;
+mod operations;
 mod rules;
 
 use std::collections::{HashMap, HashSet};
@@ -23,7 +25,13 @@ use std::time::Duration;
 
 use crate::secret::Secret;
 
+pub use amount::CountOrPercent;
 pub use duration::parse_duration;
+pub use operations::{
+    DEFAULT_HEALTH_PROBE_INTERVAL, DEFAULT_REPAIR_AFTER, DEFAULT_REPAIR_MAX_PER_PASS,
+    DEFAULT_ROLLOUT_FAILURE_THRESHOLD, DEFAULT_ROLLOUT_MAX_UNAVAILABLE, DEFAULT_ROLLOUT_SOAK,
+    Operations,
+};
 pub use rules::SHARED_APP;
 
 /// Keys that must be set.
@@ -36,7 +44,7 @@ pub const REQUIRED_KEYS: [&str; 4] = [
 
 /// Every key vyx-fleet reads from the environment or the file, in validation order. (`RUST_LOG` is
 /// read from the environment only, by [`crate::telemetry`]; the file refuses it.)
-pub const KNOWN_KEYS: [&str; 20] = [
+pub const KNOWN_KEYS: [&str; 26] = [
     "DATABASE_URL",
     "FLY_API_TOKEN",
     "FLY_ORG_SLUG",
@@ -52,6 +60,12 @@ pub const KNOWN_KEYS: [&str; 20] = [
     "MAX_CONCURRENCY",
     "DEPROVISION_GRACE",
     "ORPHAN_GRACE",
+    "ROLLOUT_MAX_UNAVAILABLE",
+    "ROLLOUT_FAILURE_THRESHOLD",
+    "ROLLOUT_SOAK",
+    "HEALTH_PROBE_INTERVAL",
+    "REPAIR_AFTER",
+    "REPAIR_MAX_PER_PASS",
     "SUPABASE_URL",
     "SUPABASE_SERVICE_ROLE_KEY",
     "USER_APP_SECRETS",
@@ -99,6 +113,9 @@ pub struct Settings {
     pub max_concurrency: usize,
     pub deprovision_grace: Duration,
     pub orphan_grace: Duration,
+    /// Rollout pacing and halting, health probing, repair (`ROLLOUT_*`, `HEALTH_PROBE_INTERVAL`,
+    /// `REPAIR_*`).
+    pub operations: Operations,
     /// Without a trailing `/`. Set iff `supabase_service_role_key` is.
     pub supabase_url: Option<String>,
     pub supabase_service_role_key: Option<Secret>,
@@ -211,16 +228,6 @@ impl Settings {
                     .into(),
             );
         }
-        let image_name = self.user_app_image.rsplit('/').next().unwrap_or("");
-        if !self.user_app_image.contains('@')
-            && (!image_name.contains(':') || image_name.ends_with(":latest"))
-        {
-            out.push(format!(
-                "USER_APP_IMAGE {} has no fixed tag or digest: pushing a new image under the same name \
-                 rolls nothing out (rollouts follow the configured string)",
-                self.user_app_image
-            ));
-        }
         if self.deprovision_grace.is_zero() {
             out.push("DEPROVISION_GRACE is 0: a downgrade deletes the user's app at once".into());
         }
@@ -284,6 +291,7 @@ impl Settings {
         let grace = src.or_default("DEPROVISION_GRACE", DEFAULT_DEPROVISION_GRACE)?;
         let deprovision_grace = check("DEPROVISION_GRACE", parse_duration(&grace))?;
         let orphan_grace = src.duration("ORPHAN_GRACE", DEFAULT_ORPHAN_GRACE)?;
+        let operations = operations::parse(src)?;
 
         let supabase_url = src.optional("SUPABASE_URL")?;
         if let Some(url) = &supabase_url {
@@ -328,6 +336,7 @@ impl Settings {
             max_concurrency,
             deprovision_grace,
             orphan_grace,
+            operations,
             supabase_url: supabase_url.map(|u| u.trim_end_matches('/').to_string()),
             supabase_service_role_key,
             user_app_secrets,

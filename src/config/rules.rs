@@ -83,13 +83,39 @@ pub fn org_slug(value: &str) -> Result<(), String> {
     }
 }
 
+/// An image pinned by a tag other than `latest`, or by a digest (`name@sha256:...`). A moving
+/// reference is refused: the rollout follows the configured string, so re-pushing `:latest` would
+/// reach no machine, while a machine that restarts might pull the new image unseen (the old edge
+/// functions' stale deploys, issue 7).
 pub fn image(value: &str) -> Result<(), String> {
     if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(
             "must be an image reference without whitespace, e.g. registry.fly.io/vyx-app:v1".into(),
         );
     }
-    Ok(())
+    if let Some((name, digest)) = value.split_once('@') {
+        let well_formed = digest.split_once(':').is_some_and(|(algo, hex)| {
+            !algo.is_empty() && !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        });
+        if name.is_empty() || !well_formed {
+            return Err(format!(
+                "{value:?} has a malformed digest; write name@sha256:<hex>"
+            ));
+        }
+        return Ok(());
+    }
+    // The tag sits after the last ':' of the last path part: `localhost:5000/app` has no tag.
+    let last = value.rsplit('/').next().unwrap_or(value);
+    match last.split_once(':') {
+        None | Some((_, "")) => Err(format!(
+            "{value:?} has no tag or digest; pin the image, e.g. {value}:v1 or {value}@sha256:<digest>"
+        )),
+        Some((_, tag)) if tag.eq_ignore_ascii_case("latest") => Err(format!(
+            "{value:?} uses the moving tag latest; pin a fixed tag or a digest (name@sha256:<digest>) \
+             so every rollout is one known image"
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 pub fn region(value: &str) -> Result<(), String> {
@@ -185,6 +211,21 @@ pub fn max_concurrency(value: &str) -> Result<usize, String> {
             "{value:?} is not a whole number from {} to {}",
             MAX_CONCURRENCY_RANGE.start(),
             MAX_CONCURRENCY_RANGE.end()
+        )),
+    }
+}
+
+/// A whole number within `range` (e.g. `REPAIR_MAX_PER_PASS`).
+pub fn bounded_count(
+    value: &str,
+    range: &std::ops::RangeInclusive<usize>,
+) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{value:?} is not a whole number from {} to {}",
+            range.start(),
+            range.end()
         )),
     }
 }
@@ -289,6 +330,37 @@ mod tests {
         assert!(word_list(",", &TIERS).is_err());
         assert!(word_list("Pro", &TIERS).is_err());
         assert!(word_list("premium", &TIERS).is_err());
+    }
+
+    #[test]
+    fn images_must_be_pinned_by_a_tag_or_a_digest() {
+        for ok in [
+            "registry.fly.io/vyx-app:v1",
+            "localhost:5000/vyx-app:v1",
+            "vyx-app:v2",
+            "vyx-app@sha256:abc123",
+            "registry.fly.io/vyx-app:latest@sha256:ABCdef0",
+            "registry.fly.io/vyx-app:latest-2026",
+        ] {
+            assert_eq!(image(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "vyx-app",
+            "registry.fly.io/vyx-app",
+            "localhost:5000/vyx-app",
+            "vyx-app:",
+            "vyx-app:latest",
+            "registry.fly.io/vyx-app:LATEST",
+            "vyx-app@",
+            "vyx-app@sha256:",
+            "vyx-app@sha256:xyz",
+            "@sha256:abc",
+        ] {
+            let msg = image(bad).unwrap_err();
+            assert!(!msg.contains('\n'), "{msg}");
+        }
+        assert!(image("vyx-app:latest").unwrap_err().contains("latest"));
+        assert!(image("vyx-app").unwrap_err().contains("no tag or digest"));
     }
 
     #[test]

@@ -62,6 +62,19 @@ fn defaults() {
     assert_eq!(s.max_concurrency, 8);
     assert_eq!(s.deprovision_grace, Duration::from_secs(600));
     assert_eq!(s.orphan_grace, Duration::from_secs(3600));
+    assert_eq!(s.operations, Operations::default());
+    assert_eq!(
+        s.operations.rollout_max_unavailable,
+        CountOrPercent::Percent(2)
+    );
+    assert_eq!(
+        s.operations.rollout_failure_threshold,
+        CountOrPercent::Percent(1)
+    );
+    assert_eq!(s.operations.rollout_soak, Duration::from_secs(60));
+    assert_eq!(s.operations.health_probe_interval, Duration::from_secs(300));
+    assert_eq!(s.operations.repair_after, Duration::from_secs(300));
+    assert_eq!(s.operations.repair_max_per_pass, 5);
     assert_eq!(s.supabase_url, None);
     assert!(s.supabase_service_role_key.is_none());
     assert!(s.user_app_secrets.is_empty());
@@ -223,7 +236,6 @@ fn warnings_flag_suspicious_settings() {
             ("PAID_TIERS", "free,pro"),
             ("FLY_API_BASE_URL", "http://fly.example.com"),
             ("DEPROVISION_GRACE", "0s"),
-            ("USER_APP_IMAGE", "localhost:5000/vyx-app"),
         ]),
         None,
     )
@@ -233,11 +245,6 @@ fn warnings_flag_suspicious_settings() {
     assert!(w.contains("PAID_TIERS"), "{w}");
     assert!(w.contains("FLY_API_BASE_URL"), "{w}");
     assert!(w.contains("DEPROVISION_GRACE"), "{w}");
-    assert!(w.contains("USER_APP_IMAGE"), "{w}");
-    for image in ["vyx-app:latest", "registry.fly.io/vyx-app:latest"] {
-        let s = Settings::from_map(&with(&[("USER_APP_IMAGE", image)]), None).unwrap();
-        assert!(s.warnings().join(" ").contains("USER_APP_IMAGE"), "{image}");
-    }
     for image in [
         "localhost:5000/vyx-app:v1",
         "vyx-app@sha256:abc",
@@ -258,6 +265,50 @@ fn warnings_flag_suspicious_settings() {
     )
     .unwrap();
     assert!(s.warnings().is_empty(), "{:?}", s.warnings());
+}
+
+#[test]
+fn a_moving_image_reference_is_refused_not_warned_about() {
+    for image in [
+        "vyx-app:latest",
+        "registry.fly.io/vyx-app:latest",
+        "localhost:5000/vyx-app",
+        "registry.fly.io/vyx-app",
+    ] {
+        let e = Settings::from_map(&with(&[("USER_APP_IMAGE", image)]), None).unwrap_err();
+        assert_eq!(e.key, "USER_APP_IMAGE", "{image}: {e}");
+    }
+}
+
+#[test]
+fn operations_settings_take_counts_percentages_and_durations() {
+    let s = Settings::from_map(
+        &with(&[
+            ("ROLLOUT_MAX_UNAVAILABLE", "50"),
+            ("ROLLOUT_FAILURE_THRESHOLD", "0"),
+            ("ROLLOUT_SOAK", "2m"),
+            ("HEALTH_PROBE_INTERVAL", "1m"),
+            ("REPAIR_AFTER", "10m"),
+            ("REPAIR_MAX_PER_PASS", "20"),
+        ]),
+        None,
+    )
+    .unwrap();
+    let o = &s.operations;
+    assert_eq!(o.rollout_max_unavailable, CountOrPercent::Count(50));
+    assert_eq!(o.rollout_failure_threshold, CountOrPercent::Count(0));
+    assert_eq!(o.rollout_soak, Duration::from_secs(120));
+    assert_eq!(o.health_probe_interval, Duration::from_secs(60));
+    assert_eq!(o.repair_after, Duration::from_secs(600));
+    assert_eq!(o.repair_max_per_pass, 20);
+}
+
+#[test]
+fn a_max_unavailable_of_zero_is_refused_because_no_app_could_move() {
+    for zero in ["0", "0%"] {
+        let e = Settings::from_map(&with(&[("ROLLOUT_MAX_UNAVAILABLE", zero)]), None).unwrap_err();
+        assert_eq!(e.key, "ROLLOUT_MAX_UNAVAILABLE", "{zero}: {e}");
+    }
 }
 
 #[test]

@@ -96,37 +96,6 @@ pub async fn load_orphans(pool: &PgPool) -> Result<BTreeMap<String, DateTime<Utc
     Ok(rows.into_iter().collect())
 }
 
-/// Operator confirmation for deletions the blast-radius breaker blocked (`confirm-deletions`).
-pub const CONFIRM_DELETIONS_KEY: &str = "confirm_deletions";
-
-/// How long a confirmation stays valid: it answers the alert an operator is looking at, not some
-/// mass deletion days later.
-pub const CONFIRMATION_TTL_MINUTES: i32 = 15;
-
-pub async fn deletions_confirmed(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    let v: Option<(Option<String>,)> = sqlx::query_as(
-        "SELECT value FROM vyx_fleet.settings \
-         WHERE key = $1 AND updated_at > now() - make_interval(mins => $2)",
-    )
-    .bind(CONFIRM_DELETIONS_KEY)
-    .bind(CONFIRMATION_TTL_MINUTES)
-    .fetch_optional(pool)
-    .await?;
-    Ok(matches!(v, Some((Some(s),)) if s == "true"))
-}
-
-pub async fn set_deletions_confirmed(pool: &PgPool, confirmed: bool) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO vyx_fleet.settings (key, value, updated_at) VALUES ($1, $2, now()) \
-         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-    )
-    .bind(CONFIRM_DELETIONS_KEY)
-    .bind(if confirmed { "true" } else { "false" })
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
 /// An audit event (DESIGN §2 fixed list).
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -273,9 +242,21 @@ impl Store {
         binds: Vec<Bind>,
         events: &[Event],
     ) -> Result<(), StoreError> {
+        self.update_where(row_id, set, "true", binds, events).await
+    }
+
+    /// [`Self::update`] that also needs `guard` (a literal condition on `a`) to hold.
+    async fn update_where(
+        &self,
+        row_id: Uuid,
+        set: &str,
+        guard: &str,
+        binds: Vec<Bind>,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
         let sql = format!(
             "UPDATE public.user_fly_apps a SET {set}, updated_at = now() \
-             WHERE a.id = $1 AND vyx_fleet.fence($2) RETURNING a.user_id, a.status"
+             WHERE a.id = $1 AND vyx_fleet.fence($2) AND ({guard}) RETURNING a.user_id, a.status"
         );
         // `set` is always a literal from this module; every value is a bind parameter.
         let mut q = sqlx::query_as::<_, (Uuid, String)>(sqlx::AssertSqlSafe(sql))
@@ -344,27 +325,37 @@ impl Store {
             .await
     }
 
-    /// A collision before the app existed: record the next candidate (DESIGN §3).
+    /// A collision before the app existed: record the next candidate (DESIGN §3). Refused (zero
+    /// rows, `Conflict`) once the row knows a Fly app id: a row that owned an app is never moved
+    /// off it, or that app would be left behind as an orphan.
     pub async fn rename(&self, row_id: Uuid, name: &str) -> Result<(), StoreError> {
-        self.update(
+        self.update_where(
             row_id,
-            "fly_app_name = $3",
+            concat!("fly_app_name = $3, ", reset_app_markers!()),
+            "a.fly_app_id IS NULL",
             vec![Bind::Text(Some(name.to_string()))],
             &[],
         )
         .await
     }
 
+    /// The Fly app behind the row. Called only when the id differs from the recorded one: a new
+    /// app (created, adopted, or re-created after being deleted out of band), so every per-app
+    /// progress marker describes another app and is reset in this same statement.
     pub async fn set_app_id(&self, row_id: Uuid, app_id: &str) -> Result<(), StoreError> {
         self.update(
             row_id,
-            "fly_app_id = $3",
+            concat!("fly_app_id = $3, ", reset_app_markers!()),
             vec![Bind::Text(Some(app_id.to_string()))],
             &[],
         )
         .await
     }
 
+    /// Secrets written to the app. The machine only sees them after its next update (REFERENCE
+    /// §4.3), so the record of what the machine has applied (`config_digest`) is cleared in the
+    /// same statement: until an update carrying this `min_secrets_version` is recorded, the
+    /// planner sees config drift, whatever happens in between (crash, lost lease, failed update).
     pub async fn set_secrets(
         &self,
         row_id: Uuid,
@@ -373,7 +364,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.update(
             row_id,
-            "secrets_version = $3, secrets_digest = $4",
+            "secrets_version = $3, secrets_digest = $4, config_digest = NULL",
             vec![
                 Bind::Int(Some(version)),
                 Bind::Text(Some(digest.to_string())),
@@ -641,13 +632,26 @@ impl Store {
 /// on a reused row): both ends of a deprovision clear the same set.
 macro_rules! reset_progress {
     () => {
-        "fly_app_id = NULL, machine_id = NULL, machine_op_id = NULL, secrets_version = NULL, \
-         secrets_digest = NULL, ips_ready = false, config_digest = NULL, unwanted_since = NULL, \
-         next_attempt_at = NULL, retry_count = 0, error_message = NULL, last_error_kind = NULL, \
-         health_status = 'unknown'"
+        concat!(
+            "fly_app_id = NULL, ",
+            reset_app_markers!(),
+            ", unwanted_since = NULL, next_attempt_at = NULL, retry_count = 0, \
+             error_message = NULL, last_error_kind = NULL, health_status = 'unknown'"
+        )
     };
 }
 use reset_progress;
+
+/// What the row knows about the inside of one particular Fly app. Whenever the app behind the row
+/// changes (new id, new name), all of it describes another app and is cleared in the same
+/// statement: a crash can never leave a new app paired with the old app's secrets or IPs.
+macro_rules! reset_app_markers {
+    () => {
+        "machine_id = NULL, machine_op_id = NULL, secrets_version = NULL, secrets_digest = NULL, \
+         ips_ready = false, config_digest = NULL"
+    };
+}
+use reset_app_markers;
 
 fn retry_at(retry_in: std::time::Duration) -> DateTime<Utc> {
     Utc::now() + chrono::Duration::from_std(retry_in).unwrap_or_else(|_| chrono::Duration::hours(1))

@@ -52,3 +52,117 @@ pub async fn confirm_held(pool: &PgPool, by: &str) -> Result<u64, sqlx::Error> {
     .await?;
     Ok(done.rows_affected())
 }
+
+/// The sliding window the breaker counts deletions over.
+pub const WINDOW_MINUTES: i32 = 60;
+
+/// How long performed deletions stay in the log: well past the window, for an operator's questions.
+const LOG_RETENTION_DAYS: i32 = 7;
+
+/// What a pass reads to judge deletions: the apps deleted within the window (distinct names, so a
+/// retried deletion counts once) and the held set with each entry's confirmation still valid.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BreakerState {
+    pub recent: std::collections::BTreeSet<String>,
+    pub held: Vec<HeldDeletion>,
+}
+
+impl BreakerState {
+    /// Held app → whether a valid confirmation covers it.
+    pub fn held_map(&self) -> std::collections::BTreeMap<String, bool> {
+        self.held
+            .iter()
+            .map(|h| (h.app_name.clone(), h.confirmed_at.is_some()))
+            .collect()
+    }
+}
+
+pub async fn load_state(pool: &PgPool) -> Result<BreakerState, sqlx::Error> {
+    let recent: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT app_name FROM vyx_fleet.deletions
+          WHERE deleted_at > now() - make_interval(mins => $1)",
+    )
+    .bind(WINDOW_MINUTES)
+    .fetch_all(pool)
+    .await?;
+    Ok(BreakerState {
+        recent: recent.into_iter().collect(),
+        held: load_held(pool).await?,
+    })
+}
+
+/// Logs a deletion for the window, fenced. Written *before* the `DELETE` call: a deletion whose
+/// answer was lost still counts, and a retried one counts once (the window counts distinct names).
+/// `false`: the fence did not hold; the caller must not delete.
+pub async fn record_deletion(
+    pool: &PgPool,
+    term: i64,
+    app: &str,
+    user_id: Option<Uuid>,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let done = sqlx::query(
+        "INSERT INTO vyx_fleet.deletions (app_name, user_id, deleted_at)
+         SELECT $1, $2, now() WHERE vyx_fleet.fence($3)",
+    )
+    .bind(app)
+    .bind(user_id)
+    .bind(term)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "DELETE FROM vyx_fleet.deletions WHERE deleted_at < now() - make_interval(days => $1)",
+    )
+    .bind(LOG_RETENTION_DAYS)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// One deletion to hold (see [`apply_held`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub app_name: String,
+    pub user_id: Option<Uuid>,
+    /// `deprovision` or `orphan`.
+    pub kind: &'static str,
+}
+
+/// Persists what the planner decided about the held set, fenced, in one transaction: `hold` joins
+/// it (an entry already held keeps its time and confirmation), `release` leaves it (the app is gone,
+/// or its deletion is no longer wanted). `false`: the fence did not hold, nothing changed.
+pub async fn apply_held(
+    pool: &PgPool,
+    term: i64,
+    hold: &[Hold],
+    release: &[String],
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let fenced: bool = sqlx::query_scalar("SELECT vyx_fleet.fence($1)")
+        .bind(term)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !fenced {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM vyx_fleet.held_deletions WHERE app_name = ANY($1)")
+        .bind(release)
+        .execute(&mut *tx)
+        .await?;
+    let names: Vec<&str> = hold.iter().map(|h| h.app_name.as_str()).collect();
+    let users: Vec<Option<Uuid>> = hold.iter().map(|h| h.user_id).collect();
+    let kinds: Vec<&str> = hold.iter().map(|h| h.kind).collect();
+    sqlx::query(
+        "INSERT INTO vyx_fleet.held_deletions (app_name, user_id, kind, held_at)
+         SELECT n, u, k, now() FROM unnest($1::text[], $2::uuid[], $3::text[]) AS t (n, u, k)
+         ON CONFLICT (app_name) DO NOTHING",
+    )
+    .bind(&names)
+    .bind(&users)
+    .bind(&kinds)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}

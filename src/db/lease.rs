@@ -17,6 +17,10 @@
 //! - The term strictly increases whenever the holder changes or an expired lease is taken again, so at most
 //!   one term is fenced-valid at any instant.
 //!
+//! - Every call here answers within [`CALL_TIMEOUT`] (an error otherwise): a stuck network or a
+//!   lock held elsewhere cannot make a replica wait on the lease indefinitely. Server-side, the
+//!   connection's `lock_timeout` (see `db::SessionLimits`) ends a statement waiting on a lock.
+//!
 //! # Assumptions
 //! - Holder ids are unique per process (e.g. hostname, pid and a random suffix). Two processes sharing an
 //!   id would share the lease.
@@ -68,6 +72,19 @@ impl LeaseState {
     }
 }
 
+/// The longest any lease call may take. Shorter than the default lease TTL, so a leader learns that
+/// renewing is failing well before its lease could expire.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn bounded<T>(
+    call: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, DbError> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(DbError::Timeout(CALL_TIMEOUT)),
+    }
+}
+
 fn ttl_millis(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
 }
@@ -81,8 +98,9 @@ pub async fn try_acquire(
 ) -> Result<Option<i64>, DbError> {
     // ON CONFLICT DO UPDATE locks the row and re-checks the WHERE on its latest version, so two
     // replicas racing for an expired lease cannot both win. The upsert also recreates a deleted row.
-    let term: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO vyx_fleet.lease AS l (name, holder, term, expires_at)
+    let term: Option<i64> = bounded(
+        sqlx::query_scalar(
+            "INSERT INTO vyx_fleet.lease AS l (name, holder, term, expires_at)
          VALUES ($1, $2, 1, clock_timestamp() + $3 * interval '1 millisecond')
          ON CONFLICT (name) DO UPDATE
             SET holder = EXCLUDED.holder,
@@ -96,11 +114,12 @@ pub async fn try_acquire(
                OR l.expires_at IS NULL
                OR l.expires_at <= clock_timestamp()
          RETURNING term",
+        )
+        .bind(CONTROLLER_LEASE)
+        .bind(holder)
+        .bind(ttl_millis(ttl))
+        .fetch_optional(pool),
     )
-    .bind(CONTROLLER_LEASE)
-    .bind(holder)
-    .bind(ttl_millis(ttl))
-    .fetch_optional(pool)
     .await?;
     Ok(term)
 }
@@ -108,16 +127,18 @@ pub async fn try_acquire(
 /// Extends the lease held by `holder` under `term`. `false` means the lease was lost (taken over, released
 /// or expired): the caller must stop writing and go back to [`try_acquire`].
 pub async fn renew(pool: &PgPool, holder: &str, term: i64, ttl: Duration) -> Result<bool, DbError> {
-    let done = sqlx::query(
-        "UPDATE vyx_fleet.lease
+    let done = bounded(
+        sqlx::query(
+            "UPDATE vyx_fleet.lease
             SET expires_at = clock_timestamp() + $4 * interval '1 millisecond'
           WHERE name = $1 AND holder = $2 AND term = $3 AND expires_at > clock_timestamp()",
+        )
+        .bind(CONTROLLER_LEASE)
+        .bind(holder)
+        .bind(term)
+        .bind(ttl_millis(ttl))
+        .execute(pool),
     )
-    .bind(CONTROLLER_LEASE)
-    .bind(holder)
-    .bind(term)
-    .bind(ttl_millis(ttl))
-    .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -125,35 +146,39 @@ pub async fn renew(pool: &PgPool, holder: &str, term: i64, ttl: Duration) -> Res
 /// Gives the lease up (expires it now) so a standby takes over at once. A no-op if `holder`/`term` no
 /// longer hold it.
 pub async fn release(pool: &PgPool, holder: &str, term: i64) -> Result<(), DbError> {
-    sqlx::query(
-        "UPDATE vyx_fleet.lease
+    bounded(
+        sqlx::query(
+            "UPDATE vyx_fleet.lease
             SET expires_at = clock_timestamp()
           WHERE name = $1 AND holder = $2 AND term = $3 AND expires_at > clock_timestamp()",
+        )
+        .bind(CONTROLLER_LEASE)
+        .bind(holder)
+        .bind(term)
+        .execute(pool),
     )
-    .bind(CONTROLLER_LEASE)
-    .bind(holder)
-    .bind(term)
-    .execute(pool)
     .await?;
     Ok(())
 }
 
 /// The lease row now (an absent row reads as never held).
 pub async fn current(pool: &PgPool) -> Result<LeaseState, DbError> {
-    Ok(sqlx::query_as(
+    bounded(sqlx::query_as(
         "SELECT l.holder, coalesce(l.term, 0) AS term, l.expires_at, clock_timestamp() AS db_now
            FROM (SELECT 1) AS one
            LEFT JOIN vyx_fleet.lease l ON l.name = $1",
     )
     .bind(CONTROLLER_LEASE)
-    .fetch_one(pool)
-    .await?)
+    .fetch_one(pool))
+    .await
 }
 
 /// `vyx_fleet.fence(term)`: whether writes fenced with `term` would go through right now.
 pub async fn fence_holds(pool: &PgPool, term: i64) -> Result<bool, DbError> {
-    Ok(sqlx::query_scalar("SELECT vyx_fleet.fence($1)")
-        .bind(term)
-        .fetch_one(pool)
-        .await?)
+    bounded(
+        sqlx::query_scalar("SELECT vyx_fleet.fence($1)")
+            .bind(term)
+            .fetch_one(pool),
+    )
+    .await
 }

@@ -49,6 +49,11 @@ pub enum DbError {
     /// A query failed.
     #[error("database error: {0}")]
     Query(#[from] sqlx::Error),
+
+    /// A call that must stay short (a lease call) got no answer in time: the network or the
+    /// database is stuck. Treat it like a failed call; the statement is bounded server-side too.
+    #[error("database call timed out after {0:?}")]
+    Timeout(Duration),
 }
 
 /// Connection options for `url`, with our defaults: TLS required off loopback unless the URL says
@@ -71,8 +76,54 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, DbError> {
     Ok(opts.application_name("vyx-fleet"))
 }
 
-/// Opens a pool on `url` after checking that one connection can be made.
+/// Server-side limits on every controller connection.
+///
+/// Why: a fenced write holds the fence's share lock on the lease row while it waits for its row of
+/// `user_fly_apps`. Without a limit, an idle transaction holding that row (an admin's open psql
+/// session, a dashboard request) blocks the write, the write blocks every lease renewal and
+/// takeover, and leadership wedges for every replica. With `lock_timeout` the write gives up (the
+/// action retries later) and the lease row is free again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Longest wait for any lock (row, table, advisory).
+    pub lock_timeout: Duration,
+    /// Longest any single statement may run.
+    pub statement_timeout: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            lock_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl SessionLimits {
+    /// `SET` statements, run once per new connection. Session settings rather than startup options:
+    /// Supabase's session pooler keeps session state but may not pass startup options through.
+    fn sql(&self) -> String {
+        format!(
+            "SET lock_timeout = '{}ms'; SET statement_timeout = '{}ms'",
+            self.lock_timeout.as_millis(),
+            self.statement_timeout.as_millis()
+        )
+    }
+}
+
+/// Opens a pool on `url` after checking that one connection can be made; every connection gets the
+/// default [`SessionLimits`].
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DbError> {
+    connect_with_limits(url, max_connections, SessionLimits::default()).await
+}
+
+/// [`connect`] with explicit limits.
+pub async fn connect_with_limits(
+    url: &str,
+    max_connections: u32,
+    limits: SessionLimits,
+) -> Result<PgPool, DbError> {
     let opts = connect_options(url)?;
     let connect_err = |source| DbError::Connect {
         url: redact_url(url),
@@ -86,9 +137,19 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DbError>
         .close()
         .await
         .map_err(connect_err)?;
+    let set = limits.sql();
     Ok(PgPoolOptions::new()
         .max_connections(max_connections.max(1))
         .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _meta| {
+            let set = set.clone();
+            Box::pin(async move {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(set))
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
         .connect_lazy_with(opts))
 }
 
@@ -97,11 +158,80 @@ pub fn migrator() -> sqlx::migrate::Migrator {
     sqlx::migrate!()
 }
 
+/// How the migrator waits on locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MigrateOptions {
+    /// Longest wait for a lock (the billing table, the migrator's advisory lock). A migration that
+    /// re-points or disables a trigger on `user_subscriptions` needs a lock every billing write
+    /// conflicts with; queued behind a long billing transaction it would stall all billing writes
+    /// behind itself. It gives up instead and tries again.
+    pub lock_timeout: Duration,
+    /// Attempts in all; only a lock timeout is retried.
+    pub attempts: u32,
+}
+
+impl Default for MigrateOptions {
+    fn default() -> Self {
+        MigrateOptions {
+            lock_timeout: Duration::from_secs(5),
+            attempts: 5,
+        }
+    }
+}
+
 /// Applies the embedded migrations. Safe to run on every start and from several replicas at once (the
 /// migrator serialises on an advisory lock and skips what is applied).
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
-    migrator().run(pool).await?;
-    Ok(())
+    migrate_with(pool, MigrateOptions::default()).await
+}
+
+/// [`migrate`] with explicit lock handling. Each migration runs in its own transaction, so one that
+/// hit the lock timeout left nothing behind and is simply run again.
+pub async fn migrate_with(pool: &PgPool, opts: MigrateOptions) -> Result<(), DbError> {
+    let attempts = opts.attempts.max(1);
+    for attempt in 1..=attempts {
+        let mut conn = pool.acquire().await?;
+        // No statement timeout: a migration may legitimately take long; only lock waits are bounded.
+        let set = format!(
+            "SET lock_timeout = '{}ms'; SET statement_timeout = 0",
+            opts.lock_timeout.as_millis()
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(set))
+            .execute(&mut *conn)
+            .await?;
+        let res = migrator().run(&mut *conn).await;
+        // The session settings must not reach the pool's other users.
+        let _ = conn.detach().close().await;
+        match res {
+            Ok(()) => return Ok(()),
+            Err(e) if is_lock_timeout(&e) && attempt < attempts => {
+                tracing::warn!(
+                    attempt,
+                    error = %e,
+                    "migration waited too long for a lock (a long transaction on a table it changes?); retrying"
+                );
+                tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// SQLSTATE 55P03 `lock_not_available`: what `lock_timeout` raises.
+fn is_lock_timeout(e: &sqlx::migrate::MigrateError) -> bool {
+    use sqlx::migrate::MigrateError as M;
+    let inner = match e {
+        M::Execute(e) | M::ExecuteMigration(e, _) => e,
+        _ => return false,
+    };
+    matches!(inner, sqlx::Error::Database(d) if d.code().as_deref() == Some("55P03"))
+}
+
+/// The database's clock. The controller judges every grace period and backoff with it (they are
+/// stored with `now()`), never with a replica's own clock.
+pub async fn now(pool: &PgPool) -> Result<chrono::DateTime<chrono::Utc>, sqlx::Error> {
+    sqlx::query_scalar("SELECT now()").fetch_one(pool).await
 }
 
 /// `url` with the password (in the userinfo or a `password=` parameter) replaced by `[redacted]`, for

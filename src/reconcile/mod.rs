@@ -2,6 +2,7 @@
 //! [`observe`]d Fly state), decide ([`plan`], pure), act ([`execute`]), one [`pass`] at a time, on
 //! the schedule the [`controller`] keeps.
 
+pub mod breaker;
 pub mod controller;
 pub mod desired;
 pub mod execute;

@@ -1,7 +1,6 @@
 //! One reconcile pass: read desired and recorded state (a handful of queries), observe Fly (two list
 //! calls), plan, then execute with bounded concurrency. The controller only schedules passes.
 
-use chrono::Utc;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::Semaphore;
@@ -13,7 +12,7 @@ use super::execute::{self, Ctx, Outcome};
 use super::observe::observe;
 use super::plan::{Action, Finding, Plan, PlanInput, PlanSettings, plan};
 use super::spec::{config_digest, secrets_digest};
-use crate::db::apps;
+use crate::db::{apps, breaker};
 use crate::metrics::Metrics;
 
 /// What a pass needs beyond the executor context.
@@ -105,7 +104,8 @@ async fn plan_with_census(ctx: &Ctx, cfg: &PassConfig) -> Result<(Plan, Census),
     let facts = apps::load_desired_facts(pool).await?;
     let rows = apps::load_rows(pool).await?;
     let orphans = apps::load_orphans(pool).await?;
-    let confirmed = apps::deletions_confirmed(pool).await?;
+    let breaker_state = breaker::load_state(pool).await?;
+    let now = crate::db::now(pool).await?;
     let observed = observe(&ctx.fly, &ctx.spec.org_slug, &ctx.prefix).await?;
     let (desired, bad_overrides) = desired(&facts, &cfg.policy);
     for (user_id, value) in bad_overrides {
@@ -125,13 +125,14 @@ async fn plan_with_census(ctx: &Ctx, cfg: &PassConfig) -> Result<(Plan, Census),
             .count(),
     };
     let plan = plan(&PlanInput {
-        now: Utc::now(),
+        now,
         settings: &settings,
         desired: &desired,
         rows: &rows,
         observed: &observed,
         orphans_first_seen: &orphans,
-        deletions_confirmed: confirmed,
+        recent_deletions: &breaker_state.recent,
+        held_deletions: &breaker_state.held_map(),
     });
     Ok((plan, census))
 }
@@ -169,20 +170,36 @@ pub async fn run_pass(
             findings = plan.findings.len(),
             "planned"
         );
-        let report = execute_plan(ctx, cfg, metrics, plan).await;
-        if report
-            .outcomes
-            .iter()
-            .any(|(k, o)| (*k == "deprovision" || *k == "orphan_delete") && *o == Outcome::Done)
-            && apps::deletions_confirmed(ctx.store.pool())
-                .await
-                .unwrap_or(false)
-        {
-            // A confirmation covers the deletions it unblocked, not every future mass deletion.
-            if let Err(e) = apps::set_deletions_confirmed(ctx.store.pool(), false).await {
-                warn!(error = %e, "could not reset the deletion confirmation");
+        // The held set is persisted before anything is deleted, so the operator confirms exactly
+        // what the alert names.
+        if !plan.held.is_empty() {
+            let held = &plan.held;
+            match breaker::apply_held(
+                ctx.store.pool(),
+                ctx.store.term(),
+                &held.hold,
+                &held.release,
+            )
+            .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    warn!("lease lost before the pass could act; stopping");
+                    metrics.record_pass("fenced", started.elapsed());
+                    return Ok(PassReport {
+                        plan,
+                        fenced: true,
+                        ..Default::default()
+                    });
+                }
+                Err(e) => {
+                    error!(error = %e, "could not record the held deletions; pass skipped");
+                    metrics.record_pass("error", started.elapsed());
+                    return Err(e.into());
+                }
             }
         }
+        let report = execute_plan(ctx, cfg, metrics, plan).await;
         let outcome = if report.fenced {
             "fenced"
         } else if report.failed() > 0 {

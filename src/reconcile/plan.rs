@@ -7,6 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
+use super::breaker::{self, BreakerInput, HeldChange};
 use super::desired::{Intent, UserIntent};
 use super::naming;
 use super::observed::{Observation, ObservedApp};
@@ -130,9 +131,13 @@ pub enum Finding {
 pub struct Plan {
     pub actions: Vec<Action>,
     pub findings: Vec<Finding>,
+    /// Deletions the breaker holds back now, and held ones to forget (DB only, before the actions).
+    pub held: HeldChange,
 }
 
 pub struct PlanInput<'a> {
+    /// The database's clock, read once per pass: every grace and backoff stored in rows was
+    /// written with it, so a replica's skewed clock cannot shorten them.
     pub now: DateTime<Utc>,
     pub settings: &'a PlanSettings,
     pub desired: &'a BTreeMap<Uuid, UserIntent>,
@@ -140,8 +145,10 @@ pub struct PlanInput<'a> {
     pub observed: &'a Observation,
     /// `vyx_fleet.orphans.first_seen_at` by app name.
     pub orphans_first_seen: &'a BTreeMap<String, DateTime<Utc>>,
-    /// An operator confirmed the deletions the breaker blocked.
-    pub deletions_confirmed: bool,
+    /// Apps deleted within the breaker's sliding window.
+    pub recent_deletions: &'a BTreeSet<String>,
+    /// The breaker's held set: app → a valid confirmation covers it.
+    pub held_deletions: &'a BTreeMap<String, bool>,
 }
 
 pub fn plan(input: &PlanInput<'_>) -> Plan {
@@ -176,6 +183,9 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     }
     let mut rollouts_started = 0usize;
     let mut probe_candidates: Vec<(&AppRow, Option<DateTime<Utc>>)> = Vec::new();
+    // Apps whose deletion is wanted, planned this pass or waiting out a backoff: what the breaker's
+    // held set may keep.
+    let mut pending: BTreeSet<String> = BTreeSet::new();
 
     let users: BTreeSet<Uuid> = input
         .desired
@@ -236,11 +246,14 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 };
                 match status {
                     // A deprovision that started runs to completion; the next pass re-provisions.
-                    RowStatus::Deprovisioning => out.actions.push(Action::Deprovision {
-                        user_id,
-                        row_id: row.id,
-                        app: row.fly_app_name.clone(),
-                    }),
+                    RowStatus::Deprovisioning => {
+                        pending.insert(row.fly_app_name.clone());
+                        out.actions.push(Action::Deprovision {
+                            user_id,
+                            row_id: row.id,
+                            app: row.fly_app_name.clone(),
+                        })
+                    }
                     RowStatus::Deleted => {
                         out.actions
                             .push(converge(ConvergeReason::Reupgrade, s.image.as_str()));
@@ -270,6 +283,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 match status {
                     RowStatus::Deleted => {}
                     RowStatus::Deprovisioning => {
+                        pending.insert(row.fly_app_name.clone());
                         if !in_backoff {
                             out.actions.push(Action::Deprovision {
                                 user_id,
@@ -285,6 +299,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                                 row_id: row.id,
                             }),
                             Some(since) if since + s.deprovision_grace <= input.now => {
+                                pending.insert(row.fly_app_name.clone());
                                 if !in_backoff {
                                     out.actions.push(Action::Deprovision {
                                         user_id,
@@ -302,8 +317,21 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     }
 
     plan_probes(&mut out, probe_candidates, input);
-    plan_orphans(&mut out, &owned_names, input);
-    apply_breaker(&mut out, input);
+    plan_orphans(&mut out, &owned_names, &mut pending, input);
+    let nobody_wanted = !input
+        .desired
+        .values()
+        .any(|i| matches!(i.intent, Intent::Present | Intent::Paused));
+    breaker::apply(
+        &mut out,
+        &BreakerInput {
+            observed: input.observed,
+            recent: input.recent_deletions,
+            held: input.held_deletions,
+            pending: &pending,
+            nobody_wanted,
+        },
+    );
     out
 }
 
@@ -437,7 +465,12 @@ fn plan_probes(
     }
 }
 
-fn plan_orphans(out: &mut Plan, owned: &BTreeSet<&str>, input: &PlanInput<'_>) {
+fn plan_orphans(
+    out: &mut Plan,
+    owned: &BTreeSet<&str>,
+    pending: &mut BTreeSet<String>,
+    input: &PlanInput<'_>,
+) {
     let s = input.settings;
     let orphans: Vec<String> = input
         .observed
@@ -457,51 +490,13 @@ fn plan_orphans(out: &mut Plan, owned: &BTreeSet<&str>, input: &PlanInput<'_>) {
             since,
         });
         if since + s.orphan_grace <= input.now && input.orphans_first_seen.contains_key(name) {
+            pending.insert(name.clone());
             out.actions.push(Action::DeleteOrphan { app: name.clone() });
         }
     }
     let known: Vec<&String> = input.orphans_first_seen.keys().collect();
     if orphans.iter().collect::<Vec<_>>() != known {
         out.actions.push(Action::SyncOrphans { names: orphans });
-    }
-}
-
-/// Invariant 6: a pass that would delete more than max(5, 10 %) of live apps, or all of them, or that
-/// deletes while nobody is wanted at all, deletes nothing until an operator confirms.
-fn apply_breaker(out: &mut Plan, input: &PlanInput<'_>) {
-    // Only deletions of apps that exist count: finishing a deprovision whose app is already gone
-    // removes nothing.
-    let deletions = out
-        .actions
-        .iter()
-        .filter(|a| match a {
-            Action::Deprovision { app, .. } | Action::DeleteOrphan { app } => {
-                input.observed.apps.contains_key(app)
-            }
-            _ => false,
-        })
-        .count();
-    if deletions == 0 || input.deletions_confirmed {
-        return;
-    }
-    let live = input.observed.apps.len();
-    let limit = std::cmp::max(5, live / 10);
-    let nobody_wanted = !input
-        .desired
-        .values()
-        .any(|i| matches!(i.intent, Intent::Present | Intent::Paused));
-    if deletions > limit || deletions >= live || nobody_wanted {
-        // Deprovisions of already-gone apps may finish; the rest wait.
-        out.actions.retain(|a| match a {
-            Action::Deprovision { app, .. } | Action::DeleteOrphan { app } => {
-                !input.observed.apps.contains_key(app)
-            }
-            _ => true,
-        });
-        out.findings.push(Finding::DeletionsBlocked {
-            would_delete: deletions,
-            live,
-        });
     }
 }
 

@@ -96,7 +96,8 @@ struct World {
     rows: Vec<AppRow>,
     obs: Observation,
     orphans: BTreeMap<String, DateTime<Utc>>,
-    confirmed: bool,
+    recent: BTreeSet<String>,
+    held: BTreeMap<String, bool>,
     settings: PlanSettings,
 }
 
@@ -107,7 +108,8 @@ impl World {
             rows: vec![],
             obs: Observation::default(),
             orphans: BTreeMap::new(),
-            confirmed: false,
+            recent: BTreeSet::new(),
+            held: BTreeMap::new(),
             settings: settings(),
         }
     }
@@ -119,7 +121,8 @@ impl World {
             rows: &self.rows,
             observed: &self.obs,
             orphans_first_seen: &self.orphans,
-            deletions_confirmed: self.confirmed,
+            recent_deletions: &self.recent,
+            held_deletions: &self.held,
         })
     }
 }
@@ -524,11 +527,99 @@ fn the_breaker_blocks_mass_deletion_until_confirmed() {
         would_delete: 6,
         live: 20
     }));
-    w.confirmed = true;
+    assert_eq!(
+        p.held.hold.len(),
+        6,
+        "the held set is persisted when it trips"
+    );
+    w.held = p
+        .held
+        .hold
+        .iter()
+        .map(|h| (h.app_name.clone(), true))
+        .collect();
     assert_eq!(
         w.plan().actions.iter().filter(|a| a.is_deletion()).count(),
         6
     );
+}
+
+/// Twenty healthy apps; users `1..=absent` are unwanted past their grace.
+fn downgraded(absent: u128) -> World {
+    let mut w = World::new();
+    for n in 1..=20u128 {
+        let intent = if n <= absent {
+            Intent::Absent
+        } else {
+            Intent::Present
+        };
+        w.desired.insert(
+            user(n),
+            UserIntent {
+                intent,
+                source: IntentSource::Tier,
+            },
+        );
+        let mut row = healthy(n, &mut w.obs);
+        if n <= absent {
+            row.unwanted_since = Some(now() - Duration::hours(1));
+        }
+        w.rows.push(row);
+    }
+    w
+}
+
+#[test]
+fn the_breaker_counts_deletions_already_made_within_the_window() {
+    let mut w = downgraded(3);
+    assert_eq!(
+        w.plan().actions.iter().filter(|a| a.is_deletion()).count(),
+        3
+    );
+    w.recent = (100..103u128).map(name).collect();
+    let p = w.plan();
+    assert!(!p.actions.iter().any(Action::is_deletion), "3 + 3 > 5");
+    // A retried deletion is not counted twice.
+    w.recent = [name(1), name(2), name(3), name(100), name(101)].into();
+    assert_eq!(
+        w.plan().actions.iter().filter(|a| a.is_deletion()).count(),
+        3
+    );
+}
+
+#[test]
+fn a_confirmation_covers_the_held_set_and_nothing_outside_it() {
+    let mut w = downgraded(7);
+    w.held = (1..=6u128).map(|n| (name(n), true)).collect();
+    let p = w.plan();
+    let deleting: BTreeSet<String> = p
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Deprovision { app, .. } => Some(app.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deleting, (1..=6u128).map(name).collect());
+    assert_eq!(p.held.hold.len(), 1, "the 7th is held, not covered");
+    assert_eq!(p.held.hold[0].app_name, name(7));
+}
+
+#[test]
+fn a_held_deletion_stays_held_until_confirmed_and_leaves_when_no_longer_wanted() {
+    let mut w = downgraded(1);
+    w.held = [(name(1), false)].into();
+    let p = w.plan();
+    assert!(!p.actions.iter().any(Action::is_deletion), "sticky");
+    assert!(p.held.release.is_empty());
+    w.desired.get_mut(&user(1)).unwrap().intent = Intent::Present;
+    w.rows[0].unwanted_since = None;
+    assert_eq!(w.plan().held.release, vec![name(1)]);
+    // Gone from Fly: released too.
+    let mut w = downgraded(1);
+    w.held = [(name(1), true)].into();
+    w.obs.apps.remove(&name(1));
+    assert_eq!(w.plan().held.release, vec![name(1)]);
 }
 
 #[test]
@@ -583,7 +674,7 @@ fn arb_world() -> impl Strategy<Value = World> {
     )
         .prop_map(|(cases, orphans, confirmed)| {
             let mut w = World::new();
-            w.confirmed = confirmed;
+            let confirm_all = confirmed;
             for (i, (intent, status, observed, machines, managed, unwanted, backoff, exists)) in
                 cases.into_iter().enumerate()
             {
@@ -635,6 +726,9 @@ fn arb_world() -> impl Strategy<Value = World> {
                     .insert(format!("vyx-user-orphan{k}"), ObservedApp::default());
                 w.orphans
                     .insert(format!("vyx-user-orphan{k}"), now() - Duration::days(2));
+            }
+            if confirm_all {
+                w.held = w.obs.apps.keys().map(|a| (a.clone(), true)).collect();
             }
             w
         })
@@ -704,15 +798,15 @@ proptest! {
     #[test]
     fn deletions_of_live_apps_stay_within_the_blast_radius(w in arb_world()) {
         let p = w.plan();
-        if !w.confirmed {
-            let live = w.obs.apps.len();
-            let deleting = p.actions.iter().filter(|a| match a {
-                Action::Deprovision { app, .. } | Action::DeleteOrphan { app } => w.obs.apps.contains_key(app),
-                _ => false,
-            }).count();
-            prop_assert!(deleting <= std::cmp::max(5, live / 10));
-            prop_assert!(deleting == 0 || deleting < live);
-        }
+        let live = w.obs.apps.len();
+        let deleting = p.actions.iter().filter(|a| match a {
+            Action::Deprovision { app, .. } | Action::DeleteOrphan { app } => {
+                w.obs.apps.contains_key(app) && w.held.get(app) != Some(&true)
+            }
+            _ => false,
+        }).count();
+        prop_assert!(deleting <= std::cmp::max(5, live / 10));
+        prop_assert!(deleting == 0 || deleting < live);
     }
 
     #[test]

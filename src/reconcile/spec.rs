@@ -60,6 +60,31 @@ pub fn secrets_digest(secrets: &BTreeMap<String, Secret>) -> String {
     hex(&h.finalize())
 }
 
+/// The identity of the machine spec every app should run (issue 7): image, guest, region, env,
+/// services/checks layout ([`config_digest`]) and the secrets the machine must boot with
+/// ([`secrets_digest`]). Any change to it is a rollout: apps move to it in waves. Stored per row
+/// (`spec_digest`, what the app runs) and in `vyx_fleet.rollout` (the target).
+///
+/// Not in it, on purpose: the org (not part of a machine), `USER_ID` (per user, never changes for
+/// a row) and Fly's per-app secrets *version* (a counter each app has its own value of; the digest
+/// says which values, the version only which write delivered them). Built from the two digests so
+/// the parts already stored per row stay comparable on their own.
+pub fn spec_digest(spec: &AppSpec) -> String {
+    let mut h = Sha256::new();
+    h.update(b"vyx-fleet spec v1\n");
+    for (name, value) in [
+        ("image", spec.image.as_str()),
+        ("config", config_digest(spec).as_str()),
+        ("secrets", secrets_digest(&spec.secrets).as_str()),
+    ] {
+        // Length-prefixed: no value can be forged to look like another field.
+        h.update(name.as_bytes());
+        h.update((value.len() as u64).to_be_bytes());
+        h.update(value.as_bytes());
+    }
+    hex(&h.finalize())
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -114,6 +139,86 @@ mod tests {
         assert_eq!(config_digest(&a), config_digest(&b));
         b.memory_mb = 1024;
         assert_ne!(config_digest(&a), config_digest(&b));
+    }
+
+    #[test]
+    fn every_part_of_the_machine_spec_changes_the_spec_digest() {
+        let base = spec_digest(&spec());
+        type Change = Box<dyn Fn(&mut AppSpec)>;
+        let changes: Vec<(&str, Change)> = vec![
+            ("image", Box::new(|s| s.image = "img:2".into())),
+            ("region", Box::new(|s| s.region = "ams".into())),
+            ("cpus", Box::new(|s| s.cpus = 4)),
+            ("memory", Box::new(|s| s.memory_mb = 1024)),
+            (
+                "env SUPABASE_URL",
+                Box::new(|s| s.supabase_url = Some("https://y.supabase.co".into())),
+            ),
+            (
+                "env SUPABASE_URL unset",
+                Box::new(|s| s.supabase_url = None),
+            ),
+            (
+                "rotated secret",
+                Box::new(|s| {
+                    s.secrets
+                        .insert("SUPABASE_SERVICE_ROLE_KEY".into(), Secret::new("k2"));
+                }),
+            ),
+            (
+                "added secret",
+                Box::new(|s| {
+                    s.secrets.insert("GEMINI_API_KEY".into(), Secret::new("g"));
+                }),
+            ),
+            ("removed secret", Box::new(|s| s.secrets.clear())),
+        ];
+        for (what, change) in changes {
+            let mut s = spec();
+            change(&mut s);
+            assert_ne!(spec_digest(&s), base, "{what} must change the spec digest");
+        }
+    }
+
+    #[test]
+    fn the_spec_digest_ignores_the_org_and_the_order_secrets_were_listed_in() {
+        let mut a = spec();
+        a.secrets.insert("A_KEY".into(), Secret::new("a"));
+        a.secrets.insert("Z_KEY".into(), Secret::new("z"));
+        let mut b = spec();
+        b.secrets.insert("Z_KEY".into(), Secret::new("z"));
+        b.secrets.insert("A_KEY".into(), Secret::new("a"));
+        b.org_slug = "other-org".into();
+        assert_eq!(spec_digest(&a), spec_digest(&b));
+        assert_eq!(spec_digest(&a), spec_digest(&a.clone()), "deterministic");
+    }
+
+    #[test]
+    fn the_spec_digest_shows_no_secret_and_no_input() {
+        let d = spec_digest(&spec());
+        assert_eq!(d.len(), 64);
+        assert!(d.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(!d.contains("k1") && !d.contains("img"));
+    }
+
+    proptest::proptest! {
+        /// Two images, or a secret moved between name and value, never share a digest.
+        #[test]
+        fn distinct_images_and_secrets_give_distinct_spec_digests(
+            a in "[a-z0-9:/.]{1,20}", b in "[a-z0-9:/.]{1,20}",
+            name in "[A-Z]{1,6}", value in "[a-z]{1,6}",
+        ) {
+            let mut x = spec();
+            x.image = a.clone();
+            let mut y = spec();
+            y.image = b.clone();
+            proptest::prop_assert_eq!(a == b, spec_digest(&x) == spec_digest(&y));
+            let mut p = spec();
+            p.secrets.insert(format!("{name}{value}"), Secret::new(""));
+            let mut q = spec();
+            q.secrets.insert(name.clone(), Secret::new(value.clone()));
+            proptest::prop_assert_ne!(spec_digest(&p), spec_digest(&q));
+        }
     }
 
     #[test]

@@ -53,12 +53,7 @@ pub(super) async fn ensure_app(ctx: &Ctx, mut row: AppRow) -> Result<AppRow, Exe
             )));
         }
         match ctx.fly.get_app(&name).await {
-            Ok(app) if in_our_org(ctx, &app) => {
-                if row.fly_app_id.as_deref() != Some(app.id.as_str()) {
-                    ctx.store.set_app_id(row.id, &app.id).await?;
-                }
-                return reload(ctx, row.id).await;
-            }
+            Ok(app) if in_our_org(ctx, &app) => return record_app(ctx, &row, &app.id).await,
             Ok(_) | Err(FlyError::Forbidden { .. }) => {
                 row = take_next_name(ctx, row).await?;
                 continue;
@@ -74,26 +69,31 @@ pub(super) async fn ensure_app(ctx: &Ctx, mut row: AppRow) -> Result<AppRow, Exe
             idempotency_key: None,
         };
         hit(fp::PROVISION_APP_CREATE_BEFORE).await;
-        match ctx.fly.create_app(&req).await {
+        let created_by_us = match ctx.fly.create_app(&req).await {
             Ok(created) => {
                 hit(fp::PROVISION_APP_CREATE_AFTER_CALL).await;
-                ctx.store.set_app_id(row.id, &created.id).await?;
+                row = record_app(ctx, &row, &created.id).await?;
                 hit(fp::PROVISION_APP_CREATE_AFTER_RECORD).await;
                 info!(app = %name, "app created");
+                true
             }
             Err(FlyError::NameTaken { .. }) => {
                 // Ours from an earlier attempt whose answer was lost, someone else's, or ours but
                 // still inside the post-create 404 window: GET tells which (below).
                 info!(app = %name, "name taken; checking who holds it");
+                false
             }
             Err(e) => return Err(e.into()),
-        }
+        };
         let app = wait::until(
             ctx.timeouts.app_visible,
             "app to become visible",
             || async {
                 match ctx.fly.get_app(&name).await {
                     Ok(app) => Ok(Some(Ok(app))),
+                    // We hold this name: our create just succeeded. A 403 now is Fly not having
+                    // caught up (like the 404/401 of the post-create window), not another owner.
+                    Err(FlyError::Forbidden { .. }) if created_by_us => Ok(None),
                     Err(FlyError::Forbidden { .. }) => Ok(Some(Err(()))),
                     // Right after a create Fly answers 404 or 401 for the new app until it has
                     // propagated (REFERENCE §7; fly-go's WaitForApp retries both). The create
@@ -106,12 +106,7 @@ pub(super) async fn ensure_app(ctx: &Ctx, mut row: AppRow) -> Result<AppRow, Exe
         )
         .await?;
         match app {
-            Ok(app) if in_our_org(ctx, &app) => {
-                if row.fly_app_id.as_deref() != Some(app.id.as_str()) {
-                    ctx.store.set_app_id(row.id, &app.id).await?;
-                }
-                return reload(ctx, row.id).await;
-            }
+            Ok(app) if in_our_org(ctx, &app) => return record_app(ctx, &row, &app.id).await,
             _ => {
                 row = take_next_name(ctx, row).await?;
             }
@@ -120,9 +115,24 @@ pub(super) async fn ensure_app(ctx: &Ctx, mut row: AppRow) -> Result<AppRow, Exe
     Err(ExecError::NeedsHuman("no usable app name".into()))
 }
 
-/// Our name is held by another org. Only a row that never owned an app may move to the next name.
+/// Record `app_id` as the app behind the row. A different id than the recorded one is another app
+/// (ours re-created after a delete out of band, or Fly lost the old one): the store resets every
+/// per-app marker in the same statement, so secrets, IPs and the machine are made again for it.
+async fn record_app(ctx: &Ctx, row: &AppRow, app_id: &str) -> Result<AppRow, ExecError> {
+    if row.fly_app_id.as_deref() == Some(app_id) {
+        return Ok(row.clone());
+    }
+    if let Some(old) = &row.fly_app_id {
+        warn!(app = %row.fly_app_name, old_id = %old, new_id = %app_id, "a different app now holds the name; provisioning it afresh");
+    }
+    ctx.store.set_app_id(row.id, app_id).await?;
+    reload(ctx, row.id).await
+}
+
+/// Our name is held by another org. Only a row that never owned an app may move to the next name:
+/// renaming a row that owned one would leave that app to be deleted as an orphan.
 async fn take_next_name(ctx: &Ctx, row: AppRow) -> Result<AppRow, ExecError> {
-    if row.machine_id.is_some() {
+    if row.fly_app_id.is_some() || row.machine_id.is_some() {
         return Err(ExecError::NeedsHuman(format!(
             "app {} that this row owned is now held by another organisation",
             row.fly_app_name
@@ -145,6 +155,8 @@ async fn take_next_name(ctx: &Ctx, row: AppRow) -> Result<AppRow, ExecError> {
         match ctx.store.rename(row.id, &name).await {
             Ok(()) => return reload(ctx, row.id).await,
             Err(StoreError::NameRecorded) => continue,
+            // The row learnt an app id meanwhile: it keeps its name.
+            Err(StoreError::Conflict) => return Err(ExecError::RowGone),
             Err(e) => return Err(e.into()),
         }
     }

@@ -4,9 +4,13 @@
 //! 1. Row: reserve the name in `user_fly_apps` (new user), reuse the soft-deleted row (re-upgrade),
 //!    or resume the existing one. From here on, an app with that name in our org is ours.
 //! 2. App: `GET /v1/apps/{name}`; 404 → `POST /v1/apps`; 422 `name_taken` → GET again and adopt if
-//!    it is in our org; 403 (someone else's) → record the next candidate name. Wait out the
-//!    post-create 404 window. Record `fly_app_id`.
-//! 3. Secrets: if the digest differs, write them and record the returned version.
+//!    it is in our org; 403 (someone else's) → record the next candidate name, only while the row
+//!    has never known an app id. Wait out the post-create window (404, and 403 after our own
+//!    successful create). Record `fly_app_id`; a different id than the recorded one (the app was
+//!    deleted and re-created) resets every per-app marker in the same statement.
+//! 3. Secrets: if the digest differs, write them and record the returned version; the same
+//!    statement clears `config_digest`, so the machine update that makes them effective is owed
+//!    until it is recorded.
 //! 4. IPs: `v6` + `shared_v4` unless already listed; record `ips_ready`.
 //! 5. Machine: the recorded one, else one found by metadata `vyx_user_id` (duplicates destroyed),
 //!    else record a fresh `machine_op_id`, then create with it in metadata, then record the id.
@@ -19,6 +23,11 @@
 //!   answer was lost is adopted through `name_taken` + GET.
 //! - Never two machines: the op id is recorded before the create and found by metadata afterwards;
 //!   if a lagging list still lets a duplicate through, the next pass destroys the extra.
+//! - Never a row renamed away from an app it owns: `rename` is refused once `fly_app_id` is set.
+//! - The row never claims a machine runs secrets it has not been updated with: a secrets write and
+//!   the invalidation of `config_digest` commit together.
+//! - A failure while changing an app that still serves leaves the row `active` (with
+//!   `last_error_kind` and backoff); `error` means the user has no working app.
 //!
 //! # Assumptions
 //! - Only this controller creates apps named with the managed prefix in our org.

@@ -22,7 +22,8 @@ use uuid::Uuid;
 
 use super::machine::stop_gracefully;
 use super::{Ctx, ExecError, wait};
-use crate::db::apps::{Event, load_row};
+use crate::db::apps::{Event, StoreError, load_row};
+use crate::db::breaker;
 use crate::failpoint::{self as fp, hit};
 use crate::fly::{FlyError, ListMachines};
 use crate::reconcile::naming;
@@ -61,6 +62,7 @@ pub(super) async fn deprovision(ctx: &Ctx, row_id: Uuid) -> Result<(), ExecError
         delete_app(
             ctx,
             &app,
+            Some(row.user_id),
             fp::DEPROVISION_DELETE_BEFORE,
             fp::DEPROVISION_DELETE_AFTER_CALL,
         )
@@ -81,6 +83,7 @@ pub(super) async fn deprovision(ctx: &Ctx, row_id: Uuid) -> Result<(), ExecError
 async fn delete_app(
     ctx: &Ctx,
     app: &str,
+    user_id: Option<Uuid>,
     before: &'static str,
     after_call: &'static str,
 ) -> Result<(), ExecError> {
@@ -93,6 +96,11 @@ async fn delete_app(
         stop_gracefully(ctx, app, m).await?;
     }
     hit(before).await;
+    // Logged for the breaker's sliding window before the call: a deletion whose answer is lost
+    // still counts.
+    if !breaker::record_deletion(ctx.store.pool(), ctx.store.term(), app, user_id).await? {
+        return Err(StoreError::Fenced.into());
+    }
     match ctx.fly.delete_app(app).await {
         Ok(()) | Err(FlyError::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
@@ -128,6 +136,7 @@ pub(super) async fn delete_orphan(ctx: &Ctx, app: &str) -> Result<(), ExecError>
     delete_app(
         ctx,
         app,
+        None,
         fp::ORPHAN_DELETE_BEFORE,
         fp::ORPHAN_DELETE_AFTER_CALL,
     )

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tracing::{Instrument, info, info_span, warn};
 use uuid::Uuid;
 
-use super::plan::Action;
+use super::plan::{Action, ConvergeReason};
 use super::recorded::RowStatus;
 use super::spec::AppSpec;
 use crate::db::apps::{Event, Store, StoreError};
@@ -292,6 +292,17 @@ async fn record_failure(
             | Action::SyncOrphans { .. },
             _,
         ) => Ok(()),
+        (Action::Converge { reason, .. }, _) if still_serving(&row, reason) => {
+            // A failed roll or repair of an app that keeps serving: `error` tells the Go backend
+            // and admins the user has no working app, which is not true. The error kind and the
+            // backoff are recorded all the same.
+            let mut meta = meta;
+            meta["still_serving"] = serde_json::Value::Bool(true);
+            let ev = Event::new("provision_failed", meta).with_error(message.clone());
+            ctx.store
+                .mark_failure(row_id, RowStatus::Active, e.kind(), &message, delay, &[ev])
+                .await
+        }
         _ => {
             let ev = Event::new("provision_failed", meta).with_error(message.clone());
             ctx.store
@@ -299,6 +310,20 @@ async fn record_failure(
                 .await
         }
     }
+}
+
+/// Whether the user still has a working app while its converge failed: the row was active and
+/// healthy, and the converge was a change to a running app rather than the repair of a missing or
+/// stopped one.
+fn still_serving(row: &crate::reconcile::recorded::AppRow, reason: &ConvergeReason) -> bool {
+    row.status() == Some(RowStatus::Active)
+        && row.health_status.as_deref() == Some("healthy")
+        && !matches!(
+            reason,
+            ConvergeReason::AppMissing
+                | ConvergeReason::MachineMissing
+                | ConvergeReason::MachineDown
+        )
 }
 
 /// Exponential per-user backoff with ±20 % jitter, so a fleet that failed together does not retry
