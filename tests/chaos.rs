@@ -1,8 +1,8 @@
 //! Randomized kill-and-fault suite, black box (DESIGN §5 invariants 2–6 under crashes).
 //!
 //! Users' tiers, statuses and admin overrides flip at random while the simulator injects faults
-//! (5xx, 408, dropped connections, lost write answers, 429 bursts, a post-create 404 window, slow
-//! app deletes) and the `vyx-fleet run` replicas (two at a time) are SIGKILLed and restarted at random
+//! (5xx, 408, dropped connections, lost write answers, 429 bursts, a post-create window answering 404
+//! or 401, slow app deletes) and the `vyx-fleet run` replicas (two at a time) are SIGKILLed and restarted at random
 //! instants. Then the faults stop; the fleet must converge within a bounded time with every invariant
 //! holding (see `bin_support::check_converged`), and no run may have crashed on its own.
 //!
@@ -173,6 +173,8 @@ fn faults(seed: u64) -> Faults {
             ),
             FaultRule::new("machines.stop", 0.05, FaultKind::Timeout),
         ],
+        // The post-create window answers 401 as well as 404 (REFERENCE §7).
+        post_create_401: 0.3,
         seed: Some(seed),
         ..Faults::default()
     }
