@@ -305,7 +305,6 @@ async fn a_crash_while_deleting_an_orphan_still_removes_it_once() {
 /// restart) interrupted at any step between the secrets write and the machine update still ends with
 /// every machine booted on the new secrets (issue 6 point 2).
 #[tokio::test]
-#[ignore = "needs fix for issue 6 point 2 (fails at provision.secrets.after_record: machines stay on the old secrets)"]
 async fn a_crash_during_a_secret_rotation_still_puts_every_machine_on_the_new_secrets() {
     let _serial = SERIAL.lock().await;
     for point in [
@@ -328,7 +327,6 @@ async fn a_crash_during_a_secret_rotation_still_puts_every_machine_on_the_new_se
 /// An app deleted outside the controller (flyctl by hand, or lost on Fly's side) is rebuilt with
 /// its secrets and IPs, also when the rebuild is interrupted (issue 6 point 1).
 #[tokio::test]
-#[ignore = "needs fix for issue 6 point 1 (the re-created app never converges: old min_secrets_version, secrets and IPs skipped)"]
 async fn a_crash_while_rebuilding_an_app_deleted_out_of_band_still_restores_secrets_and_ips() {
     let _serial = SERIAL.lock().await;
     for point in [

@@ -178,3 +178,36 @@ async fn futures_free_insert(fleet: &Fleet, n: usize) -> Vec<uuid::Uuid> {
     }
     users
 }
+
+/// REFERENCE §7: right after an app create Fly may answer 401 as well as 404 for that app, and
+/// fly-go's `WaitForApp` retries both. A window answering 401 half the time is waited out like the
+/// 404 one: every user is served, no app is created twice.
+#[tokio::test]
+async fn a_post_create_window_that_answers_401_is_waited_out_too() {
+    let fleet = Fleet::builder()
+        .sim(|s| {
+            s.timings.app_visible_after = Duration::from_secs(2);
+            s.faults.post_create_401 = 0.5;
+            s.faults.seed = Some(11);
+        })
+        .start()
+        .await;
+    let users = futures_free_insert(&fleet, 2).await;
+    fleet.converge().await;
+    assert_one_app_one_machine_each(&fleet, &users).await;
+    let calls = fleet.sim.calls();
+    let unauthorized = calls.iter().filter(|c| c.status == Some(401)).count();
+    assert!(unauthorized > 0, "the window answered 401 at least once");
+    let creates = calls
+        .iter()
+        .filter(|c| c.class == "apps.create" && c.write_applied)
+        .count();
+    assert_eq!(creates, 2);
+    let failed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM public.user_fly_app_events WHERE event_type = 'provision_failed'",
+    )
+    .fetch_one(&fleet.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(failed, 0, "a 401 inside the window is not a failure");
+}

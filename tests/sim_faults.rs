@@ -178,17 +178,28 @@ async fn latency_and_429_bursts() {
     );
     assert!(t.elapsed() >= Duration::from_millis(400));
 
+    // Inside a burst every call is a 429 (a burst long enough that no scheduling delay ends it).
     api.sim.set_faults(Faults {
-        burst_429_ms: Some(600),
+        burst_429_ms: Some(60_000),
         ..Faults::default()
     });
     let r = api.get(&format!("/v1/apps?org_slug={ORG}")).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(r.body["error"].is_string());
-    poll_until(Duration::from_secs(10), || async {
+    // A short burst ends by itself.
+    let t = Instant::now();
+    api.sim.set_faults(Faults {
+        burst_429_ms: Some(600),
+        ..Faults::default()
+    });
+    poll_until(Duration::from_secs(30), || async {
         api.get(&format!("/v1/apps?org_slug={ORG}")).await.status == StatusCode::OK
     })
     .await;
+    eprintln!(
+        "measured: a 600 ms burst answered 429 for {:?}",
+        t.elapsed()
+    );
 
     // A probabilistic rule can start a burst that then hits every class.
     api.sim

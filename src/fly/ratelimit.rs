@@ -374,14 +374,30 @@ mod tests {
         assert_eq!(rl.reserve_at(Route::StopMachine, "busy", t0), secs(1.0));
     }
 
-    #[tokio::test]
-    async fn acquire_returns_at_once_within_the_burst() {
-        let rl = limiter();
-        for _ in 0..3 {
-            // Would hang the test if it waited (the runtime clock is real).
-            tokio::time::timeout(Duration::from_secs(5), rl.acquire(Route::GetApp, "a"))
-                .await
-                .unwrap();
+    /// Polls `f` once: `Some` if it completed without waiting on anything.
+    fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
         }
+    }
+
+    #[tokio::test]
+    async fn acquire_returns_at_once_within_the_burst_then_waits() {
+        // Completing on the first poll is "at once" exactly, not a wall-clock bound that a loaded
+        // machine could break.
+        let rl = limiter();
+        for n in 0..3 {
+            assert!(
+                poll_once(rl.acquire(Route::GetApp, "a")).is_some(),
+                "call {n} of the burst waited"
+            );
+        }
+        assert!(
+            poll_once(rl.acquire(Route::GetApp, "a")).is_none(),
+            "the 4th waits for a token"
+        );
     }
 }

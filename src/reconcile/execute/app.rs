@@ -89,7 +89,10 @@ pub(super) async fn ensure_app(ctx: &Ctx, mut row: AppRow) -> Result<AppRow, Exe
                     // caught up (like the 404/401 of the post-create window), not another owner.
                     Err(FlyError::Forbidden { .. }) if created_by_us => Ok(None),
                     Err(FlyError::Forbidden { .. }) => Ok(Some(Err(()))),
-                    Err(FlyError::NotFound { .. }) => Ok(None),
+                    // Right after a create Fly answers 404 or 401 for the new app until it has
+                    // propagated (REFERENCE §7; fly-go's WaitForApp retries both). The create
+                    // just succeeded with this token, so a 401 here is that window.
+                    Err(FlyError::NotFound { .. } | FlyError::Unauthorized { .. }) => Ok(None),
                     Err(e) if e.is_transient() => Ok(None),
                     Err(e) => Err(e.into()),
                 }
