@@ -194,6 +194,10 @@ pub fn render_plan(plan: &Plan, org: &str) -> String {
             Finding::RolloutHalted { image, unhealthy } => {
                 format!("ALERT rollout of {image} halted: {unhealthy} unhealthy")
             }
+            Finding::RegionsUnavailable { regions, held_back } => format!(
+                "Fly could not list machines in {}: {held_back} action(s) there wait for a later pass",
+                regions.join(",")
+            ),
             Finding::DeletionsBlocked { would_delete, live } => format!(
                 "ALERT deletions blocked: would delete {would_delete} of {live} live apps; \
                  run `vyx-fleet confirm-deletions`"
