@@ -70,14 +70,14 @@ pub async fn load(pool: &sqlx::PgPool) -> Result<(Vec<AppStatus>, Totals), sqlx:
 }
 
 pub async fn status(cfg: Option<&Path>, json: bool) -> u8 {
-    let url = match config::load_database_url(cfg) {
+    let database = match config::load_database(cfg) {
         Ok(u) => u,
         Err(e) => {
             eprintln!("{e}");
             return 2;
         }
     };
-    let pool = match db::connect(url.expose(), 2).await {
+    let pool = match db::connect_db(&database, 2).await {
         Ok(p) => p,
         Err(e) => {
             eprintln!("cannot connect to the database: {e}");
