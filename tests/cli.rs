@@ -598,6 +598,14 @@ async fn confirm_deletions_releases_what_the_breaker_held_back() {
         "nothing deleted without confirmation"
     );
     assert_eq!(held_set(pool).await, (2, 0), "both held, none confirmed");
+    let status = run_to_completion(&world.env, &["status"], secs(30))
+        .await
+        .ok();
+    assert!(
+        status.stdout.contains("HELD 2 deletion(s)") && status.stdout.contains(&names[0]),
+        "{}",
+        status.stdout
+    );
 
     let out = run_to_completion(&world.env, &["confirm-deletions"], secs(30))
         .await

@@ -421,3 +421,20 @@ fn fly_toml_matches_the_settings() {
     assert_eq!(string(&metrics["port"]), s.http_addr.port().to_string());
     assert_eq!(string(&metrics["path"]), "/metrics");
 }
+
+#[test]
+fn a_missing_database_ca_file_is_named_and_an_existing_one_is_kept() {
+    let mut vars = good();
+    vars.insert(
+        "DATABASE_SSL_ROOT_CERT".into(),
+        "/nonexistent/supabase-ca.crt".into(),
+    );
+    let err = Settings::from_map(&vars, None).unwrap_err();
+    assert_eq!(err.key, "DATABASE_SSL_ROOT_CERT");
+    let ca = std::env::temp_dir().join(format!("vyx-ca-{}.crt", std::process::id()));
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    vars.insert("DATABASE_SSL_ROOT_CERT".into(), ca.display().to_string());
+    let s = Settings::from_map(&vars, None).unwrap();
+    assert_eq!(s.database().ssl_root_cert.as_deref(), Some(ca.as_path()));
+    std::fs::remove_file(ca).ok();
+}

@@ -40,12 +40,10 @@ fn load(cfg: Option<&Path>) -> Result<Settings, u8> {
 
 async fn connect(s: &Settings) -> Result<sqlx::PgPool, u8> {
     let max = (s.max_concurrency as u32).saturating_add(4);
-    db::connect(s.database_url.expose(), max)
-        .await
-        .map_err(|e| {
-            error!(error = %e, "cannot connect to the database");
-            EXIT_FAILURE
-        })
+    db::connect_db(&s.database(), max).await.map_err(|e| {
+        error!(error = %e, "cannot connect to the database");
+        EXIT_FAILURE
+    })
 }
 
 pub async fn run(cfg: Option<&Path>) -> u8 {
@@ -232,7 +230,7 @@ pub async fn reconcile(cfg: Option<&Path>, once: bool, dry_run: bool) -> u8 {
 }
 
 pub async fn migrate(cfg: Option<&Path>) -> u8 {
-    let url = match config::load_database_url(cfg) {
+    let database = match config::load_database(cfg) {
         Ok(u) => u,
         Err(e) => {
             eprintln!("{e}");
@@ -240,7 +238,7 @@ pub async fn migrate(cfg: Option<&Path>) -> u8 {
         }
     };
     telemetry::init(config::LogFormat::from_env());
-    let pool = match db::connect(url.expose(), 2).await {
+    let pool = match db::connect_db(&database, 2).await {
         Ok(p) => p,
         Err(e) => {
             error!(error = %e, "cannot connect to the database");
@@ -261,14 +259,14 @@ pub async fn migrate(cfg: Option<&Path>) -> u8 {
 }
 
 pub async fn confirm_deletions(cfg: Option<&Path>) -> u8 {
-    let url = match config::load_database_url(cfg) {
+    let database = match config::load_database(cfg) {
         Ok(u) => u,
         Err(e) => {
             eprintln!("{e}");
             return EXIT_CONFIG;
         }
     };
-    let pool = match db::connect(url.expose(), 2).await {
+    let pool = match db::connect_db(&database, 2).await {
         Ok(p) => p,
         Err(e) => {
             eprintln!("cannot connect to the database: {e}");

@@ -70,14 +70,14 @@ pub async fn load(pool: &sqlx::PgPool) -> Result<(Vec<AppStatus>, Totals), sqlx:
 }
 
 pub async fn status(cfg: Option<&Path>, json: bool) -> u8 {
-    let url = match config::load_database_url(cfg) {
+    let database = match config::load_database(cfg) {
         Ok(u) => u,
         Err(e) => {
             eprintln!("{e}");
             return 2;
         }
     };
-    let pool = match db::connect(url.expose(), 2).await {
+    let pool = match db::connect_db(&database, 2).await {
         Ok(p) => p,
         Err(e) => {
             eprintln!("cannot connect to the database: {e}");
@@ -93,6 +93,13 @@ pub async fn status(cfg: Option<&Path>, json: bool) -> u8 {
             return 1;
         }
     };
+    let held = match db::breaker::load_held(&pool).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("cannot read the held deletions: {e}");
+            return 1;
+        }
+    };
     let by_org = orgs::count_by_org(apps.iter().map(|a| a.fly_org.as_deref()), org.as_deref());
     if json {
         let doc = serde_json::json!({
@@ -100,11 +107,20 @@ pub async fn status(cfg: Option<&Path>, json: bool) -> u8 {
             "totals": totals,
             "rows_by_fly_org": by_org,
             "fly_org_slug": org,
+            "held_deletions": held.iter().map(|h| serde_json::json!({
+                "app": h.app_name,
+                "user_id": h.user_id,
+                "kind": h.kind,
+                "held_at": h.held_at,
+                "confirmed_at": h.confirmed_at,
+                "confirmed_by": h.confirmed_by,
+            })).collect::<Vec<_>>(),
         });
         println!("{doc}");
     } else {
         print!("{}", render_table(&apps, &totals));
         print!("{}", orgs::advice(&by_org, org.as_deref()));
+        print!("{}", render_held(&held));
     }
     0
 }
@@ -141,6 +157,43 @@ pub fn render_table(apps: &[AppStatus], totals: &Totals) -> String {
         statuses.join(" "),
         totals.monthly_cost_usd
     );
+    out
+}
+
+/// The blast-radius breaker's held set, for the operator deciding whether to confirm it.
+pub fn render_held(held: &[db::breaker::HeldDeletion]) -> String {
+    let mut out = String::new();
+    if held.is_empty() {
+        return out;
+    }
+    let unconfirmed = held.iter().filter(|h| h.confirmed_at.is_none()).count();
+    let _ = writeln!(
+        out,
+        "HELD {} deletion(s) by the blast-radius breaker ({unconfirmed} not confirmed{}):",
+        held.len(),
+        if unconfirmed > 0 {
+            "; `vyx-fleet confirm-deletions` lets exactly these go"
+        } else {
+            ""
+        }
+    );
+    for h in held {
+        let _ = writeln!(
+            out,
+            "  {:<20} {:<11} held {}{}",
+            h.app_name,
+            h.kind,
+            h.held_at.format("%Y-%m-%d %H:%M:%SZ"),
+            match (&h.confirmed_at, &h.confirmed_by) {
+                (Some(at), by) => format!(
+                    ", confirmed {} by {}",
+                    at.format("%H:%M:%SZ"),
+                    by.as_deref().unwrap_or("?")
+                ),
+                (None, _) => String::new(),
+            }
+        );
+    }
     out
 }
 
@@ -194,6 +247,10 @@ pub fn render_plan(plan: &Plan, org: &str) -> String {
             Finding::RolloutHalted { image, unhealthy } => {
                 format!("ALERT rollout of {image} halted: {unhealthy} unhealthy")
             }
+            Finding::RegionsUnavailable { regions, held_back } => format!(
+                "Fly could not list machines in {}: {held_back} action(s) there wait for a later pass",
+                regions.join(",")
+            ),
             Finding::DeletionsBlocked { would_delete, live } => format!(
                 "ALERT deletions blocked: would delete {would_delete} of {live} live apps; \
                  run `vyx-fleet confirm-deletions`"

@@ -20,7 +20,7 @@ mod rules;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::secret::Secret;
@@ -44,7 +44,7 @@ pub const REQUIRED_KEYS: [&str; 4] = [
 
 /// Every key vyx-fleet reads from the environment or the file, in validation order. (`RUST_LOG` is
 /// read from the environment only, by [`crate::telemetry`]; the file refuses it.)
-pub const KNOWN_KEYS: [&str; 31] = [
+pub const KNOWN_KEYS: [&str; 32] = [
     "DATABASE_URL",
     "FLY_API_TOKEN",
     "FLY_ORG_SLUG",
@@ -76,6 +76,7 @@ pub const KNOWN_KEYS: [&str; 31] = [
     "ALERT_REPEAT_INTERVAL",
     "ALERT_UNHEALTHY_AFTER",
     "ALERT_RETRY_THRESHOLD",
+    "DATABASE_SSL_ROOT_CERT",
 ];
 
 /// Keys whose values are secrets: never echoed in errors.
@@ -111,6 +112,9 @@ pub const DEFAULT_ALERT_RETRY_THRESHOLD: i32 = 5;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     pub database_url: Secret,
+    /// CA certificate (PEM) the database's certificate must chain to; with it the connection
+    /// verifies the server (`sslmode=verify-full`) instead of only encrypting.
+    pub database_ssl_root_cert: Option<PathBuf>,
     pub fly_api_token: Secret,
     pub fly_org_slug: String,
     pub user_app_image: String,
@@ -362,9 +366,11 @@ impl Settings {
         )?;
         let alert_retry_threshold =
             check("ALERT_RETRY_THRESHOLD", rules::retry_threshold(&retries))?;
+        let database_ssl_root_cert = ssl_root_cert_from(src)?;
 
         Ok(Settings {
             database_url,
+            database_ssl_root_cert,
             fly_api_token,
             fly_org_slug,
             user_app_image,
@@ -391,6 +397,51 @@ impl Settings {
             alert_unhealthy_after,
             alert_retry_threshold,
         })
+    }
+}
+
+/// How to reach the database: what `db::connect_db` needs.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: Secret,
+    pub ssl_root_cert: Option<PathBuf>,
+}
+
+impl Settings {
+    pub fn database(&self) -> DatabaseConfig {
+        DatabaseConfig {
+            url: self.database_url.clone(),
+            ssl_root_cert: self.database_ssl_root_cert.clone(),
+        }
+    }
+}
+
+/// `DATABASE_URL` and `DATABASE_SSL_ROOT_CERT` only, validated as in [`Settings::load`]: for the
+/// commands that need nothing else (`migrate`, `status`, `confirm-deletions`).
+pub fn load_database(config_file: Option<&Path>) -> Result<DatabaseConfig, ConfigError> {
+    let (vars, invalid) = process_env();
+    let sources = Sources::new(&vars, invalid, config_file)?;
+    Ok(DatabaseConfig {
+        url: database_url_from(&sources)?,
+        ssl_root_cert: ssl_root_cert_from(&sources)?,
+    })
+}
+
+fn ssl_root_cert_from(src: &Sources<'_>) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(path) = src.optional("DATABASE_SSL_ROOT_CERT")? else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(path);
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() => Ok(Some(path)),
+        Ok(_) => Err(ConfigError::new(
+            "DATABASE_SSL_ROOT_CERT",
+            "must name a file (the CA certificate, PEM)",
+        )),
+        Err(e) => Err(ConfigError::new(
+            "DATABASE_SSL_ROOT_CERT",
+            format!("cannot read {}: {e}", path.display()),
+        )),
     }
 }
 

@@ -63,6 +63,17 @@ pub enum DbError {
 /// Connection options for `url`, with our defaults: TLS required off loopback unless the URL says
 /// otherwise, and Supabase's transaction pooler refused.
 pub fn connect_options(url: &str) -> Result<PgConnectOptions, DbError> {
+    connect_options_verified(url, None)
+}
+
+/// [`connect_options`] with a CA certificate (`DATABASE_SSL_ROOT_CERT`, e.g. Supabase's
+/// `prod-ca-2021.crt`): unless the URL or `PGSSLMODE` names a mode, the server's certificate must
+/// chain to it and match the host (`verify-full`). `require` alone encrypts but accepts any
+/// certificate, so anyone on the path could pose as the database.
+pub fn connect_options_verified(
+    url: &str,
+    root_cert: Option<&std::path::Path>,
+) -> Result<PgConnectOptions, DbError> {
     let redacted = redact_url(url);
     let mut opts = PgConnectOptions::from_str(url).map_err(|e| DbError::InvalidUrl {
         url: redacted.clone(),
@@ -71,10 +82,14 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, DbError> {
     if opts.get_socket().is_none() && opts.get_port() == TRANSACTION_POOLER_PORT {
         return Err(DbError::TransactionPooler { url: redacted });
     }
-    if !url_has_param(url, &["sslmode", "ssl-mode"])
-        && std::env::var_os("PGSSLMODE").is_none()
-        && !is_local(&opts)
-    {
+    let mode_given =
+        url_has_param(url, &["sslmode", "ssl-mode"]) || std::env::var_os("PGSSLMODE").is_some();
+    if let Some(ca) = root_cert {
+        opts = opts.ssl_root_cert(ca);
+        if !mode_given {
+            opts = opts.ssl_mode(PgSslMode::VerifyFull);
+        }
+    } else if !mode_given && !is_local(&opts) {
         opts = opts.ssl_mode(PgSslMode::Require);
     }
     Ok(opts.application_name("vyx-fleet"))
@@ -122,6 +137,21 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DbError>
     connect_with_limits(url, max_connections, SessionLimits::default()).await
 }
 
+/// [`connect`] for a configured database: its CA certificate, if any, is verified against.
+pub async fn connect_db(
+    db: &crate::config::DatabaseConfig,
+    max_connections: u32,
+) -> Result<PgPool, DbError> {
+    let opts = connect_options_verified(db.url.expose(), db.ssl_root_cert.as_deref())?;
+    pool_with(
+        opts,
+        db.url.expose(),
+        max_connections,
+        SessionLimits::default(),
+    )
+    .await
+}
+
 /// [`connect`] with explicit limits.
 pub async fn connect_with_limits(
     url: &str,
@@ -129,6 +159,15 @@ pub async fn connect_with_limits(
     limits: SessionLimits,
 ) -> Result<PgPool, DbError> {
     let opts = connect_options(url)?;
+    pool_with(opts, url, max_connections, limits).await
+}
+
+async fn pool_with(
+    opts: PgConnectOptions,
+    url: &str,
+    max_connections: u32,
+    limits: SessionLimits,
+) -> Result<PgPool, DbError> {
     let connect_err = |source| DbError::Connect {
         url: redact_url(url),
         source,
@@ -389,6 +428,28 @@ mod tests {
             let o = connect_options(local).unwrap();
             assert!(!matches!(o.get_ssl_mode(), PgSslMode::Require), "{local}");
         }
+    }
+
+    #[test]
+    fn a_root_certificate_makes_the_connection_verify_the_server() {
+        if std::env::var_os("PGSSLMODE").is_some() {
+            return;
+        }
+        let ca = std::path::Path::new("/etc/vyx/supabase-ca.crt");
+        let o =
+            connect_options_verified("postgres://u:p@db.abc.supabase.co:5432/postgres", Some(ca))
+                .unwrap();
+        assert!(matches!(o.get_ssl_mode(), PgSslMode::VerifyFull));
+        // Without the certificate: encrypted, not verified (what `require` means).
+        let o = connect_options("postgres://u:p@db.abc.supabase.co:5432/postgres").unwrap();
+        assert!(matches!(o.get_ssl_mode(), PgSslMode::Require));
+        // A mode written in the URL is the operator's explicit choice.
+        let o = connect_options_verified(
+            "postgres://u:p@db.abc.supabase.co:5432/postgres?sslmode=verify-ca",
+            Some(ca),
+        )
+        .unwrap();
+        assert!(matches!(o.get_ssl_mode(), PgSslMode::VerifyCa));
     }
 
     #[test]

@@ -108,7 +108,28 @@ impl FlyClient {
         org_slug: &str,
         q: &ListOrgMachines,
     ) -> Result<Vec<OrgMachine>, FlyError> {
+        Ok(self.org_machines(org_slug, q, false).await?.machines)
+    }
+
+    /// Every machine of the org Fly could list, and the regions it could not (`error_regions`,
+    /// the union over all pages). The machines of those regions are missing from the list: the
+    /// caller must not read their absence as "no machine" (REFERENCE: the list is incomplete).
+    pub async fn list_org_machines_partial(
+        &self,
+        org_slug: &str,
+    ) -> Result<OrgMachineList, FlyError> {
+        self.org_machines(org_slug, &ListOrgMachines::default(), true)
+            .await
+    }
+
+    async fn org_machines(
+        &self,
+        org_slug: &str,
+        q: &ListOrgMachines,
+        partial_ok: bool,
+    ) -> Result<OrgMachineList, FlyError> {
         let mut out = Vec::new();
+        let mut error_regions: Vec<String> = Vec::new();
         let mut cursor: Option<String> = None;
         let mut seen = HashSet::new();
         for _ in 0..MAX_PAGES {
@@ -131,15 +152,26 @@ impl FlyClient {
             );
             let answer = self.execute(&r).await?;
             let page: OrgMachinesPage = decode(Route::ListOrgMachines, &answer)?;
-            if !page.error_regions.is_empty() {
+            if !page.error_regions.is_empty() && !partial_ok {
                 return Err(FlyError::Incomplete {
                     call: answer.call(Route::ListOrgMachines),
                     error_regions: page.error_regions,
                 });
             }
+            for r in page.error_regions {
+                if !error_regions.contains(&r) {
+                    error_regions.push(r);
+                }
+            }
             out.extend(page.machines);
             match page.next_cursor.filter(|c| !c.is_empty()) {
-                None => return Ok(out),
+                None => {
+                    error_regions.sort();
+                    return Ok(OrgMachineList {
+                        machines: out,
+                        error_regions,
+                    });
+                }
                 Some(c) if !seen.insert(c.clone()) => {
                     return Err(pagination_loop(Route::ListOrgMachines, &answer));
                 }
@@ -302,4 +334,12 @@ fn page_query<'a>(
         r = r.query("cursor", c.clone());
     }
     r
+}
+
+/// [`FlyClient::list_org_machines_partial`]'s answer.
+#[derive(Debug, Clone, Default)]
+pub struct OrgMachineList {
+    pub machines: Vec<OrgMachine>,
+    /// Regions whose machines are missing from `machines`, sorted.
+    pub error_regions: Vec<String>,
 }

@@ -32,7 +32,7 @@ pub use error::{CallInfo, FlyError};
 pub use machine::{
     CheckStatus, ImageRef, Machine, MachineState, OrgMachine, OrgMachineConfig, WaitResult,
 };
-pub use machines::ListOrgMachines;
+pub use machines::{ListOrgMachines, OrgMachineList};
 pub use ratelimit::{BucketSpec, RateLimiter, RateLimits};
 pub use route::Route;
 pub use types::{

@@ -11,8 +11,18 @@ use crate::fly::{FlyClient, FlyError, ListMachines, OrgMachine, OrgMachineConfig
 
 pub async fn observe(fly: &FlyClient, org: &str, prefix: &str) -> Result<Observation, FlyError> {
     let apps = fly.list_apps(org).await?;
-    let machines = match fly.list_org_machines(org).await {
-        Ok(ms) => ms,
+    let mut error_regions = Vec::new();
+    let machines = match fly.list_org_machines_partial(org).await {
+        Ok(list) => {
+            if !list.error_regions.is_empty() {
+                warn!(
+                    regions = %list.error_regions.join(","),
+                    "Fly could not list machines in some regions; apps there are left alone this pass"
+                );
+            }
+            error_regions = list.error_regions;
+            list.machines
+        }
         // An API without the org-wide list: one list per managed app instead (costlier, correct).
         Err(FlyError::NotFound { .. } | FlyError::UnexpectedStatus { .. }) => {
             warn!("org-wide machine list unavailable; listing machines app by app");
@@ -20,7 +30,9 @@ pub async fn observe(fly: &FlyClient, org: &str, prefix: &str) -> Result<Observa
         }
         Err(e) => return Err(e),
     };
-    Ok(assemble(org, prefix, apps, machines))
+    let mut observation = assemble(org, prefix, apps, machines);
+    observation.error_regions = error_regions.into_iter().collect();
+    Ok(observation)
 }
 
 async fn per_app_machines(
@@ -110,5 +122,8 @@ pub fn assemble(
             .push(observed);
     }
     debug!(apps = out.len(), "observed fly");
-    Observation { apps: out }
+    Observation {
+        apps: out,
+        error_regions: Default::default(),
+    }
 }

@@ -59,4 +59,7 @@ impl ObservedApp {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observation {
     pub apps: BTreeMap<String, ObservedApp>,
+    /// Regions Fly could not list machines for: machines there are missing from `apps`, so an
+    /// app with a machine in one of them may look machineless. The planner leaves such apps alone.
+    pub error_regions: std::collections::BTreeSet<String>,
 }

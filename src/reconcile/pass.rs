@@ -246,6 +246,13 @@ fn report_findings(findings: &[Finding], metrics: &Metrics) {
             Finding::RolloutHalted { image, unhealthy } => {
                 error!(image = %image, unhealthy, "ALERT rollout halted: too many apps unhealthy on the new image")
             }
+            Finding::RegionsUnavailable { regions, held_back } => {
+                warn!(
+                    regions = %regions.join(","),
+                    held_back,
+                    "Fly could not list machines in these regions; their apps wait, the rest proceeds"
+                )
+            }
             Finding::DeletionsBlocked { would_delete, live } => {
                 blocked = true;
                 error!(

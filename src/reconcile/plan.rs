@@ -117,14 +117,43 @@ impl Action {
 /// Something an operator should know that needs no action (or that the controller refuses to act on).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finding {
-    Paused { user_id: Uuid, drift: bool },
-    UnmanagedRowName { row_id: Uuid, name: String },
-    ForeignOrgRow { row_id: Uuid, org: String },
-    UnknownStatus { row_id: Uuid, status: String },
-    UserMissing { row_id: Uuid, user_id: Uuid },
-    Orphan { app: String, since: DateTime<Utc> },
-    RolloutHalted { image: String, unhealthy: usize },
-    DeletionsBlocked { would_delete: usize, live: usize },
+    Paused {
+        user_id: Uuid,
+        drift: bool,
+    },
+    UnmanagedRowName {
+        row_id: Uuid,
+        name: String,
+    },
+    ForeignOrgRow {
+        row_id: Uuid,
+        org: String,
+    },
+    UnknownStatus {
+        row_id: Uuid,
+        status: String,
+    },
+    UserMissing {
+        row_id: Uuid,
+        user_id: Uuid,
+    },
+    Orphan {
+        app: String,
+        since: DateTime<Utc>,
+    },
+    RolloutHalted {
+        image: String,
+        unhealthy: usize,
+    },
+    DeletionsBlocked {
+        would_delete: usize,
+        live: usize,
+    },
+    /// Fly could not list machines in `regions`; `held_back` users there were left alone.
+    RegionsUnavailable {
+        regions: Vec<String>,
+        held_back: usize,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -317,6 +346,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     }
 
     plan_probes(&mut out, probe_candidates, input);
+    hold_back_unlisted_regions(&mut out, &rows_by_user, input);
     claim_names_about_to_be_adopted(&mut owned_names, input);
     plan_orphans(&mut out, &owned_names, &mut pending, input);
     let nobody_wanted = !input
@@ -464,6 +494,34 @@ fn plan_probes(
             row_id: row.id,
         });
     }
+}
+
+/// Apps in a region Fly could not list look machineless: a converge would create a second machine
+/// and a probe would misjudge them. Their users are left alone this pass (DB-only bookkeeping and
+/// deletions, which do not rely on the machine list, go on); everything elsewhere proceeds.
+fn hold_back_unlisted_regions(
+    out: &mut Plan,
+    rows: &BTreeMap<Uuid, &AppRow>,
+    input: &PlanInput<'_>,
+) {
+    let failed = &input.observed.error_regions;
+    if failed.is_empty() {
+        return;
+    }
+    let configured = &input.settings.region;
+    let affected = |user_id: &Uuid| {
+        let recorded = rows.get(user_id).and_then(|r| r.region.as_deref());
+        failed.contains(configured) || recorded.is_some_and(|r| failed.contains(r))
+    };
+    let before = out.actions.len();
+    out.actions.retain(|a| match a {
+        Action::Converge { user_id, .. } | Action::Probe { user_id, .. } => !affected(user_id),
+        _ => true,
+    });
+    out.findings.push(Finding::RegionsUnavailable {
+        regions: failed.iter().cloned().collect(),
+        held_back: before - out.actions.len(),
+    });
 }
 
 /// A wanted user's converge adopts an existing app of our org under the name it would use: the

@@ -819,3 +819,35 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_failed_region_freezes_only_the_apps_that_live_there() {
+    let mut w = World::new();
+    w.desired = wants(&[
+        (1, Intent::Present),
+        (2, Intent::Present),
+        (3, Intent::Present),
+    ]);
+    let mut in_sin = healthy(1, &mut w.obs);
+    in_sin.region = Some("sin".into());
+    // Its machine is invisible: the region did not answer.
+    w.obs.apps.get_mut(&name(1)).unwrap().machines.clear();
+    let mut elsewhere = healthy(2, &mut w.obs);
+    elsewhere.region = Some("ams".into());
+    w.obs.apps.get_mut(&name(2)).unwrap().machines.clear();
+    w.rows = vec![in_sin, elsewhere];
+    w.settings.region = "ams".into();
+    w.obs.error_regions = ["sin".to_string()].into();
+    let p = w.plan();
+    let users: BTreeSet<Uuid> = p.actions.iter().filter_map(action_user).collect();
+    assert!(!users.contains(&user(1)), "{:?}", p.actions);
+    assert!(users.contains(&user(2)), "outside the region: repaired");
+    assert!(
+        users.contains(&user(3)),
+        "a new user in the configured region: created"
+    );
+    assert!(p.findings.iter().any(|f| matches!(
+        f,
+        Finding::RegionsUnavailable { regions, held_back: 1 } if regions == &["sin".to_string()]
+    )));
+}

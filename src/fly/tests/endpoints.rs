@@ -262,3 +262,18 @@ async fn affinity_cookies_are_replayed_for_the_app() {
     assert_eq!(seen[1].cookie.as_deref(), Some("fly-affinity=node7"));
     assert_eq!(seen[2].cookie, None);
 }
+
+#[tokio::test]
+async fn a_partial_org_machine_list_keeps_the_machines_and_names_the_failed_regions() {
+    let m = r#"{"app_name":"vyx-user-a","id":"m1","state":"started","region":"ams","config":{"image":"i"}}"#;
+    let (_stub, c) = stub(vec![
+        ok(&format!(
+            r#"{{"machines":[{m}],"next_cursor":"n1","error_regions":["sin"]}}"#
+        )),
+        ok(r#"{"machines":[],"next_cursor":null,"error_regions":["sin","syd"]}"#),
+    ])
+    .await;
+    let list = c.list_org_machines_partial("vyx").await.unwrap();
+    assert_eq!(list.machines.len(), 1);
+    assert_eq!(list.error_regions, ["sin", "syd"]);
+}
