@@ -261,3 +261,58 @@ async fn a_webhook_that_never_answers_does_not_delay_passes() {
             .unwrap();
     assert!(last.is_some(), "the leader records its passes");
 }
+
+/// The whole story through the real breaker, not a hand-written held set: every user of a fleet
+/// downgrades, the breaker holds the deletions (all live apps would go), the webhook hears it once;
+/// an operator confirms, every held app is deleted, and the webhook hears the clear once.
+#[tokio::test]
+async fn a_real_mass_downgrade_alerts_once_and_clears_once_after_the_confirmation() {
+    let world = World::start(SimConfig::default()).await;
+    let (hook, url) = Receiver::start(false).await;
+    let env = world.env.clone().with("ALERT_WEBHOOK_URL", &url);
+    let _d = Daemon::spawn(&env, "alerts-real-breaker");
+    let mut users = Vec::new();
+    for _ in 0..3 {
+        users.push(UserFixture::paid("pro").insert(world.pool()).await);
+    }
+    for u in &users {
+        world.wait_provisioned(*u, secs(90)).await;
+    }
+
+    for u in &users {
+        support::set_subscription(world.pool(), *u, "free", "active").await;
+    }
+    let start = hook.wait_for(BREAKER, 1).await;
+    assert!(start[0].starts_with("[vyx-fleet] ALERT:"), "{start:?}");
+    let held = vyx_fleet::db::breaker::load_held(world.pool())
+        .await
+        .unwrap();
+    assert_eq!(held.len(), users.len(), "the whole fleet is held: {held:?}");
+    assert!(
+        world.managed_apps().len() == users.len(),
+        "nothing deleted before the confirmation"
+    );
+
+    let n = vyx_fleet::db::breaker::confirm_held(world.pool(), "ops")
+        .await
+        .unwrap();
+    assert_eq!(n as usize, users.len());
+    wait_until("every held app deleted", secs(90), || async {
+        let left = world.managed_apps().len();
+        if left == 0 {
+            Ok(())
+        } else {
+            Err(format!("{left} apps left"))
+        }
+    })
+    .await;
+    hook.wait_for("RESOLVED: the blast-radius breaker", 1).await;
+
+    let about_breaker = hook.about("breaker");
+    assert_eq!(
+        about_breaker.len(),
+        2,
+        "one start, one clear: {about_breaker:#?}"
+    );
+    assert!(about_breaker[1].starts_with("[vyx-fleet] RESOLVED:"));
+}
