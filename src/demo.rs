@@ -122,9 +122,11 @@ async fn story(
     say("story converged");
     print_status(&demo.pool).await;
     if !until_converged {
-        say("the controller keeps running; Ctrl-C to stop");
         demo.start_controller(IMAGE_V2)?;
+        let console = demo.serve_console().await?;
+        say("the controller keeps running; Ctrl-C to stop");
         let _ = tokio::signal::ctrl_c().await;
+        console.abort();
         demo.stop_controller().await;
     }
     Ok(())
@@ -183,6 +185,44 @@ impl Demo {
             self.row_name(&ELI).await?.is_none()
         ));
         Ok(())
+    }
+
+    /// The admin console on `127.0.0.1:9090` (another free port if that one is taken), with a
+    /// one-off admin token printed here, so the story can be steered from a browser afterwards.
+    async fn serve_console(&self) -> Result<JoinHandle<std::io::Result<()>>, String> {
+        let token: String = {
+            use rand::Rng;
+            let mut rng = rand::rng();
+            (0..40)
+                .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
+                .collect()
+        };
+        let mut vars = self.vars.clone();
+        vars.insert("USER_APP_IMAGE".into(), IMAGE_V2.into());
+        vars.insert("ADMIN_TOKEN".into(), token.clone());
+        let s = Settings::from_map(&vars, None).map_err(|e| e.to_string())?;
+        let console = crate::admin::ConsoleState::new(
+            self.pool.clone(),
+            crate::admin::ConsoleConfig::from_settings(&s),
+        );
+        let state =
+            crate::http::HttpState::new(Health::new(Duration::from_secs(60)), Metrics::new())
+                .with_console(console);
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:9090").await {
+            Ok(l) => l,
+            Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| e.to_string())?,
+        };
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        say(format!(
+            "admin console: http://{addr}/  (sign in with any name and the demo token {token})"
+        ));
+        Ok(tokio::spawn(crate::http::serve_listener(
+            listener,
+            state,
+            std::future::pending(),
+        )))
     }
 
     fn start_controller(&mut self, image: &str) -> Result<(), String> {
