@@ -6,6 +6,7 @@
 pub mod apps;
 pub mod breaker;
 pub mod lease;
+pub mod rollout;
 
 use std::str::FromStr;
 use std::time::Duration;
