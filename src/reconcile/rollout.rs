@@ -215,7 +215,8 @@ pub fn decide(
     // Per wave up to `last_wave`: (still in flight, had a failure).
     let mut waves: std::collections::BTreeMap<u32, (bool, bool)> = Default::default();
     let mut soak_ends: Option<DateTime<Utc>> = None;
-    let mut first_failed: Option<Uuid> = None;
+    // The failed app of the latest wave: after a resume, older failures are forgiven ones.
+    let mut latest_failed: Option<(u32, Uuid)> = None;
 
     for app in apps.iter().filter(|a| a.bypass.is_none()) {
         let in_flight = match app.state {
@@ -241,14 +242,15 @@ pub fn decide(
                 tally.healthy += 1;
                 false
             }
-            AppState::Failed { .. } => {
-                tally.failed += 1;
-                first_failed.get_or_insert(app.id);
-                false
-            }
-            AppState::RolledBack { .. } => {
-                tally.rolled_back += 1;
-                first_failed.get_or_insert(app.id);
+            AppState::Failed { wave } | AppState::RolledBack { wave } => {
+                if matches!(app.state, AppState::Failed { .. }) {
+                    tally.failed += 1;
+                } else {
+                    tally.rolled_back += 1;
+                }
+                if latest_failed.is_none_or(|(w, _)| wave > w) {
+                    latest_failed = Some((wave, app.id));
+                }
                 false
             }
         };
@@ -274,7 +276,15 @@ pub fn decide(
         .map(|a| a.id)
         .collect();
 
-    let step = match halt_step(rollout, &tally, moved, clean_waves, first_failed, s, now) {
+    let step = match halt_step(
+        rollout,
+        &tally,
+        moved,
+        clean_waves,
+        latest_failed.map(|(_, id)| id),
+        s,
+        now,
+    ) {
         Some(step) => step,
         None => next_wave(apps, &tally, last_wave, clean_waves, soak_ends, s),
     };
@@ -290,7 +300,7 @@ fn halt_step(
     tally: &Tally,
     moved: usize,
     clean_waves: usize,
-    first_failed: Option<Uuid>,
+    latest_failed: Option<Uuid>,
     s: &WaveSettings,
     now: DateTime<Utc>,
 ) -> Option<Step> {
@@ -307,7 +317,7 @@ fn halt_step(
     }
     let reason = if clean_waves == 0 {
         HaltReason::CanaryFailed {
-            app: first_failed.unwrap_or_default(),
+            app: latest_failed.unwrap_or_default(),
         }
     } else {
         let allowed = s.failure_threshold.of(moved);

@@ -215,16 +215,17 @@ fn an_operator_resume_forgives_past_failures_and_starts_with_a_new_canary() {
     );
     set(&mut apps, 1, AppState::Failed { wave: 2 });
     let d = decide(&r, &apps, &defaults(), t0());
-    assert!(matches!(
-        d.step,
+    match d.step {
         Step::Halted {
-            halt: Halt {
-                reason: HaltReason::CanaryFailed { .. },
-                ..
-            },
-            newly: true
-        }
-    ));
+            halt:
+                Halt {
+                    reason: HaltReason::CanaryFailed { app },
+                    ..
+                },
+            newly: true,
+        } => assert_eq!(app, id(1), "the new canary, not the forgiven one"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
