@@ -2,6 +2,7 @@
 //! 2 bad settings (one line naming the key).
 
 mod orgs;
+mod rollout;
 mod status;
 
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use crate::reconcile::leadership::{RenewConfig, run_once};
 use crate::reconcile::pass::plan_pass;
 use crate::{telemetry, wiring};
 
+pub use rollout::resume as rollout_resume;
 pub use status::status;
 
 /// The status table as `vyx-fleet status` prints it.

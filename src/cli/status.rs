@@ -100,6 +100,13 @@ pub async fn status(cfg: Option<&Path>, json: bool) -> u8 {
             return 1;
         }
     };
+    let rollout = match super::rollout::load(&pool).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot read vyx_fleet.rollout: {e}");
+            return 1;
+        }
+    };
     let by_org = orgs::count_by_org(apps.iter().map(|a| a.fly_org.as_deref()), org.as_deref());
     if json {
         let doc = serde_json::json!({
@@ -107,6 +114,7 @@ pub async fn status(cfg: Option<&Path>, json: bool) -> u8 {
             "totals": totals,
             "rows_by_fly_org": by_org,
             "fly_org_slug": org,
+            "rollout": rollout,
             "held_deletions": held.iter().map(|h| serde_json::json!({
                 "app": h.app_name,
                 "user_id": h.user_id,
@@ -121,6 +129,7 @@ pub async fn status(cfg: Option<&Path>, json: bool) -> u8 {
         print!("{}", render_table(&apps, &totals));
         print!("{}", orgs::advice(&by_org, org.as_deref()));
         print!("{}", render_held(&held));
+        print!("{}", super::rollout::render(rollout.as_ref()));
     }
     0
 }

@@ -10,6 +10,7 @@ pub(crate) mod console;
 pub(crate) mod console_user;
 pub mod lease;
 pub mod orphans;
+pub mod rollout;
 
 use std::str::FromStr;
 use std::time::Duration;
