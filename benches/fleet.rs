@@ -109,11 +109,31 @@ pub async fn run(o: &Opts, launcher: Launcher) -> Result<Value, String> {
     let r = run_all(o, &p, &b).await;
     b.stop().await;
     let doc = r?;
-    let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
-    std::fs::write(&o.out, text + "\n").map_err(|e| format!("writing {}: {e}", o.out))?;
+    write(o, &doc)?;
     println!("{}", report::table(&doc));
     println!("written to {}", o.out);
     Ok(doc)
+}
+
+fn write(o: &Opts, doc: &Value) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(doc).map_err(|e| e.to_string())?;
+    std::fs::write(&o.out, text + "\n").map_err(|e| format!("writing {}: {e}", o.out))
+}
+
+/// What is measured so far, written after each section so a long run that dies keeps its figures.
+fn doc(o: &Opts, b: &env::Bench, parts: [&Value; 4]) -> Value {
+    let [migration, steady, reaction, deprovision] = parts;
+    json!({
+        "machine": report::machine(),
+        "scale": o.scale,
+        "mode": if o.quick { "quick" } else { "full" },
+        "db_queries_counted_by": b.counter.name(),
+        "migration": migration,
+        "steady": steady,
+        "reaction": reaction,
+        "deprovision": deprovision,
+        "rollout": null,
+    })
 }
 
 async fn run_all(o: &Opts, p: &Plan, b: &env::Bench) -> Result<Value, String> {
@@ -129,6 +149,14 @@ async fn run_all(o: &Opts, p: &Plan, b: &env::Bench) -> Result<Value, String> {
         eprintln!("migration of {n} users ({flips} upgrades during it)...");
         let (entry, lat) = measure::migration(b, n, flips).await?;
         migration.push(entry);
+        write(
+            o,
+            &doc(
+                o,
+                b,
+                [&json!(migration), &json!([]), &json!([]), &Value::Null],
+            ),
+        )?;
         if flips > 0 {
             reaction.push(json!({
                 "apps": n, "during": "migration", "flips": flips,
@@ -158,20 +186,23 @@ async fn run_all(o: &Opts, p: &Plan, b: &env::Bench) -> Result<Value, String> {
             }));
         }
         f.stop().await;
+        let parts = [
+            &json!(migration),
+            &json!(steady),
+            &json!(reaction),
+            &Value::Null,
+        ];
+        write(o, &doc(o, b, parts))?;
     }
     eprintln!("deprovision of {} users...", p.deprovision);
     let deprovision = measure::deprovision(b, p.deprovision).await?;
-    Ok(json!({
-        "machine": report::machine(),
-        "scale": o.scale,
-        "mode": if o.quick { "quick" } else { "full" },
-        "db_queries_counted_by": b.counter.name(),
-        "migration": migration,
-        "steady": steady,
-        "reaction": reaction,
-        "deprovision": deprovision,
-        "rollout": null,
-    }))
+    let parts = [
+        &json!(migration),
+        &json!(steady),
+        &json!(reaction),
+        &deprovision,
+    ];
+    Ok(doc(o, b, parts))
 }
 
 #[allow(dead_code)]

@@ -303,18 +303,26 @@ impl Fleet {
     pub async fn seed_converged(&mut self, users: &[Uuid]) -> Result<(), String> {
         self.sim.set_limits(&RateLimitConfig::disabled())?;
         self.sim.set_timings(&Timings::instant())?;
-        let fly = wiring::fly_client(&self.settings, RateLimits::disabled())
-            .map_err(|e| e.to_string())?;
         let spec = self.ctx.spec.clone();
         let sem = Arc::new(Semaphore::new(48));
         let mut set = JoinSet::new();
-        for &u in users {
+        let mut fly = None;
+        for (i, &u) in users.iter().enumerate() {
+            // The client keeps each created app's affinity cookie and scans them all on every
+            // request (quadratic over a fleet): a fresh client every few hundred apps.
+            if i % 500 == 0 {
+                fly = Some(
+                    wiring::fly_client(&self.settings, RateLimits::disabled())
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            let fly = fly.clone().expect("set above");
             let permit = sem
                 .clone()
                 .acquire_owned()
                 .await
                 .map_err(|e| e.to_string())?;
-            let (fly, spec) = (fly.clone(), spec.clone());
+            let spec = spec.clone();
             set.spawn(async move {
                 let r = seed_app(&fly, &spec, u).await;
                 drop(permit);
