@@ -18,6 +18,8 @@ pub mod measure;
 pub mod reaction;
 #[path = "fleet/report.rs"]
 pub mod report;
+#[path = "fleet/seed.rs"]
+pub mod seed;
 #[path = "fleet/simproc.rs"]
 pub mod simproc;
 #[path = "fleet/stats.rs"]
