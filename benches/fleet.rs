@@ -1,0 +1,229 @@
+//! Fleet benchmark (issue 9, item 1): the real controller code against the Fly simulator enforcing
+//! Fly's documented limits (REFERENCE §6) and a real PostgreSQL, measuring the current design.
+//!
+//! `cargo bench --bench fleet [-- --quick] [--out PATH] [--scale S] [--max-apps N]`
+//!
+//! Time scale: the simulator's delays are divided by `S`, and every rate limit (the simulator's
+//! and the daemon's own token buckets, `RateLimits::with_margin` as `run` uses) multiplied by `S`,
+//! together with the daemon's interval, timeouts, backoff and probe interval. Durations are
+//! reported in unscaled Fly time (measured wall time × `S`; `*_real` fields keep the wall clock).
+//! Local CPU and database time are multiplied too, so at large `S` figures err on the slow side.
+//! CPU ms and RSS are this process only: the simulator runs in a child process.
+
+#[path = "fleet/env.rs"]
+pub mod env;
+#[path = "fleet/measure.rs"]
+pub mod measure;
+#[path = "fleet/reaction.rs"]
+pub mod reaction;
+#[path = "fleet/report.rs"]
+pub mod report;
+#[path = "fleet/seed.rs"]
+pub mod seed;
+#[path = "fleet/simproc.rs"]
+pub mod simproc;
+#[path = "fleet/stats.rs"]
+pub mod stats;
+
+use serde_json::{Value, json};
+
+use simproc::Launcher;
+
+/// Fly runs 20× faster than real time unless `--scale` says otherwise.
+pub const DEFAULT_SCALE: f64 = 20.0;
+
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub quick: bool,
+    pub out: String,
+    pub scale: f64,
+    pub max_apps: usize,
+}
+
+impl Opts {
+    /// Unknown arguments (cargo's `--bench`) are ignored.
+    pub fn parse(args: &[String]) -> Result<Opts, String> {
+        let mut o = Opts {
+            quick: false,
+            out: "bench-results.json".into(),
+            scale: 0.0,
+            max_apps: usize::MAX,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut val = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
+            match a.as_str() {
+                "--quick" => o.quick = true,
+                "--out" => o.out = val("--out")?,
+                "--scale" => {
+                    o.scale = val("--scale")?.parse().map_err(|_| "--scale: a number")?;
+                }
+                "--max-apps" => {
+                    o.max_apps = val("--max-apps")?
+                        .parse()
+                        .map_err(|_| "--max-apps: a count")?;
+                }
+                _ => {}
+            }
+        }
+        if o.scale <= 0.0 {
+            o.scale = DEFAULT_SCALE;
+        }
+        Ok(o)
+    }
+}
+
+struct Plan {
+    migration: Vec<usize>,
+    migration_flips: usize,
+    steady: Vec<usize>,
+    reaction: Vec<usize>,
+    reaction_flips: usize,
+    deprovision: usize,
+}
+
+fn plan(o: &Opts) -> Plan {
+    let cap = |v: Vec<usize>| v.into_iter().filter(|n| *n <= o.max_apps).collect();
+    if o.quick {
+        Plan {
+            migration: vec![40],
+            migration_flips: 5,
+            steady: vec![50, 200],
+            reaction: vec![200],
+            reaction_flips: 10,
+            deprovision: 150,
+        }
+    } else {
+        Plan {
+            migration: cap(vec![1_000, 10_000]),
+            migration_flips: 20,
+            steady: cap(vec![1_000, 10_000, 100_000]),
+            reaction: cap(vec![10_000, 100_000]),
+            reaction_flips: 100,
+            deprovision: 1_000,
+        }
+    }
+}
+
+pub async fn run(o: &Opts, launcher: Launcher) -> Result<Value, String> {
+    let p = plan(o);
+    let b = env::Bench::start(o.scale, launcher).await?;
+    let r = run_all(o, &p, &b).await;
+    b.stop().await;
+    let doc = r?;
+    write(o, &doc)?;
+    println!("{}", report::table(&doc));
+    println!("written to {}", o.out);
+    Ok(doc)
+}
+
+fn write(o: &Opts, doc: &Value) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(doc).map_err(|e| e.to_string())?;
+    std::fs::write(&o.out, text + "\n").map_err(|e| format!("writing {}: {e}", o.out))
+}
+
+/// What is measured so far, written after each section so a long run that dies keeps its figures.
+fn doc(o: &Opts, b: &env::Bench, parts: [&Value; 4]) -> Value {
+    let [migration, steady, reaction, deprovision] = parts;
+    json!({
+        "machine": report::machine(),
+        "scale": o.scale,
+        "mode": if o.quick { "quick" } else { "full" },
+        "db_queries_counted_by": b.counter.name(),
+        "migration": migration,
+        "steady": steady,
+        "reaction": reaction,
+        "deprovision": deprovision,
+        "rollout": null,
+    })
+}
+
+async fn run_all(o: &Opts, p: &Plan, b: &env::Bench) -> Result<Value, String> {
+    let mut migration = Vec::new();
+    let mut reaction = Vec::new();
+    let last = p.migration.last().copied();
+    for &n in &p.migration {
+        let flips = if Some(n) == last {
+            p.migration_flips
+        } else {
+            0
+        };
+        eprintln!("migration of {n} users ({flips} upgrades during it)...");
+        let (entry, lat) = measure::migration(b, n, flips).await?;
+        migration.push(entry);
+        write(
+            o,
+            &doc(
+                o,
+                b,
+                [&json!(migration), &json!([]), &json!([]), &Value::Null],
+            ),
+        )?;
+        if flips > 0 {
+            reaction.push(json!({
+                "apps": n, "during": "migration", "flips": flips,
+                "notify": reaction::summary(lat, flips), "polling": null,
+            }));
+        }
+    }
+    let mut steady = Vec::new();
+    for &n in &p.steady {
+        let with_reaction = p.reaction.contains(&n);
+        let spare = if with_reaction {
+            2 * p.reaction_flips
+        } else {
+            0
+        };
+        eprintln!("steady state with {n} converged apps (seeding)...");
+        let mut f = measure::converged_fleet(b, n, spare).await?;
+        steady.push(measure::steady(b, &mut f, n).await?);
+        if with_reaction {
+            eprintln!("reaction latency on {n} apps...");
+            let k = p.reaction_flips;
+            let notify = reaction::flips(&f, n as u64, k, 3.0, true).await?;
+            let polling = reaction::flips(&f, (n + k) as u64, k, 3.0, false).await?;
+            reaction.push(json!({
+                "apps": n, "during": "converged", "flips": k,
+                "notify": reaction::summary(notify, k), "polling": reaction::summary(polling, k),
+            }));
+        }
+        f.stop().await;
+        let parts = [
+            &json!(migration),
+            &json!(steady),
+            &json!(reaction),
+            &Value::Null,
+        ];
+        write(o, &doc(o, b, parts))?;
+    }
+    eprintln!("deprovision of {} users...", p.deprovision);
+    let deprovision = measure::deprovision(b, p.deprovision).await?;
+    let parts = [
+        &json!(migration),
+        &json!(steady),
+        &json!(reaction),
+        &deprovision,
+    ];
+    Ok(doc(o, b, parts))
+}
+
+#[allow(dead_code)]
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--sim-child") {
+        simproc::child_main();
+        return;
+    }
+    let opts = match Opts::parse(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("fleet bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    if let Err(e) = rt.block_on(run(&opts, Launcher::this_binary())) {
+        eprintln!("fleet bench failed: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,91 @@
+//! Reaction latency: from the committed `UPDATE user_subscriptions` to the first Fly call on that
+//! user's behalf (the simulator's call log, same host clock), with NOTIFY and with polling only.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use uuid::Uuid;
+use vyx_fleet::sim::CallRecord;
+
+use super::env::{Fleet, app_name, user_id};
+use super::measure::round;
+use super::stats::percentile;
+
+/// Per flipped user: ms (in Fly time) from the commit to the first call naming its app (a new user's
+/// first call is `GET /v1/apps/{candidate}`). Users never called are left out.
+pub fn first_call_latencies(
+    calls: &[CallRecord],
+    flipped: &[(Uuid, DateTime<Utc>)],
+    scale: f64,
+) -> Vec<f64> {
+    flipped
+        .iter()
+        .filter_map(|(u, at)| {
+            let needle = format!("/v1/apps/{}", app_name(*u));
+            calls
+                .iter()
+                .filter(|c| c.at >= *at && c.path.starts_with(&needle))
+                .map(|c| c.at)
+                .min()
+                .map(|first| (first - *at).num_microseconds().unwrap_or(0) as f64 / 1000.0 * scale)
+        })
+        .collect()
+}
+
+pub fn summary(mut lat: Vec<f64>, wanted: usize) -> Value {
+    let n = lat.len();
+    json!({
+        "p50_ms": round(percentile(&mut lat, 50.0)),
+        "p99_ms": round(percentile(&mut lat, 99.0)),
+        "max_ms": round(percentile(&mut lat, 100.0)),
+        "samples": n,
+        "missed": wanted - n,
+    })
+}
+
+/// `flips` free users (ids `first..first+flips`) upgraded one every `gap_s` Fly seconds while the
+/// daemon runs; waits until each has a row (its first Fly call precedes the row).
+pub async fn flips(
+    f: &Fleet,
+    first: u64,
+    flips: usize,
+    gap_s: f64,
+    notify: bool,
+) -> Result<Vec<f64>, String> {
+    f.set_notify(notify).await;
+    f.sim.clear_calls().await;
+    let (stop, handle) = f.start_controller();
+    let users: Vec<Uuid> = (first..first + flips as u64).map(user_id).collect();
+    let gap = Duration::from_secs_f64(gap_s / f.scale);
+    let mut flipped = Vec::with_capacity(flips);
+    // Let the new leader's first pass start, so flips meet a running loop, not a cold start.
+    tokio::time::sleep(gap).await;
+    for u in &users {
+        flipped.push((*u, f.set_tier(*u, "pro").await));
+        tokio::time::sleep(gap).await;
+    }
+    let started = Instant::now();
+    let timeout = Duration::from_secs(600);
+    loop {
+        let seen: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM public.user_fly_apps WHERE user_id = ANY($1)")
+                .bind(&users)
+                .fetch_one(&f.admin)
+                .await
+                .unwrap_or(0);
+        if seen >= flips as i64 {
+            break;
+        }
+        if started.elapsed() > timeout {
+            eprintln!("reaction: only {seen}/{flips} users reached after {timeout:?}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = stop.send(true);
+    let _ = handle.await;
+    f.set_notify(true).await;
+    let calls = f.sim.calls().await;
+    Ok(first_call_latencies(&calls, &flipped, f.scale))
+}

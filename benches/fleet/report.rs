@@ -1,0 +1,103 @@
+//! The machine the figures come from, and the printed table.
+
+use serde_json::{Value, json};
+
+pub fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let mem_gb = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| (kb / 1024.0 / 1024.0 * 10.0).round() / 10.0);
+    let os = std::fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string());
+    json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": model,
+        "memory_gb": mem_gb,
+        "os": os,
+        "postgres": "15 (throwaway cluster, fsync off)",
+    })
+}
+
+fn f(v: &Value, k: &str) -> String {
+    match &v[k] {
+        Value::Null => "-".into(),
+        Value::Number(n) => n.to_string(),
+        other => other.to_string(),
+    }
+}
+
+pub fn table(doc: &Value) -> String {
+    let mut s = format!(
+        "fleet bench ({} mode, time scale {}, db queries: {})\n",
+        f(doc, "mode"),
+        f(doc, "scale"),
+        doc["db_queries_counted_by"].as_str().unwrap_or("?")
+    );
+    s += "\nmigration    users   wall_s  bound_s  ratio  fly_calls  calls/app  429s\n";
+    for m in doc["migration"].as_array().into_iter().flatten() {
+        s += &format!(
+            "          {:>7} {:>8} {:>8} {:>6} {:>10} {:>10} {:>5}\n",
+            f(m, "users"),
+            f(m, "wall_s"),
+            f(m, "bound_s"),
+            f(m, "ratio"),
+            f(m, "fly_calls_total"),
+            f(m, "fly_calls_per_app"),
+            f(m, "throttled")
+        );
+    }
+    s += "\nsteady (one quiet pass)\n     apps fly_calls fly_rps probes db_queries rows_read  cpu_ms   wall_ms  rss_mb\n";
+    for m in doc["steady"].as_array().into_iter().flatten() {
+        s += &format!(
+            "{:>9} {:>9} {:>7} {:>6} {:>10} {:>9} {:>7} {:>9} {:>7}\n",
+            f(m, "apps"),
+            f(m, "fly_calls"),
+            f(m, "fly_rps"),
+            f(m, "probes"),
+            f(m, "db_queries"),
+            f(m, "rows_read"),
+            f(m, "cpu_ms"),
+            f(m, "wall_ms"),
+            f(m, "rss_mb")
+        );
+    }
+    s += "\nreaction (commit -> first Fly call, ms)\n     apps  during     flips  notify p50/p99        polling p50/p99\n";
+    for m in doc["reaction"].as_array().into_iter().flatten() {
+        let pair = |x: &Value| {
+            if x.is_null() {
+                "-".to_string()
+            } else {
+                format!("{} / {}", f(x, "p50_ms"), f(x, "p99_ms"))
+            }
+        };
+        s += &format!(
+            "{:>9}  {:<9} {:>5}  {:<22} {}\n",
+            f(m, "apps"),
+            m["during"].as_str().unwrap_or(""),
+            f(m, "flips"),
+            pair(&m["notify"]),
+            pair(&m["polling"])
+        );
+    }
+    let d = &doc["deprovision"];
+    s += &format!(
+        "\ndeprovision  users {}  wall_s {}  bound_s {}  ratio {}  429s {}\nrollout      not measured (progressive rollouts do not exist yet)\n",
+        f(d, "users"),
+        f(d, "wall_s"),
+        f(d, "bound_s"),
+        f(d, "ratio"),
+        f(d, "throttled")
+    );
+    s
+}
