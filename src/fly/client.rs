@@ -201,7 +201,7 @@ impl FlyClient {
             return Err(FlyError::config("request_timeout must be positive"));
         }
         let http = reqwest::Client::builder()
-            .cookie_store(true)
+            .cookie_provider(Arc::new(super::affinity::AffinityCookies::default()))
             .user_agent(opts.user_agent.as_str())
             // The API does not redirect; following one could hand the token to another host.
             .redirect(reqwest::redirect::Policy::none())

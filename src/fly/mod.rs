@@ -3,11 +3,13 @@
 //!
 //! Layout:
 //! - `client`: options, the request loop and its retry policy; `transport`: capped body reads;
+//!   `affinity`: the bounded, expiring store for Fly's affinity cookies;
 //! - `apps`, `machines`, `secrets`, `ips`: one `impl FlyClient` block per resource;
 //! - `types`, `machine`, `config`, `duration`: wire types;
 //! - `error` ([`FlyError`]) and `classify` (status + body → error, `Retry-After`);
 //! - `ratelimit` (token buckets), `route` (the fixed set of calls), `token` (auth header).
 
+mod affinity;
 mod apps;
 mod classify;
 mod client;
