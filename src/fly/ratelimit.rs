@@ -69,16 +69,19 @@ impl RateLimits {
         }
     }
 
-    /// The documented limits with a safety margin: 10 % under the rates and one below the bursts.
+    /// The documented limits with a safety margin: 5-10 % under the rates and one below the bursts
+    /// (app creations per org 0.95/s: that bucket alone paces a migration).
     /// Requests leave here spaced by our clock but arrive spaced by the network's, and a 429 costs
     /// a retry (or a user's backoff) while the margin costs a few percent of throughput. What the
     /// daemon runs with.
     pub fn with_margin() -> Self {
         RateLimits {
             enabled: true,
-            per_action: BucketSpec::new(0.9, 2),
+            per_action: BucketSpec::new(0.95, 2),
             get_machine: BucketSpec::new(4.5, 9),
-            app_deletes: BucketSpec::new(90.0 / 60.0, 5),
+            // Burst + a minute's refill stays under 100, so no 60 s window can exceed Fly's 100
+            // deletions per minute whichever way Fly counts it; the small burst buys the rate.
+            app_deletes: BucketSpec::new(97.0 / 60.0, 2),
             org_lists: BucketSpec::new(0.9, 2),
             sweep_threshold: 1024,
         }
