@@ -241,6 +241,24 @@ async fn controls_refuse_a_missing_or_wrong_csrf_token_and_cross_origin_posts() 
     );
     assert_eq!(send(Some(&csrf), None).await, 403, "no Origin, no Referer");
     assert_eq!(override_of(&db.pool, u).await, None, "nothing changed");
+    for reason in ["", "two\nlines"] {
+        let form = [
+            ("user_id", user.as_str()),
+            ("desired", "paused"),
+            ("reason", reason),
+            ("csrf", &csrf),
+        ];
+        assert_eq!(
+            c.post("/controls/override", &form).await.status,
+            400,
+            "reason {reason:?}"
+        );
+    }
+    assert_eq!(
+        override_of(&db.pool, u).await,
+        None,
+        "a refused reason changes nothing"
+    );
 
     assert_eq!(send(Some(&csrf), Some(&base)).await, 303);
     assert_eq!(
