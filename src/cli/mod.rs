@@ -37,7 +37,9 @@ fn load(cfg: Option<&Path>) -> Result<Settings, u8> {
 }
 
 async fn connect(s: &Settings) -> Result<sqlx::PgPool, u8> {
-    let max = (s.max_concurrency as u32).saturating_add(4);
+    // + 4 for the loop's own statements, + 2 so the console and the alert loop never wait behind
+    // a busy pass.
+    let max = (s.max_concurrency as u32).saturating_add(6);
     db::connect(s.database_url.expose(), max)
         .await
         .map_err(|e| {
