@@ -316,3 +316,37 @@ async fn a_real_mass_downgrade_alerts_once_and_clears_once_after_the_confirmatio
     );
     assert!(about_breaker[1].starts_with("[vyx-fleet] RESOLVED:"));
 }
+
+#[tokio::test]
+async fn failing_and_unhealthy_apps_are_named_in_their_alerts() {
+    let db = migrated_db().await;
+    let (_hook, url) = Receiver::start(false).await;
+    let mut cfg = config(&url);
+    cfg.unhealthy_after = Duration::ZERO;
+    let client = reqwest::Client::new();
+    let user = UserFixture::paid("pro").insert(&db.pool).await;
+    console_support::RowFixture::active(user, "vyx-user-sick0001")
+        .failing(7, "machine create: 503")
+        .insert(&db.pool)
+        .await;
+    let sent = alerts::tick(&db.pool, &cfg, chrono::Utc::now(), &client).await;
+    let failing = sent.iter().find(|m| m.contains("attempts in a row"));
+    let unhealthy = sent.iter().find(|m| m.contains("unhealthy for more than"));
+    for m in [failing, unhealthy] {
+        let m = m.unwrap_or_else(|| panic!("{sent:#?}"));
+        assert!(
+            m.contains("vyx-user-sick0001") && m.contains(&user.to_string()),
+            "{m}"
+        );
+        assert!(
+            !m.contains("503"),
+            "messages name apps, not error text: {m}"
+        );
+    }
+    // Nothing new: the next evaluation stays quiet.
+    assert!(
+        alerts::tick(&db.pool, &cfg, chrono::Utc::now(), &client)
+            .await
+            .is_empty()
+    );
+}

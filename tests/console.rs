@@ -201,6 +201,21 @@ async fn a_wrong_token_never_signs_in_and_sign_in_attempts_are_rate_limited() {
 }
 
 #[tokio::test]
+async fn signing_out_drops_the_session_and_needs_the_csrf_token_too() {
+    let db = migrated_db().await;
+    let env = inert_env(&db.url).with("ADMIN_TOKEN", ADMIN_TOKEN);
+    let d = Daemon::spawn(&env, "console-signout");
+    let c = Console::connect(d.http_addr).await;
+    let csrf = signed_in(&c, "Ada").await;
+    assert_eq!(c.post("/signout", &[]).await.status, 403, "no CSRF token");
+    assert!(c.get("/").await.body.contains("signed in as Ada"));
+    let out = c.post("/signout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, 303);
+    assert!(out.set_cookie.unwrap_or_default().contains("Max-Age=0"));
+    assert!(c.get("/").await.body.contains("sign in for controls"));
+}
+
+#[tokio::test]
 async fn controls_refuse_a_missing_or_wrong_csrf_token_and_cross_origin_posts() {
     let db = migrated_db().await;
     let u = UserFixture::paid("pro").insert(&db.pool).await;
@@ -241,6 +256,24 @@ async fn controls_refuse_a_missing_or_wrong_csrf_token_and_cross_origin_posts() 
     );
     assert_eq!(send(Some(&csrf), None).await, 403, "no Origin, no Referer");
     assert_eq!(override_of(&db.pool, u).await, None, "nothing changed");
+    for reason in ["", "two\nlines"] {
+        let form = [
+            ("user_id", user.as_str()),
+            ("desired", "paused"),
+            ("reason", reason),
+            ("csrf", &csrf),
+        ];
+        assert_eq!(
+            c.post("/controls/override", &form).await.status,
+            400,
+            "reason {reason:?}"
+        );
+    }
+    assert_eq!(
+        override_of(&db.pool, u).await,
+        None,
+        "a refused reason changes nothing"
+    );
 
     assert_eq!(send(Some(&csrf), Some(&base)).await, 303);
     assert_eq!(

@@ -161,9 +161,13 @@ pub(crate) async fn set_override(
         return bad_request("desired must be present, absent or paused".into());
     };
     let reason = form.get("reason").map(|r| r.trim()).unwrap_or("");
-    if reason.is_empty() || reason.chars().count() > REASON_MAX {
+    // One line: the reason goes into the log line too, where a newline could fake another entry.
+    if reason.is_empty()
+        || reason.chars().count() > REASON_MAX
+        || reason.chars().any(char::is_control)
+    {
         return bad_request(format!(
-            "a reason is required (at most {REASON_MAX} characters)"
+            "a reason is required (one line, at most {REASON_MAX} characters)"
         ));
     }
     match console_user::user_exists(&state.pool, user).await {
