@@ -43,6 +43,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Progressive delivery of machine-spec changes.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
     /// Allow the deletions the blast-radius breaker is holding back (consumed by the next pass
     /// that deletes).
     ConfirmDeletions,
@@ -70,6 +75,13 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum RolloutCommand {
+    /// Clear the current rollout's halt (after checking why it halted): the next pass continues
+    /// with a new canary, forgiving the failures so far. Exit 1 when nothing is halted.
+    Resume,
+}
+
 fn main() -> ExitCode {
     let args = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -90,6 +102,9 @@ fn main() -> ExitCode {
             Command::Migrate => cli::migrate(cfg).await,
             Command::Status { json } => cli::status(cfg, json).await,
             Command::ConfirmDeletions => cli::confirm_deletions(cfg).await,
+            Command::Rollout {
+                command: RolloutCommand::Resume,
+            } => cli::rollout_resume(cfg).await,
             Command::Demo {
                 until_converged,
                 timeout,

@@ -14,6 +14,8 @@
 //! | `vyx_fleet_desired_apps` | gauge | |
 //! | `vyx_fleet_is_leader` | gauge | 1 on the replica holding the lease |
 //! | `vyx_fleet_deletions_blocked` | gauge | deletions held back by the blast-radius breaker (0 = none) |
+//! | `vyx_fleet_rollout_apps` | gauge | `state` (see [`ROLLOUT_STATES`]): apps of the current rollout |
+//! | `vyx_fleet_rollout_halted` | gauge | 1 while the current rollout is halted |
 //! | `vyx_fleet_last_pass_timestamp_seconds` | gauge | Unix time of the last completed pass |
 //! | `vyx_fleet_build_info` | gauge | `version` (always 1) |
 
@@ -70,6 +72,16 @@ pub const APP_STATUSES: [&str; 5] = [
     "deleted",
 ];
 
+/// Per-app states of a rollout (label `state`), each always exported (0 when absent or not wired).
+pub const ROLLOUT_STATES: [&str; 6] = [
+    "pending",
+    "moving",
+    "soaking",
+    "healthy",
+    "failed",
+    "rolled_back",
+];
+
 /// Pass-duration buckets, seconds: a quiet pass is two list calls; a rollout can take minutes.
 const PASS_BUCKETS: [f64; 12] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
@@ -94,6 +106,8 @@ struct Inner {
     desired_apps: Gauge,
     is_leader: Gauge,
     deletions_blocked: Gauge,
+    rollout_apps: Family<Labels1, Gauge>,
+    rollout_halted: Gauge,
     last_pass_timestamp: Gauge<f64, AtomicU64>,
 }
 
@@ -162,6 +176,21 @@ impl Metrics {
             "Deletions held back by the blast-radius breaker in the last pass (0 = not tripped)",
             deletions_blocked.clone(),
         );
+        let rollout_apps = Family::<Labels1, Gauge>::default();
+        registry.register(
+            "vyx_fleet_rollout_apps",
+            "Apps of the current rollout by state (pending, moving, soaking, healthy, failed, rolled_back)",
+            rollout_apps.clone(),
+        );
+        for state in ROLLOUT_STATES {
+            rollout_apps.get_or_create(&[("state", state)]).set(0);
+        }
+        let rollout_halted = Gauge::default();
+        registry.register(
+            "vyx_fleet_rollout_halted",
+            "1 while the current rollout is halted (until the spec changes or `rollout resume`)",
+            rollout_halted.clone(),
+        );
         let last_pass_timestamp = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "vyx_fleet_last_pass_timestamp_seconds",
@@ -191,6 +220,8 @@ impl Metrics {
                 desired_apps,
                 is_leader,
                 deletions_blocked,
+                rollout_apps,
+                rollout_halted,
                 last_pass_timestamp,
             }),
         }
@@ -256,6 +287,23 @@ impl Metrics {
         self.inner.deletions_blocked.set(n.into());
     }
 
+    /// The current rollout: `(state, count)` pairs from [`ROLLOUT_STATES`] (a state missing is 0;
+    /// an unknown one is ignored: the label set stays fixed), and whether it is halted.
+    pub fn set_rollout(&self, counts: &[(&str, i64)], halted: bool) {
+        for state in ROLLOUT_STATES {
+            let n = counts
+                .iter()
+                .filter(|(s, _)| *s == state)
+                .map(|(_, n)| n)
+                .sum();
+            self.inner
+                .rollout_apps
+                .get_or_create(&[("state", state)])
+                .set(n);
+        }
+        self.inner.rollout_halted.set(i64::from(halted));
+    }
+
     /// The OpenMetrics text exposition of every series.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -288,6 +336,8 @@ mod tests {
             "vyx_fleet_desired_apps",
             "vyx_fleet_is_leader",
             "vyx_fleet_deletions_blocked",
+            "vyx_fleet_rollout_apps",
+            "vyx_fleet_rollout_halted",
             "vyx_fleet_last_pass_timestamp_seconds",
             "vyx_fleet_build_info",
         ] {
@@ -393,5 +443,35 @@ mod tests {
             sample(&m.encode(), "vyx_fleet_deletions_blocked"),
             Some(1.0)
         );
+    }
+
+    #[test]
+    fn rollout_gauges_start_at_zero_and_follow_the_counts() {
+        let m = Metrics::new();
+        let text = m.encode();
+        for state in ROLLOUT_STATES {
+            let series = format!("vyx_fleet_rollout_apps{{state=\"{state}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+        assert_eq!(sample(&text, "vyx_fleet_rollout_halted"), Some(0.0));
+        m.set_rollout(&[("moving", 3), ("failed", 1), ("bogus", 9)], true);
+        let text = m.encode();
+        assert_eq!(
+            sample(&text, "vyx_fleet_rollout_apps{state=\"moving\"}"),
+            Some(3.0)
+        );
+        assert_eq!(
+            sample(&text, "vyx_fleet_rollout_apps{state=\"failed\"}"),
+            Some(1.0)
+        );
+        assert!(!text.contains("bogus"));
+        assert_eq!(sample(&text, "vyx_fleet_rollout_halted"), Some(1.0));
+        m.set_rollout(&[], false);
+        let text = m.encode();
+        assert_eq!(
+            sample(&text, "vyx_fleet_rollout_apps{state=\"moving\"}"),
+            Some(0.0)
+        );
+        assert_eq!(sample(&text, "vyx_fleet_rollout_halted"), Some(0.0));
     }
 }

@@ -199,6 +199,7 @@ async fn commands_that_need_only_the_database_check_just_database_url() {
         &["status"],
         &["status", "--json"],
         &["confirm-deletions"],
+        &["rollout", "resume"],
     ] {
         let out = run_to_completion(&env.clone().without("DATABASE_URL"), cmd, secs(20)).await;
         assert_eq!(out.code, Some(2), "{cmd:?}: {out:?}");
@@ -232,6 +233,7 @@ async fn help_works_for_every_subcommand() {
         "migrate",
         "status",
         "confirm-deletions",
+        "rollout",
         "demo",
         "sim",
     ];
@@ -781,6 +783,7 @@ async fn unreachable_fly_or_database_exit_1_without_leaking_secrets() {
         &["migrate"],
         &["status", "--json"],
         &["confirm-deletions"],
+        &["rollout", "resume"],
         &["run"],
     ] {
         let out = run_to_completion(&dead_db, cmd, secs(120)).await;
@@ -1127,4 +1130,61 @@ async fn a_fault_free_run_stays_inside_flys_rate_limits() {
         &limited[..limited.len().min(5)],
         users.len()
     );
+}
+
+/// A halted rollout is shown by `status` (and under `rollout` in `--json`) until an operator runs
+/// `rollout resume`, which exits 0 once and 1 when nothing is halted.
+#[tokio::test]
+async fn rollout_resume_clears_the_halt_that_status_reports() {
+    let db = support::migrated_db().await;
+    let env = BinEnv::full(&db.url, "http://127.0.0.1:1");
+    let status = || async {
+        let out = run_to_completion(&env, &["status", "--json"], secs(30))
+            .await
+            .ok();
+        serde_json::from_str::<Value>(out.stdout.trim()).unwrap()
+    };
+    assert_eq!(status().await["rollout"], Value::Null);
+    let out = run_to_completion(&env, &["rollout", "resume"], secs(30)).await;
+    assert_eq!(out.code, Some(1), "nothing to resume: {out:?}");
+
+    sqlx::query(
+        "INSERT INTO vyx_fleet.rollout (target_digest, target_image, waves_done, moved, failed,
+                rolled_back, halted, halt_kind, halt_reason, halted_at)
+         VALUES ('d1g3st', 'registry.fly.io/vyx-screener:broken', 1, 1, 1, 1, true,
+                 'canary_failed', 'the canary failed on the new spec', now())",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let doc = status().await;
+    assert_eq!(doc["rollout"]["halted"], true, "{doc}");
+    assert_eq!(doc["rollout"]["halt"]["kind"], "canary_failed");
+    assert_eq!(
+        doc["rollout"]["target"]["image"],
+        "registry.fly.io/vyx-screener:broken"
+    );
+    assert_eq!(doc["rollout"]["progress"]["failed"], 1);
+    let table = run_to_completion(&env, &["status"], secs(30)).await.ok();
+    assert!(
+        table.stdout.contains("ALERT rollout halted"),
+        "{}",
+        table.stdout
+    );
+
+    let out = run_to_completion(&env, &["rollout", "resume"], secs(30))
+        .await
+        .ok();
+    assert!(out.stdout.contains("resumed"), "{out:?}");
+    let doc = status().await;
+    assert_eq!(doc["rollout"]["halted"], false, "{doc}");
+    assert_eq!(doc["rollout"]["halt"], Value::Null);
+    assert!(
+        doc["rollout"]["resumed"]["by"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("cli")),
+        "{doc}"
+    );
+    let out = run_to_completion(&env, &["rollout", "resume"], secs(30)).await;
+    assert_eq!(out.code, Some(1), "already resumed: {out:?}");
 }

@@ -10,7 +10,7 @@ use support::{UserFixture, fresh_db, legacy_vyx_db, migrated_db, set_subscriptio
 use uuid::Uuid;
 use vyx_fleet::db::{self, DbError};
 
-const NEW_APP_COLUMNS: [&str; 10] = [
+const NEW_APP_COLUMNS: [&str; 20] = [
     "fly_app_id",
     "machine_id",
     "machine_op_id",
@@ -21,16 +21,27 @@ const NEW_APP_COLUMNS: [&str; 10] = [
     "next_attempt_at",
     "unwanted_since",
     "last_error_kind",
+    "spec_digest",
+    "healthy_spec_digest",
+    "healthy_image",
+    "healthy_spec",
+    "image_digest",
+    "rollout_id",
+    "rollout_state",
+    "rollout_wave",
+    "rollout_state_at",
+    "rollout_machine_version",
 ];
 
 /// The controller's own tables: in `vyx_fleet`, which Supabase's API does not serve.
-const OUR_TABLES: [&str; 6] = [
+const OUR_TABLES: [&str; 7] = [
     "vyx_fleet.user_fly_app_overrides",
     "vyx_fleet.lease",
     "vyx_fleet.orphans",
     "vyx_fleet.settings",
     "vyx_fleet.deletions",
     "vyx_fleet.held_deletions",
+    "vyx_fleet.rollout",
 ];
 
 const PRO_USER: &str = "11111111-1111-4111-8111-111111111111";

@@ -1,6 +1,7 @@
 //! The commands behind `main.rs`. Each returns the process exit code: 0 success, 1 runtime failure,
 //! 2 bad settings (one line naming the key).
 
+mod rollout;
 mod status;
 
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use crate::reconcile::controller::{Controller, LoopConfig};
 use crate::reconcile::pass::{plan_pass, run_pass};
 use crate::{telemetry, wiring};
 
+pub use rollout::resume as rollout_resume;
 pub use status::status;
 
 /// The status table as `vyx-fleet status` prints it.

@@ -88,11 +88,19 @@ pub async fn status(cfg: Option<&Path>, json: bool) -> u8 {
             return 1;
         }
     };
+    let rollout = match super::rollout::load(&pool).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot read vyx_fleet.rollout: {e}");
+            return 1;
+        }
+    };
     if json {
-        let doc = serde_json::json!({"apps": apps, "totals": totals});
+        let doc = serde_json::json!({"apps": apps, "totals": totals, "rollout": rollout});
         println!("{doc}");
     } else {
         print!("{}", render_table(&apps, &totals));
+        print!("{}", super::rollout::render(rollout.as_ref()));
     }
     0
 }

@@ -9,6 +9,7 @@ pub mod breaker;
 pub(crate) mod console;
 pub(crate) mod console_user;
 pub mod lease;
+pub mod rollout;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -12,4 +12,5 @@ pub mod observed;
 pub mod pass;
 pub mod plan;
 pub mod recorded;
+pub mod rollout;
 pub mod spec;

@@ -1,0 +1,333 @@
+//! The rollout's persisted state (issue 7): `vyx_fleet.rollout` (one row per target, the current one
+//! is the highest id) and the per-app progress columns of `user_fly_apps`.
+//!
+//! The leader's writes are fenced with `vyx_fleet.fence($term)` like `db::apps`: a deposed leader's
+//! late write changes nothing and returns [`StoreError::Fenced`]. An operator's `rollout resume` is not
+//! fenced (like `confirm-deletions`): it is a person's write, read by the leader on its next pass.
+//!
+//! Reads feed the pure decision in [`crate::reconcile::rollout`]; nothing here decides.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::db::apps::{Store, StoreError};
+use crate::reconcile::rollout::{AppState, Halt, HaltReason, Rollout, Tally};
+
+/// One `vyx_fleet.rollout` row.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct RolloutRecord {
+    pub id: i64,
+    pub target_digest: String,
+    pub target_image: String,
+    pub started_at: DateTime<Utc>,
+    pub waves_done: i32,
+    pub moved: i32,
+    pub failed: i32,
+    pub rolled_back: i32,
+    pub failures_forgiven: i32,
+    pub halted: bool,
+    pub halt_kind: Option<String>,
+    pub halt_reason: Option<String>,
+    pub halted_at: Option<DateTime<Utc>>,
+    pub resumed_by: Option<String>,
+    pub resumed_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl RolloutRecord {
+    /// The decision's view of this row.
+    pub fn to_rollout(&self) -> Rollout {
+        let halted = match (self.halted, &self.halt_reason, self.halted_at) {
+            (true, Some(reason), Some(at)) => Some(Halt {
+                reason: HaltReason::Recorded(reason.clone()),
+                at,
+            }),
+            // The table's CHECK forbids a halt without reason and time; if one appears anyway, stay
+            // halted rather than move apps.
+            (true, _, at) => Some(Halt {
+                reason: HaltReason::Recorded("halted (no reason recorded)".into()),
+                at: at.unwrap_or(self.updated_at),
+            }),
+            (false, ..) => None,
+        };
+        Rollout {
+            target: self.target_digest.clone(),
+            halted,
+            failures_forgiven: usize::try_from(self.failures_forgiven).unwrap_or(0),
+        }
+    }
+}
+
+/// The `vyx_fleet.rollout` columns as one literal (sqlx wants static SQL).
+macro_rules! columns {
+    () => {
+        "id, target_digest, target_image, started_at, waves_done, moved, failed, rolled_back, \
+         failures_forgiven, halted, halt_kind, halt_reason, halted_at, resumed_by, resumed_at, \
+         completed_at, updated_at"
+    };
+}
+
+/// The current rollout (highest id), if the fleet ever had one.
+pub async fn load_current(pool: &PgPool) -> Result<Option<RolloutRecord>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM vyx_fleet.rollout ORDER BY id DESC LIMIT 1"
+    ))
+    .fetch_optional(pool)
+    .await
+}
+
+/// The per-app rollout columns of one live row.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct AppProgress {
+    pub row_id: Uuid,
+    pub user_id: Uuid,
+    pub spec_digest: Option<String>,
+    pub rollout_id: Option<i64>,
+    pub rollout_state: Option<String>,
+    pub rollout_wave: Option<i32>,
+    pub rollout_state_at: Option<DateTime<Utc>>,
+    pub rollout_machine_version: Option<String>,
+    pub healthy_spec_digest: Option<String>,
+    pub healthy_image: Option<String>,
+}
+
+impl AppProgress {
+    /// Where this app stands in `rollout`: its recorded state if it belongs to that rollout; else
+    /// already done if it runs the target (provisioned on it), else pending.
+    pub fn state_in(&self, rollout: &RolloutRecord) -> AppState {
+        if self.rollout_id == Some(rollout.id) {
+            let wave = self
+                .rollout_wave
+                .and_then(|w| u32::try_from(w).ok())
+                .unwrap_or(0);
+            let since = self.rollout_state_at.unwrap_or(rollout.started_at);
+            match self.rollout_state.as_deref() {
+                Some("moving") => return AppState::Moving { wave },
+                Some("soaking") => return AppState::Soaking { wave, since },
+                Some("healthy") => return AppState::Healthy { wave },
+                Some("failed") => return AppState::Failed { wave },
+                Some("rolled_back") => return AppState::RolledBack { wave },
+                // A value this version never writes (the column has no CHECK: it is Vyx's
+                // table). Read as still moving: never moved again, visible, holds the next wave.
+                Some(_) => return AppState::Moving { wave },
+                None => {}
+            }
+        }
+        if self.spec_digest.as_deref() == Some(rollout.target_digest.as_str()) {
+            AppState::Healthy { wave: 0 }
+        } else {
+            AppState::Pending
+        }
+    }
+}
+
+/// Every live row's progress, in the order canaries are picked (oldest app first: the longest
+/// users, whose traders the team knows best, are not the point; a stable order is).
+pub async fn load_progress(pool: &PgPool) -> Result<Vec<AppProgress>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id AS row_id, user_id, spec_digest, rollout_id, rollout_state, rollout_wave, \
+                rollout_state_at, rollout_machine_version, healthy_spec_digest, healthy_image \
+           FROM public.user_fly_apps \
+          WHERE deleted_at IS NULL AND status <> 'deleted' \
+          ORDER BY created_at, id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// `vyx-fleet rollout resume`: clears the current rollout's halt and forgives the failures so far.
+/// Returns the rollout it resumed, or `None` when nothing was halted.
+pub async fn resume(pool: &PgPool, by: &str) -> Result<Option<RolloutRecord>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "UPDATE vyx_fleet.rollout \
+            SET halted = false, halt_kind = NULL, halt_reason = NULL, halted_at = NULL, \
+                failures_forgiven = failed, resumed_by = $1, resumed_at = now(), \
+                updated_at = now() \
+          WHERE id = (SELECT max(id) FROM vyx_fleet.rollout) AND halted \
+          RETURNING ",
+        columns!()
+    ))
+    .bind(by)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The per-app states a row can be written with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowRolloutState {
+    Moving,
+    Soaking,
+    Healthy,
+    Failed,
+    RolledBack,
+}
+
+impl RowRolloutState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Moving => "moving",
+            Self::Soaking => "soaking",
+            Self::Healthy => "healthy",
+            Self::Failed => "failed",
+            Self::RolledBack => "rolled_back",
+        }
+    }
+}
+
+/// The leader's fenced writes.
+impl Store {
+    /// Starts a rollout of `target` unless the current one already has it. Returns the current
+    /// rollout either way (a restarted leader finds its rollout and carries on).
+    pub async fn start_rollout(
+        &self,
+        target_digest: &str,
+        target_image: &str,
+    ) -> Result<RolloutRecord, StoreError> {
+        let started: Option<RolloutRecord> = sqlx::query_as(concat!(
+            "INSERT INTO vyx_fleet.rollout (target_digest, target_image) \
+             SELECT $1, $2 WHERE vyx_fleet.fence($3) \
+                AND NOT EXISTS (SELECT 1 FROM vyx_fleet.rollout \
+                                 WHERE id = (SELECT max(id) FROM vyx_fleet.rollout) \
+                                   AND target_digest = $1) \
+             RETURNING ",
+            columns!()
+        ))
+        .bind(target_digest)
+        .bind(target_image)
+        .bind(self.term())
+        .fetch_optional(self.pool())
+        .await?;
+        if let Some(r) = started {
+            return Ok(r);
+        }
+        self.require_fence().await?;
+        match load_current(self.pool()).await? {
+            Some(r) if r.target_digest == target_digest => Ok(r),
+            _ => Err(StoreError::Conflict),
+        }
+    }
+
+    /// Records the decision's counts (and completion) for `status` and the metrics.
+    pub async fn save_rollout_progress(
+        &self,
+        rollout_id: i64,
+        tally: &Tally,
+        complete: bool,
+    ) -> Result<(), StoreError> {
+        let n = |v: usize| i32::try_from(v).unwrap_or(i32::MAX);
+        let done = sqlx::query(
+            "UPDATE vyx_fleet.rollout \
+                SET waves_done = $2, moved = $3, failed = $4, rolled_back = $5, \
+                    completed_at = CASE WHEN $6 THEN coalesce(completed_at, now()) END, \
+                    updated_at = now() \
+              WHERE id = $1 AND vyx_fleet.fence($7)",
+        )
+        .bind(rollout_id)
+        .bind(i32::try_from(tally.waves_done).unwrap_or(i32::MAX))
+        .bind(n(tally.moved()))
+        .bind(n(tally.failed + tally.rolled_back))
+        .bind(n(tally.rolled_back))
+        .bind(complete)
+        .bind(self.term())
+        .execute(self.pool())
+        .await?;
+        self.one_row(done.rows_affected()).await
+    }
+
+    /// Persists a halt the decision found (first one wins: an existing halt is kept as it was).
+    pub async fn halt_rollout(&self, rollout_id: i64, halt: &Halt) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE vyx_fleet.rollout \
+                SET halted = true, halt_kind = $2, halt_reason = $3, halted_at = $4, updated_at = now() \
+              WHERE id = $1 AND NOT halted AND vyx_fleet.fence($5)",
+        )
+        .bind(rollout_id)
+        .bind(halt.reason.kind())
+        .bind(halt.reason.to_string())
+        .bind(halt.at)
+        .bind(self.term())
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            self.require_fence().await?;
+        }
+        Ok(())
+    }
+
+    /// Records an app's progress in a rollout. Written *before* the Fly update for `Moving` (so a
+    /// restarted leader never moves it again for this rollout) and after each verdict.
+    pub async fn set_app_rollout_state(
+        &self,
+        row_id: Uuid,
+        rollout_id: i64,
+        wave: u32,
+        state: RowRolloutState,
+        at: DateTime<Utc>,
+        machine_version: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE public.user_fly_apps \
+                SET rollout_id = $2, rollout_wave = $3, rollout_state = $4, rollout_state_at = $5, \
+                    rollout_machine_version = coalesce($6, rollout_machine_version), \
+                    updated_at = now() \
+              WHERE id = $1 AND vyx_fleet.fence($7)",
+        )
+        .bind(row_id)
+        .bind(rollout_id)
+        .bind(i32::try_from(wave).unwrap_or(i32::MAX))
+        .bind(state.as_str())
+        .bind(at)
+        .bind(machine_version)
+        .bind(self.term())
+        .execute(self.pool())
+        .await?;
+        self.one_row(done.rows_affected()).await
+    }
+
+    /// The machine runs `spec_digest` healthily: remember it as the spec to roll back to.
+    pub async fn record_healthy_spec(
+        &self,
+        row_id: Uuid,
+        spec_digest: &str,
+        image: &str,
+        spec: &serde_json::Value,
+        image_digest: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE public.user_fly_apps \
+                SET spec_digest = $2, healthy_spec_digest = $2, healthy_image = $3, healthy_spec = $4, \
+                    image_digest = coalesce($5, image_digest), updated_at = now() \
+              WHERE id = $1 AND vyx_fleet.fence($6)",
+        )
+        .bind(row_id)
+        .bind(spec_digest)
+        .bind(image)
+        .bind(spec)
+        .bind(image_digest)
+        .bind(self.term())
+        .execute(self.pool())
+        .await?;
+        self.one_row(done.rows_affected()).await
+    }
+
+    async fn require_fence(&self) -> Result<(), StoreError> {
+        match crate::db::lease::fence_holds(self.pool(), self.term()).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StoreError::Fenced),
+            Err(crate::db::DbError::Query(e)) => Err(StoreError::Sql(e)),
+            Err(_) => Err(StoreError::Conflict),
+        }
+    }
+
+    async fn one_row(&self, affected: u64) -> Result<(), StoreError> {
+        if affected == 1 {
+            return Ok(());
+        }
+        self.require_fence().await?;
+        Err(StoreError::Conflict)
+    }
+}
