@@ -331,3 +331,58 @@ impl Store {
         Err(StoreError::Conflict)
     }
 }
+
+/// One row's progress, for the executor that resumes or judges its move.
+pub async fn load_row_progress(
+    pool: &PgPool,
+    row_id: Uuid,
+) -> Result<Option<AppProgress>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id AS row_id, user_id, spec_digest, rollout_id, rollout_state, rollout_wave, \
+                rollout_state_at, rollout_machine_version, healthy_spec_digest, healthy_image \
+           FROM public.user_fly_apps WHERE id = $1",
+    )
+    .bind(row_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The spec a rollback restores: `healthy_image` and `healthy_spec` (region and machine config).
+pub async fn load_rollback_point(
+    pool: &PgPool,
+    row_id: Uuid,
+) -> Result<Option<(String, serde_json::Value)>, sqlx::Error> {
+    let r: Option<(Option<String>, Option<serde_json::Value>)> = sqlx::query_as(
+        "SELECT healthy_image, healthy_spec FROM public.user_fly_apps WHERE id = $1",
+    )
+    .bind(row_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(match r {
+        Some((Some(image), Some(spec))) => Some((image, spec)),
+        _ => None,
+    })
+}
+
+impl Store {
+    /// The app runs healthily on a spec whose digest is unknown (before this version recorded
+    /// digests): keep it as the rollback point without claiming a digest.
+    pub async fn record_rollback_point(
+        &self,
+        row_id: Uuid,
+        image: &str,
+        spec: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE public.user_fly_apps SET healthy_image = $2, healthy_spec = $3, updated_at = now() \
+              WHERE id = $1 AND vyx_fleet.fence($4)",
+        )
+        .bind(row_id)
+        .bind(image)
+        .bind(spec)
+        .bind(self.term())
+        .execute(self.pool())
+        .await?;
+        self.one_row(done.rows_affected()).await
+    }
+}

@@ -11,6 +11,8 @@ pub mod observe;
 pub mod observed;
 pub mod pass;
 pub mod plan;
+pub mod plan_health;
+pub mod plan_rollout;
 pub mod recorded;
 pub mod rollout;
 pub mod spec;

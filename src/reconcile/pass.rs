@@ -11,8 +11,10 @@ use super::desired::{PaidPolicy, desired};
 use super::execute::{self, Ctx, Outcome};
 use super::observe::observe;
 use super::plan::{Action, Finding, Plan, PlanInput, PlanSettings, plan};
-use super::spec::{config_digest, secrets_digest};
-use crate::db::{apps, breaker};
+use super::plan_rollout::RolloutInput;
+use super::rollout::{Rollout, Step, WaveSettings};
+use super::spec::{config_digest, secrets_digest, spec_digest};
+use crate::db::{apps, breaker, rollout as rollout_db};
 use crate::metrics::Metrics;
 
 /// What a pass needs beyond the executor context.
@@ -21,6 +23,8 @@ pub struct PassConfig {
     pub policy: PaidPolicy,
     pub plan: PlanSettingsTemplate,
     pub max_concurrency: usize,
+    /// ROLLOUT_MAX_UNAVAILABLE, ROLLOUT_FAILURE_THRESHOLD, ROLLOUT_SOAK.
+    pub waves: WaveSettings,
 }
 
 /// The settings part of [`PlanSettings`] that does not depend on the spec digests.
@@ -32,6 +36,9 @@ pub struct PlanSettingsTemplate {
     /// Minimum probes per pass.
     pub probe_budget: usize,
     pub reconcile_interval: chrono::Duration,
+    /// REPAIR_AFTER and REPAIR_MAX_PER_PASS.
+    pub repair_after: chrono::Duration,
+    pub repair_max_per_pass: usize,
 }
 
 /// Probes per pass so that `live` apps are each probed about once per `probe_interval`, spread over
@@ -83,7 +90,8 @@ pub fn plan_settings(ctx: &Ctx, cfg: &PassConfig, live: usize) -> PlanSettings {
         orphan_grace: cfg.plan.orphan_grace,
         probe_interval: cfg.plan.probe_interval,
         probe_budget: probe_budget(&cfg.plan, live),
-        rollout_batch: cfg.max_concurrency,
+        repair_after: cfg.plan.repair_after,
+        repair_max_per_pass: cfg.plan.repair_max_per_pass,
     }
 }
 
@@ -96,11 +104,58 @@ pub struct Census {
 
 /// Read everything and plan; no writes anywhere.
 pub async fn plan_pass(ctx: &Ctx, cfg: &PassConfig) -> Result<Plan, PassError> {
-    Ok(plan_with_census(ctx, cfg).await?.0)
+    Ok(plan_with_census(ctx, cfg, false).await?.0)
 }
 
-async fn plan_with_census(ctx: &Ctx, cfg: &PassConfig) -> Result<(Plan, Census), PassError> {
+/// The current rollout: the configured spec is the target. `start` (the leader's pass) records a
+/// new target in `vyx_fleet.rollout`; a dry run plans against an unstarted one (id 0).
+async fn load_rollout(ctx: &Ctx, cfg: &PassConfig, start: bool) -> Result<RolloutInput, PassError> {
     let pool = ctx.store.pool();
+    let target = spec_digest(&ctx.spec);
+    let record = if start {
+        match ctx.store.start_rollout(&target, &ctx.spec.image).await {
+            Ok(r) => Some(r),
+            Err(apps::StoreError::Sql(e)) => return Err(e.into()),
+            // Fenced or raced: plan as a dry run; the executors' fenced writes stop anything.
+            Err(_) => None,
+        }
+    } else {
+        rollout_db::load_current(pool)
+            .await?
+            .filter(|r| r.target_digest == target)
+    };
+    let mut recorded = std::collections::BTreeMap::new();
+    if let Some(r) = &record {
+        for p in rollout_db::load_progress(pool).await? {
+            if p.rollout_id == Some(r.id) {
+                recorded.insert(p.row_id, p.state_in(r));
+            }
+        }
+    }
+    Ok(RolloutInput {
+        id: record.as_ref().map_or(0, |r| r.id),
+        rollout: record.as_ref().map_or_else(
+            || Rollout {
+                target: target.clone(),
+                halted: None,
+                failures_forgiven: 0,
+            },
+            |r| r.to_rollout(),
+        ),
+        target_image: ctx.spec.image.clone(),
+        settings: cfg.waves,
+        recorded,
+    })
+}
+
+async fn plan_with_census(
+    ctx: &Ctx,
+    cfg: &PassConfig,
+    start: bool,
+) -> Result<(Plan, Census), PassError> {
+    let pool = ctx.store.pool();
+    let rollout = load_rollout(ctx, cfg, start).await?;
+    let health = crate::db::health::load(pool).await?;
     let facts = apps::load_desired_facts(pool).await?;
     let rows = apps::load_rows(pool).await?;
     let orphans = apps::load_orphans(pool).await?;
@@ -133,6 +188,8 @@ async fn plan_with_census(ctx: &Ctx, cfg: &PassConfig) -> Result<(Plan, Census),
         orphans_first_seen: &orphans,
         recent_deletions: &breaker_state.recent,
         held_deletions: &breaker_state.held_map(),
+        rollout: &rollout,
+        health: &health,
     });
     Ok((plan, census))
 }
@@ -147,7 +204,7 @@ pub async fn run_pass(
     let span = info_span!("pass", reconcile_id = %reconcile_id, term = ctx.store.term());
     async move {
         let started = Instant::now();
-        let plan = match plan_with_census(ctx, cfg).await {
+        let plan = match plan_with_census(ctx, cfg, true).await {
             Ok((p, census)) => {
                 let counts: Vec<(&str, i64)> = census
                     .rows_by_status
@@ -165,6 +222,18 @@ pub async fn run_pass(
             }
         };
         report_findings(&plan.findings, metrics);
+        if let Err(e) = record_rollout(ctx, &plan, metrics).await {
+            if matches!(e, apps::StoreError::Fenced) {
+                warn!("lease lost before the pass could act; stopping");
+                metrics.record_pass("fenced", started.elapsed());
+                return Ok(PassReport {
+                    plan,
+                    fenced: true,
+                    ..Default::default()
+                });
+            }
+            warn!(error = %e, "could not record the rollout's progress");
+        }
         info!(
             actions = plan.actions.len(),
             findings = plan.findings.len(),
@@ -221,6 +290,26 @@ pub async fn run_pass(
     .await
 }
 
+/// Persist what the wave decision found (halt, counts, completion) and feed the gauges. The
+/// per-app states are written by the executors, before and after their Fly calls.
+async fn record_rollout(ctx: &Ctx, plan: &Plan, metrics: &Metrics) -> Result<(), apps::StoreError> {
+    let Some(r) = &plan.rollout else {
+        return Ok(());
+    };
+    let d = &r.decision;
+    let halted = matches!(d.step, Step::Halted { .. });
+    metrics.set_rollout(&d.tally.by_state(), halted);
+    if r.id == 0 {
+        return Ok(());
+    }
+    if let Step::Halted { halt, newly: true } = &d.step {
+        ctx.store.halt_rollout(r.id, halt).await?;
+    }
+    ctx.store
+        .save_rollout_progress(r.id, &d.tally, d.step == Step::Complete)
+        .await
+}
+
 fn report_findings(findings: &[Finding], metrics: &Metrics) {
     let mut blocked = false;
     for f in findings {
@@ -243,8 +332,16 @@ fn report_findings(findings: &[Finding], metrics: &Metrics) {
             Finding::Orphan { app, since } => {
                 warn!(app = %app, since = %since, "orphan app: managed prefix, no live row owns it")
             }
-            Finding::RolloutHalted { image, unhealthy } => {
-                error!(image = %image, unhealthy, "ALERT rollout halted: too many apps unhealthy on the new image")
+            // Logged as an ALERT once, by the pass that found it; a reminder on every later pass.
+            Finding::RolloutHalted {
+                image,
+                reason,
+                newly: true,
+            } => {
+                error!(image = %image, reason = %reason, "ALERT rollout halted: {reason}; failed apps are rolled back; `vyx-fleet rollout resume` or a new spec continues")
+            }
+            Finding::RolloutHalted { image, reason, .. } => {
+                warn!(image = %image, reason = %reason, "rollout halted; waiting for `vyx-fleet rollout resume` or a new spec")
             }
             Finding::DeletionsBlocked { would_delete, live } => {
                 blocked = true;
@@ -270,7 +367,8 @@ async fn execute_plan(ctx: &Ctx, cfg: &PassConfig, metrics: &Metrics, plan: Plan
         | Action::CancelDeprovision { .. }
         | Action::SyncOrphans { .. } => 0,
         Action::Deprovision { .. } | Action::DeleteOrphan { .. } => 1,
-        Action::Converge { .. } => 2,
+        Action::Converge { .. } | Action::Rollout { .. } => 2,
+        Action::Repair { .. } => 2,
         Action::Probe { .. } => 3,
     });
     for action in actions {
@@ -324,6 +422,8 @@ mod tests {
             probe_interval: chrono::Duration::minutes(5),
             probe_budget: 8,
             reconcile_interval: chrono::Duration::seconds(30),
+            repair_after: chrono::Duration::minutes(5),
+            repair_max_per_pass: 5,
         };
         assert_eq!(probe_budget(&t, 10), 8, "small fleets use the floor");
         // 10 passes per probe interval: 300 apps need 30 probes a pass.

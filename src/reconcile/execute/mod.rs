@@ -7,9 +7,13 @@
 mod app;
 mod converge;
 mod deprovision;
+mod health;
 mod machine;
 pub mod machine_config;
 mod probe;
+mod repair;
+mod replace;
+mod rollout;
 mod wait;
 
 use rand::Rng;
@@ -148,6 +152,12 @@ pub async fn run(ctx: &Ctx, action: &Action) -> Outcome {
         Action::Converge {
             user_id, row_id, ..
         } => (Some(*user_id), *row_id),
+        Action::Rollout {
+            user_id, row_id, ..
+        }
+        | Action::Repair {
+            user_id, row_id, ..
+        } => (Some(*user_id), Some(*row_id)),
         Action::MarkUnwanted { user_id, row_id }
         | Action::CancelDeprovision { user_id, row_id }
         | Action::Deprovision {
@@ -219,6 +229,14 @@ async fn dispatch(ctx: &Ctx, action: &Action) -> Result<(), ExecError> {
         }
         Action::Deprovision { row_id, .. } => deprovision::deprovision(ctx, *row_id).await,
         Action::Probe { row_id, .. } => probe::probe(ctx, *row_id).await,
+        Action::Repair { row_id, step, .. } => repair::repair(ctx, *row_id, *step).await,
+        Action::Rollout {
+            row_id,
+            rollout_id,
+            wave,
+            step,
+            ..
+        } => rollout::run(ctx, *row_id, *rollout_id, *wave, *step).await,
         Action::SyncOrphans { names } => {
             for name in names {
                 warn!(app = %name, "orphan app: managed prefix, no live row owns it");
@@ -284,9 +302,12 @@ async fn record_failure(
                 .await
         }
         // Probes and DB-only bookkeeping retry next pass on their own; their failure says nothing
-        // about the app, so the row is not marked failed.
+        // about the app, so the row is not marked failed. Nor does a rollout step's: its verdicts
+        // are recorded by the step itself, and an error (429, 5xx, 409) leaves it to resume.
         (
             Action::Probe { .. }
+            | Action::Rollout { .. }
+            | Action::Repair { .. }
             | Action::MarkUnwanted { .. }
             | Action::CancelDeprovision { .. }
             | Action::SyncOrphans { .. },
