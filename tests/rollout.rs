@@ -209,7 +209,6 @@ async fn a_healthy_image_change_moves_one_canary_then_doubling_waves_never_above
     );
     assert!(peak <= 4, "{peak} machines in transition at once (bound 4)");
     assert!(peak >= 1, "the sampler saw the rollout");
-    let _ = machine_apps(&fleet);
 }
 
 #[tokio::test]
@@ -297,6 +296,23 @@ async fn a_guest_size_change_goes_through_the_waves() {
             app.name
         );
     }
+    // The rows record the size and cost of what now runs (2 shared CPUs by default).
+    let want = vyx_fleet::reconcile::spec::monthly_cost_estimate_usd(2, 1024);
+    for u in &users {
+        let (mem, cost): (Option<i32>, Option<f64>) = sqlx::query_as(
+            "SELECT memory_mb, monthly_cost_estimate_usd::float8 FROM public.user_fly_apps \
+              WHERE user_id = $1",
+        )
+        .bind(u)
+        .fetch_one(&fleet.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(mem, Some(1024));
+        assert!(
+            (cost.unwrap_or_default() - want).abs() < 0.01,
+            "{cost:?} vs {want}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -320,6 +336,14 @@ async fn a_region_change_replaces_machines_make_before_break_in_waves() {
         assert_eq!(live.len(), 1, "{}: {live:?}", app.name);
         assert_eq!(live[0].region, "ams");
         assert_ne!(live[0].id, old[&app.name], "a new machine");
+    }
+    for u in &users {
+        let region = fleet.row(*u).await.region;
+        assert_eq!(
+            region.as_deref(),
+            Some("ams"),
+            "the row follows the machine"
+        );
     }
     let waves: BTreeSet<i32> = waves_by_user(&fleet, &users)
         .await
@@ -368,5 +392,83 @@ async fn a_region_without_capacity_halts_at_the_canary_and_every_user_keeps_a_ru
     for app in fleet.apps() {
         assert_eq!(app.machines.len(), 1, "{}", app.name);
         assert_eq!(app.machines[0].state, "started", "{}", app.name);
+    }
+}
+
+/// The real binary, SIGKILLed while apps are moving or soaking: the next daemon (after the lease
+/// expires) resumes from the database and finishes the rollout, and no machine is updated twice.
+#[tokio::test]
+async fn a_daemon_sigkilled_mid_rollout_resumes_and_moves_no_app_twice() {
+    use bin_support::{Daemon, World, run_to_completion, secs, wait_until};
+    let world = World::start(vyx_fleet::sim::SimConfig::default()).await;
+    let users = bin_support::insert_users(world.pool(), 6, "pro").await;
+    run_to_completion(&world.env, &["reconcile", "--once"], secs(120))
+        .await
+        .ok();
+    for u in &users {
+        world.wait_provisioned(*u, secs(60)).await;
+    }
+    world.sim.clear_calls();
+    let env = world
+        .env
+        .clone()
+        .with("USER_APP_IMAGE", V2)
+        .with("ROLLOUT_SOAK", "2s")
+        .with("ROLLOUT_MAX_UNAVAILABLE", "2");
+    let pool = world.pool().clone();
+    let mut first = Daemon::spawn(&env, "rollout-kill-a");
+    // Kill it while the rollout is under way: some apps moved, at least one in transition.
+    wait_until("a rollout in progress", secs(90), || {
+        let pool = pool.clone();
+        async move {
+            let (moving, moved): (i64, i64) = sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE rollout_state IN ('moving', 'soaking')), \
+                        count(*) FILTER (WHERE rollout_state IS NOT NULL) \
+                   FROM public.user_fly_apps",
+            )
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| e.to_string())?;
+            if moving >= 1 && (2..6).contains(&moved) {
+                Ok(())
+            } else {
+                Err(format!("moving {moving}, moved {moved}"))
+            }
+        }
+    })
+    .await;
+    first.sigkill();
+    let _second = Daemon::spawn(&env, "rollout-kill-b");
+    wait_until("the rollout completed", secs(180), || {
+        let pool = pool.clone();
+        async move {
+            match load_current(&pool).await.map_err(|e| e.to_string())? {
+                Some(r) if r.completed_at.is_some() => Ok(()),
+                r => Err(format!("{r:?}")),
+            }
+        }
+    })
+    .await;
+    let mut updates: BTreeMap<String, usize> = BTreeMap::new();
+    for c in world
+        .sim
+        .calls()
+        .iter()
+        .filter(|c| c.class == "machines.update")
+    {
+        *updates.entry(c.path.clone()).or_default() += 1;
+    }
+    assert_eq!(updates.len(), 6, "every machine updated: {updates:?}");
+    assert!(
+        updates.values().all(|n| *n == 1),
+        "no machine updated twice: {updates:?}"
+    );
+    for app in bin_support::managed_apps(&world.sim) {
+        let m = app
+            .machines
+            .iter()
+            .find(|m| m.state == "started")
+            .expect("running");
+        assert_eq!(m.config["image"], V2, "{}", app.name);
     }
 }

@@ -386,3 +386,38 @@ impl Store {
         self.one_row(done.rows_affected()).await
     }
 }
+
+/// What a machine runs after a rollout step (move, rollback, replacement): the columns the admin
+/// page and billing read follow the machine, not the settings of the day the row was made.
+#[derive(Debug, Clone)]
+pub struct Running<'a> {
+    pub image: &'a str,
+    pub config_digest: &'a str,
+    pub region: &'a str,
+    pub cpus: u32,
+    pub memory_mb: u32,
+}
+
+impl Store {
+    pub async fn record_running(&self, row_id: Uuid, r: &Running<'_>) -> Result<(), StoreError> {
+        let cost = crate::reconcile::spec::monthly_cost_estimate_usd(r.cpus, r.memory_mb);
+        let done = sqlx::query(
+            "UPDATE public.user_fly_apps \
+                SET docker_image = $2, config_digest = $3, deployed_at = now(), region = $4, \
+                    cpu_count = $5, memory_mb = $6, monthly_cost_estimate_usd = $7::float8::numeric, \
+                    updated_at = now() \
+              WHERE id = $1 AND vyx_fleet.fence($8)",
+        )
+        .bind(row_id)
+        .bind(r.image)
+        .bind(r.config_digest)
+        .bind(r.region)
+        .bind(i32::try_from(r.cpus).unwrap_or(i32::MAX))
+        .bind(i32::try_from(r.memory_mb).unwrap_or(i32::MAX))
+        .bind(cost)
+        .bind(self.term())
+        .execute(self.pool())
+        .await?;
+        self.one_row(done.rows_affected()).await
+    }
+}

@@ -111,8 +111,18 @@ pub fn plan_rollout(
         wave,
         step,
     };
+    // A step that failed on a Fly error waits out its backoff (the app stays where it is in its
+    // wave, still counted in transition).
+    let waiting: Vec<Uuid> = rows
+        .iter()
+        .filter(|(r, _)| r.next_attempt_at.is_some_and(|t| t > now))
+        .map(|(r, _)| r.id)
+        .collect();
     let mut actions = Vec::new();
-    for app in apps.iter().filter(|a| a.bypass.is_none()) {
+    for app in apps
+        .iter()
+        .filter(|a| a.bypass.is_none() && !waiting.contains(&a.id))
+    {
         match app.state {
             // A move a crash or a timeout interrupted: resume it (no second update).
             AppState::Moving { wave } => actions.push(action(app.id, wave, RolloutStep::Move)),
@@ -129,7 +139,7 @@ pub fn plan_rollout(
         }
     }
     if let Step::Advance { wave, apps: moving } = &decision.step {
-        for id in moving {
+        for id in moving.iter().filter(|id| !waiting.contains(id)) {
             actions.push(action(*id, *wave, RolloutStep::Move));
         }
     }

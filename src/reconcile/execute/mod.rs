@@ -302,17 +302,27 @@ async fn record_failure(
                 .await
         }
         // Probes and DB-only bookkeeping retry next pass on their own; their failure says nothing
-        // about the app, so the row is not marked failed. Nor does a rollout step's: its verdicts
-        // are recorded by the step itself, and an error (429, 5xx, 409) leaves it to resume.
+        // about the app, so the row is not marked failed. Nor does a repair step's: the next
+        // probe judges the app, and the ladder's own clock paces the next step.
         (
             Action::Probe { .. }
-            | Action::Rollout { .. }
             | Action::Repair { .. }
             | Action::MarkUnwanted { .. }
             | Action::CancelDeprovision { .. }
             | Action::SyncOrphans { .. },
             _,
         ) => Ok(()),
+        // A rollout step's verdicts are recorded by the step; an error (429, 5xx, 409) leaves the
+        // app where it was in its wave, serving, with a backoff before the step is resumed.
+        (Action::Rollout { .. }, _) => {
+            let mut meta = meta;
+            meta["still_serving"] = serde_json::Value::Bool(true);
+            let ev = Event::new("provision_failed", meta).with_error(message.clone());
+            let status = row.status().unwrap_or(RowStatus::Active);
+            ctx.store
+                .mark_failure(row_id, status, e.kind(), &message, delay, &[ev])
+                .await
+        }
         (Action::Converge { reason, .. }, _) if still_serving(&row, reason) => {
             // A failed roll or repair of an app that keeps serving: `error` tells the Go backend
             // and admins the user has no working app, which is not true. The error kind and the

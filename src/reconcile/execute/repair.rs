@@ -75,6 +75,10 @@ pub(super) async fn repair(ctx: &Ctx, row_id: Uuid, step: RepairStep) -> Result<
                 .unwrap_or_else(|| ctx.spec.image.clone());
             match make_before_break(ctx, &row, &m, &image).await? {
                 Ok(new_id) => {
+                    let digest = row.config_digest.clone().unwrap_or_default();
+                    let guest = super::rollout::desired_guest(ctx);
+                    let run = super::rollout::running(&image, &digest, &ctx.spec.region, &guest);
+                    ctx.store.record_running(row.id, &run).await?;
                     let ev = Event::new("health_check_passed", json!({"machine_id": new_id}));
                     ctx.store.record_health(row.id, true, &[ev]).await?;
                     ctx.store.record_probe(row.id, true).await?;

@@ -44,9 +44,10 @@ pub(super) async fn move_region(
     match make_before_break(ctx, row, &old, &image).await? {
         Ok(new_id) => {
             let row = reload(ctx, row.id).await?;
-            ctx.store
-                .set_applied_config(row.id, &image, &config_digest(&ctx.spec))
-                .await?;
+            let digest = config_digest(&ctx.spec);
+            let guest = super::rollout::desired_guest(ctx);
+            let run = super::rollout::running(&image, &digest, &ctx.spec.region, &guest);
+            ctx.store.record_running(row.id, &run).await?;
             let now = crate::db::now(ctx.store.pool()).await?;
             let (id, wave, _) = at(RowRolloutState::Soaking);
             ctx.store

@@ -44,9 +44,9 @@ use super::converge::{ensure_secrets, reload};
 use super::machine_config::{desired_config, matches};
 use super::{Ctx, ExecError, wait};
 use crate::db::apps::Event;
-use crate::db::rollout::{RowRolloutState, load_rollback_point, load_row_progress};
+use crate::db::rollout::{RowRolloutState, Running, load_rollback_point, load_row_progress};
 use crate::failpoint::{self as fp, hit};
-use crate::fly::{FlyError, Machine, MachineConfig, MachineState, UpdateMachineRequest};
+use crate::fly::{FlyError, Guest, Machine, MachineConfig, MachineState, UpdateMachineRequest};
 use crate::reconcile::plan_rollout::RolloutStep;
 use crate::reconcile::recorded::AppRow;
 use crate::reconcile::spec::{config_digest, spec_digest};
@@ -191,8 +191,12 @@ async fn move_app(
         updated.version.clone()
     };
     set_state(ctx, &row, at(RowRolloutState::Moving), v1.as_deref()).await?;
+    let digest = config_digest(&ctx.spec);
     ctx.store
-        .set_applied_config(row.id, &image, &config_digest(&ctx.spec))
+        .record_running(
+            row.id,
+            &running(&image, &digest, &current.region, &desired_guest(ctx)),
+        )
         .await?;
     let verdict = verdict(ctx, &row, machine_id, v1.as_deref()).await?;
     hit(fp::ROLLOUT_VERDICT_BEFORE_RECORD).await;
@@ -294,6 +298,7 @@ async fn roll_back(ctx: &Ctx, row: &AppRow, machine_id: &str, at: At) -> Result<
         json!({"step": "rollback", "image": image}),
     );
     ctx.store.add_events(row.id, &[ev]).await?;
+    let guest = config.guest.clone().unwrap_or_default();
     let version = if matches(&base, &config) && base.image == config.image {
         current.version.clone()
     } else {
@@ -313,12 +318,9 @@ async fn roll_back(ctx: &Ctx, row: &AppRow, machine_id: &str, at: At) -> Result<
     };
     // The row says what runs: the planner then sees the app off the target (a rolled-back app
     // waits for the next one) rather than a move to resume.
+    let digest = row.config_digest.clone().unwrap_or_default();
     ctx.store
-        .set_applied_config(
-            row.id,
-            &image,
-            row.config_digest.as_deref().unwrap_or_default(),
-        )
+        .record_running(row.id, &running(&image, &digest, &current.region, &guest))
         .await?;
     set_state(ctx, row, at, version.as_deref()).await?;
     match verdict(ctx, row, machine_id, version.as_deref()).await? {
@@ -381,6 +383,31 @@ fn passed_event(row: &AppRow, machine_id: &str) -> Vec<Event> {
         "health_check_passed",
         json!({"machine_id": machine_id}),
     )]
+}
+
+/// The guest every machine of the spec runs with.
+pub(super) fn desired_guest(ctx: &Ctx) -> Guest {
+    Guest {
+        cpus: Some(ctx.spec.cpus),
+        memory_mb: Some(ctx.spec.memory_mb),
+        ..Default::default()
+    }
+}
+
+/// The row's record of what runs: the config applied, where, and at what size.
+pub(super) fn running<'a>(
+    image: &'a str,
+    digest: &'a str,
+    region: &'a str,
+    guest: &Guest,
+) -> Running<'a> {
+    Running {
+        image,
+        config_digest: digest,
+        region,
+        cpus: guest.cpus.unwrap_or(1),
+        memory_mb: guest.memory_mb.unwrap_or(256),
+    }
 }
 
 /// What a rollback restores: the region and the whole machine config (no secret values in it).
