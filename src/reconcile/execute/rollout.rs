@@ -9,9 +9,12 @@
 //!    elsewhere must not pick them up outside the waves). `POST` the update with the whole config,
 //!    `current_version = V0` and `min_secrets_version`; record the version it returned (`V1`) and
 //!    the applied image/config. Region changes are made before broken (`replace.rs`).
-//! 2. Verdict, bounded by the start and health timeouts: healthy only when the machine reports
-//!    `version == V1`, `started` and every check passing; `failed`, or the deadline → `failed`.
-//!    Healthy → `soaking` since the database's now.
+//! 2. Verdict, one short look per pass (`JUDGE_PATIENCE`, so a wave's updates are not serialised
+//!    behind their machines' boots): healthy only when the machine reports `version == V1`,
+//!    `started` and every check passing → `soaking` since the database's now; `failed`, or not
+//!    healthy within the start + health timeouts counted from the recorded `moving` → `failed`;
+//!    otherwise still `moving`, and the next pass looks again (no second update: the version is
+//!    recorded).
 //! 3. Check (each pass while soaking): the machine must still be on `V1`, `started`, checks
 //!    passing; anything else → `failed`.
 //! 4. Settle (soak over): `healthy`, and the running spec becomes the rollback point.
@@ -30,12 +33,13 @@
 //! - The rollback point's config holds no secret values (`config.env` never does, DESIGN §3).
 //!
 //! # Caveats
-//! - The move blocks one executor slot until the verdict (at most the start + health timeouts),
-//!   not through the soak.
+//! - A rollback and a make-before-break replacement wait for their verdict within the step (they
+//!   are rare: failed apps and region changes), holding one executor slot meanwhile.
 //! - Secrets are app-level on Fly: a rollback restores the config, not the previous secret values.
 //! - An app with no rollback point (never seen healthy by this version) is marked `rolled_back`
 //!   without a change and left to repair.
 
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -73,7 +77,12 @@ pub(super) async fn run(
     match step {
         RolloutStep::Move => {
             let moving = mine && progress.rollout_state.as_deref() == Some("moving");
-            move_app(ctx, &row, &machine_id, moving, version, at).await
+            let since = progress.rollout_state_at.filter(|_| moving);
+            if let (true, Some(v1)) = (moving, version.as_deref()) {
+                // The update went out (its version is recorded): only the verdict is owed.
+                return judge(ctx, &row, &machine_id, Some(v1), since, &at).await;
+            }
+            move_app(ctx, &row, &machine_id, moving, version, since, at).await
         }
         RolloutStep::Check => {
             let m = get(ctx, &row, &machine_id).await?;
@@ -119,6 +128,7 @@ async fn move_app(
     machine_id: &str,
     resumed: bool,
     recorded_version: Option<String>,
+    since: Option<DateTime<Utc>>,
     at: impl Fn(RowRolloutState) -> At,
 ) -> Result<(), ExecError> {
     let image = ctx.spec.image.clone();
@@ -198,7 +208,51 @@ async fn move_app(
             &running(&image, &digest, &current.region, &desired_guest(ctx)),
         )
         .await?;
-    let verdict = verdict(ctx, &row, machine_id, v1.as_deref()).await?;
+    judge(ctx, &row, machine_id, v1.as_deref(), since, &at).await
+}
+
+/// How long one pass waits on a moving machine before leaving it to the next pass: short, so a
+/// wave's updates are not serialised behind their machines' boots (`MAX_CONCURRENCY` slots).
+const JUDGE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The verdict on a moving app, from the machine's state on the version the update returned:
+/// healthy → `soaking`; `failed`, or not healthy within the start and health timeouts of the
+/// move (counted from `moving` on the database clock) → `failed`; else still moving.
+async fn judge(
+    ctx: &Ctx,
+    row: &AppRow,
+    machine_id: &str,
+    version: Option<&str>,
+    since: Option<DateTime<Utc>>,
+    at: &impl Fn(RowRolloutState) -> At,
+) -> Result<(), ExecError> {
+    let now = crate::db::now(ctx.store.pool()).await?;
+    let limit = ctx.timeouts.machine_started + ctx.timeouts.healthy;
+    let deadline = since.unwrap_or(now) + chrono::Duration::from_std(limit).unwrap_or_default();
+    let left = (deadline - now).to_std().unwrap_or_default();
+    let verdict = wait::until(left.min(JUDGE_PATIENCE), "the new version", || async {
+        match ctx.fly.get_machine(&row.fly_app_name, machine_id).await {
+            Ok(m) if healthy_on(&m, version) => Ok(Some(Ok(m))),
+            Ok(m) if m.state == MachineState::Failed => Ok(Some(Err(verdict_reason(&m, version)))),
+            Ok(_) => Ok(None),
+            Err(e) if e.is_transient() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await;
+    let verdict = match verdict {
+        Ok(v) => v,
+        Err(ExecError::StillWaiting(_)) if left > JUDGE_PATIENCE => return Ok(()),
+        Err(ExecError::StillWaiting(_)) => {
+            let m = get(ctx, row, machine_id).await?;
+            Err(format!(
+                "not healthy within {}s: {}",
+                limit.as_secs(),
+                verdict_reason(&m, version)
+            ))
+        }
+        Err(e) => return Err(e),
+    };
     hit(fp::ROLLOUT_VERDICT_BEFORE_RECORD).await;
     match verdict {
         Ok(_) => {
@@ -207,16 +261,17 @@ async fn move_app(
             ctx.store
                 .set_app_rollout_state(row.id, id, wave, RowRolloutState::Soaking, now, None)
                 .await?;
-            let evs = passed_event(&row, machine_id);
-            ctx.store.mark_active(row.id, &evs).await?;
+            ctx.store
+                .mark_active(row.id, &passed_event(row, machine_id))
+                .await?;
             info!(
                 wave,
-                version = v1.as_deref().unwrap_or(""),
+                version = version.unwrap_or(""),
                 "rollout: healthy on the new version; soaking"
             );
             Ok(())
         }
-        Err(why) => fail(ctx, &row, at(RowRolloutState::Failed), &why).await,
+        Err(why) => fail(ctx, row, at(RowRolloutState::Failed), &why).await,
     }
 }
 
