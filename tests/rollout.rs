@@ -230,6 +230,8 @@ async fn a_broken_image_reaches_only_the_canary_which_is_rolled_back_and_a_fixed
     .await;
     assert_eq!(r.halt_kind.as_deref(), Some("canary_failed"), "{r:?}");
     assert_eq!((r.moved, r.failed), (1, 1), "{r:?}");
+    let metrics = fleet.metrics.encode();
+    assert!(metrics.contains("vyx_fleet_rollout_halted 1"), "{metrics}");
     // A few more passes: the halt holds, nobody else moves.
     for _ in 0..3 {
         fleet.pass().await;
