@@ -10,6 +10,7 @@ pub mod naming;
 pub mod observe;
 pub mod observed;
 pub mod pass;
+mod pass_rollout;
 pub mod plan;
 pub mod plan_health;
 pub mod plan_rollout;

@@ -11,10 +11,9 @@ use super::desired::{PaidPolicy, desired};
 use super::execute::{self, Ctx, Outcome};
 use super::observe::observe;
 use super::plan::{Action, Finding, Plan, PlanInput, PlanSettings, plan};
-use super::plan_rollout::RolloutInput;
-use super::rollout::{Rollout, Step, WaveSettings};
-use super::spec::{config_digest, secrets_digest, spec_digest};
-use crate::db::{apps, breaker, rollout as rollout_db};
+use super::rollout::WaveSettings;
+use super::spec::{config_digest, secrets_digest};
+use crate::db::{apps, breaker};
 use crate::metrics::Metrics;
 
 /// What a pass needs beyond the executor context.
@@ -107,54 +106,13 @@ pub async fn plan_pass(ctx: &Ctx, cfg: &PassConfig) -> Result<Plan, PassError> {
     Ok(plan_with_census(ctx, cfg, false).await?.0)
 }
 
-/// The current rollout: the configured spec is the target. `start` (the leader's pass) records a
-/// new target in `vyx_fleet.rollout`; a dry run plans against an unstarted one (id 0).
-async fn load_rollout(ctx: &Ctx, cfg: &PassConfig, start: bool) -> Result<RolloutInput, PassError> {
-    let pool = ctx.store.pool();
-    let target = spec_digest(&ctx.spec);
-    let record = if start {
-        match ctx.store.start_rollout(&target, &ctx.spec.image).await {
-            Ok(r) => Some(r),
-            Err(apps::StoreError::Sql(e)) => return Err(e.into()),
-            // Fenced or raced: plan as a dry run; the executors' fenced writes stop anything.
-            Err(_) => None,
-        }
-    } else {
-        rollout_db::load_current(pool)
-            .await?
-            .filter(|r| r.target_digest == target)
-    };
-    let mut recorded = std::collections::BTreeMap::new();
-    if let Some(r) = &record {
-        for p in rollout_db::load_progress(pool).await? {
-            if p.rollout_id == Some(r.id) {
-                recorded.insert(p.row_id, p.state_in(r));
-            }
-        }
-    }
-    Ok(RolloutInput {
-        id: record.as_ref().map_or(0, |r| r.id),
-        rollout: record.as_ref().map_or_else(
-            || Rollout {
-                target: target.clone(),
-                halted: None,
-                failures_forgiven: 0,
-            },
-            |r| r.to_rollout(),
-        ),
-        target_image: ctx.spec.image.clone(),
-        settings: cfg.waves,
-        recorded,
-    })
-}
-
 async fn plan_with_census(
     ctx: &Ctx,
     cfg: &PassConfig,
     start: bool,
 ) -> Result<(Plan, Census), PassError> {
     let pool = ctx.store.pool();
-    let rollout = load_rollout(ctx, cfg, start).await?;
+    let rollout = super::pass_rollout::load_rollout(ctx, cfg, start).await?;
     let health = crate::db::health::load(pool).await?;
     let facts = apps::load_desired_facts(pool).await?;
     let rows = apps::load_rows(pool).await?;
@@ -222,7 +180,7 @@ pub async fn run_pass(
             }
         };
         report_findings(&plan.findings, metrics);
-        if let Err(e) = record_rollout(ctx, &plan, metrics).await {
+        if let Err(e) = super::pass_rollout::record_rollout(ctx, &plan, metrics).await {
             if matches!(e, apps::StoreError::Fenced) {
                 warn!("lease lost before the pass could act; stopping");
                 metrics.record_pass("fenced", started.elapsed());
@@ -288,26 +246,6 @@ pub async fn run_pass(
     }
     .instrument(span)
     .await
-}
-
-/// Persist what the wave decision found (halt, counts, completion) and feed the gauges. The
-/// per-app states are written by the executors, before and after their Fly calls.
-async fn record_rollout(ctx: &Ctx, plan: &Plan, metrics: &Metrics) -> Result<(), apps::StoreError> {
-    let Some(r) = &plan.rollout else {
-        return Ok(());
-    };
-    let d = &r.decision;
-    let halted = matches!(d.step, Step::Halted { .. });
-    metrics.set_rollout(&d.tally.by_state(), halted);
-    if r.id == 0 {
-        return Ok(());
-    }
-    if let Step::Halted { halt, newly: true } = &d.step {
-        ctx.store.halt_rollout(r.id, halt).await?;
-    }
-    ctx.store
-        .save_rollout_progress(r.id, &d.tally, d.step == Step::Complete)
-        .await
 }
 
 fn report_findings(findings: &[Finding], metrics: &Metrics) {

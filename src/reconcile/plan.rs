@@ -12,9 +12,9 @@ use super::desired::{Intent, UserIntent};
 use super::naming;
 use super::observed::{Observation, ObservedApp};
 use super::plan_health::{HealthSettings, RepairStep, plan_health};
-use super::plan_rollout::{RolloutInput, RolloutPlan, RolloutStep, Standing, plan_rollout};
+use super::plan_rollout::{RolloutInput, RolloutPlan, RolloutStep, Standing, plan_rollout_part};
 use super::recorded::{AppRow, RowStatus};
-use super::rollout::{AppState, Step};
+use super::rollout::AppState;
 
 /// The settings the planner needs, already derived (digests computed once per pass).
 #[derive(Debug, Clone)]
@@ -516,40 +516,6 @@ fn drift_reason(
         return Some(ConvergeReason::Resume);
     }
     None
-}
-
-/// The rollout's actions, its decision, and the halt finding. Rows a rollout moved that drifted
-/// again after they settled are converged as repairs.
-fn plan_rollout_part(out: &mut Plan, standings: &BTreeMap<Uuid, Standing>, input: &PlanInput<'_>) {
-    let rows: Vec<(&AppRow, Standing)> = input
-        .rows
-        .iter()
-        .filter_map(|r| standings.get(&r.id).map(|st| (r, *st)))
-        .collect();
-    let (actions, rollout, repair) = plan_rollout(input.rollout, &rows, input.now);
-    for row in rows
-        .iter()
-        .map(|(r, _)| *r)
-        .filter(|r| repair.contains(&r.id))
-    {
-        if row.next_attempt_at.is_none_or(|t| t <= input.now) {
-            out.actions.push(Action::Converge {
-                user_id: row.user_id,
-                row_id: Some(row.id),
-                reason: ConvergeReason::ConfigDrift,
-                image: input.settings.image.clone(),
-            });
-        }
-    }
-    out.actions.extend(actions);
-    if let Step::Halted { halt, newly } = &rollout.decision.step {
-        out.findings.push(Finding::RolloutHalted {
-            image: rollout.target_image.clone(),
-            reason: halt.reason.to_string(),
-            newly: *newly,
-        });
-    }
-    out.rollout = Some(rollout);
 }
 
 fn plan_orphans(

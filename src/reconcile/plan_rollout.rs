@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-use super::plan::Action;
+use super::plan::{Action, ConvergeReason, Finding, Plan, PlanInput};
 use super::recorded::AppRow;
 use super::rollout::{AppState, Bypass, Decision, Rollout, RolloutApp, Step, WaveSettings, decide};
 
@@ -149,4 +149,42 @@ pub fn plan_rollout(
         decision,
     };
     (actions, plan, repair)
+}
+
+/// The rollout's actions, its decision, and the halt finding. Rows a rollout moved that drifted
+/// again after they settled are converged as repairs.
+pub(super) fn plan_rollout_part(
+    out: &mut Plan,
+    standings: &BTreeMap<Uuid, Standing>,
+    input: &PlanInput<'_>,
+) {
+    let rows: Vec<(&AppRow, Standing)> = input
+        .rows
+        .iter()
+        .filter_map(|r| standings.get(&r.id).map(|st| (r, *st)))
+        .collect();
+    let (actions, rollout, repair) = plan_rollout(input.rollout, &rows, input.now);
+    for row in rows
+        .iter()
+        .map(|(r, _)| *r)
+        .filter(|r| repair.contains(&r.id))
+    {
+        if row.next_attempt_at.is_none_or(|t| t <= input.now) {
+            out.actions.push(Action::Converge {
+                user_id: row.user_id,
+                row_id: Some(row.id),
+                reason: ConvergeReason::ConfigDrift,
+                image: input.settings.image.clone(),
+            });
+        }
+    }
+    out.actions.extend(actions);
+    if let Step::Halted { halt, newly } = &rollout.decision.step {
+        out.findings.push(Finding::RolloutHalted {
+            image: rollout.target_image.clone(),
+            reason: halt.reason.to_string(),
+            newly: *newly,
+        });
+    }
+    out.rollout = Some(rollout);
 }

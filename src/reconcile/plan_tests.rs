@@ -3,7 +3,7 @@ use crate::config::CountOrPercent;
 use crate::reconcile::desired::IntentSource;
 use crate::reconcile::observed::ObservedMachine;
 use crate::reconcile::recorded::fixture::RowFixture;
-use crate::reconcile::rollout::{Rollout, WaveSettings};
+use crate::reconcile::rollout::{Rollout, Step, WaveSettings};
 use proptest::prelude::*;
 
 const PREFIX: &str = "vyx-user-";

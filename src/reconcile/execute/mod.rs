@@ -13,6 +13,7 @@ pub mod machine_config;
 mod probe;
 mod repair;
 mod replace;
+mod rollback;
 mod rollout;
 mod wait;
 

@@ -18,7 +18,7 @@
 //! 3. Check (each pass while soaking): the machine must still be on `V1`, `started`, checks
 //!    passing; anything else → `failed`.
 //! 4. Settle (soak over): `healthy`, and the running spec becomes the rollback point.
-//! 5. Back (failed): update to the recorded rollback config, wait for `started` on the version
+//! 5. Back (failed, `rollback.rs`): update to the recorded rollback config, wait for `started` on the version
 //!    that update returned, record `rolled_back` and the image that runs.
 //!
 //! # Guarantees
@@ -48,9 +48,9 @@ use super::converge::{ensure_secrets, reload};
 use super::machine_config::{desired_config, matches};
 use super::{Ctx, ExecError, wait};
 use crate::db::apps::Event;
-use crate::db::rollout::{RowRolloutState, Running, load_rollback_point, load_row_progress};
+use crate::db::rollout::{RowRolloutState, Running, load_row_progress};
 use crate::failpoint::{self as fp, hit};
-use crate::fly::{FlyError, Guest, Machine, MachineConfig, MachineState, UpdateMachineRequest};
+use crate::fly::{FlyError, Guest, Machine, MachineState, UpdateMachineRequest};
 use crate::reconcile::plan_rollout::RolloutStep;
 use crate::reconcile::recorded::AppRow;
 use crate::reconcile::spec::{config_digest, spec_digest};
@@ -115,7 +115,8 @@ pub(super) async fn run(
             Ok(())
         }
         RolloutStep::Back => {
-            roll_back(ctx, &row, &machine_id, at(RowRolloutState::RolledBack)).await
+            super::rollback::roll_back(ctx, &row, &machine_id, at(RowRolloutState::RolledBack))
+                .await
         }
     }
 }
@@ -314,7 +315,7 @@ pub(super) fn healthy_on(m: &Machine, version: Option<&str>) -> bool {
     on_version && m.is_healthy()
 }
 
-fn verdict_reason(m: &Machine, version: Option<&str>) -> String {
+pub(super) fn verdict_reason(m: &Machine, version: Option<&str>) -> String {
     if let Some(v) = version
         && m.version.as_deref() != Some(v)
     {
@@ -333,65 +334,6 @@ fn verdict_reason(m: &Machine, version: Option<&str>) -> String {
     )
 }
 
-async fn roll_back(ctx: &Ctx, row: &AppRow, machine_id: &str, at: At) -> Result<(), ExecError> {
-    let Some((image, point)) = load_rollback_point(ctx.store.pool(), row.id).await? else {
-        warn!("rollout: no healthy spec recorded to roll back to; left to repair");
-        set_state(ctx, row, at, None).await?;
-        return Ok(());
-    };
-    let Some(config) = point
-        .get("config")
-        .and_then(|c| serde_json::from_value::<MachineConfig>(c.clone()).ok())
-    else {
-        set_state(ctx, row, at, None).await?;
-        return Ok(());
-    };
-    let current = get(ctx, row, machine_id).await?;
-    let base = current.config.clone().unwrap_or_default();
-    let ev = Event::new(
-        "recovery_attempted",
-        json!({"step": "rollback", "image": image}),
-    );
-    ctx.store.add_events(row.id, &[ev]).await?;
-    let guest = config.guest.clone().unwrap_or_default();
-    let version = if matches(&base, &config) && base.image == config.image {
-        current.version.clone()
-    } else {
-        let req = UpdateMachineRequest {
-            config,
-            current_version: current.version.clone(),
-            min_secrets_version: row
-                .secrets_version
-                .and_then(|v| u64::try_from(v).ok())
-                .filter(|v| *v > 0),
-            ..Default::default()
-        };
-        ctx.fly
-            .update_machine(&row.fly_app_name, machine_id, &req)
-            .await?
-            .version
-    };
-    // The row says what runs: the planner then sees the app off the target (a rolled-back app
-    // waits for the next one) rather than a move to resume.
-    let digest = row.config_digest.clone().unwrap_or_default();
-    ctx.store
-        .record_running(row.id, &running(&image, &digest, &current.region, &guest))
-        .await?;
-    set_state(ctx, row, at, version.as_deref()).await?;
-    match verdict(ctx, row, machine_id, version.as_deref()).await? {
-        Ok(_) => {
-            ctx.store
-                .mark_active(row.id, &passed_event(row, machine_id))
-                .await?;
-            info!(image = %image, "rollout: app rolled back to its last healthy spec");
-        }
-        Err(why) => {
-            warn!(image = %image, reason = %why, "rollout: rolled back, still unhealthy; left to repair")
-        }
-    }
-    Ok(())
-}
-
 pub(super) async fn fail(ctx: &Ctx, row: &AppRow, at: At, why: &str) -> Result<(), ExecError> {
     warn!(reason = %why, wave = at.1, "rollout: app failed on the target");
     set_state(ctx, row, at, None).await?;
@@ -403,7 +345,7 @@ pub(super) async fn fail(ctx: &Ctx, row: &AppRow, at: At, why: &str) -> Result<(
     Ok(())
 }
 
-async fn set_state(
+pub(super) async fn set_state(
     ctx: &Ctx,
     row: &AppRow,
     at: At,
@@ -417,7 +359,7 @@ async fn set_state(
     Ok(())
 }
 
-async fn get(ctx: &Ctx, row: &AppRow, machine_id: &str) -> Result<Machine, ExecError> {
+pub(super) async fn get(ctx: &Ctx, row: &AppRow, machine_id: &str) -> Result<Machine, ExecError> {
     match ctx.fly.get_machine(&row.fly_app_name, machine_id).await {
         Ok(m) => Ok(m),
         Err(FlyError::NotFound { .. }) => {
@@ -430,7 +372,7 @@ async fn get(ctx: &Ctx, row: &AppRow, machine_id: &str) -> Result<Machine, ExecE
     }
 }
 
-fn passed_event(row: &AppRow, machine_id: &str) -> Vec<Event> {
+pub(super) fn passed_event(row: &AppRow, machine_id: &str) -> Vec<Event> {
     if row.health_status.as_deref() == Some("healthy") {
         return vec![];
     }
