@@ -30,6 +30,8 @@ pub const ALL: &[&str] = &[
     CONVERGE_AFTER_RECORD,
     UPDATE_MACHINE_BEFORE,
     UPDATE_MACHINE_AFTER_CALL,
+    ROLLOUT_MOVING_RECORDED,
+    ROLLOUT_VERDICT_BEFORE_RECORD,
     DEPROVISION_MARKED,
     DEPROVISION_STOP_BEFORE,
     DEPROVISION_STOP_AFTER_CALL,
@@ -59,6 +61,10 @@ pub const CONVERGE_HEALTHY_BEFORE_RECORD: &str = "converge.healthy.before_record
 pub const CONVERGE_AFTER_RECORD: &str = "converge.active.after_record";
 pub const UPDATE_MACHINE_BEFORE: &str = "update.machine_update.before_call";
 pub const UPDATE_MACHINE_AFTER_CALL: &str = "update.machine_update.after_call";
+/// A rollout move: `moving` recorded, nothing sent to Fly yet.
+pub const ROLLOUT_MOVING_RECORDED: &str = "rollout.moving.after_record";
+/// A rollout move: the update sent and its version recorded, the verdict not yet recorded.
+pub const ROLLOUT_VERDICT_BEFORE_RECORD: &str = "rollout.verdict.before_record";
 pub const DEPROVISION_MARKED: &str = "deprovision.marked.after_record";
 pub const DEPROVISION_STOP_BEFORE: &str = "deprovision.stop.before_call";
 pub const DEPROVISION_STOP_AFTER_CALL: &str = "deprovision.stop.after_call";

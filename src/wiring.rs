@@ -99,8 +99,15 @@ pub fn pass_config(s: &Settings) -> PassConfig {
             // Enough per pass to probe every app once per probe interval (see `probe_budget`).
             probe_budget: s.max_concurrency,
             reconcile_interval: chrono(s.reconcile_interval),
+            repair_after: chrono(s.operations.repair_after),
+            repair_max_per_pass: s.operations.repair_max_per_pass,
         },
         max_concurrency: s.max_concurrency,
+        waves: crate::reconcile::rollout::WaveSettings {
+            max_unavailable: s.operations.rollout_max_unavailable,
+            failure_threshold: s.operations.rollout_failure_threshold,
+            soak: chrono(s.operations.rollout_soak),
+        },
     }
 }
 

@@ -208,18 +208,30 @@ async fn a_crash_at_any_provision_step_resumes_without_duplicates() {
 async fn a_crash_during_an_image_update_resumes_and_finishes_the_rollout() {
     let _serial = SERIAL.lock().await;
     for point in [
+        fp::ROLLOUT_MOVING_RECORDED,
         fp::UPDATE_MACHINE_BEFORE,
         fp::UPDATE_MACHINE_AFTER_CALL,
-        fp::CONVERGE_HEALTHY_BEFORE_RECORD,
-        fp::CONVERGE_AFTER_RECORD,
+        fp::ROLLOUT_VERDICT_BEFORE_RECORD,
     ] {
         let mut fleet = Fleet::start().await;
         let users = paid_users(&fleet, 2).await;
         fleet.converge().await;
+        fleet.sim.clear_calls();
         fleet.reconfigure("USER_APP_IMAGE", "registry.fly.io/vyx-screener:v2");
         crash_at(&fleet, point).await;
         fleet.converge().await;
         assert_invariants(&fleet, &users, &[], point).await;
+        // No app moved twice: one update per machine, the crash notwithstanding.
+        let mut updates: BTreeMap<String, usize> = BTreeMap::new();
+        for c in fleet
+            .writes()
+            .iter()
+            .filter(|c| c.class == "machines.update")
+        {
+            *updates.entry(c.path.clone()).or_default() += 1;
+        }
+        assert_eq!(updates.len(), 2, "[{point}] {updates:?}");
+        assert!(updates.values().all(|n| *n == 1), "[{point}] {updates:?}");
         for u in &users {
             let row = fleet.row(*u).await;
             let app = fleet.app(&row.fly_app_name).unwrap();
@@ -311,6 +323,7 @@ async fn a_crash_during_a_secret_rotation_still_puts_every_machine_on_the_new_se
         fp::PROVISION_SECRETS_BEFORE,
         fp::PROVISION_SECRETS_AFTER_CALL,
         fp::PROVISION_SECRETS_AFTER_RECORD,
+        fp::ROLLOUT_MOVING_RECORDED,
         fp::UPDATE_MACHINE_BEFORE,
         fp::UPDATE_MACHINE_AFTER_CALL,
     ] {

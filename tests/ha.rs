@@ -393,7 +393,12 @@ async fn a_restart_with_a_new_image_rolls_it_out_without_recreating_apps() {
     assert!(d.wait_exit(secs(30)).await.expect("stops").success());
 
     let v2 = "registry.fly.io/vyx-screener:bb-2";
-    let env2 = world.env.clone().with("USER_APP_IMAGE", v2);
+    // The new image moves in waves (issue 7), one app at a time for 3 apps: a short soak.
+    let env2 = world
+        .env
+        .clone()
+        .with("USER_APP_IMAGE", v2)
+        .with("ROLLOUT_SOAK", "1s");
     let _d2 = Daemon::spawn(&env2, "image-v2");
     wait_until("every machine on the new image", secs(120), || async {
         let apps = world.managed_apps();

@@ -10,7 +10,7 @@ use support::{UserFixture, fresh_db, legacy_vyx_db, migrated_db, set_subscriptio
 use uuid::Uuid;
 use vyx_fleet::db::{self, DbError};
 
-const NEW_APP_COLUMNS: [&str; 20] = [
+const NEW_APP_COLUMNS: [&str; 24] = [
     "fly_app_id",
     "machine_id",
     "machine_op_id",
@@ -31,6 +31,10 @@ const NEW_APP_COLUMNS: [&str; 20] = [
     "rollout_wave",
     "rollout_state_at",
     "rollout_machine_version",
+    "unhealthy_since",
+    "last_probed_at",
+    "repair_step",
+    "repair_step_at",
 ];
 
 /// The controller's own tables: in `vyx_fleet`, which Supabase's API does not serve.

@@ -232,6 +232,15 @@ pub fn render_plan(plan: &Plan, org: &str) -> String {
                 format!("deprovision  user={user_id} app={app}")
             }
             Action::Probe { user_id, .. } => format!("probe        user={user_id}"),
+            Action::Rollout {
+                user_id,
+                wave,
+                step,
+                ..
+            } => format!("{:<12} user={user_id} wave={wave}", step.kind()),
+            Action::Repair { user_id, step, .. } => {
+                format!("repair       user={user_id} step={}", step.as_str())
+            }
             Action::SyncOrphans { names } => format!("track-orphans {names:?}"),
             Action::DeleteOrphan { app } => format!("delete-orphan app={app}"),
         };
@@ -253,8 +262,8 @@ pub fn render_plan(plan: &Plan, org: &str) -> String {
                 format!("skipped row={row_id}: user {user_id} missing from auth.users")
             }
             Finding::Orphan { app, since } => format!("orphan {app} since {since}"),
-            Finding::RolloutHalted { image, unhealthy } => {
-                format!("ALERT rollout of {image} halted: {unhealthy} unhealthy")
+            Finding::RolloutHalted { image, reason, .. } => {
+                format!("ALERT rollout of {image} halted: {reason}")
             }
             Finding::RegionsUnavailable { regions, held_back } => format!(
                 "Fly could not list machines in {}: {held_back} action(s) there wait for a later pass",

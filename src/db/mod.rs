@@ -8,6 +8,7 @@ pub mod apps;
 pub mod breaker;
 pub(crate) mod console;
 pub(crate) mod console_user;
+pub mod health;
 pub mod lease;
 pub mod orphans;
 pub mod rollout;

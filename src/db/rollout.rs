@@ -331,3 +331,93 @@ impl Store {
         Err(StoreError::Conflict)
     }
 }
+
+/// One row's progress, for the executor that resumes or judges its move.
+pub async fn load_row_progress(
+    pool: &PgPool,
+    row_id: Uuid,
+) -> Result<Option<AppProgress>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id AS row_id, user_id, spec_digest, rollout_id, rollout_state, rollout_wave, \
+                rollout_state_at, rollout_machine_version, healthy_spec_digest, healthy_image \
+           FROM public.user_fly_apps WHERE id = $1",
+    )
+    .bind(row_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The spec a rollback restores: `healthy_image` and `healthy_spec` (region and machine config).
+pub async fn load_rollback_point(
+    pool: &PgPool,
+    row_id: Uuid,
+) -> Result<Option<(String, serde_json::Value)>, sqlx::Error> {
+    let r: Option<(Option<String>, Option<serde_json::Value>)> = sqlx::query_as(
+        "SELECT healthy_image, healthy_spec FROM public.user_fly_apps WHERE id = $1",
+    )
+    .bind(row_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(match r {
+        Some((Some(image), Some(spec))) => Some((image, spec)),
+        _ => None,
+    })
+}
+
+impl Store {
+    /// The app runs healthily on a spec whose digest is unknown (before this version recorded
+    /// digests): keep it as the rollback point without claiming a digest.
+    pub async fn record_rollback_point(
+        &self,
+        row_id: Uuid,
+        image: &str,
+        spec: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE public.user_fly_apps SET healthy_image = $2, healthy_spec = $3, updated_at = now() \
+              WHERE id = $1 AND vyx_fleet.fence($4)",
+        )
+        .bind(row_id)
+        .bind(image)
+        .bind(spec)
+        .bind(self.term())
+        .execute(self.pool())
+        .await?;
+        self.one_row(done.rows_affected()).await
+    }
+}
+
+/// What a machine runs after a rollout step (move, rollback, replacement): the columns the admin
+/// page and billing read follow the machine, not the settings of the day the row was made.
+#[derive(Debug, Clone)]
+pub struct Running<'a> {
+    pub image: &'a str,
+    pub config_digest: &'a str,
+    pub region: &'a str,
+    pub cpus: u32,
+    pub memory_mb: u32,
+}
+
+impl Store {
+    pub async fn record_running(&self, row_id: Uuid, r: &Running<'_>) -> Result<(), StoreError> {
+        let cost = crate::reconcile::spec::monthly_cost_estimate_usd(r.cpus, r.memory_mb);
+        let done = sqlx::query(
+            "UPDATE public.user_fly_apps \
+                SET docker_image = $2, config_digest = $3, deployed_at = now(), region = $4, \
+                    cpu_count = $5, memory_mb = $6, monthly_cost_estimate_usd = $7::float8::numeric, \
+                    updated_at = now() \
+              WHERE id = $1 AND vyx_fleet.fence($8)",
+        )
+        .bind(row_id)
+        .bind(r.image)
+        .bind(r.config_digest)
+        .bind(r.region)
+        .bind(i32::try_from(r.cpus).unwrap_or(i32::MAX))
+        .bind(i32::try_from(r.memory_mb).unwrap_or(i32::MAX))
+        .bind(cost)
+        .bind(self.term())
+        .execute(self.pool())
+        .await?;
+        self.one_row(done.rows_affected()).await
+    }
+}

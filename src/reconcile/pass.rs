@@ -11,6 +11,7 @@ use super::desired::{PaidPolicy, desired};
 use super::execute::{self, Ctx, Outcome};
 use super::observe::observe;
 use super::plan::{Action, Finding, Plan, PlanInput, PlanSettings, plan};
+use super::rollout::WaveSettings;
 use super::spec::{config_digest, secrets_digest};
 use crate::db::{apps, breaker};
 use crate::metrics::Metrics;
@@ -21,6 +22,8 @@ pub struct PassConfig {
     pub policy: PaidPolicy,
     pub plan: PlanSettingsTemplate,
     pub max_concurrency: usize,
+    /// ROLLOUT_MAX_UNAVAILABLE, ROLLOUT_FAILURE_THRESHOLD, ROLLOUT_SOAK.
+    pub waves: WaveSettings,
 }
 
 /// The settings part of [`PlanSettings`] that does not depend on the spec digests.
@@ -32,6 +35,9 @@ pub struct PlanSettingsTemplate {
     /// Minimum probes per pass.
     pub probe_budget: usize,
     pub reconcile_interval: chrono::Duration,
+    /// REPAIR_AFTER and REPAIR_MAX_PER_PASS.
+    pub repair_after: chrono::Duration,
+    pub repair_max_per_pass: usize,
 }
 
 /// Probes per pass so that `live` apps are each probed about once per `probe_interval`, spread over
@@ -83,7 +89,8 @@ pub fn plan_settings(ctx: &Ctx, cfg: &PassConfig, live: usize) -> PlanSettings {
         orphan_grace: cfg.plan.orphan_grace,
         probe_interval: cfg.plan.probe_interval,
         probe_budget: probe_budget(&cfg.plan, live),
-        rollout_batch: cfg.max_concurrency,
+        repair_after: cfg.plan.repair_after,
+        repair_max_per_pass: cfg.plan.repair_max_per_pass,
     }
 }
 
@@ -96,11 +103,17 @@ pub struct Census {
 
 /// Read everything and plan; no writes anywhere.
 pub async fn plan_pass(ctx: &Ctx, cfg: &PassConfig) -> Result<Plan, PassError> {
-    Ok(plan_with_census(ctx, cfg).await?.0)
+    Ok(plan_with_census(ctx, cfg, false).await?.0)
 }
 
-async fn plan_with_census(ctx: &Ctx, cfg: &PassConfig) -> Result<(Plan, Census), PassError> {
+async fn plan_with_census(
+    ctx: &Ctx,
+    cfg: &PassConfig,
+    start: bool,
+) -> Result<(Plan, Census), PassError> {
     let pool = ctx.store.pool();
+    let rollout = super::pass_rollout::load_rollout(ctx, cfg, start).await?;
+    let health = crate::db::health::load(pool).await?;
     let facts = apps::load_desired_facts(pool).await?;
     let rows = apps::load_rows(pool).await?;
     let orphans = apps::load_orphans(pool).await?;
@@ -133,6 +146,8 @@ async fn plan_with_census(ctx: &Ctx, cfg: &PassConfig) -> Result<(Plan, Census),
         orphans_first_seen: &orphans,
         recent_deletions: &breaker_state.recent,
         held_deletions: &breaker_state.held_map(),
+        rollout: &rollout,
+        health: &health,
     });
     Ok((plan, census))
 }
@@ -147,7 +162,7 @@ pub async fn run_pass(
     let span = info_span!("pass", reconcile_id = %reconcile_id, term = ctx.store.term());
     async move {
         let started = Instant::now();
-        let plan = match plan_with_census(ctx, cfg).await {
+        let plan = match plan_with_census(ctx, cfg, true).await {
             Ok((p, census)) => {
                 let counts: Vec<(&str, i64)> = census
                     .rows_by_status
@@ -165,6 +180,18 @@ pub async fn run_pass(
             }
         };
         report_findings(&plan.findings, metrics);
+        if let Err(e) = super::pass_rollout::record_rollout(ctx, &plan, metrics).await {
+            if matches!(e, apps::StoreError::Fenced) {
+                warn!("lease lost before the pass could act; stopping");
+                metrics.record_pass("fenced", started.elapsed());
+                return Ok(PassReport {
+                    plan,
+                    fenced: true,
+                    ..Default::default()
+                });
+            }
+            warn!(error = %e, "could not record the rollout's progress");
+        }
         info!(
             actions = plan.actions.len(),
             findings = plan.findings.len(),
@@ -243,8 +270,16 @@ fn report_findings(findings: &[Finding], metrics: &Metrics) {
             Finding::Orphan { app, since } => {
                 warn!(app = %app, since = %since, "orphan app: managed prefix, no live row owns it")
             }
-            Finding::RolloutHalted { image, unhealthy } => {
-                error!(image = %image, unhealthy, "ALERT rollout halted: too many apps unhealthy on the new image")
+            // Logged as an ALERT once, by the pass that found it; a reminder on every later pass.
+            Finding::RolloutHalted {
+                image,
+                reason,
+                newly: true,
+            } => {
+                error!(image = %image, reason = %reason, "ALERT rollout halted: {reason}; failed apps are rolled back; `vyx-fleet rollout resume` or a new spec continues")
+            }
+            Finding::RolloutHalted { image, reason, .. } => {
+                warn!(image = %image, reason = %reason, "rollout halted; waiting for `vyx-fleet rollout resume` or a new spec")
             }
             Finding::RegionsUnavailable { regions, held_back } => {
                 warn!(
@@ -277,7 +312,8 @@ async fn execute_plan(ctx: &Ctx, cfg: &PassConfig, metrics: &Metrics, plan: Plan
         | Action::CancelDeprovision { .. }
         | Action::SyncOrphans { .. } => 0,
         Action::Deprovision { .. } | Action::DeleteOrphan { .. } => 1,
-        Action::Converge { .. } => 2,
+        Action::Converge { .. } | Action::Rollout { .. } => 2,
+        Action::Repair { .. } => 2,
         Action::Probe { .. } => 3,
     });
     for action in actions {
@@ -331,6 +367,8 @@ mod tests {
             probe_interval: chrono::Duration::minutes(5),
             probe_budget: 8,
             reconcile_interval: chrono::Duration::seconds(30),
+            repair_after: chrono::Duration::minutes(5),
+            repair_max_per_pass: 5,
         };
         assert_eq!(probe_budget(&t, 10), 8, "small fleets use the floor");
         // 10 passes per probe interval: 300 apps need 30 probes a pass.

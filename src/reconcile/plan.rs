@@ -11,7 +11,10 @@ use super::breaker::{self, BreakerInput, HeldChange};
 use super::desired::{Intent, UserIntent};
 use super::naming;
 use super::observed::{Observation, ObservedApp};
+use super::plan_health::{HealthSettings, RepairStep, plan_health};
+use super::plan_rollout::{RolloutInput, RolloutPlan, RolloutStep, Standing, plan_rollout_part};
 use super::recorded::{AppRow, RowStatus};
+use super::rollout::AppState;
 
 /// The settings the planner needs, already derived (digests computed once per pass).
 #[derive(Debug, Clone)]
@@ -30,8 +33,9 @@ pub struct PlanSettings {
     pub probe_interval: Duration,
     /// Most probes per pass, so they spread over time instead of costing one call per app per pass.
     pub probe_budget: usize,
-    /// Most image rollouts started per pass: a wave, so failures are seen before the next one.
-    pub rollout_batch: usize,
+    /// Unhealthy this long → restart; as long again → replace (`plan_health`).
+    pub repair_after: Duration,
+    pub repair_max_per_pass: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +56,15 @@ pub enum ConvergeReason {
 }
 
 impl ConvergeReason {
+    /// A difference a rollout carries (image, guest, region, env, layout, secrets), as opposed to
+    /// something broken that a repair fixes at once.
+    pub fn is_spec_change(&self) -> bool {
+        matches!(
+            self,
+            Self::ImageDrift | Self::ConfigDrift | Self::SecretsDrift
+        )
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::New => "new",
@@ -78,6 +91,14 @@ pub enum Action {
         /// The image to run: the configured one, or the current one while a rollout is halted.
         image: String,
     },
+    /// One app's step in the current rollout (waves, soak, rollback: `plan_rollout`).
+    Rollout {
+        user_id: Uuid,
+        row_id: Uuid,
+        rollout_id: i64,
+        wave: u32,
+        step: RolloutStep,
+    },
     /// The user stopped being wanted: start the deprovision grace (DB only).
     MarkUnwanted { user_id: Uuid, row_id: Uuid },
     /// The user is wanted again within the grace: nothing gets deleted (DB only).
@@ -88,8 +109,14 @@ pub enum Action {
         row_id: Uuid,
         app: String,
     },
-    /// Read one machine's checks and record health; spread over passes.
+    /// Read one app's health (its health source) and record transitions; spread over passes.
     Probe { user_id: Uuid, row_id: Uuid },
+    /// A step of the repair ladder for an app unhealthy for `REPAIR_AFTER` (`plan_health`).
+    Repair {
+        user_id: Uuid,
+        row_id: Uuid,
+        step: RepairStep,
+    },
     /// Record which managed apps no live row owns (first seen / still seen); one DB statement.
     SyncOrphans { names: Vec<String> },
     /// An orphan that stayed orphaned for `ORPHAN_GRACE`.
@@ -100,10 +127,15 @@ impl Action {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Converge { .. } => "converge",
+            Self::Rollout { step, .. } => step.kind(),
             Self::MarkUnwanted { .. } => "schedule_deprovision",
             Self::CancelDeprovision { .. } => "cancel_deprovision",
             Self::Deprovision { .. } => "deprovision",
             Self::Probe { .. } => "probe",
+            Self::Repair { step, .. } => match step {
+                RepairStep::Restart => "repair_restart",
+                RepairStep::Replace => "repair_replace",
+            },
             Self::SyncOrphans { .. } => "sync_orphans",
             Self::DeleteOrphan { .. } => "orphan_delete",
         }
@@ -141,9 +173,11 @@ pub enum Finding {
         app: String,
         since: DateTime<Utc>,
     },
+    /// The current rollout is halted; `newly` = this pass found it (persist, `ALERT rollout halted`).
     RolloutHalted {
         image: String,
-        unhealthy: usize,
+        reason: String,
+        newly: bool,
     },
     DeletionsBlocked {
         would_delete: usize,
@@ -162,6 +196,8 @@ pub struct Plan {
     pub findings: Vec<Finding>,
     /// Deletions the breaker holds back now, and held ones to forget (DB only, before the actions).
     pub held: HeldChange,
+    /// The rollout's decision this pass (the pass persists the halt, progress and gauges).
+    pub rollout: Option<RolloutPlan>,
 }
 
 pub struct PlanInput<'a> {
@@ -178,6 +214,10 @@ pub struct PlanInput<'a> {
     pub recent_deletions: &'a BTreeSet<String>,
     /// The breaker's held set: app → a valid confirmation covers it.
     pub held_deletions: &'a BTreeMap<String, bool>,
+    /// The current rollout (target = the configured spec) and each row's recorded progress in it.
+    pub rollout: &'a RolloutInput,
+    /// Probe and repair state by row id (`db::health`).
+    pub health: &'a BTreeMap<Uuid, crate::db::health::HealthState>,
 }
 
 pub fn plan(input: &PlanInput<'_>) -> Plan {
@@ -206,12 +246,10 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         .map(|r| r.user_id)
         .collect();
 
-    let rollout = rollout_state(input, &rows_by_user);
-    if let Some(f) = &rollout.halted {
-        out.findings.push(f.clone());
-    }
-    let mut rollouts_started = 0usize;
-    let mut probe_candidates: Vec<(&AppRow, Option<DateTime<Utc>>)> = Vec::new();
+    let halted = input.rollout.rollout.halted.is_some();
+    // Rows the rollout sees, in canary order (`rows` come oldest first).
+    let mut standings: BTreeMap<Uuid, Standing> = BTreeMap::new();
+    let mut probe_candidates: Vec<&AppRow> = Vec::new();
     // Apps whose deletion is wanted, planned this pass or waiting out a backoff: what the breaker's
     // held set may keep.
     let mut pending: BTreeSet<String> = BTreeSet::new();
@@ -245,6 +283,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             }
             Intent::Present => {
                 let Some(row) = row else {
+                    // A new user (no row yet) counts in the live total only from its first row.
                     out.actions.push(Action::Converge {
                         user_id,
                         row_id: None,
@@ -264,9 +303,42 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                     });
                     continue;
                 }
+                let drift = (status == RowStatus::Active)
+                    .then(|| drift_reason(row, observed, s, &s.image))
+                    .flatten();
+                // A move interrupted between its update and its record reads as `Resume`: it
+                // stays the rollout's, which resumes it without a second update.
+                let recorded = input.rollout.recorded.get(&row.id);
+                let moving = matches!(recorded, Some(AppState::Moving { .. }));
+                let in_wave = matches!(
+                    recorded,
+                    Some(
+                        AppState::Moving { .. }
+                            | AppState::Soaking { .. }
+                            | AppState::Failed { .. }
+                    )
+                );
+                let standing = match (&status, &drift) {
+                    (RowStatus::Active, None) => Standing::OnTarget,
+                    (RowStatus::Active, Some(r)) if r.is_spec_change() => Standing::Drifted,
+                    (RowStatus::Active, Some(ConvergeReason::Resume)) if moving => {
+                        Standing::Drifted
+                    }
+                    (RowStatus::Active, Some(_)) => Standing::Repair,
+                    _ => Standing::New,
+                };
+                if row.is_live() {
+                    standings.insert(row.id, standing);
+                }
                 if in_backoff {
                     continue;
                 }
+                // While a rollout is halted a repair keeps the app's image: it must not spread the
+                // change that halted it.
+                let repair_image = match (halted, row.docker_image.as_deref()) {
+                    (true, Some(current)) => current,
+                    _ => s.image.as_str(),
+                };
                 let converge = |reason, image: &str| Action::Converge {
                     user_id,
                     row_id: Some(row.id),
@@ -290,20 +362,15 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                     RowStatus::Provisioning | RowStatus::Error => out
                         .actions
                         .push(converge(ConvergeReason::Resume, s.image.as_str())),
-                    RowStatus::Active => {
-                        let image = rollout.image_for(row, s);
-                        match drift_reason(row, observed, s, image) {
-                            Some(ConvergeReason::ImageDrift) => {
-                                if rollouts_started < s.rollout_batch {
-                                    rollouts_started += 1;
-                                    out.actions
-                                        .push(converge(ConvergeReason::ImageDrift, image));
-                                }
-                            }
-                            Some(reason) => out.actions.push(converge(reason, image)),
-                            None => probe_candidates.push((row, row.last_health_check)),
+                    RowStatus::Active => match (standing, drift) {
+                        (Standing::Repair, Some(reason)) => {
+                            out.actions.push(converge(reason, repair_image))
                         }
-                    }
+                        // Apps in a wave are read by their rollout step instead.
+                        (Standing::OnTarget, _) if !in_wave => probe_candidates.push(row),
+                        // The rollout moves it, in its wave (`plan_rollout` below).
+                        _ => {}
+                    },
                 }
             }
             Intent::Absent => {
@@ -345,7 +412,23 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         }
     }
 
-    plan_probes(&mut out, probe_candidates, input);
+    let (health_actions, repairing) = plan_health(
+        &probe_candidates,
+        input.health,
+        &HealthSettings {
+            probe_interval: s.probe_interval,
+            probe_budget: s.probe_budget,
+            repair_after: s.repair_after,
+            repair_max_per_pass: s.repair_max_per_pass,
+        },
+        input.now,
+    );
+    // Repairs are never held back by a rollout, nor counted in its waves.
+    for id in &repairing {
+        standings.insert(*id, Standing::Repair);
+    }
+    plan_rollout_part(&mut out, &standings, input);
+    out.actions.extend(health_actions);
     hold_back_unlisted_regions(&mut out, &rows_by_user, input);
     claim_names_about_to_be_adopted(&mut owned_names, input);
     plan_orphans(&mut out, &owned_names, &mut pending, input);
@@ -442,60 +525,6 @@ fn drift_reason(
     None
 }
 
-struct Rollout {
-    halted: Option<Finding>,
-}
-
-impl Rollout {
-    /// While a rollout is halted, apps not yet on the new image keep their current one.
-    fn image_for<'a>(&self, row: &'a AppRow, s: &'a PlanSettings) -> &'a str {
-        match (&self.halted, row.docker_image.as_deref()) {
-            (Some(_), Some(current)) => current,
-            _ => &s.image,
-        }
-    }
-}
-
-/// A rollout halts when too many apps already on the new image are unhealthy: max(2, 10 % of live).
-fn rollout_state(input: &PlanInput<'_>, rows: &BTreeMap<Uuid, &AppRow>) -> Rollout {
-    let s = input.settings;
-    let live = rows.values().filter(|r| r.is_live()).count();
-    let unhealthy = rows
-        .values()
-        .filter(|r| {
-            r.is_live()
-                && r.docker_image.as_deref() == Some(s.image.as_str())
-                && (r.health_status.as_deref() == Some("unhealthy")
-                    || r.status() == Some(RowStatus::Error))
-                && r.last_error_kind.as_deref() == Some("unhealthy_after_update")
-        })
-        .count();
-    let threshold = std::cmp::max(2, live.div_ceil(10));
-    Rollout {
-        halted: (unhealthy >= threshold).then(|| Finding::RolloutHalted {
-            image: s.image.clone(),
-            unhealthy,
-        }),
-    }
-}
-
-fn plan_probes(
-    out: &mut Plan,
-    mut candidates: Vec<(&AppRow, Option<DateTime<Utc>>)>,
-    input: &PlanInput<'_>,
-) {
-    let s = input.settings;
-    candidates.retain(|(_, last)| last.is_none_or(|t| t + s.probe_interval <= input.now));
-    // Oldest first; never probed sorts first (None < Some).
-    candidates.sort_by_key(|(r, last)| (*last, r.id));
-    for (row, _) in candidates.into_iter().take(s.probe_budget) {
-        out.actions.push(Action::Probe {
-            user_id: row.user_id,
-            row_id: row.id,
-        });
-    }
-}
-
 /// Apps in a region Fly could not list look machineless: a converge would create a second machine
 /// and a probe would misjudge them. Their users are left alone this pass (DB-only bookkeeping and
 /// deletions, which do not rely on the machine list, go on); everything elsewhere proceeds.
@@ -515,7 +544,10 @@ fn hold_back_unlisted_regions(
     };
     let before = out.actions.len();
     out.actions.retain(|a| match a {
-        Action::Converge { user_id, .. } | Action::Probe { user_id, .. } => !affected(user_id),
+        Action::Converge { user_id, .. }
+        | Action::Probe { user_id, .. }
+        | Action::Repair { user_id, .. }
+        | Action::Rollout { user_id, .. } => !affected(user_id),
         _ => true,
     });
     out.findings.push(Finding::RegionsUnavailable {

@@ -1,7 +1,9 @@
 use super::*;
+use crate::config::CountOrPercent;
 use crate::reconcile::desired::IntentSource;
 use crate::reconcile::observed::ObservedMachine;
 use crate::reconcile::recorded::fixture::RowFixture;
+use crate::reconcile::rollout::{Rollout, Step, WaveSettings};
 use proptest::prelude::*;
 
 const PREFIX: &str = "vyx-user-";
@@ -20,7 +22,27 @@ fn settings() -> PlanSettings {
         orphan_grace: Duration::hours(1),
         probe_interval: Duration::minutes(5),
         probe_budget: 2,
-        rollout_batch: 2,
+        repair_after: Duration::minutes(5),
+        repair_max_per_pass: 5,
+    }
+}
+
+/// A started rollout of the configured spec with nothing recorded yet (id 1), default-like waves.
+fn rollout_input() -> RolloutInput {
+    RolloutInput {
+        id: 1,
+        rollout: Rollout {
+            target: "target".into(),
+            halted: None,
+            failures_forgiven: 0,
+        },
+        target_image: "img:2".into(),
+        settings: WaveSettings {
+            max_unavailable: CountOrPercent::Count(8),
+            failure_threshold: CountOrPercent::Count(1),
+            soak: Duration::seconds(60),
+        },
+        recorded: BTreeMap::new(),
     }
 }
 
@@ -99,6 +121,8 @@ struct World {
     recent: BTreeSet<String>,
     held: BTreeMap<String, bool>,
     settings: PlanSettings,
+    rollout: RolloutInput,
+    health: BTreeMap<Uuid, crate::db::health::HealthState>,
 }
 
 impl World {
@@ -111,6 +135,8 @@ impl World {
             recent: BTreeSet::new(),
             held: BTreeMap::new(),
             settings: settings(),
+            rollout: rollout_input(),
+            health: BTreeMap::new(),
         }
     }
     fn plan(&self) -> Plan {
@@ -123,6 +149,8 @@ impl World {
             orphans_first_seen: &self.orphans,
             recent_deletions: &self.recent,
             held_deletions: &self.held,
+            rollout: &self.rollout,
+            health: &self.health,
         })
     }
 }
@@ -169,7 +197,12 @@ fn a_converged_fleet_plans_nothing_but_due_probes() {
     let mut w = World::new();
     w.desired = wants(&[(1, Intent::Present), (2, Intent::Present)]);
     w.rows = vec![healthy(1, &mut w.obs), healthy(2, &mut w.obs)];
-    assert_eq!(w.plan(), Plan::default());
+    let p = w.plan();
+    assert_eq!((p.actions.len(), p.findings.len()), (0, 0), "{p:?}");
+    assert!(
+        matches!(&p.rollout, Some(r) if r.decision.step == Step::Complete),
+        "a fleet on the target has nothing to roll out"
+    );
 
     w.rows[0].last_health_check = Some(now() - Duration::minutes(6));
     let p = w.plan();
@@ -317,7 +350,7 @@ fn rows_with_unknown_status_foreign_org_or_missing_user_are_skipped() {
 }
 
 #[test]
-fn drift_is_corrected_and_image_rollouts_go_in_waves() {
+fn an_image_change_moves_one_canary_first_and_converges_nobody_directly() {
     let mut w = World::new();
     w.desired = wants(&[
         (1, Intent::Present),
@@ -326,12 +359,16 @@ fn drift_is_corrected_and_image_rollouts_go_in_waves() {
     ]);
     w.rows = (1..=3).map(|n| healthy(n, &mut w.obs)).collect();
     w.settings.image = "img:3".into();
+    w.rollout.target_image = "img:3".into();
     let p = w.plan();
-    assert_eq!(p.actions.len(), 2, "rollout_batch caps the wave");
-    assert!(p.actions.iter().all(|a| matches!(
-        a,
-        Action::Converge { reason: ConvergeReason::ImageDrift, image, .. } if image == "img:3"
-    )));
+    assert!(
+        matches!(
+            &p.actions[..],
+            [Action::Rollout { user_id, wave: 1, step: RolloutStep::Move, .. }] if *user_id == user(1)
+        ),
+        "{:?}",
+        p.actions
+    );
 }
 
 #[test]
@@ -385,11 +422,19 @@ fn each_kind_of_drift_has_its_reason() {
         w.rows = vec![healthy(1, &mut w.obs)];
         mutate(&mut w.rows[0], w.obs.apps.get_mut(&name(1)).unwrap());
         let p = w.plan();
-        assert!(
-            matches!(&p.actions[..], [Action::Converge { reason, .. }] if *reason == want),
-            "want {want:?}, got {:?}",
-            p.actions
-        );
+        // Spec changes go through the rollout (a one-app fleet: its canary); repairs converge.
+        let ok = if want.is_spec_change() {
+            matches!(
+                &p.actions[..],
+                [Action::Rollout {
+                    step: RolloutStep::Move,
+                    ..
+                }]
+            )
+        } else {
+            matches!(&p.actions[..], [Action::Converge { reason, .. }] if *reason == want)
+        };
+        assert!(ok, "want {want:?}, got {:?}", p.actions);
     }
     let mut w = World::new();
     w.desired = wants(&[(1, Intent::Present)]);
@@ -405,7 +450,7 @@ fn each_kind_of_drift_has_its_reason() {
 }
 
 #[test]
-fn a_rollout_halts_when_too_many_apps_are_unhealthy_on_the_new_image() {
+fn a_failed_canary_halts_the_rollout_rolls_back_and_moves_nobody_else() {
     let mut w = World::new();
     w.desired = wants(&[
         (1, Intent::Present),
@@ -414,23 +459,53 @@ fn a_rollout_halts_when_too_many_apps_are_unhealthy_on_the_new_image() {
     ]);
     w.rows = (1..=3).map(|n| healthy(n, &mut w.obs)).collect();
     w.settings.image = "img:3".into();
-    for r in &mut w.rows[..2] {
-        r.docker_image = Some("img:3".into());
-        r.status = "error".into();
-        r.health_status = Some("unhealthy".into());
-        r.last_error_kind = Some("unhealthy_after_update".into());
-    }
+    w.rollout.target_image = "img:3".into();
+    // The canary runs the new image and failed on it.
+    w.rows[0].docker_image = Some("img:3".into());
+    w.obs.apps.get_mut(&name(1)).unwrap().machines[0].image = "img:3".into();
+    w.rollout
+        .recorded
+        .insert(w.rows[0].id, AppState::Failed { wave: 1 });
     let p = w.plan();
     assert!(
         p.findings
             .iter()
-            .any(|f| matches!(f, Finding::RolloutHalted { .. }))
+            .any(|f| matches!(f, Finding::RolloutHalted { newly: true, .. })),
+        "{:?}",
+        p.findings
     );
-    // The third app stays on its image; the broken ones are retried on the image they run.
-    assert!(!p.actions.iter().any(|a| matches!(
-        a,
-        Action::Converge { user_id, .. } if *user_id == user(3)
-    )));
+    assert!(
+        matches!(
+            &p.actions[..],
+            [Action::Rollout { user_id, step: RolloutStep::Back, .. }] if *user_id == user(1)
+        ),
+        "only the rollback: {:?}",
+        p.actions
+    );
+}
+
+#[test]
+fn a_repair_during_a_halted_rollout_keeps_the_apps_image() {
+    let mut w = World::new();
+    w.desired = wants(&[(1, Intent::Present), (2, Intent::Present)]);
+    w.rows = (1..=2).map(|n| healthy(n, &mut w.obs)).collect();
+    w.settings.image = "img:3".into();
+    w.rollout.target_image = "img:3".into();
+    w.rollout.rollout.halted = Some(crate::reconcile::rollout::Halt {
+        reason: crate::reconcile::rollout::HaltReason::Recorded("canary failed".into()),
+        at: now(),
+    });
+    w.obs.apps.get_mut(&name(2)).unwrap().machines[0].state = "stopped".into();
+    let p = w.plan();
+    assert!(
+        matches!(
+            &p.actions[..],
+            [Action::Converge { user_id, reason: ConvergeReason::MachineDown, image, .. }]
+                if *user_id == user(2) && image == "img:2"
+        ),
+        "{:?}",
+        p.actions
+    );
 }
 
 #[test]
@@ -740,6 +815,8 @@ fn action_user(a: &Action) -> Option<Uuid> {
         | Action::MarkUnwanted { user_id, .. }
         | Action::CancelDeprovision { user_id, .. }
         | Action::Deprovision { user_id, .. }
+        | Action::Rollout { user_id, .. }
+        | Action::Repair { user_id, .. }
         | Action::Probe { user_id, .. } => Some(*user_id),
         Action::SyncOrphans { .. } | Action::DeleteOrphan { .. } => None,
     }

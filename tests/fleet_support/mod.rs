@@ -73,6 +73,9 @@ impl FleetBuilder {
             ("USER_APP_IMAGE", IMAGE),
             ("FLY_API_BASE_URL", &sim.base_url()),
             ("DEPROVISION_GRACE", "0s"),
+            // Spec changes go through the rollout's waves; a token soak, so `converge` finishes them
+            // in a few passes (tests/rollout.rs sets its own).
+            ("ROLLOUT_SOAK", "1ms"),
             ("SUPABASE_URL", "https://project.supabase.co"),
             ("SUPABASE_SERVICE_ROLE_KEY", SERVICE_KEY),
         ]

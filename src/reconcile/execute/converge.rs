@@ -115,6 +115,20 @@ pub(super) async fn converge(
         vec![healthy_ev, done_ev]
     };
     ctx.store.mark_active(row.id, &events).await?;
+    // What runs healthily now is what a later rollout rolls this app back to (issue 7).
+    let applied = crate::reconcile::spec::AppSpec {
+        image: image.to_string(),
+        ..(*ctx.spec).clone()
+    };
+    ctx.store
+        .record_healthy_spec(
+            row.id,
+            &crate::reconcile::spec::spec_digest(&applied),
+            image,
+            &super::rollout::rollback_point(&machine),
+            machine.image_ref.as_ref().and_then(|r| r.digest.as_deref()),
+        )
+        .await?;
     hit(fp::CONVERGE_AFTER_RECORD).await;
     info!(app = %row.fly_app_name, machine_id = %machine.id, "app active and healthy");
     Ok(())
@@ -220,7 +234,7 @@ async fn ensure_row(
 }
 
 /// Step 3. Returns whether secrets were written (machines then need an update to see them).
-async fn ensure_secrets(ctx: &Ctx, row: &AppRow) -> Result<bool, ExecError> {
+pub(super) async fn ensure_secrets(ctx: &Ctx, row: &AppRow) -> Result<bool, ExecError> {
     let digest = secrets_digest(&ctx.spec.secrets);
     if row.secrets_digest.as_deref() == Some(digest.as_str()) {
         return Ok(false);

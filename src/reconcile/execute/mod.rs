@@ -7,9 +7,14 @@
 mod app;
 mod converge;
 mod deprovision;
+mod health;
 mod machine;
 pub mod machine_config;
 mod probe;
+mod repair;
+mod replace;
+mod rollback;
+mod rollout;
 mod wait;
 
 use rand::Rng;
@@ -157,6 +162,12 @@ pub async fn run(ctx: &Ctx, action: &Action) -> Outcome {
         Action::Converge {
             user_id, row_id, ..
         } => (Some(*user_id), *row_id),
+        Action::Rollout {
+            user_id, row_id, ..
+        }
+        | Action::Repair {
+            user_id, row_id, ..
+        } => (Some(*user_id), Some(*row_id)),
         Action::MarkUnwanted { user_id, row_id }
         | Action::CancelDeprovision { user_id, row_id }
         | Action::Deprovision {
@@ -228,6 +239,14 @@ async fn dispatch(ctx: &Ctx, action: &Action) -> Result<(), ExecError> {
         }
         Action::Deprovision { row_id, .. } => deprovision::deprovision(ctx, *row_id).await,
         Action::Probe { row_id, .. } => probe::probe(ctx, *row_id).await,
+        Action::Repair { row_id, step, .. } => repair::repair(ctx, *row_id, *step).await,
+        Action::Rollout {
+            row_id,
+            rollout_id,
+            wave,
+            step,
+            ..
+        } => rollout::run(ctx, *row_id, *rollout_id, *wave, *step).await,
         Action::SyncOrphans { names } => {
             for name in names {
                 warn!(app = %name, "orphan app: managed prefix, no live row owns it");
@@ -293,14 +312,27 @@ async fn record_failure(
                 .await
         }
         // Probes and DB-only bookkeeping retry next pass on their own; their failure says nothing
-        // about the app, so the row is not marked failed.
+        // about the app, so the row is not marked failed. Nor does a repair step's: the next
+        // probe judges the app, and the ladder's own clock paces the next step.
         (
             Action::Probe { .. }
+            | Action::Repair { .. }
             | Action::MarkUnwanted { .. }
             | Action::CancelDeprovision { .. }
             | Action::SyncOrphans { .. },
             _,
         ) => Ok(()),
+        // A rollout step's verdicts are recorded by the step; an error (429, 5xx, 409) leaves the
+        // app where it was in its wave, serving, with a backoff before the step is resumed.
+        (Action::Rollout { .. }, _) => {
+            let mut meta = meta;
+            meta["still_serving"] = serde_json::Value::Bool(true);
+            let ev = Event::new("provision_failed", meta).with_error(message.clone());
+            let status = row.status().unwrap_or(RowStatus::Active);
+            ctx.store
+                .mark_failure(row_id, status, e.kind(), &message, delay, &[ev])
+                .await
+        }
         (Action::Converge { reason, .. }, _) if still_serving(&row, reason, e) => {
             // A failed roll or repair of an app that keeps serving: `error` tells the Go backend
             // and admins the user has no working app, which is not true. The error kind and the

@@ -1,0 +1,94 @@
+//! The repair ladder's steps for an app that stayed unhealthy (issue 7 item 6; the planner picks
+//! the step and bounds them per pass, `plan_health`).
+//!
+//! # Expected flow
+//! - Restart: record the step and a `recovery_attempted` event (`{"step":"restart"}`), then stop
+//!   the machine gracefully and start it again. The next probe judges the result.
+//! - Replace: record the step and its event (`{"step":"replace"}`), then make-before-break
+//!   (`replace.rs`): a new machine on the app's current image in the configured region; once it
+//!   passes its checks it becomes the row's machine and the old one is destroyed. A healthy
+//!   replacement ends the unhealthy spell at once.
+//!
+//! # Guarantees
+//! - The step is recorded before any Fly call: a crash mid-step does not repeat it before another
+//!   `REPAIR_AFTER` has passed.
+//! - A replace never leaves the user without a machine: the old one goes only after the new one
+//!   is healthy.
+//!
+//! # Assumptions
+//! - A machine that is not healthy is worth restarting (its state is in Postgres, not on disk).
+//!
+//! # Caveats
+//! - A restart is a stop and a start (the Machines API has no restart call we rely on), so it
+//!   waits up to the stop timeout.
+
+use serde_json::json;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::converge::reload;
+use super::machine::stop_gracefully;
+use super::replace::make_before_break;
+use super::{Ctx, ExecError};
+use crate::db::apps::Event;
+use crate::fly::FlyError;
+use crate::reconcile::plan_health::RepairStep;
+
+pub(super) async fn repair(ctx: &Ctx, row_id: Uuid, step: RepairStep) -> Result<(), ExecError> {
+    let row = reload(ctx, row_id).await?;
+    tracing::Span::current().record("app", row.fly_app_name.as_str());
+    let Some(machine_id) = row.machine_id.clone() else {
+        return Err(ExecError::RowGone);
+    };
+    let app = row.fly_app_name.as_str();
+    let m = match ctx.fly.get_machine(app, &machine_id).await {
+        Ok(m) => m,
+        Err(FlyError::NotFound { .. }) => {
+            ctx.store.clear_machine(row.id).await?;
+            return Err(ExecError::StillWaiting(
+                "machine vanished; recreated next pass",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    ctx.store.record_repair_step(row.id, step.as_str()).await?;
+    let ev = Event::new(
+        "recovery_attempted",
+        json!({"step": step.as_str(), "machine_id": machine_id, "reason": "unhealthy"}),
+    );
+    ctx.store.add_events(row.id, &[ev]).await?;
+    match step {
+        RepairStep::Restart => {
+            warn!(machine_id = %machine_id, "repair: restarting an app unhealthy for REPAIR_AFTER");
+            stop_gracefully(ctx, app, &m).await?;
+            match ctx.fly.start_machine(app, &machine_id).await {
+                Ok(()) | Err(FlyError::Conflict { .. } | FlyError::PreconditionFailed { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            Ok(())
+        }
+        RepairStep::Replace => {
+            warn!(machine_id = %machine_id, "repair: replacing a machine still unhealthy after a restart");
+            let image = row
+                .docker_image
+                .clone()
+                .unwrap_or_else(|| ctx.spec.image.clone());
+            match make_before_break(ctx, &row, &m, &image).await? {
+                Ok(new_id) => {
+                    let digest = row.config_digest.clone().unwrap_or_default();
+                    let guest = super::rollout::desired_guest(ctx);
+                    let run = super::rollout::running(&image, &digest, &ctx.spec.region, &guest);
+                    ctx.store.record_running(row.id, &run).await?;
+                    let ev = Event::new("health_check_passed", json!({"machine_id": new_id}));
+                    ctx.store.record_health(row.id, true, &[ev]).await?;
+                    ctx.store.record_probe(row.id, true).await?;
+                    info!(machine_id = %new_id, "repair: replacement healthy; old machine destroyed");
+                }
+                Err(why) => {
+                    warn!(reason = %why, "repair: replacement failed; the old machine stays")
+                }
+            }
+            Ok(())
+        }
+    }
+}

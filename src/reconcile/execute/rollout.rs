@@ -1,0 +1,413 @@
+//! One app's steps in a rollout (issue 7): move it to the target spec, judge it on the machine's
+//! new version, keep judging it through the soak, settle it, or put it back on its last healthy
+//! spec. The waves, the soak clock and the halt are the planner's (`plan_rollout`, `rollout`).
+//!
+//! # Expected flow
+//! 1. Move: read the machine (`V0`); if the app is healthy now, record its running config as the
+//!    rollback point; record `rollout_state = moving` and the wave *before* any Fly write. Write the
+//!    app's secrets if they changed (app-level, now, not fleet-wide up front: a repair restart
+//!    elsewhere must not pick them up outside the waves). `POST` the update with the whole config,
+//!    `current_version = V0` and `min_secrets_version`; record the version it returned (`V1`) and
+//!    the applied image/config. Region changes are made before broken (`replace.rs`).
+//! 2. Verdict, one short look per pass (`JUDGE_PATIENCE`, so a wave's updates are not serialised
+//!    behind their machines' boots): healthy only when the machine reports `version == V1`,
+//!    `started` and every check passing → `soaking` since the database's now; `failed`, or not
+//!    healthy within the start + health timeouts counted from the recorded `moving` → `failed`;
+//!    otherwise still `moving`, and the next pass looks again (no second update: the version is
+//!    recorded).
+//! 3. Check (each pass while soaking): the machine must still be on `V1`, `started`, checks
+//!    passing; anything else → `failed`.
+//! 4. Settle (soak over): `healthy`, and the running spec becomes the rollback point.
+//! 5. Back (failed, `rollback.rs`): update to the recorded rollback config, wait for `started` on the version
+//!    that update returned, record `rolled_back` and the image that runs.
+//!
+//! # Guarantees
+//! - No app moves twice for one rollout: `moving` is recorded before the update; a resumed move
+//!   finds the machine already on the target config and sends nothing, adopting its version.
+//! - Checks of the previous version never count: every verdict compares the machine's version with
+//!   the one the update returned.
+//! - A refused update (4xx other than 409/429) is a failure of the app on the target; a 409 (the
+//!   machine changed under us), 429 or 5xx is retried by a later pass with the app still `moving`.
+//!
+//! # Assumptions
+//! - The rollback point's config holds no secret values (`config.env` never does, DESIGN §3).
+//!
+//! # Caveats
+//! - A rollback and a make-before-break replacement wait for their verdict within the step (they
+//!   are rare: failed apps and region changes), holding one executor slot meanwhile.
+//! - Secrets are app-level on Fly: a rollback restores the config, not the previous secret values.
+//! - An app with no rollback point (never seen healthy by this version) is marked `rolled_back`
+//!   without a change and left to repair.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::converge::{ensure_secrets, reload};
+use super::machine_config::{desired_config, matches};
+use super::{Ctx, ExecError, wait};
+use crate::db::apps::Event;
+use crate::db::rollout::{RowRolloutState, Running, load_row_progress};
+use crate::failpoint::{self as fp, hit};
+use crate::fly::{FlyError, Guest, Machine, MachineState, UpdateMachineRequest};
+use crate::reconcile::plan_rollout::RolloutStep;
+use crate::reconcile::recorded::AppRow;
+use crate::reconcile::spec::{config_digest, spec_digest};
+
+pub(super) async fn run(
+    ctx: &Ctx,
+    row_id: Uuid,
+    rollout_id: i64,
+    wave: u32,
+    step: RolloutStep,
+) -> Result<(), ExecError> {
+    let row = reload(ctx, row_id).await?;
+    tracing::Span::current().record("app", row.fly_app_name.as_str());
+    let Some(machine_id) = row.machine_id.clone() else {
+        // The planner repairs a row without a machine; nothing to move.
+        return Err(ExecError::RowGone);
+    };
+    let progress = load_row_progress(ctx.store.pool(), row_id)
+        .await?
+        .ok_or(ExecError::RowGone)?;
+    let mine = progress.rollout_id == Some(rollout_id);
+    let version = progress.rollout_machine_version.clone().filter(|_| mine);
+    let at = |s| (rollout_id, wave, s);
+    match step {
+        RolloutStep::Move => {
+            let moving = mine && progress.rollout_state.as_deref() == Some("moving");
+            let since = progress.rollout_state_at.filter(|_| moving);
+            if let (true, Some(v1)) = (moving, version.as_deref()) {
+                // The update went out (its version is recorded): only the verdict is owed.
+                return judge(ctx, &row, &machine_id, Some(v1), since, &at).await;
+            }
+            move_app(ctx, &row, &machine_id, moving, version, since, at).await
+        }
+        RolloutStep::Check => {
+            let m = get(ctx, &row, &machine_id).await?;
+            if !healthy_on(&m, version.as_deref()) {
+                let why = verdict_reason(&m, version.as_deref());
+                return fail(ctx, &row, at(RowRolloutState::Failed), &why).await;
+            }
+            Ok(())
+        }
+        RolloutStep::Settle => {
+            let m = get(ctx, &row, &machine_id).await?;
+            let digest = spec_digest(&ctx.spec);
+            let image = ctx.spec.image.clone();
+            ctx.store
+                .record_healthy_spec(
+                    row.id,
+                    &digest,
+                    &image,
+                    &rollback_point(&m),
+                    m.image_ref.as_ref().and_then(|r| r.digest.as_deref()),
+                )
+                .await?;
+            set_state(ctx, &row, at(RowRolloutState::Healthy), None).await?;
+            let ev = Event::new(
+                "provision_completed",
+                json!({"operation": "rollout", "wave": wave, "image": image}),
+            );
+            ctx.store.add_events(row.id, &[ev]).await?;
+            info!(wave, "rollout: app soaked healthy on the target");
+            Ok(())
+        }
+        RolloutStep::Back => {
+            super::rollback::roll_back(ctx, &row, &machine_id, at(RowRolloutState::RolledBack))
+                .await
+        }
+    }
+}
+
+pub(super) type At = (i64, u32, RowRolloutState);
+
+async fn move_app(
+    ctx: &Ctx,
+    row: &AppRow,
+    machine_id: &str,
+    resumed: bool,
+    recorded_version: Option<String>,
+    since: Option<DateTime<Utc>>,
+    at: impl Fn(RowRolloutState) -> At,
+) -> Result<(), ExecError> {
+    let image = ctx.spec.image.clone();
+    let current = get(ctx, row, machine_id).await?;
+    if !resumed {
+        // The spec the app runs healthily now is what a failure goes back to.
+        if row.health_status.as_deref() == Some("healthy") && current.is_healthy() {
+            let old_image = current.config.as_ref().map(|c| c.image.clone());
+            ctx.store
+                .record_rollback_point(
+                    row.id,
+                    old_image.as_deref().unwrap_or_default(),
+                    &rollback_point(&current),
+                )
+                .await?;
+        }
+        set_state(ctx, row, at(RowRolloutState::Moving), None).await?;
+        let ev = Event::new(
+            "provision_started",
+            json!({"operation": "rollout", "wave": at(RowRolloutState::Moving).1, "image": image}),
+        );
+        ctx.store.add_events(row.id, &[ev]).await?;
+        hit(fp::ROLLOUT_MOVING_RECORDED).await;
+    }
+    let secrets_written = ensure_secrets(ctx, row).await?;
+    let row = reload(ctx, row.id).await?;
+    if current.region != ctx.spec.region {
+        return super::replace::move_region(ctx, &row, current, &at).await;
+    }
+    let base = current.config.clone().unwrap_or_default();
+    let op = row
+        .machine_op_id
+        .clone()
+        .unwrap_or_else(|| current.id.clone());
+    let desired = desired_config(base.clone(), &ctx.spec, &image, row.user_id, &op);
+    let secrets_version = row
+        .secrets_version
+        .and_then(|v| u64::try_from(v).ok())
+        .filter(|v| *v > 0);
+    // A machine booted before the secrets it must see needs the update even with an equal config.
+    let secrets_stale = secrets_written || row.config_digest.is_none();
+    let v1 = if matches(&base, &desired) && !secrets_stale {
+        // Already on the target: a move resumed after its update, or nothing to change.
+        recorded_version.or(current.version.clone())
+    } else {
+        let req = UpdateMachineRequest {
+            config: desired,
+            current_version: current.version.clone(),
+            min_secrets_version: secrets_version,
+            ..Default::default()
+        };
+        hit(fp::UPDATE_MACHINE_BEFORE).await;
+        let updated = match ctx
+            .fly
+            .update_machine(&row.fly_app_name, machine_id, &req)
+            .await
+        {
+            Ok(m) => m,
+            // 409/412 (the machine changed: re-read next pass), 429, 5xx: retried, still moving.
+            // Capacity, like any other refusal, is a verdict on the target.
+            Err(e) if e.is_transient() && !matches!(e, FlyError::InsufficientCapacity { .. }) => {
+                return Err(e.into());
+            }
+            Err(e) => {
+                let why = format!("update refused: {}", e.kind());
+                return fail(ctx, &row, at(RowRolloutState::Failed), &why).await;
+            }
+        };
+        hit(fp::UPDATE_MACHINE_AFTER_CALL).await;
+        updated.version.clone()
+    };
+    set_state(ctx, &row, at(RowRolloutState::Moving), v1.as_deref()).await?;
+    let digest = config_digest(&ctx.spec);
+    ctx.store
+        .record_running(
+            row.id,
+            &running(&image, &digest, &current.region, &desired_guest(ctx)),
+        )
+        .await?;
+    judge(ctx, &row, machine_id, v1.as_deref(), since, &at).await
+}
+
+/// How long one pass waits on a moving machine before leaving it to the next pass: short, so a
+/// wave's updates are not serialised behind their machines' boots (`MAX_CONCURRENCY` slots).
+const JUDGE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The verdict on a moving app, from the machine's state on the version the update returned:
+/// healthy → `soaking`; `failed`, or not healthy within the start and health timeouts of the
+/// move (counted from `moving` on the database clock) → `failed`; else still moving.
+async fn judge(
+    ctx: &Ctx,
+    row: &AppRow,
+    machine_id: &str,
+    version: Option<&str>,
+    since: Option<DateTime<Utc>>,
+    at: &impl Fn(RowRolloutState) -> At,
+) -> Result<(), ExecError> {
+    let now = crate::db::now(ctx.store.pool()).await?;
+    let limit = ctx.timeouts.machine_started + ctx.timeouts.healthy;
+    let deadline = since.unwrap_or(now) + chrono::Duration::from_std(limit).unwrap_or_default();
+    let left = (deadline - now).to_std().unwrap_or_default();
+    let verdict = wait::until(left.min(JUDGE_PATIENCE), "the new version", || async {
+        match ctx.fly.get_machine(&row.fly_app_name, machine_id).await {
+            Ok(m) if healthy_on(&m, version) => Ok(Some(Ok(m))),
+            Ok(m) if m.state == MachineState::Failed => Ok(Some(Err(verdict_reason(&m, version)))),
+            Ok(_) => Ok(None),
+            Err(e) if e.is_transient() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await;
+    let verdict = match verdict {
+        Ok(v) => v,
+        Err(ExecError::StillWaiting(_)) if left > JUDGE_PATIENCE => return Ok(()),
+        Err(ExecError::StillWaiting(_)) => {
+            let m = get(ctx, row, machine_id).await?;
+            Err(format!(
+                "not healthy within {}s: {}",
+                limit.as_secs(),
+                verdict_reason(&m, version)
+            ))
+        }
+        Err(e) => return Err(e),
+    };
+    hit(fp::ROLLOUT_VERDICT_BEFORE_RECORD).await;
+    match verdict {
+        Ok(_) => {
+            let now = crate::db::now(ctx.store.pool()).await?;
+            let (id, wave, _) = at(RowRolloutState::Soaking);
+            ctx.store
+                .set_app_rollout_state(row.id, id, wave, RowRolloutState::Soaking, now, None)
+                .await?;
+            ctx.store
+                .mark_active(row.id, &passed_event(row, machine_id))
+                .await?;
+            info!(
+                wave,
+                version = version.unwrap_or(""),
+                "rollout: healthy on the new version; soaking"
+            );
+            Ok(())
+        }
+        Err(why) => fail(ctx, row, at(RowRolloutState::Failed), &why).await,
+    }
+}
+
+/// Wait for the machine to be `started` with every check passing on `version`. `Ok(Err(why))` is
+/// a verdict of failure (failed state, or the deadline); `Err` an error to retry.
+pub(super) async fn verdict(
+    ctx: &Ctx,
+    row: &AppRow,
+    machine_id: &str,
+    version: Option<&str>,
+) -> Result<Result<Machine, String>, ExecError> {
+    let patience = ctx.timeouts.machine_started + ctx.timeouts.healthy;
+    let r = wait::until(patience, "the new version to pass its checks", || async {
+        match ctx.fly.get_machine(&row.fly_app_name, machine_id).await {
+            Ok(m) if healthy_on(&m, version) => Ok(Some(Ok(m))),
+            Ok(m) if m.state == MachineState::Failed => Ok(Some(Err(verdict_reason(&m, version)))),
+            Ok(_) => Ok(None),
+            Err(e) if e.is_transient() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await;
+    match r {
+        Ok(v) => Ok(v),
+        Err(ExecError::StillWaiting(_)) => {
+            let m = get(ctx, row, machine_id).await?;
+            Ok(Err(format!(
+                "not healthy within {}s: {}",
+                patience.as_secs(),
+                verdict_reason(&m, version)
+            )))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Healthy on the version the update returned: `started`, every check present and passing.
+pub(super) fn healthy_on(m: &Machine, version: Option<&str>) -> bool {
+    let on_version = version.is_none_or(|v| m.version.as_deref() == Some(v));
+    on_version && m.is_healthy()
+}
+
+pub(super) fn verdict_reason(m: &Machine, version: Option<&str>) -> String {
+    if let Some(v) = version
+        && m.version.as_deref() != Some(v)
+    {
+        return format!("machine left version {v}");
+    }
+    let failing: Vec<String> = m
+        .checks
+        .iter()
+        .filter(|c| !c.is_passing())
+        .map(|c| format!("{}={}", c.name, c.status))
+        .collect();
+    format!(
+        "state {}, checks not passing: {}",
+        m.state.as_str(),
+        failing.join(", ")
+    )
+}
+
+pub(super) async fn fail(ctx: &Ctx, row: &AppRow, at: At, why: &str) -> Result<(), ExecError> {
+    warn!(reason = %why, wave = at.1, "rollout: app failed on the target");
+    set_state(ctx, row, at, None).await?;
+    let ev = Event::new(
+        "health_check_failed",
+        json!({"operation": "rollout", "wave": at.1, "reason": why}),
+    );
+    ctx.store.record_health(row.id, false, &[ev]).await?;
+    Ok(())
+}
+
+pub(super) async fn set_state(
+    ctx: &Ctx,
+    row: &AppRow,
+    at: At,
+    version: Option<&str>,
+) -> Result<(), ExecError> {
+    let now = crate::db::now(ctx.store.pool()).await?;
+    let (id, wave, state) = at;
+    ctx.store
+        .set_app_rollout_state(row.id, id, wave, state, now, version)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn get(ctx: &Ctx, row: &AppRow, machine_id: &str) -> Result<Machine, ExecError> {
+    match ctx.fly.get_machine(&row.fly_app_name, machine_id).await {
+        Ok(m) => Ok(m),
+        Err(FlyError::NotFound { .. }) => {
+            ctx.store.clear_machine(row.id).await?;
+            Err(ExecError::StillWaiting(
+                "machine vanished; repaired next pass",
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(super) fn passed_event(row: &AppRow, machine_id: &str) -> Vec<Event> {
+    if row.health_status.as_deref() == Some("healthy") {
+        return vec![];
+    }
+    vec![Event::new(
+        "health_check_passed",
+        json!({"machine_id": machine_id}),
+    )]
+}
+
+/// The guest every machine of the spec runs with.
+pub(super) fn desired_guest(ctx: &Ctx) -> Guest {
+    Guest {
+        cpus: Some(ctx.spec.cpus),
+        memory_mb: Some(ctx.spec.memory_mb),
+        ..Default::default()
+    }
+}
+
+/// The row's record of what runs: the config applied, where, and at what size.
+pub(super) fn running<'a>(
+    image: &'a str,
+    digest: &'a str,
+    region: &'a str,
+    guest: &Guest,
+) -> Running<'a> {
+    Running {
+        image,
+        config_digest: digest,
+        region,
+        cpus: guest.cpus.unwrap_or(1),
+        memory_mb: guest.memory_mb.unwrap_or(256),
+    }
+}
+
+/// What a rollback restores: the region and the whole machine config (no secret values in it).
+pub(super) fn rollback_point(m: &Machine) -> serde_json::Value {
+    json!({"region": m.region, "config": m.config})
+}

@@ -1,0 +1,81 @@
+//! The pass's rollout bookkeeping (issue 7): before planning, the current rollout (the configured
+//! spec is the target; the leader records a new target) and each row's recorded progress; after
+//! planning, the halt, the counts and the gauges. The per-app states are the executors' writes.
+
+use super::execute::Ctx;
+use super::pass::{PassConfig, PassError};
+use super::plan::Plan;
+use super::plan_rollout::RolloutInput;
+use super::rollout::{Rollout, Step};
+use super::spec::spec_digest;
+use crate::db::{apps, rollout as rollout_db};
+use crate::metrics::Metrics;
+
+/// The current rollout: the configured spec is the target. `start` (the leader's pass) records a
+/// new target in `vyx_fleet.rollout`; a dry run plans against an unstarted one (id 0).
+pub(super) async fn load_rollout(
+    ctx: &Ctx,
+    cfg: &PassConfig,
+    start: bool,
+) -> Result<RolloutInput, PassError> {
+    let pool = ctx.store.pool();
+    let target = spec_digest(&ctx.spec);
+    let record = if start {
+        match ctx.store.start_rollout(&target, &ctx.spec.image).await {
+            Ok(r) => Some(r),
+            Err(apps::StoreError::Sql(e)) => return Err(e.into()),
+            // Fenced or raced: plan as a dry run; the executors' fenced writes stop anything.
+            Err(_) => None,
+        }
+    } else {
+        rollout_db::load_current(pool)
+            .await?
+            .filter(|r| r.target_digest == target)
+    };
+    let mut recorded = std::collections::BTreeMap::new();
+    if let Some(r) = &record {
+        for p in rollout_db::load_progress(pool).await? {
+            if p.rollout_id == Some(r.id) {
+                recorded.insert(p.row_id, p.state_in(r));
+            }
+        }
+    }
+    Ok(RolloutInput {
+        id: record.as_ref().map_or(0, |r| r.id),
+        rollout: record.as_ref().map_or_else(
+            || Rollout {
+                target: target.clone(),
+                halted: None,
+                failures_forgiven: 0,
+            },
+            |r| r.to_rollout(),
+        ),
+        target_image: ctx.spec.image.clone(),
+        settings: cfg.waves,
+        recorded,
+    })
+}
+
+/// Persist what the wave decision found (halt, counts, completion) and feed the gauges. The
+/// per-app states are written by the executors, before and after their Fly calls.
+pub(super) async fn record_rollout(
+    ctx: &Ctx,
+    plan: &Plan,
+    metrics: &Metrics,
+) -> Result<(), apps::StoreError> {
+    let Some(r) = &plan.rollout else {
+        return Ok(());
+    };
+    let d = &r.decision;
+    let halted = matches!(d.step, Step::Halted { .. });
+    metrics.set_rollout(&d.tally.by_state(), halted);
+    if r.id == 0 {
+        return Ok(());
+    }
+    if let Step::Halted { halt, newly: true } = &d.step {
+        ctx.store.halt_rollout(r.id, halt).await?;
+    }
+    ctx.store
+        .save_rollout_progress(r.id, &d.tally, d.step == Step::Complete)
+        .await
+}
