@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::config::Settings;
 use crate::db::apps::Store;
 use crate::fly::{ClientOptions, DEFAULT_LIST_PAGE_SIZE, FlyClient, FlyError, RateLimits};
+use crate::reconcile::cache::ObserveCache;
 use crate::reconcile::desired::PaidPolicy;
 use crate::reconcile::execute::{Ctx, Timeouts};
 use crate::reconcile::pass::{PassConfig, PlanSettingsTemplate};
@@ -82,6 +83,7 @@ pub fn ctx(s: &Settings, pool: sqlx::PgPool, fly: FlyClient) -> Ctx {
         timeouts: Timeouts::default(),
         backoff_base: Duration::from_secs(5),
         backoff_max: Duration::from_secs(600),
+        observed: Arc::new(ObserveCache::new(s.resync_interval)),
     }
 }
 

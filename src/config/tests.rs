@@ -312,6 +312,29 @@ fn a_max_unavailable_of_zero_is_refused_because_no_app_could_move() {
 }
 
 #[test]
+fn a_resync_interval_shorter_than_the_reconcile_interval_is_refused() {
+    let s = Settings::from_map(&base(), None).unwrap();
+    assert_eq!(s.resync_interval, Duration::from_secs(600));
+    for (resync, reconcile) in [("10s", "30s"), ("0s", "30s"), ("1m", "2m")] {
+        let e = Settings::from_map(
+            &with(&[
+                ("RESYNC_INTERVAL", resync),
+                ("RECONCILE_INTERVAL", reconcile),
+            ]),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "RESYNC_INTERVAL", "{resync}: {e}");
+    }
+    let s = Settings::from_map(
+        &with(&[("RESYNC_INTERVAL", "30s"), ("RECONCILE_INTERVAL", "30s")]),
+        None,
+    )
+    .unwrap();
+    assert_eq!(s.resync_interval, Duration::from_secs(30));
+}
+
+#[test]
 fn config_error_is_one_line() {
     let e = ConfigError::new("X", "a\nb\r\n  c");
     assert_eq!(e.to_string(), "X: a b c");

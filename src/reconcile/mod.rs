@@ -3,6 +3,7 @@
 //! the schedule the [`controller`] keeps.
 
 pub mod breaker;
+pub mod cache;
 pub mod controller;
 pub mod desired;
 pub mod execute;

@@ -18,6 +18,7 @@ use std::time::Duration;
 use tracing::{Instrument, info, info_span, warn};
 use uuid::Uuid;
 
+use super::cache::ObserveCache;
 use super::plan::{Action, ConvergeReason};
 use super::recorded::RowStatus;
 use super::spec::AppSpec;
@@ -70,6 +71,8 @@ pub struct Ctx {
     /// Per-user backoff bounds: first retry after `backoff_base`, doubling up to `backoff_max`.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Observed Fly state kept between passes; executors write what they learn into it.
+    pub observed: Arc<ObserveCache>,
 }
 
 #[derive(Debug, thiserror::Error)]
