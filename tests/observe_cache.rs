@@ -13,9 +13,9 @@ use uuid::Uuid;
 use vyx_fleet::db::apps::Store;
 use vyx_fleet::db::lease;
 use vyx_fleet::reconcile::execute::Ctx;
-use vyx_fleet::reconcile::pass::run_pass;
+use vyx_fleet::reconcile::pass::{plan_pass, run_pass};
 use vyx_fleet::reconcile::plan::Action;
-use vyx_fleet::sim::CallRecord;
+use vyx_fleet::sim::{CallRecord, FaultKind, FaultRule, Faults};
 
 fn classes(calls: &[CallRecord]) -> Vec<&str> {
     calls.iter().map(|c| c.class.as_str()).collect()
@@ -230,4 +230,29 @@ async fn deltas_follow_list_pages_of_two() {
     for u in &users {
         assert_eq!(fleet.row(*u).await.status, "active");
     }
+}
+
+#[tokio::test]
+async fn after_a_failed_observation_the_next_pass_lists_in_full() {
+    let fleet = Fleet::start().await;
+    paid(&fleet, 2).await;
+    fleet.converge().await;
+    fleet.sim.set_faults(Faults {
+        rules: vec![FaultRule::new(
+            "orgs.machines",
+            1.0,
+            FaultKind::ServerError { status: 500 },
+        )],
+        ..Faults::default()
+    });
+    let failed = plan_pass(&fleet.ctx, &fleet.pass_cfg).await;
+    assert!(failed.is_err(), "the delta failed: the pass is skipped");
+    fleet.sim.set_faults(Faults::default());
+    fleet.sim.clear_calls();
+
+    let plan = fleet.plan().await;
+    assert!(plan.actions.is_empty(), "{plan:?}");
+    let calls = fleet.sim.calls();
+    assert_eq!(classes(&calls), ["apps.list", "orgs.machines"], "{calls:?}");
+    assert!(!calls[1].path.contains("updated_after"), "{:?}", calls[1]);
 }
