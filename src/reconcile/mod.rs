@@ -13,5 +13,6 @@ pub mod observe;
 pub mod observed;
 pub mod pass;
 pub mod plan;
+pub mod queue;
 pub mod recorded;
 pub mod spec;
