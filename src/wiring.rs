@@ -12,6 +12,7 @@ use crate::reconcile::cache::ObserveCache;
 use crate::reconcile::desired::PaidPolicy;
 use crate::reconcile::execute::{Ctx, Timeouts};
 use crate::reconcile::pass::{PassConfig, PlanSettingsTemplate};
+use crate::reconcile::queue::WorkQueue;
 use crate::reconcile::spec::AppSpec;
 
 /// Name of the Fly secret that carries the Supabase service key into each app.
@@ -84,6 +85,7 @@ pub fn ctx(s: &Settings, pool: sqlx::PgPool, fly: FlyClient) -> Ctx {
         backoff_base: Duration::from_secs(5),
         backoff_max: Duration::from_secs(600),
         observed: Arc::new(ObserveCache::new(s.resync_interval)),
+        users: WorkQueue::new(),
     }
 }
 

@@ -15,7 +15,8 @@
 //! 3. **Resync**: the next full list is due `RESYNC_INTERVAL` after the last one, minus up to 10%
 //!    jitter. It catches what no machine shows: an app without machines, or an app deleted by hand
 //!    (its machines vanish with it, so no delta reports them).
-//! 4. Executors write what they learn: an app they created or adopted is added, an app they
+//! 4. A targeted run (one user, after a NOTIFY) reads the cache as it is, without a Fly call.
+//! 5. Executors write what they learn: an app they created or adopted is added, an app they
 //!    deleted (confirmed 404) is removed with its machines. Machines they create, update or destroy
 //!    are left to the next delta, which reads them anyway.
 //!
@@ -159,6 +160,25 @@ impl ObserveCache {
             *guard = None;
         }
         Ok((obs, ObserveKind::Delta))
+    }
+
+    /// What the cache holds now, without a Fly call, if it is valid for `term`; else a full
+    /// [`ObserveCache::observe`]. For targeted runs: a burst of NOTIFYs must not become a burst of
+    /// list calls (Fly paces lists at about 1 req/s), and the executor reads what it acts on anyway.
+    pub async fn snapshot_or_observe(
+        &self,
+        fly: &FlyClient,
+        org: &str,
+        prefix: &str,
+        term: i64,
+    ) -> Result<Observation, FlyError> {
+        {
+            let guard = self.state.lock().await;
+            if let Some(c) = guard.as_ref().filter(|c| c.term == term) {
+                return Ok(c.observation(org, prefix));
+            }
+        }
+        Ok(self.observe(fly, org, prefix, term).await?.0)
     }
 
     /// An executor created or adopted `name` in our org.

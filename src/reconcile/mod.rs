@@ -16,3 +16,4 @@ pub mod plan;
 pub mod queue;
 pub mod recorded;
 pub mod spec;
+pub mod targeted;

@@ -287,10 +287,19 @@ async fn execute_plan(ctx: &Ctx, cfg: &PassConfig, metrics: &Metrics, plan: Plan
             Ok(p) => p,
             Err(_) => break,
         };
+        // A user a targeted run is working on is left to it: it reads everything afresh.
+        let claim = match super::targeted::action_user(&action) {
+            Some(user) => match ctx.users.claim(user) {
+                Some(c) => Some(c),
+                None => continue,
+            },
+            None => None,
+        };
         let ctx = ctx.clone();
         set.spawn(
             async move {
                 let outcome = execute::run(&ctx, &action).await;
+                drop(claim);
                 drop(permit);
                 (action.kind(), outcome)
             }

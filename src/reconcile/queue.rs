@@ -80,8 +80,13 @@ impl WorkQueue {
             let notified = self.wake.notified();
             {
                 let mut g = self.lock();
-                if let Some(user) = g.queue.pop_front() {
+                while let Some(user) = g.queue.pop_front() {
                     g.queued.remove(&user);
+                    // Claimed meanwhile by a full pass ([`WorkQueue::try_claim`]): run it after.
+                    if g.processing.contains(&user) {
+                        g.dirty.insert(user);
+                        continue;
+                    }
                     g.processing.insert(user);
                     return Some(user);
                 }
@@ -91,6 +96,18 @@ impl WorkQueue {
             }
             notified.await;
         }
+    }
+
+    /// Mark `user` in progress for work done outside the runner (a full pass's action): false if
+    /// it is in progress already, and the caller must leave it alone. Release with
+    /// [`WorkQueue::done`].
+    pub fn try_claim(&self, user: Uuid) -> bool {
+        self.lock().processing.insert(user)
+    }
+
+    /// [`WorkQueue::try_claim`] whose release happens on drop (also when the work is aborted).
+    pub fn claim(self: &Arc<Self>, user: Uuid) -> Option<Claim> {
+        self.try_claim(user).then(|| Claim(self.clone(), user))
     }
 
     /// The work on `user` ended (whatever its outcome).
@@ -124,6 +141,15 @@ impl WorkQueue {
     }
 }
 
+/// A user held in progress; released (and re-queued if added meanwhile) on drop.
+pub struct Claim(Arc<WorkQueue>, Uuid);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.0.done(self.1);
+    }
+}
+
 /// Work the queue with at most `max` users at once until it is closed and drained.
 pub async fn run<F, Fut>(queue: Arc<WorkQueue>, max: usize, work: F)
 where
@@ -149,14 +175,8 @@ where
         let fut = work(user);
         let q = queue.clone();
         tasks.spawn(async move {
-            // `done` runs even if the work panics: the user must not stay "in progress" forever.
-            struct Done(Arc<WorkQueue>, Uuid);
-            impl Drop for Done {
-                fn drop(&mut self) {
-                    self.0.done(self.1);
-                }
-            }
-            let _done = Done(q, user);
+            // Released even if the work panics or is aborted: a user must not stay "in progress".
+            let _claim = Claim(q, user);
             let _slot = slot;
             fut.await;
         });
@@ -245,6 +265,19 @@ mod tests {
         runner.await.unwrap();
         assert_eq!(finished.lock().unwrap().len(), 10);
         assert_eq!(peak.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_user_claimed_by_a_pass_is_not_handed_out_until_released() {
+        let q = WorkQueue::new();
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        q.add(a);
+        q.add(b);
+        assert!(q.try_claim(a));
+        assert!(!q.try_claim(a), "one claim at a time");
+        assert_eq!(q.next().await, Some(b), "the claimed user is skipped");
+        q.done(a);
+        assert_eq!(q.next().await, Some(a), "and runs once released");
     }
 
     #[tokio::test(start_paused = true)]

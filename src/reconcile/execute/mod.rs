@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use super::cache::ObserveCache;
 use super::plan::{Action, ConvergeReason};
+use super::queue::WorkQueue;
 use super::recorded::RowStatus;
 use super::spec::AppSpec;
 use crate::db::apps::{Event, Store, StoreError};
@@ -73,6 +74,8 @@ pub struct Ctx {
     pub backoff_max: Duration,
     /// Observed Fly state kept between passes; executors write what they learn into it.
     pub observed: Arc<ObserveCache>,
+    /// Users in progress: a pass's action and a targeted run never work on one user at once.
+    pub users: Arc<WorkQueue>,
 }
 
 #[derive(Debug, thiserror::Error)]
