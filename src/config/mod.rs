@@ -138,7 +138,7 @@ pub struct Settings {
     pub deprovision_grace: Duration,
     pub orphan_grace: Duration,
     /// How often the observed Fly state is listed in full again (between: changed machines only).
-    /// Never shorter than `reconcile_interval`.
+    /// At or below `reconcile_interval`, every pass lists in full.
     pub resync_interval: Duration,
     /// Rollout pacing and halting, health probing, repair (`ROLLOUT_*`, `HEALTH_PROBE_INTERVAL`,
     /// `REPAIR_*`).
@@ -328,13 +328,9 @@ impl Settings {
         let grace = src.or_default("DEPROVISION_GRACE", DEFAULT_DEPROVISION_GRACE)?;
         let deprovision_grace = check("DEPROVISION_GRACE", parse_duration(&grace))?;
         let orphan_grace = src.duration("ORPHAN_GRACE", DEFAULT_ORPHAN_GRACE)?;
+        // Shorter than RECONCILE_INTERVAL is allowed (every pass then lists in full): a long
+        // interval with the default resync must not stop the daemon.
         let resync_interval = src.duration("RESYNC_INTERVAL", DEFAULT_RESYNC_INTERVAL)?;
-        if resync_interval < reconcile_interval {
-            return Err(ConfigError::new(
-                "RESYNC_INTERVAL",
-                "must be at least RECONCILE_INTERVAL (a full list is taken at most once per pass)",
-            ));
-        }
         let operations = operations::parse(src)?;
 
         let supabase_url = src.optional("SUPABASE_URL")?;
