@@ -8,9 +8,11 @@ use std::time::Duration;
 use crate::config::Settings;
 use crate::db::apps::Store;
 use crate::fly::{ClientOptions, DEFAULT_LIST_PAGE_SIZE, FlyClient, FlyError, RateLimits};
+use crate::reconcile::cache::ObserveCache;
 use crate::reconcile::desired::PaidPolicy;
 use crate::reconcile::execute::{Ctx, Timeouts};
 use crate::reconcile::pass::{PassConfig, PlanSettingsTemplate};
+use crate::reconcile::queue::WorkQueue;
 use crate::reconcile::spec::AppSpec;
 
 /// Name of the Fly secret that carries the Supabase service key into each app.
@@ -82,6 +84,8 @@ pub fn ctx(s: &Settings, pool: sqlx::PgPool, fly: FlyClient) -> Ctx {
         timeouts: Timeouts::default(),
         backoff_base: Duration::from_secs(5),
         backoff_max: Duration::from_secs(600),
+        observed: Arc::new(ObserveCache::new(s.resync_interval)),
+        users: WorkQueue::new(),
     }
 }
 

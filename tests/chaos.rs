@@ -216,7 +216,10 @@ impl Chaos {
             .env
             .clone()
             .with("USER_APP_SECRETS", "GEMINI_API_KEY")
-            .with("GEMINI_API_KEY", "gemini-chaos-SECRET-0");
+            .with("GEMINI_API_KEY", "gemini-chaos-SECRET-0")
+            // Apps are deleted out of band: only a full list sees that (no machine event), so the
+            // resync must come round within the settle time.
+            .with("RESYNC_INTERVAL", "2s");
         let env = match p.page_size {
             Some(n) => env.with("VYX_FLY_LIST_PAGE_SIZE", &n.to_string()),
             None => env,

@@ -1063,13 +1063,11 @@ async fn a_quiet_daemon_only_lists() {
     insert_users(world.pool(), 5, "pro").await;
     let _d = Daemon::spawn(&world.env, "quiet");
     wait_converged_apps(&world, 5).await;
-    // Let the last in-flight pass finish: two list calls in a row with nothing between.
+    // Let the last in-flight pass finish: two changed-machine lists in a row with nothing between.
     wait_until("a quiet pass", secs(30), || async {
         let classes: Vec<String> = world.sim.calls().into_iter().map(|c| c.class).collect();
         let n = classes.len();
-        if n >= 4
-            && classes[n - 4..] == ["apps.list", "orgs.machines", "apps.list", "orgs.machines"]
-        {
+        if n >= 3 && classes[n - 3..] == ["orgs.machines", "orgs.machines", "orgs.machines"] {
             Ok(())
         } else {
             Err(format!("{:?}", &classes[n.saturating_sub(6)..]))
@@ -1083,7 +1081,7 @@ async fn a_quiet_daemon_only_lists() {
             .sim
             .calls()
             .iter()
-            .filter(|c| c.class == "apps.list")
+            .filter(|c| c.class == "orgs.machines")
             .count();
         if n >= 5 {
             Ok(())
@@ -1106,6 +1104,13 @@ async fn a_quiet_daemon_only_lists() {
     assert!(
         other.is_empty(),
         "a quiet pass made per-app calls: {other:?}"
+    );
+    // Between resyncs (10 min) a quiet pass reads only the changed machines.
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.class == "orgs.machines" && c.path.contains("updated_after=")),
+        "{calls:?}"
     );
 }
 

@@ -286,6 +286,7 @@ async fn a_crash_while_deleting_an_orphan_still_removes_it_once() {
         fleet.converge().await;
         let orphan = "vyx-user-orphan01";
         fleet.sim.seed_app(ORG, orphan);
+        fleet.relist().await;
         fleet.pass().await;
         // The orphan has been seen; pretend its grace has passed rather than waiting an hour.
         sqlx::query(
@@ -353,6 +354,7 @@ async fn a_crash_while_rebuilding_an_app_deleted_out_of_band_still_restores_secr
         fleet.converge().await;
         let row = fleet.row(users[0]).await;
         assert!(fleet.sim.delete_app_out_of_band(&row.fly_app_name));
+        fleet.relist().await;
         crash_at(&fleet, point).await;
         fleet.converge().await;
         assert_invariants(&fleet, &users, &[], point).await;

@@ -51,6 +51,8 @@ async fn delete_app_by_hand(fleet: &Fleet, name: &str) {
     tokio::time::timeout(Duration::from_secs(30), gone)
         .await
         .expect("the app disappears after its delete");
+    // No machine event reports a deleted app: the resync would find it; bring it forward.
+    fleet.relist().await;
 }
 
 fn live_machines(app: &AppSnapshot) -> Vec<&vyx_fleet::sim::MachineSnapshot> {

@@ -166,6 +166,7 @@ async fn an_orphan_is_reported_then_deleted_only_after_its_grace_and_unprefixed_
     fleet.converge().await;
     fleet.sim.seed_app(ORG, "vyx-user-leftover");
     fleet.sim.seed_app(ORG, "hand-made-app");
+    fleet.relist().await;
     fleet.pass().await;
     fleet.pass().await;
     assert!(

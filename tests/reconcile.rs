@@ -60,7 +60,7 @@ async fn a_paid_user_gets_a_dedicated_app_running_the_screener() {
 }
 
 #[tokio::test]
-async fn a_quiet_pass_costs_only_the_list_calls() {
+async fn a_quiet_pass_costs_only_the_changed_machine_list() {
     let fleet = Fleet::start().await;
     for _ in 0..3 {
         UserFixture::paid("elite").insert(&fleet.db.pool).await;
@@ -69,12 +69,18 @@ async fn a_quiet_pass_costs_only_the_list_calls() {
     fleet.sim.clear_calls();
     let report = fleet.pass().await;
     assert!(report.plan.actions.is_empty(), "{:?}", report.plan.actions);
-    let classes: Vec<String> = fleet.sim.calls().into_iter().map(|c| c.class).collect();
-    assert_eq!(classes, ["apps.list", "orgs.machines"]);
+    let calls = fleet.sim.calls();
+    let classes: Vec<&str> = calls.iter().map(|c| c.class.as_str()).collect();
+    assert_eq!(classes, ["orgs.machines"], "a delta, not the full lists");
+    assert!(
+        calls[0].path.contains("updated_after=") && calls[0].path.contains("include_deleted=true"),
+        "{calls:?}"
+    );
 }
 
 /// Issue 6 point 16: the fleet is larger than one list page. Every user is provisioned once, a
-/// quiet pass reads every page of both lists and nothing else, and a downgrade deletes exactly
+/// quiet pass reads every page of the changed-machine list (all five changed within the delta's
+/// overlap) and nothing else, and a downgrade deletes exactly
 /// the leaving user's app (an app on a later page is never taken for missing or leaked).
 #[tokio::test]
 async fn with_list_pages_of_two_every_user_is_served_and_a_downgrade_deletes_only_its_app() {
@@ -107,15 +113,8 @@ async fn with_list_pages_of_two_every_user_is_served_and_a_downgrade_deletes_onl
     let classes: Vec<&str> = calls.iter().map(|c| c.class.as_str()).collect();
     assert_eq!(
         classes,
-        [
-            "apps.list",
-            "apps.list",
-            "apps.list",
-            "orgs.machines",
-            "orgs.machines",
-            "orgs.machines"
-        ],
-        "three pages of two for five apps and five machines"
+        ["orgs.machines", "orgs.machines", "orgs.machines"],
+        "three pages of two for five changed machines"
     );
     assert!(
         calls.iter().all(|c| c.path.contains("limit=2")),

@@ -44,7 +44,7 @@ pub const REQUIRED_KEYS: [&str; 4] = [
 
 /// Every key vyx-fleet reads from the environment or the file, in validation order. (`RUST_LOG` is
 /// read from the environment only, by [`crate::telemetry`]; the file refuses it.)
-pub const KNOWN_KEYS: [&str; 32] = [
+pub const KNOWN_KEYS: [&str; 33] = [
     "DATABASE_URL",
     "FLY_API_TOKEN",
     "FLY_ORG_SLUG",
@@ -60,6 +60,7 @@ pub const KNOWN_KEYS: [&str; 32] = [
     "MAX_CONCURRENCY",
     "DEPROVISION_GRACE",
     "ORPHAN_GRACE",
+    "RESYNC_INTERVAL",
     "ROLLOUT_MAX_UNAVAILABLE",
     "ROLLOUT_FAILURE_THRESHOLD",
     "ROLLOUT_SOAK",
@@ -104,6 +105,10 @@ pub const DEFAULT_RECONCILE_INTERVAL: &str = "30s";
 pub const DEFAULT_MAX_CONCURRENCY: usize = 8;
 pub const DEFAULT_DEPROVISION_GRACE: &str = "10m";
 pub const DEFAULT_ORPHAN_GRACE: &str = "1h";
+/// Full Fly re-list (README "Incremental observation"): at 100,000 apps the ~400 list pages take
+/// about 7 minutes at Fly's pace, so 10 minutes is the shortest interval a full list still fits in,
+/// and between resyncs a quiet pass costs one changed-machine list.
+pub const DEFAULT_RESYNC_INTERVAL: &str = "10m";
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:9090";
 pub const DEFAULT_ALERT_REPEAT_INTERVAL: &str = "1h";
 pub const DEFAULT_ALERT_UNHEALTHY_AFTER: &str = "15m";
@@ -132,6 +137,9 @@ pub struct Settings {
     pub max_concurrency: usize,
     pub deprovision_grace: Duration,
     pub orphan_grace: Duration,
+    /// How often the observed Fly state is listed in full again (between: changed machines only).
+    /// At or below `reconcile_interval`, every pass lists in full.
+    pub resync_interval: Duration,
     /// Rollout pacing and halting, health probing, repair (`ROLLOUT_*`, `HEALTH_PROBE_INTERVAL`,
     /// `REPAIR_*`).
     pub operations: Operations,
@@ -320,6 +328,9 @@ impl Settings {
         let grace = src.or_default("DEPROVISION_GRACE", DEFAULT_DEPROVISION_GRACE)?;
         let deprovision_grace = check("DEPROVISION_GRACE", parse_duration(&grace))?;
         let orphan_grace = src.duration("ORPHAN_GRACE", DEFAULT_ORPHAN_GRACE)?;
+        // Shorter than RECONCILE_INTERVAL is allowed (every pass then lists in full): a long
+        // interval with the default resync must not stop the daemon.
+        let resync_interval = src.duration("RESYNC_INTERVAL", DEFAULT_RESYNC_INTERVAL)?;
         let operations = operations::parse(src)?;
 
         let supabase_url = src.optional("SUPABASE_URL")?;
@@ -385,6 +396,7 @@ impl Settings {
             max_concurrency,
             deprovision_grace,
             orphan_grace,
+            resync_interval,
             operations,
             supabase_url: supabase_url.map(|u| u.trim_end_matches('/').to_string()),
             supabase_service_role_key,

@@ -312,6 +312,17 @@ fn a_max_unavailable_of_zero_is_refused_because_no_app_could_move() {
 }
 
 #[test]
+fn the_resync_interval_defaults_to_ten_minutes_and_must_be_positive() {
+    let s = Settings::from_map(&base(), None).unwrap();
+    assert_eq!(s.resync_interval, Duration::from_secs(600));
+    let e = Settings::from_map(&with(&[("RESYNC_INTERVAL", "0s")]), None).unwrap_err();
+    assert_eq!(e.key, "RESYNC_INTERVAL", "{e}");
+    // A long reconcile interval with the default resync is fine: every pass then lists in full.
+    let s = Settings::from_map(&with(&[("RECONCILE_INTERVAL", "1h")]), None).unwrap();
+    assert_eq!(s.resync_interval, Duration::from_secs(600));
+}
+
+#[test]
 fn config_error_is_one_line() {
     let e = ConfigError::new("X", "a\nb\r\n  c");
     assert_eq!(e.to_string(), "X: a b c");

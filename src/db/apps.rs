@@ -65,6 +65,33 @@ pub async fn load_desired_facts(pool: &PgPool) -> Result<Vec<UserFacts>, sqlx::E
         .collect())
 }
 
+/// [`load_desired_facts`] for one user (a NOTIFY names one): three primary-key or unique-index
+/// lookups, whatever the number of users.
+pub async fn load_desired_facts_for_user(
+    pool: &PgPool,
+    user_id: Uuid,
+) -> Result<Option<UserFacts>, sqlx::Error> {
+    type FactRow = (Uuid, Option<String>, Option<String>, Option<String>);
+    let row: Option<FactRow> = sqlx::query_as(
+        "SELECT u.id, s.tier, s.status, o.desired \
+         FROM auth.users u \
+         LEFT JOIN public.user_subscriptions s ON s.user_id = u.id \
+         LEFT JOIN vyx_fleet.user_fly_app_overrides o ON o.user_id = u.id \
+         WHERE u.id = $1 AND (s.user_id IS NOT NULL OR o.user_id IS NOT NULL)",
+    )
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(
+        row.map(|(user_id, tier, sub_status, override_desired)| UserFacts {
+            user_id,
+            tier,
+            sub_status,
+            override_desired,
+        }),
+    )
+}
+
 pub async fn load_rows(pool: &PgPool) -> Result<Vec<AppRow>, sqlx::Error> {
     sqlx::query_as(select_rows!("ORDER BY a.created_at, a.id"))
         .fetch_all(pool)
@@ -168,6 +195,16 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok(ok)
+    }
+
+    /// `Err(Fenced)` unless this term still holds the lease: for a Fly write that follows a wait
+    /// or a read rather than a fenced record (a replica frozen in the wait wakes up deposed).
+    pub async fn check_fence(&self) -> Result<(), StoreError> {
+        if self.fence_holds().await? {
+            Ok(())
+        } else {
+            Err(StoreError::Fenced)
+        }
     }
 
     /// Zero rows changed: tell a lost lease from a concurrent change.

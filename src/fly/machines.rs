@@ -122,6 +122,16 @@ impl FlyClient {
             .await
     }
 
+    /// [`FlyClient::list_org_machines_partial`] with filters: the cache's delta
+    /// (`updated_after`, `include_deleted`).
+    pub async fn list_org_machines_partial_with(
+        &self,
+        org_slug: &str,
+        q: &ListOrgMachines,
+    ) -> Result<OrgMachineList, FlyError> {
+        self.org_machines(org_slug, q, true).await
+    }
+
     async fn org_machines(
         &self,
         org_slug: &str,

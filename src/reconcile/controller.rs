@@ -4,8 +4,9 @@
 //! # Expected flow
 //! 1. Try to take the lease (`vyx_fleet.lease`, fencing term). Standby replicas retry every
 //!    `standby_poll`, so they take over within `ttl + standby_poll` of a leader's death.
-//! 2. As leader: a renewer refreshes the lease every `renew_every`; passes run on the interval tick
-//!    or a NOTIFY (debounced), one at a time.
+//! 2. As leader: a renewer refreshes the lease every `renew_every`; full passes run on the
+//!    interval tick, one at a time. A NOTIFY enqueues its user in the work queue at once, and the
+//!    runner reconciles that user alone ([`super::targeted`]) beside the pass, never deleting.
 //! 3. If no renewal *sent* within the last `act_margin` (shorter than the TTL) has succeeded, the
 //!    current pass is cancelled and the replica drops back to standby, `ttl - act_margin` before the
 //!    lease can expire under it (`leadership.rs`). Every write is fenced anyway, so a late write from
@@ -22,6 +23,8 @@ use tracing::{error, info, warn};
 use super::execute::Ctx;
 use super::leadership::{RenewConfig, keep_db_lease};
 use super::pass::{PassConfig, run_pass};
+use super::queue::{self, WorkQueue};
+use super::targeted::run_user;
 use crate::db::apps::Store;
 use crate::db::lease;
 use crate::http::Health;
@@ -38,7 +41,8 @@ pub struct LoopConfig {
     /// Stop acting when the last successful renew is older than this (must be < `lease_ttl`).
     pub act_margin: Duration,
     pub standby_poll: Duration,
-    /// Coalesce a burst of NOTIFYs into one pass.
+    /// Unused since NOTIFYs enqueue their user in the deduplicating work queue (`queue.rs`);
+    /// kept so existing configurations still build.
     pub notify_debounce: Duration,
     /// How long a running pass may go on after a shutdown signal.
     pub drain: Duration,
@@ -125,6 +129,8 @@ impl Controller {
         let pool = self.base.store.pool().clone();
         let ctx = Ctx {
             store: Store::new(pool.clone(), term),
+            // A queue per stint: nothing queued or claimed under another term carries over.
+            users: WorkQueue::new(),
             ..self.base.clone()
         };
         let (lost_tx, mut lost_rx) = watch::channel(false);
@@ -136,22 +142,30 @@ impl Controller {
             held_since,
             lost_tx,
         ));
-        let mut listener = listen(&pool).await;
+        // NOTIFYs enqueue their user at once, even while a pass runs; the runner works on at most
+        // MAX_CONCURRENCY users, each in its own task, so a slow one holds only its own slot.
+        let notifier = tokio::spawn(enqueue_notifications(pool.clone(), ctx.users.clone()));
+        let runner = {
+            let (ctx, cfg) = (ctx.clone(), self.pass.clone());
+            tokio::spawn(queue::run(
+                ctx.users.clone(),
+                self.pass.max_concurrency,
+                move |user| {
+                    let (ctx, cfg) = (ctx.clone(), cfg.clone());
+                    async move {
+                        if let Err(e) = run_user(&ctx, &cfg, user).await {
+                            warn!(%user, error = %e, "targeted run failed; the next pass retries");
+                        }
+                    }
+                },
+            ))
+        };
         let mut tick = tokio::time::interval(self.loop_cfg.interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            // Wait for a reason to run a pass.
+            // Wait for a reason to run a full pass: the interval (the safety net behind NOTIFY).
             tokio::select! {
                 _ = tick.tick() => {}
-                n = next_notification(&mut listener) => {
-                    if n.is_none() {
-                        // The listener broke: reconnect next time round; the interval still runs.
-                        listener = listen(&pool).await;
-                        continue;
-                    }
-                    tokio::time::sleep(self.loop_cfg.notify_debounce).await;
-                    drain_notifications(&mut listener);
-                }
                 _ = lost_rx.changed() => {}
                 _ = shutdown.changed() => {}
             }
@@ -197,7 +211,27 @@ impl Controller {
                 break;
             }
         }
+        ctx.users.close();
+        // Aborting the runner aborts its tasks: no Fly call starts for this term any more.
+        notifier.abort();
+        runner.abort();
         renewer.abort();
+    }
+}
+
+/// Feed NOTIFY payloads (user ids) into the queue until aborted; reconnect when LISTEN breaks.
+async fn enqueue_notifications(pool: sqlx::PgPool, users: std::sync::Arc<WorkQueue>) {
+    let mut listener = listen(&pool).await;
+    loop {
+        match next_notification(&mut listener).await {
+            Some(payload) => match payload.trim().parse::<uuid::Uuid>() {
+                Ok(user) => users.add(user),
+                Err(_) => {
+                    warn!(payload = %payload, "NOTIFY without a user id; the next pass covers it")
+                }
+            },
+            None => listener = listen(&pool).await,
+        }
     }
 }
 
@@ -225,11 +259,11 @@ async fn listen(pool: &sqlx::PgPool) -> Option<PgListener> {
     }
 }
 
-/// Next NOTIFY; `None` if the listener is broken. Pends forever without a listener.
-async fn next_notification(listener: &mut Option<PgListener>) -> Option<()> {
+/// Next NOTIFY's payload; `None` if the listener is broken (or, without one, after a while).
+async fn next_notification(listener: &mut Option<PgListener>) -> Option<String> {
     match listener {
         Some(l) => match l.recv().await {
-            Ok(_) => Some(()),
+            Ok(n) => Some(n.payload().to_string()),
             Err(e) => {
                 warn!(error = %e, "LISTEN connection lost");
                 *listener = None;
@@ -246,9 +280,3 @@ async fn next_notification(listener: &mut Option<PgListener>) -> Option<()> {
 
 /// How often a leader without a working LISTEN tries to set it up again.
 const LISTEN_RETRY: Duration = Duration::from_secs(30);
-
-fn drain_notifications(listener: &mut Option<PgListener>) {
-    if let Some(l) = listener {
-        while l.next_buffered().is_some() {}
-    }
-}

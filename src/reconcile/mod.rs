@@ -3,6 +3,7 @@
 //! the schedule the [`controller`] keeps.
 
 pub mod breaker;
+pub mod cache;
 pub mod controller;
 pub mod desired;
 pub mod execute;
@@ -15,6 +16,8 @@ mod pass_rollout;
 pub mod plan;
 pub mod plan_health;
 pub mod plan_rollout;
+pub mod queue;
 pub mod recorded;
 pub mod rollout;
 pub mod spec;
+pub mod targeted;

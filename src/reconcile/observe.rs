@@ -1,5 +1,5 @@
-//! Observe Fly: the managed apps of our org and their machines, from two paginated list calls
-//! (invariant 9: a quiet pass costs the list pages, not one call per app).
+//! Observe Fly: the managed apps of our org and their machines, from two paginated list calls.
+//! [`super::cache`] keeps the result between passes and follows it with deltas (invariant 9).
 
 use std::collections::BTreeMap;
 use tracing::{debug, warn};
@@ -9,9 +9,25 @@ use super::naming;
 use super::observed::{META_OP, META_USER_ID, Observation, ObservedApp, ObservedMachine};
 use crate::fly::{FlyClient, FlyError, ListMachines, OrgMachine, OrgMachineConfig};
 
-pub async fn observe(fly: &FlyClient, org: &str, prefix: &str) -> Result<Observation, FlyError> {
+/// One complete read of Fly: every app of the org and every machine of the org, unfiltered.
+pub(crate) struct FullList {
+    pub apps: Vec<crate::fly::App>,
+    pub machines: Vec<OrgMachine>,
+    /// Regions whose machines are missing from `machines`.
+    pub error_regions: Vec<String>,
+    /// Machines were listed app by app (no org-wide list): no watermark to follow deltas from.
+    pub per_app: bool,
+}
+
+/// Every page of both lists (the cache's full list and resync; [`super::cache`]).
+pub(crate) async fn full_list(
+    fly: &FlyClient,
+    org: &str,
+    prefix: &str,
+) -> Result<FullList, FlyError> {
     let apps = fly.list_apps(org).await?;
     let mut error_regions = Vec::new();
+    let mut per_app = false;
     let machines = match fly.list_org_machines_partial(org).await {
         Ok(list) => {
             if !list.error_regions.is_empty() {
@@ -26,13 +42,17 @@ pub async fn observe(fly: &FlyClient, org: &str, prefix: &str) -> Result<Observa
         // An API without the org-wide list: one list per managed app instead (costlier, correct).
         Err(FlyError::NotFound { .. } | FlyError::UnexpectedStatus { .. }) => {
             warn!("org-wide machine list unavailable; listing machines app by app");
+            per_app = true;
             per_app_machines(fly, prefix, &apps).await?
         }
         Err(e) => return Err(e),
     };
-    let mut observation = assemble(org, prefix, apps, machines);
-    observation.error_regions = error_regions.into_iter().collect();
-    Ok(observation)
+    Ok(FullList {
+        apps,
+        machines,
+        error_regions,
+        per_app,
+    })
 }
 
 async fn per_app_machines(

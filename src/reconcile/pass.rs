@@ -1,5 +1,5 @@
-//! One reconcile pass: read desired and recorded state (a handful of queries), observe Fly (two list
-//! calls), plan, then execute with bounded concurrency. The controller only schedules passes.
+//! One reconcile pass: read desired and recorded state (a handful of queries), observe Fly (the
+//! cache: one changed-machine list, or the full lists when due), plan, then execute with bounded concurrency. The controller only schedules passes.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,7 +9,6 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use super::desired::{PaidPolicy, desired};
 use super::execute::{self, Ctx, Outcome};
-use super::observe::observe;
 use super::plan::{Action, Finding, Plan, PlanInput, PlanSettings, plan};
 use super::rollout::WaveSettings;
 use super::spec::{config_digest, secrets_digest};
@@ -119,7 +118,10 @@ async fn plan_with_census(
     let orphans = apps::load_orphans(pool).await?;
     let breaker_state = breaker::load_state(pool).await?;
     let now = crate::db::now(pool).await?;
-    let observed = observe(&ctx.fly, &ctx.spec.org_slug, &ctx.prefix).await?;
+    let (observed, _) = ctx
+        .observed
+        .observe(&ctx.fly, &ctx.spec.org_slug, &ctx.prefix, ctx.store.term())
+        .await?;
     let (desired, bad_overrides) = desired(&facts, &cfg.policy);
     for (user_id, value) in bad_overrides {
         warn!(%user_id, value = %value, "override with an unknown value; user frozen as if paused");
@@ -321,10 +323,19 @@ async fn execute_plan(ctx: &Ctx, cfg: &PassConfig, metrics: &Metrics, plan: Plan
             Ok(p) => p,
             Err(_) => break,
         };
+        // A user a targeted run is working on is left to it: it reads everything afresh.
+        let claim = match super::targeted::action_user(&action) {
+            Some(user) => match ctx.users.claim(user) {
+                Some(c) => Some(c),
+                None => continue,
+            },
+            None => None,
+        };
         let ctx = ctx.clone();
         set.spawn(
             async move {
                 let outcome = execute::run(&ctx, &action).await;
+                drop(claim);
                 drop(permit);
                 (action.kind(), outcome)
             }

@@ -182,6 +182,12 @@ impl Fleet {
         out
     }
 
+    /// Bring the resync forward: a change made on Fly outside the controller that no machine shows
+    /// (an app seeded or deleted by hand) is otherwise seen only at the next `RESYNC_INTERVAL`.
+    pub async fn relist(&self) {
+        self.ctx.observed.invalidate().await;
+    }
+
     pub async fn pass(&self) -> PassReport {
         run_pass(&self.ctx, &self.pass_cfg, &self.metrics)
             .await

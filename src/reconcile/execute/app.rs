@@ -113,6 +113,8 @@ pub(super) async fn ensure_app(ctx: &Ctx, mut row: AppRow) -> Result<AppRow, Exe
 /// (ours re-created after a delete out of band, or Fly lost the old one): the store resets every
 /// per-app marker in the same statement, so secrets, IPs and the machine are made again for it.
 async fn record_app(ctx: &Ctx, row: &AppRow, app_id: &str) -> Result<AppRow, ExecError> {
+    // An app without machines shows in no delta: the cache learns it here, not at the resync.
+    ctx.observed.app_seen(&row.fly_app_name).await;
     if row.fly_app_id.as_deref() == Some(app_id) {
         return Ok(row.clone());
     }

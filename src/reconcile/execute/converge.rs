@@ -250,6 +250,8 @@ pub(super) async fn ensure_secrets(ctx: &Ctx, row: &AppRow) -> Result<bool, Exec
         .map(|(k, v)| (k.clone(), Some(v.clone())))
         .collect();
     hit(fp::PROVISION_SECRETS_BEFORE).await;
+    // The step before may end in a wait for the app (no fenced write since): still leading?
+    ctx.store.check_fence().await?;
     let version = ctx.fly.set_secrets(&row.fly_app_name, &values).await?;
     hit(fp::PROVISION_SECRETS_AFTER_CALL).await;
     ctx.store
@@ -271,6 +273,10 @@ async fn ensure_ips(ctx: &Ctx, row: &AppRow) -> Result<(), ExecError> {
         (IpType::SharedV4, ips.iter().any(|ip| ip.is_shared_v4())),
     ];
     hit(fp::PROVISION_IPS_BEFORE).await;
+    if wanted.iter().any(|(_, present)| !present) {
+        // Reached after reads only when the secrets were already in place: still leading?
+        ctx.store.check_fence().await?;
+    }
     for (ty, present) in wanted {
         if present {
             continue;

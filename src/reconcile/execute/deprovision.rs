@@ -122,7 +122,10 @@ async fn delete_app(
             Err(e) => Err(e),
         }
     })
-    .await
+    .await?;
+    // No machine event reports a deleted app: without this it would look present until the resync.
+    ctx.observed.app_deleted(app).await;
+    Ok(())
 }
 
 /// `GET /v1/apps/{name}`, where `None` means gone: two 404s `not_found_confirm` apart (one may be

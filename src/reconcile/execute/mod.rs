@@ -23,7 +23,9 @@ use std::time::Duration;
 use tracing::{Instrument, info, info_span, warn};
 use uuid::Uuid;
 
+use super::cache::ObserveCache;
 use super::plan::{Action, ConvergeReason};
+use super::queue::WorkQueue;
 use super::recorded::RowStatus;
 use super::spec::AppSpec;
 use crate::db::apps::{Event, Store, StoreError};
@@ -75,6 +77,10 @@ pub struct Ctx {
     /// Per-user backoff bounds: first retry after `backoff_base`, doubling up to `backoff_max`.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Observed Fly state kept between passes; executors write what they learn into it.
+    pub observed: Arc<ObserveCache>,
+    /// Users in progress: a pass's action and a targeted run never work on one user at once.
+    pub users: Arc<WorkQueue>,
 }
 
 #[derive(Debug, thiserror::Error)]

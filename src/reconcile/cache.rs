@@ -1,0 +1,360 @@
+//! The observed Fly state kept between passes, so a quiet pass costs the machines that changed, not
+//! the fleet (invariant 9; kube-rs `watcher` + `reflector::Store` as model: list, then deltas, then
+//! a periodic relist). The cache is a cache, never the truth: any doubt empties it and the next
+//! pass lists everything again.
+//!
+//! # Expected flow
+//! 1. **Full list** (the first pass, a new lease term, after any observe error, or when the resync
+//!    is due): apps by org and machines by org, every page ([`super::observe::full_list`]). The
+//!    cache keeps the managed apps and their live machines, the term it was built under, and the
+//!    *watermark*: the largest machine `updated_at` Fly has shown us (Fly's own clock, never ours).
+//! 2. **Delta** (every other pass): one org machine list with `updated_after = watermark - OVERLAP`
+//!    and `include_deleted=true`. A machine in a gone state (`destroyed`, `destroying`, ...) is
+//!    dropped; any other replaces the cached copy unless that copy is newer; a machine of an app the
+//!    cache does not hold adds that app. The watermark moves to the newest `updated_at` seen.
+//! 3. **Resync**: the next full list is due `RESYNC_INTERVAL` after the last one, minus up to 10%
+//!    jitter. It catches what no machine shows: an app without machines, or an app deleted by hand
+//!    (its machines vanish with it, so no delta reports them).
+//! 4. A targeted run (one user, after a NOTIFY) reads the cache as it is, without a Fly call.
+//! 5. Executors write what they learn: an app they created or adopted is added, an app they
+//!    deleted (confirmed 404) is removed with its machines. Machines they create, update or destroy
+//!    are left to the next delta, which reads them anyway.
+//!
+//! # Guarantees
+//! - The planner only ever sees a complete observation: one full list that succeeded, plus deltas
+//!   that succeeded. Until the first full list of a term has completed, observing returns an error
+//!   (the pass is skipped), never a half-built cache.
+//! - A list that reports `error_regions` is used for that pass (the planner holds the apps in those
+//!   regions back) and empties the cache: the next pass lists everything again.
+//! - A new lease term never reuses a cache built under another one.
+//!
+//! # Assumptions
+//! - Fly orders the org list by `updated_at` and bumps it on every state or config change
+//!   (REFERENCE §3.9), and a machine appears in the list at most `OVERLAP` after its `updated_at`
+//!   (list lag, §7; skew between the Fly hosts that stamp `updated_at`). REFERENCE asks to overlap
+//!   the windows without a figure; 60 s is far above the "moment" of lag it reports.
+//!
+//! # Caveats
+//! - An app deleted outside the controller looks present until the next resync (at most
+//!   `RESYNC_INTERVAL`); the executors still find the truth with their own calls (a converge asks
+//!   `GET /v1/apps/{name}` before anything else).
+//! - The full list is taken in one pass (paced by the client's list bucket), not sliced over passes:
+//!   at 100,000 apps it is about 400 pages once per `RESYNC_INTERVAL`, and slicing would need
+//!   cursors that outlive Fly's 30-minute cursor lifetime. The jitter keeps replicas and restarts
+//!   from relisting in step.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::naming;
+use super::observe::{assemble, full_list};
+use super::observed::Observation;
+use crate::fly::{App, FlyClient, FlyError, ListOrgMachines, OrgMachine};
+
+/// How far before the watermark each delta starts (see Assumptions).
+pub const OVERLAP: Duration = Duration::from_secs(60);
+
+/// Observed Fly state shared by the passes of one process (and its executors).
+pub struct ObserveCache {
+    resync_interval: Duration,
+    state: Mutex<Option<Cached>>,
+}
+
+struct Cached {
+    term: i64,
+    /// Managed apps of our org, by name.
+    apps: BTreeMap<String, App>,
+    /// Live machines of those apps, by machine id.
+    machines: BTreeMap<String, OrgMachine>,
+    /// Ids of machines of apps the executors deleted: a late delta that still lists one must not
+    /// bring the app back (a re-created app has new machines, so it is not hidden).
+    buried: HashSet<String>,
+    watermark: Option<DateTime<Utc>>,
+    resync_at: Instant,
+}
+
+/// How the last observation was made (for logs and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObserveKind {
+    Full,
+    Delta,
+}
+
+impl ObserveCache {
+    pub fn new(resync_interval: Duration) -> ObserveCache {
+        ObserveCache {
+            resync_interval,
+            state: Mutex::new(None),
+        }
+    }
+
+    /// Forget everything: the next observation is a full list.
+    pub async fn invalidate(&self) {
+        *self.state.lock().await = None;
+    }
+
+    /// The observation for a pass under lease `term`: a delta on a valid cache, else a full list.
+    pub async fn observe(
+        &self,
+        fly: &FlyClient,
+        org: &str,
+        prefix: &str,
+        term: i64,
+    ) -> Result<(Observation, ObserveKind), FlyError> {
+        let mut guard = self.state.lock().await;
+        let usable = guard
+            .as_ref()
+            .is_some_and(|c| c.term == term && Instant::now() < c.resync_at);
+        if !usable {
+            // Nothing half-built survives: the old contents go before the list starts.
+            *guard = None;
+            let list = full_list(fly, org, prefix).await?;
+            let partial = !list.error_regions.is_empty() || list.per_app;
+            let cached = self.build(term, prefix, list.apps, list.machines);
+            let mut obs = cached.observation(org, prefix);
+            obs.error_regions = list.error_regions.into_iter().collect();
+            if partial {
+                warn!("the full list was incomplete; listing everything again next pass");
+            } else {
+                info!(
+                    apps = cached.apps.len(),
+                    machines = cached.machines.len(),
+                    "observed fly in full"
+                );
+                *guard = Some(cached);
+            }
+            return Ok((obs, ObserveKind::Full));
+        }
+        let Some(cached) = guard.as_mut() else {
+            unreachable!("checked above")
+        };
+        let q = ListOrgMachines {
+            updated_after: cached.watermark.map(|w| {
+                let from = w - chrono::Duration::from_std(OVERLAP).unwrap_or_default();
+                from.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            }),
+            include_deleted: Some(true),
+            ..Default::default()
+        };
+        let delta = match fly.list_org_machines_partial_with(org, &q).await {
+            Ok(d) => d,
+            Err(e) => {
+                *guard = None;
+                return Err(e);
+            }
+        };
+        let changed = delta.machines.len();
+        for m in delta.machines {
+            cached.apply(prefix, m);
+        }
+        let mut obs = cached.observation(org, prefix);
+        debug!(changed, apps = obs.apps.len(), "observed fly by delta");
+        if !delta.error_regions.is_empty() {
+            obs.error_regions = delta.error_regions.into_iter().collect();
+            *guard = None;
+        }
+        Ok((obs, ObserveKind::Delta))
+    }
+
+    /// What the cache holds now, without a Fly call, if it is valid for `term`; else a full
+    /// [`ObserveCache::observe`]. For targeted runs: a burst of NOTIFYs must not become a burst of
+    /// list calls (Fly paces lists at about 1 req/s), and the executor reads what it acts on anyway.
+    pub async fn snapshot_or_observe(
+        &self,
+        fly: &FlyClient,
+        org: &str,
+        prefix: &str,
+        term: i64,
+    ) -> Result<Observation, FlyError> {
+        {
+            let guard = self.state.lock().await;
+            if let Some(c) = guard.as_ref().filter(|c| c.term == term) {
+                return Ok(c.observation(org, prefix));
+            }
+        }
+        Ok(self.observe(fly, org, prefix, term).await?.0)
+    }
+
+    /// An executor created or adopted `name` in our org.
+    pub async fn app_seen(&self, name: &str) {
+        if let Some(c) = self.state.lock().await.as_mut() {
+            c.apps
+                .entry(name.to_string())
+                .or_insert_with(|| bare_app(name));
+        }
+    }
+
+    /// An executor deleted `name` and saw it answer 404.
+    pub async fn app_deleted(&self, name: &str) {
+        if let Some(c) = self.state.lock().await.as_mut() {
+            c.apps.remove(name);
+            let ids: Vec<String> = c
+                .machines
+                .iter()
+                .filter(|(_, m)| m.app_name == name)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in ids {
+                c.machines.remove(&id);
+                c.buried.insert(id);
+            }
+        }
+    }
+
+    fn build(&self, term: i64, prefix: &str, apps: Vec<App>, machines: Vec<OrgMachine>) -> Cached {
+        let mut c = Cached {
+            term,
+            apps: apps
+                .into_iter()
+                .filter(|a| naming::is_managed(prefix, &a.name))
+                .map(|a| (a.name.clone(), a))
+                .collect(),
+            machines: BTreeMap::new(),
+            buried: HashSet::new(),
+            watermark: None,
+            resync_at: Instant::now() + jittered(self.resync_interval),
+        };
+        for m in machines {
+            c.apply(prefix, m);
+        }
+        c
+    }
+}
+
+impl Cached {
+    /// Merge one listed machine (full list or delta).
+    fn apply(&mut self, prefix: &str, m: OrgMachine) {
+        if !naming::is_managed(prefix, &m.app_name) || self.buried.contains(&m.id) {
+            return;
+        }
+        let stamp = parse_time(m.updated_at.as_deref());
+        if let Some(t) = stamp {
+            self.watermark = Some(self.watermark.map_or(t, |w| w.max(t)));
+        }
+        // Lists are eventually consistent: an older copy (a lagging replica) never replaces a
+        // newer one.
+        if let Some(old) = self.machines.get(&m.id)
+            && let (Some(old_t), Some(new_t)) = (parse_time(old.updated_at.as_deref()), stamp)
+            && new_t < old_t
+        {
+            return;
+        }
+        if m.state.is_gone() {
+            self.machines.remove(&m.id);
+            return;
+        }
+        self.apps
+            .entry(m.app_name.clone())
+            .or_insert_with(|| bare_app(&m.app_name));
+        self.machines.insert(m.id.clone(), m);
+    }
+
+    fn observation(&self, org: &str, prefix: &str) -> Observation {
+        assemble(
+            org,
+            prefix,
+            self.apps.values().cloned().collect(),
+            self.machines.values().cloned().collect(),
+        )
+    }
+}
+
+fn bare_app(name: &str) -> App {
+    App {
+        name: name.to_string(),
+        ..Default::default()
+    }
+}
+
+fn parse_time(s: Option<&str>) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s?)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// `interval` shortened by up to 10%, so restarts and replicas do not relist in step.
+fn jittered(interval: Duration) -> Duration {
+    let cut = rand::rng().random_range(0.0..0.1);
+    interval.mul_f64(1.0 - cut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fly::{MachineState, OrgMachineConfig};
+
+    fn machine(app: &str, id: &str, state: MachineState, at: &str) -> OrgMachine {
+        OrgMachine {
+            app_name: app.into(),
+            id: id.into(),
+            state,
+            updated_at: Some(at.into()),
+            config: Some(OrgMachineConfig::default()),
+            ..Default::default()
+        }
+    }
+
+    fn cache() -> Cached {
+        ObserveCache::new(Duration::from_secs(600)).build(
+            1,
+            "vyx-user-",
+            vec![bare_app("vyx-user-aaaa"), bare_app("vyx-app")],
+            vec![machine(
+                "vyx-user-aaaa",
+                "m1",
+                MachineState::Started,
+                "2026-11-30T09:00:00Z",
+            )],
+        )
+    }
+
+    #[test]
+    fn a_destroyed_machine_in_a_delta_leaves_the_cache_and_moves_the_watermark() {
+        let mut c = cache();
+        assert!(
+            !c.apps.contains_key("vyx-app"),
+            "unmanaged apps are never kept"
+        );
+        c.apply(
+            "vyx-user-",
+            machine(
+                "vyx-user-aaaa",
+                "m1",
+                MachineState::Destroyed,
+                "2026-11-30T09:01:00Z",
+            ),
+        );
+        assert!(c.machines.is_empty());
+        assert!(c.apps.contains_key("vyx-user-aaaa"), "the app stays");
+        assert_eq!(c.watermark, parse_time(Some("2026-11-30T09:01:00Z")));
+    }
+
+    #[test]
+    fn an_older_copy_of_a_machine_never_replaces_a_newer_one() {
+        let mut c = cache();
+        c.apply(
+            "vyx-user-",
+            machine(
+                "vyx-user-aaaa",
+                "m1",
+                MachineState::Stopped,
+                "2026-11-30T08:59:00Z",
+            ),
+        );
+        assert_eq!(c.machines["m1"].state, MachineState::Started);
+    }
+
+    #[test]
+    fn the_resync_is_due_within_the_interval_and_not_much_earlier() {
+        for _ in 0..100 {
+            let d = jittered(Duration::from_secs(600));
+            assert!(d <= Duration::from_secs(600) && d >= Duration::from_secs(540));
+        }
+    }
+}

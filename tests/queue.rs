@@ -1,0 +1,151 @@
+//! No head-of-line blocking (issue 9 item 3): a NOTIFY enqueues its user at once and the user is
+//! reconciled beside a running pass, reading only that user's facts and row.
+
+mod fleet_support;
+mod support;
+
+use std::time::Duration;
+
+use fleet_support::Fleet;
+use support::{UserFixture, set_subscription};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use vyx_fleet::db::lease;
+use vyx_fleet::http::Health;
+use vyx_fleet::reconcile::controller::{Controller, LoopConfig};
+use vyx_fleet::reconcile::targeted::run_user;
+use vyx_fleet::sim::{FaultKind, FaultRule, Faults};
+
+fn controller(fleet: &Fleet, health: Health) -> Controller {
+    Controller {
+        base: fleet.ctx.clone(),
+        pass: fleet.pass_cfg.clone(),
+        loop_cfg: LoopConfig {
+            // Only the leader's first pass runs on the tick; everything later is the queue's.
+            interval: Duration::from_secs(3600),
+            lease_ttl: Duration::from_secs(6),
+            renew_every: Duration::from_millis(500),
+            act_margin: Duration::from_secs(4),
+            standby_poll: Duration::from_millis(200),
+            notify_debounce: Duration::from_millis(50),
+            drain: Duration::from_secs(5),
+        },
+        metrics: fleet.metrics.clone(),
+        health,
+        holder: format!("test-{}", uuid::Uuid::new_v4()),
+    }
+}
+
+async fn eventually<F, Fut>(within: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_upgrade_during_a_slow_pass_is_served_before_the_pass_ends() {
+    let fleet = Fleet::start().await;
+    lease::release(&fleet.db.pool, &fleet.holder, fleet.term)
+        .await
+        .unwrap();
+    // The pass's one user hangs in `create app` for 8 s.
+    let slow = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    fleet.sim.set_faults(Faults {
+        rules: vec![FaultRule::new(
+            "apps.create",
+            1.0,
+            FaultKind::Latency { ms: 8000 },
+        )],
+        ..Faults::default()
+    });
+    let health = Health::new(Duration::from_secs(60));
+    let c = controller(&fleet, health.clone());
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(async move { c.run(rx).await });
+    eventually(
+        Duration::from_secs(10),
+        "the slow create in flight",
+        || async { fleet.sim.in_flight() >= 1 },
+    )
+    .await;
+    fleet.sim.set_faults(Faults::default());
+
+    let upgraded = UserFixture::free().insert(&fleet.db.pool).await;
+    set_subscription(&fleet.db.pool, upgraded, "elite", "active").await;
+    eventually(
+        Duration::from_secs(7),
+        "the upgraded user served",
+        || async {
+            fleet
+                .maybe_row(upgraded)
+                .await
+                .is_some_and(|r| r.status == "active")
+        },
+    )
+    .await;
+    assert!(
+        fleet
+            .maybe_row(slow)
+            .await
+            .is_none_or(|r| r.status != "active"),
+        "served while the pass still waited on the slow user"
+    );
+
+    eventually(
+        Duration::from_secs(30),
+        "the slow user served too",
+        || async {
+            fleet
+                .maybe_row(slow)
+                .await
+                .is_some_and(|r| r.status == "active")
+        },
+    )
+    .await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_targeted_run_converges_its_user_and_deletes_nothing() {
+    let fleet = Fleet::start().await;
+    let stays = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    let leaves = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    fleet.converge().await;
+    let leaving_app = fleet.row(leaves).await.fly_app_name;
+    set_subscription(&fleet.db.pool, leaves, "free", "active").await;
+    let fresh = UserFixture::paid("elite").insert(&fleet.db.pool).await;
+    fleet.sim.clear_calls();
+
+    // The downgrade: marked unwanted (DB only), its deletion left to the full pass's breaker.
+    run_user(&fleet.ctx, &fleet.pass_cfg, leaves).await.unwrap();
+    assert_eq!(fleet.row(leaves).await.status, "active");
+    assert!(fleet.row(leaves).await.unwanted_since.is_some());
+    assert!(fleet.app(&leaving_app).is_some(), "nothing deleted");
+    assert!(
+        fleet.writes().is_empty(),
+        "no Fly write: {:?}",
+        fleet.writes()
+    );
+    assert!(
+        fleet.sim.calls().is_empty(),
+        "the cache is read as it is: {:?}",
+        fleet.sim.calls()
+    );
+
+    // The upgrade: served at once.
+    run_user(&fleet.ctx, &fleet.pass_cfg, fresh).await.unwrap();
+    assert_eq!(fleet.row(fresh).await.status, "active");
+    assert_eq!(fleet.row(stays).await.status, "active");
+
+    // The full pass deletes.
+    fleet.converge().await;
+    assert_eq!(fleet.row(leaves).await.status, "deleted");
+    assert!(fleet.app(&leaving_app).is_none());
+}
