@@ -86,6 +86,15 @@ fn user_id(form: &HashMap<String, String>) -> Result<Uuid, Refusal> {
         .ok_or(Refusal::BadRequest("user_id is not a user id"))
 }
 
+/// The signed-in admin and the form's user, for the controls that act on one user.
+fn admin_and_user(
+    state: &ConsoleState,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<(Session, Uuid), Refusal> {
+    Ok((guard(state, headers, form)?, user_id(form)?))
+}
+
 fn back_to_user(user: Uuid) -> Response {
     Redirect::to(&format!("/users/{user}")).into_response()
 }
@@ -149,12 +158,8 @@ pub(crate) async fn set_override(
     body: Bytes,
 ) -> Response {
     let form = form(&body);
-    let admin = match guard(&state, &headers, &form) {
-        Ok(s) => s,
-        Err(r) => return r.into_response(),
-    };
-    let user = match user_id(&form) {
-        Ok(u) => u,
+    let (admin, user) = match admin_and_user(&state, &headers, &form) {
+        Ok(x) => x,
         Err(r) => return r.into_response(),
     };
     let Some(desired) = form.get("desired").and_then(|d| Desired::parse(d)) else {
@@ -190,12 +195,8 @@ pub(crate) async fn clear_override(
     body: Bytes,
 ) -> Response {
     let form = form(&body);
-    let admin = match guard(&state, &headers, &form) {
-        Ok(s) => s,
-        Err(r) => return r.into_response(),
-    };
-    let user = match user_id(&form) {
-        Ok(u) => u,
+    let (admin, user) = match admin_and_user(&state, &headers, &form) {
+        Ok(x) => x,
         Err(r) => return r.into_response(),
     };
     match console_user::clear_override(&state.pool, user).await {
@@ -213,12 +214,8 @@ pub(crate) async fn retry(
     body: Bytes,
 ) -> Response {
     let form = form(&body);
-    let admin = match guard(&state, &headers, &form) {
-        Ok(s) => s,
-        Err(r) => return r.into_response(),
-    };
-    let user = match user_id(&form) {
-        Ok(u) => u,
+    let (admin, user) = match admin_and_user(&state, &headers, &form) {
+        Ok(x) => x,
         Err(r) => return r.into_response(),
     };
     match console_user::retry_now(&state.pool, user).await {
