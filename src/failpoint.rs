@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::ThreadId;
 use tokio::sync::Notify;
 
 /// Every failpoint, in the order the operations pass them.
@@ -86,8 +87,12 @@ enum Armed {
 
 static ANY_ARMED: AtomicBool = AtomicBool::new(false);
 
-fn registry() -> &'static Mutex<HashMap<String, Armed>> {
-    static REGISTRY: OnceLock<Mutex<HashMap<String, Armed>>> = OnceLock::new();
+/// Armed failpoints by (scope, name): `None` is the whole process, `Some(thread)` only tasks polled
+/// on that thread (see [`arm_hang_on_this_thread`]).
+type Registry = HashMap<(Option<ThreadId>, String), Armed>;
+
+fn registry() -> &'static Mutex<Registry> {
+    static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
     REGISTRY.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
@@ -96,11 +101,12 @@ pub async fn hit(name: &'static str) {
     if !ANY_ARMED.load(Ordering::Relaxed) {
         return;
     }
-    let armed = registry()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(name)
-        .cloned();
+    let armed = {
+        let r = registry().lock().unwrap_or_else(|p| p.into_inner());
+        r.get(&(None, name.to_string()))
+            .or_else(|| r.get(&(Some(std::thread::current().id()), name.to_string())))
+            .cloned()
+    };
     match armed {
         None => {}
         Some(Armed::Abort) => {
@@ -117,19 +123,33 @@ pub async fn hit(name: &'static str) {
 /// Arm `name` to hang; the returned `Notify` fires when a task reaches it.
 pub fn arm_hang(name: &str) -> Arc<Notify> {
     let notify = Arc::new(Notify::new());
-    set(name, Armed::Hang(notify.clone()));
+    set(None, name, Armed::Hang(notify.clone()));
+    notify
+}
+
+/// [`arm_hang`] for tasks polled on the calling thread only. Test-only: a crash scenario that runs
+/// its controller and simulator on a current-thread runtime of its own thread can then crash at a
+/// failpoint while other scenarios pass the same failpoint untouched on theirs, so a test binary
+/// runs its scenarios side by side instead of one at a time.
+pub fn arm_hang_on_this_thread(name: &str) -> Arc<Notify> {
+    let notify = Arc::new(Notify::new());
+    set(
+        Some(std::thread::current().id()),
+        name,
+        Armed::Hang(notify.clone()),
+    );
     notify
 }
 
 pub fn arm_abort(name: &str) {
-    set(name, Armed::Abort);
+    set(None, name, Armed::Abort);
 }
 
-fn set(name: &str, armed: Armed) {
+fn set(scope: Option<ThreadId>, name: &str, armed: Armed) {
     registry()
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(name.to_string(), armed);
+        .insert((scope, name.to_string()), armed);
     ANY_ARMED.store(true, Ordering::SeqCst);
 }
 
@@ -137,6 +157,14 @@ pub fn disarm_all() {
     let mut r = registry().lock().unwrap_or_else(|p| p.into_inner());
     r.clear();
     ANY_ARMED.store(false, Ordering::SeqCst);
+}
+
+/// Disarm what [`arm_hang_on_this_thread`] armed on the calling thread; other threads' stay armed.
+pub fn disarm_this_thread() {
+    let mut r = registry().lock().unwrap_or_else(|p| p.into_inner());
+    let me = Some(std::thread::current().id());
+    r.retain(|(scope, _), _| *scope != me);
+    ANY_ARMED.store(!r.is_empty(), Ordering::SeqCst);
 }
 
 /// Arm failpoints named in `VYX_FLEET_FAILPOINTS` (`name=abort,…`). Unknown names are an error, so
@@ -170,5 +198,28 @@ mod tests {
     fn names_are_unique() {
         let set: std::collections::HashSet<_> = ALL.iter().collect();
         assert_eq!(set.len(), ALL.len());
+    }
+
+    #[test]
+    fn a_failpoint_armed_for_one_thread_lets_other_threads_through() {
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let _reached = arm_hang_on_this_thread(DEPROVISION_MARKED);
+        let other = std::thread::spawn(move || runtime().block_on(hit(DEPROVISION_MARKED)));
+        other.join().expect("another thread passes the failpoint");
+        let here = runtime().block_on(async {
+            tokio::time::timeout(
+                std::time::Duration::from_millis(50),
+                hit(DEPROVISION_MARKED),
+            )
+            .await
+        });
+        assert!(here.is_err(), "the arming thread hangs at the failpoint");
+        disarm_this_thread();
+        runtime().block_on(hit(DEPROVISION_MARKED));
     }
 }

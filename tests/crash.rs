@@ -9,6 +9,7 @@ mod fleet_support;
 mod support;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 
 use fleet_support::{Fleet, ORG};
@@ -16,12 +17,42 @@ use support::{UserFixture, set_subscription};
 use uuid::Uuid;
 use vyx_fleet::failpoint as fp;
 
-/// Failpoints are process-global: one crash scenario at a time in this binary.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Run `scenario` once per failpoint, all side by side: each on a thread of its own with its own
+/// current-thread runtime, fleet (database, simulator) and failpoint armed for that thread only, so
+/// one scenario's crash never hangs another's controller. The scenarios are mostly waiting on the
+/// simulator's delays, so running them together costs little CPU. Panics naming every failed point
+/// (each thread's own panic message is printed as it happens).
+fn each_point<F, Fut>(points: &[&'static str], scenario: F)
+where
+    F: Fn(&'static str) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let threads: Vec<_> = points
+        .iter()
+        .map(|&point| {
+            let thread = std::thread::Builder::new().name(format!("crash {point}"));
+            let handle = thread
+                .spawn(move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime")
+                        .block_on(scenario(point))
+                })
+                .expect("spawn scenario thread");
+            (point, handle)
+        })
+        .collect();
+    let failed: Vec<&str> = threads
+        .into_iter()
+        .filter_map(|(point, handle)| handle.join().is_err().then_some(point))
+        .collect();
+    assert!(failed.is_empty(), "scenarios failed at {failed:?}");
+}
 
 /// Run passes until one reaches `point`; abort the pass there. Panics if no pass reaches it.
 async fn crash_at(fleet: &Fleet, point: &'static str) {
-    let reached = fp::arm_hang(point);
+    let reached = fp::arm_hang_on_this_thread(point);
     for _ in 0..6 {
         let ctx = fleet.ctx.clone();
         let cfg = fleet.pass_cfg.clone();
@@ -33,7 +64,7 @@ async fn crash_at(fleet: &Fleet, point: &'static str) {
             _ = reached.notified() => {
                 pass.abort();
                 let _ = (&mut pass).await;
-                fp::disarm_all();
+                fp::disarm_this_thread();
                 return;
             }
             done = &mut pass => {
@@ -41,7 +72,7 @@ async fn crash_at(fleet: &Fleet, point: &'static str) {
             }
         }
     }
-    fp::disarm_all();
+    fp::disarm_this_thread();
     panic!("no pass reached failpoint {point}");
 }
 
@@ -182,10 +213,9 @@ const PROVISION_POINTS: &[&str] = &[
     fp::CONVERGE_AFTER_RECORD,
 ];
 
-#[tokio::test]
-async fn a_crash_at_any_provision_step_resumes_without_duplicates() {
-    let _serial = SERIAL.lock().await;
-    for point in PROVISION_POINTS {
+#[test]
+fn a_crash_at_any_provision_step_resumes_without_duplicates() {
+    each_point(PROVISION_POINTS, |point| async move {
         let fleet = Fleet::start().await;
         let users = paid_users(&fleet, 2).await;
         crash_at(&fleet, point).await;
@@ -201,162 +231,172 @@ async fn a_crash_at_any_provision_step_resumes_without_duplicates() {
             applied_app_creates, 2,
             "[{point}] each app created exactly once"
         );
-    }
+    });
 }
 
-#[tokio::test]
-async fn a_crash_during_an_image_update_resumes_and_finishes_the_rollout() {
-    let _serial = SERIAL.lock().await;
-    for point in [
-        fp::ROLLOUT_MOVING_RECORDED,
-        fp::UPDATE_MACHINE_BEFORE,
-        fp::UPDATE_MACHINE_AFTER_CALL,
-        fp::ROLLOUT_VERDICT_BEFORE_RECORD,
-    ] {
-        let mut fleet = Fleet::start().await;
-        let users = paid_users(&fleet, 2).await;
-        fleet.converge().await;
-        fleet.sim.clear_calls();
-        fleet.reconfigure("USER_APP_IMAGE", "registry.fly.io/vyx-screener:v2");
-        crash_at(&fleet, point).await;
-        fleet.converge().await;
-        assert_invariants(&fleet, &users, &[], point).await;
-        // No app moved twice: one update per machine, the crash notwithstanding.
-        let mut updates: BTreeMap<String, usize> = BTreeMap::new();
-        for c in fleet
-            .writes()
-            .iter()
-            .filter(|c| c.class == "machines.update")
-        {
-            *updates.entry(c.path.clone()).or_default() += 1;
-        }
-        assert_eq!(updates.len(), 2, "[{point}] {updates:?}");
-        assert!(updates.values().all(|n| *n == 1), "[{point}] {updates:?}");
-        for u in &users {
-            let row = fleet.row(*u).await;
-            let app = fleet.app(&row.fly_app_name).unwrap();
-            assert_eq!(
-                app.machines[0].config["image"], "registry.fly.io/vyx-screener:v2",
-                "[{point}]"
-            );
-            assert_eq!(
-                row.docker_image.as_deref(),
-                Some("registry.fly.io/vyx-screener:v2")
-            );
-        }
-    }
+#[test]
+fn a_crash_during_an_image_update_resumes_and_finishes_the_rollout() {
+    each_point(
+        &[
+            fp::ROLLOUT_MOVING_RECORDED,
+            fp::UPDATE_MACHINE_BEFORE,
+            fp::UPDATE_MACHINE_AFTER_CALL,
+            fp::ROLLOUT_VERDICT_BEFORE_RECORD,
+        ],
+        |point| async move {
+            let mut fleet = Fleet::start().await;
+            let users = paid_users(&fleet, 2).await;
+            fleet.converge().await;
+            fleet.sim.clear_calls();
+            fleet.reconfigure("USER_APP_IMAGE", "registry.fly.io/vyx-screener:v2");
+            crash_at(&fleet, point).await;
+            fleet.converge().await;
+            assert_invariants(&fleet, &users, &[], point).await;
+            // No app moved twice: one update per machine, the crash notwithstanding.
+            let mut updates: BTreeMap<String, usize> = BTreeMap::new();
+            for c in fleet
+                .writes()
+                .iter()
+                .filter(|c| c.class == "machines.update")
+            {
+                *updates.entry(c.path.clone()).or_default() += 1;
+            }
+            assert_eq!(updates.len(), 2, "[{point}] {updates:?}");
+            assert!(updates.values().all(|n| *n == 1), "[{point}] {updates:?}");
+            for u in &users {
+                let row = fleet.row(*u).await;
+                let app = fleet.app(&row.fly_app_name).unwrap();
+                assert_eq!(
+                    app.machines[0].config["image"], "registry.fly.io/vyx-screener:v2",
+                    "[{point}]"
+                );
+                assert_eq!(
+                    row.docker_image.as_deref(),
+                    Some("registry.fly.io/vyx-screener:v2")
+                );
+            }
+        },
+    );
 }
 
-#[tokio::test]
-async fn a_crash_at_any_deprovision_step_finishes_the_deprovision() {
-    let _serial = SERIAL.lock().await;
-    for point in [
-        fp::DEPROVISION_MARKED,
-        fp::DEPROVISION_STOP_BEFORE,
-        fp::DEPROVISION_STOP_AFTER_CALL,
-        fp::DEPROVISION_DELETE_BEFORE,
-        fp::DEPROVISION_DELETE_AFTER_CALL,
-        fp::DEPROVISION_GONE_BEFORE_RECORD,
-        fp::DEPROVISION_AFTER_RECORD,
-    ] {
-        let fleet = Fleet::start().await;
-        let users = paid_users(&fleet, 3).await;
-        fleet.converge().await;
-        let leaving = users[0];
-        set_subscription(&fleet.db.pool, leaving, "free", "active").await;
-        crash_at(&fleet, point).await;
-        fleet.converge().await;
-        assert_invariants(&fleet, &users[1..], &[leaving], point).await;
-        let row = fleet.row(leaving).await;
-        assert_eq!(row.status, "deleted", "[{point}]");
-        assert!(row.deleted_at.is_some());
-    }
+#[test]
+fn a_crash_at_any_deprovision_step_finishes_the_deprovision() {
+    each_point(
+        &[
+            fp::DEPROVISION_MARKED,
+            fp::DEPROVISION_STOP_BEFORE,
+            fp::DEPROVISION_STOP_AFTER_CALL,
+            fp::DEPROVISION_DELETE_BEFORE,
+            fp::DEPROVISION_DELETE_AFTER_CALL,
+            fp::DEPROVISION_GONE_BEFORE_RECORD,
+            fp::DEPROVISION_AFTER_RECORD,
+        ],
+        |point| async move {
+            let fleet = Fleet::start().await;
+            let users = paid_users(&fleet, 3).await;
+            fleet.converge().await;
+            let leaving = users[0];
+            set_subscription(&fleet.db.pool, leaving, "free", "active").await;
+            crash_at(&fleet, point).await;
+            fleet.converge().await;
+            assert_invariants(&fleet, &users[1..], &[leaving], point).await;
+            let row = fleet.row(leaving).await;
+            assert_eq!(row.status, "deleted", "[{point}]");
+            assert!(row.deleted_at.is_some());
+        },
+    );
 }
 
-#[tokio::test]
-async fn a_crash_while_deleting_an_orphan_still_removes_it_once() {
-    let _serial = SERIAL.lock().await;
-    for point in [
-        fp::ORPHAN_DELETE_BEFORE,
-        fp::ORPHAN_DELETE_AFTER_CALL,
-        fp::ORPHAN_DELETE_AFTER_RECORD,
-    ] {
-        let fleet = Fleet::start().await;
-        let users = paid_users(&fleet, 6).await;
-        fleet.converge().await;
-        let orphan = "vyx-user-orphan01";
-        fleet.sim.seed_app(ORG, orphan);
-        fleet.relist().await;
-        fleet.pass().await;
-        // The orphan has been seen; pretend its grace has passed rather than waiting an hour.
-        sqlx::query(
+#[test]
+fn a_crash_while_deleting_an_orphan_still_removes_it_once() {
+    each_point(
+        &[
+            fp::ORPHAN_DELETE_BEFORE,
+            fp::ORPHAN_DELETE_AFTER_CALL,
+            fp::ORPHAN_DELETE_AFTER_RECORD,
+        ],
+        |point| async move {
+            let fleet = Fleet::start().await;
+            let users = paid_users(&fleet, 6).await;
+            fleet.converge().await;
+            let orphan = "vyx-user-orphan01";
+            fleet.sim.seed_app(ORG, orphan);
+            fleet.relist().await;
+            fleet.pass().await;
+            // The orphan has been seen; pretend its grace has passed rather than waiting an hour.
+            sqlx::query(
             "UPDATE vyx_fleet.orphans SET first_seen_at = now() - interval '2 hours' WHERE app_name = $1",
         )
         .bind(orphan)
         .execute(&fleet.db.pool)
         .await
         .unwrap();
-        crash_at(&fleet, point).await;
-        // The sim deletes asynchronously; converge until the orphan is gone from Fly and the table.
-        for _ in 0..20 {
-            fleet.pass().await;
-            let tracked: i64 = sqlx::query_scalar("SELECT count(*) FROM vyx_fleet.orphans")
-                .fetch_one(&fleet.db.pool)
-                .await
-                .unwrap();
-            if fleet.app(orphan).is_none() && tracked == 0 {
-                break;
+            crash_at(&fleet, point).await;
+            // The sim deletes asynchronously; converge until the orphan is gone from Fly and the table.
+            for _ in 0..20 {
+                fleet.pass().await;
+                let tracked: i64 = sqlx::query_scalar("SELECT count(*) FROM vyx_fleet.orphans")
+                    .fetch_one(&fleet.db.pool)
+                    .await
+                    .unwrap();
+                if fleet.app(orphan).is_none() && tracked == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(fleet.app(orphan).is_none(), "[{point}] orphan still there");
-        assert_invariants(&fleet, &users, &[], point).await;
-    }
+            assert!(fleet.app(orphan).is_none(), "[{point}] orphan still there");
+            assert_invariants(&fleet, &users, &[], point).await;
+        },
+    );
 }
 
 /// A secret rotation (a new `SUPABASE_SERVICE_ROLE_KEY` or `USER_APP_SECRETS` value after a
 /// restart) interrupted at any step between the secrets write and the machine update still ends with
 /// every machine booted on the new secrets (issue 6 point 2).
-#[tokio::test]
-async fn a_crash_during_a_secret_rotation_still_puts_every_machine_on_the_new_secrets() {
-    let _serial = SERIAL.lock().await;
-    for point in [
-        fp::PROVISION_SECRETS_BEFORE,
-        fp::PROVISION_SECRETS_AFTER_CALL,
-        fp::PROVISION_SECRETS_AFTER_RECORD,
-        fp::ROLLOUT_MOVING_RECORDED,
-        fp::UPDATE_MACHINE_BEFORE,
-        fp::UPDATE_MACHINE_AFTER_CALL,
-    ] {
-        let mut fleet = Fleet::start().await;
-        let users = paid_users(&fleet, 2).await;
-        fleet.converge().await;
-        fleet.reconfigure("SUPABASE_SERVICE_ROLE_KEY", "service-key-rotated-0b5e");
-        crash_at(&fleet, point).await;
-        fleet.converge().await;
-        assert_invariants(&fleet, &users, &[], point).await;
-    }
+#[test]
+fn a_crash_during_a_secret_rotation_still_puts_every_machine_on_the_new_secrets() {
+    each_point(
+        &[
+            fp::PROVISION_SECRETS_BEFORE,
+            fp::PROVISION_SECRETS_AFTER_CALL,
+            fp::PROVISION_SECRETS_AFTER_RECORD,
+            fp::ROLLOUT_MOVING_RECORDED,
+            fp::UPDATE_MACHINE_BEFORE,
+            fp::UPDATE_MACHINE_AFTER_CALL,
+        ],
+        |point| async move {
+            let mut fleet = Fleet::start().await;
+            let users = paid_users(&fleet, 2).await;
+            fleet.converge().await;
+            fleet.reconfigure("SUPABASE_SERVICE_ROLE_KEY", "service-key-rotated-0b5e");
+            crash_at(&fleet, point).await;
+            fleet.converge().await;
+            assert_invariants(&fleet, &users, &[], point).await;
+        },
+    );
 }
 
 /// An app deleted outside the controller (flyctl by hand, or lost on Fly's side) is rebuilt with
 /// its secrets and IPs, also when the rebuild is interrupted (issue 6 point 1).
-#[tokio::test]
-async fn a_crash_while_rebuilding_an_app_deleted_out_of_band_still_restores_secrets_and_ips() {
-    let _serial = SERIAL.lock().await;
-    for point in [
-        fp::PROVISION_APP_CREATE_AFTER_RECORD,
-        fp::PROVISION_SECRETS_AFTER_CALL,
-        fp::PROVISION_IPS_BEFORE,
-        fp::PROVISION_MACHINE_CREATE_BEFORE,
-    ] {
-        let fleet = Fleet::start().await;
-        let users = paid_users(&fleet, 2).await;
-        fleet.converge().await;
-        let row = fleet.row(users[0]).await;
-        assert!(fleet.sim.delete_app_out_of_band(&row.fly_app_name));
-        fleet.relist().await;
-        crash_at(&fleet, point).await;
-        fleet.converge().await;
-        assert_invariants(&fleet, &users, &[], point).await;
-    }
+#[test]
+fn a_crash_while_rebuilding_an_app_deleted_out_of_band_still_restores_secrets_and_ips() {
+    each_point(
+        &[
+            fp::PROVISION_APP_CREATE_AFTER_RECORD,
+            fp::PROVISION_SECRETS_AFTER_CALL,
+            fp::PROVISION_IPS_BEFORE,
+            fp::PROVISION_MACHINE_CREATE_BEFORE,
+        ],
+        |point| async move {
+            let fleet = Fleet::start().await;
+            let users = paid_users(&fleet, 2).await;
+            fleet.converge().await;
+            let row = fleet.row(users[0]).await;
+            assert!(fleet.sim.delete_app_out_of_band(&row.fly_app_name));
+            fleet.relist().await;
+            crash_at(&fleet, point).await;
+            fleet.converge().await;
+            assert_invariants(&fleet, &users, &[], point).await;
+        },
+    );
 }
