@@ -184,7 +184,7 @@ impl Prober {
         let due = self.schedule.take_due(now);
         out.probed = due.len();
         let mut tasks = JoinSet::new();
-        let mut verdicts: Vec<Verdict> = Vec::new();
+        let mut verdicts: Vec<(String, Verdict)> = Vec::new();
         for app in due {
             let Some(&(row_id, known)) = self.targets.get(&app) else {
                 continue;
@@ -195,16 +195,21 @@ impl Prober {
                 collect(done, &mut verdicts);
             }
             let (ctx, client) = (self.ctx.clone(), self.client.clone());
-            tasks.spawn(async move { probe::judge(&ctx, &client, row_id, &app, known).await });
+            tasks.spawn(async move {
+                let v = probe::judge(&ctx, &client, row_id, &app, known).await;
+                (app, v)
+            });
         }
         while let Some(done) = tasks.join_next().await {
             collect(done, &mut verdicts);
         }
         if !verdicts.is_empty() {
             out.written = verdicts.len();
-            out.transitions = self.ctx.store.record_verdicts(&verdicts).await?;
-            for v in &verdicts {
-                if let Some(t) = self.targets.values_mut().find(|t| t.0 == v.row_id) {
+            let batch: Vec<Verdict> = verdicts.iter().map(|(_, v)| v.clone()).collect();
+            out.transitions = self.ctx.store.record_verdicts(&batch).await?;
+            // The rows now agree with these verdicts (written, or already so).
+            for (app, v) in &verdicts {
+                if let Some(t) = self.targets.get_mut(app) {
                     t.1 = Some(v.healthy);
                 }
             }
@@ -274,14 +279,13 @@ impl Prober {
     }
 }
 
-fn collect(
-    done: Result<Result<Option<Verdict>, ExecError>, tokio::task::JoinError>,
-    out: &mut Vec<Verdict>,
-) {
+type Judged = (String, Result<Option<Verdict>, ExecError>);
+
+fn collect(done: Result<Judged, tokio::task::JoinError>, out: &mut Vec<(String, Verdict)>) {
     match done {
-        Ok(Ok(Some(v))) => out.push(v),
-        Ok(Ok(None)) => {}
-        Ok(Err(e)) => warn!(error = %e, "probe failed; the app's next slot retries"),
+        Ok((app, Ok(Some(v)))) => out.push((app, v)),
+        Ok((_, Ok(None))) => {}
+        Ok((app, Err(e))) => warn!(%app, error = %e, "probe failed; the app's next slot retries"),
         Err(e) => warn!(error = %e, "probe task ended abnormally"),
     }
 }
