@@ -8,9 +8,11 @@
 //! 2. Every few seconds: the observation cache's machines (no Fly call). An app is probed while it
 //!    has a row and a `started` machine; new apps get slots spread evenly over the interval
 //!    ([`Schedule`]), so probes never come in a burst.
-//! 3. Every tick: the apps whose slot came ([`probe::judge`]: the endpoint over HTTP, Fly only to
-//!    confirm a failure), at most [`PROBE_CONCURRENCY`] at once; the verdicts that differ from what
-//!    the prober knows of the row go to the database in one statement ([`Store::record_verdicts`]).
+//! 3. Every tick: the apps whose slot came, their endpoints over HTTP, at most
+//!    [`PROBE_CONCURRENCY`] at once. A failing endpoint of an app not known unhealthy makes it a
+//!    suspect; at most [`CONFIRMS_PER_ROUND`] suspects a round are confirmed through the Fly API
+//!    ([`probe::confirm`]). The verdicts that differ from what the prober knows of the row go to
+//!    the database in one statement ([`crate::db::apps::Store::record_verdicts`]).
 //! 4. A machine whose `version` moved in the org list (someone, maybe us, changed its config) is
 //!    read once for config drift ([`probe::config_drift`]).
 //!
@@ -43,7 +45,10 @@ use crate::db::apps::StoreError;
 use crate::db::health::{Verdict, probe_targets};
 
 /// Endpoint probes in flight at once. HTTP `GET`s to the apps themselves, not Fly API calls.
-pub const PROBE_CONCURRENCY: usize = 32;
+pub const PROBE_CONCURRENCY: usize = 64;
+/// Fly reads to confirm failing endpoints, per round (a round a second at the default interval):
+/// an outage of the apps' edge, or of our own egress, cannot become a flood of API calls.
+pub const CONFIRMS_PER_ROUND: usize = 1;
 /// Drift reads (Fly `GET machine`) per round; the rest wait for the next round.
 const DRIFT_READS_PER_ROUND: usize = 8;
 
@@ -122,6 +127,8 @@ pub struct Prober {
     /// Machine id → version last seen in the cache; `None` until the first look.
     versions: Option<HashMap<String, Option<String>>>,
     drifted: HashSet<Uuid>,
+    /// Apps whose endpoint failed, waiting for a confirming read: app → the endpoint's answer.
+    suspects: HashMap<String, String>,
 }
 
 /// What one round did (tests and logs).
@@ -130,6 +137,7 @@ pub struct Round {
     pub probed: usize,
     pub written: usize,
     pub transitions: Vec<Uuid>,
+    pub confirm_reads: usize,
     pub drift_reads: usize,
 }
 
@@ -145,6 +153,7 @@ impl Prober {
             view_at: None,
             versions: None,
             drifted: HashSet::new(),
+            suspects: HashMap::new(),
         }
     }
 
@@ -184,24 +193,60 @@ impl Prober {
         let due = self.schedule.take_due(now);
         out.probed = due.len();
         let mut tasks = JoinSet::new();
-        let mut verdicts: Vec<(String, Verdict)> = Vec::new();
+        let mut readings: Vec<(String, health::Reading)> = Vec::new();
         for app in due {
-            let Some(&(row_id, known)) = self.targets.get(&app) else {
+            if !self.targets.contains_key(&app) {
                 continue;
-            };
+            }
             if tasks.len() >= PROBE_CONCURRENCY
                 && let Some(done) = tasks.join_next().await
             {
-                collect(done, &mut verdicts);
+                collect(done, &mut readings);
             }
-            let (ctx, client) = (self.ctx.clone(), self.client.clone());
+            let client = self.client.clone();
+            let template = self.ctx.health_url_template.clone();
             tasks.spawn(async move {
-                let v = probe::judge(&ctx, &client, row_id, &app, known).await;
-                (app, v)
+                let r = health::endpoint(&client, &template, &app).await;
+                (app, r)
             });
         }
         while let Some(done) = tasks.join_next().await {
-            collect(done, &mut verdicts);
+            collect(done, &mut readings);
+        }
+        let mut verdicts: Vec<(String, Verdict)> = Vec::new();
+        for (app, r) in readings {
+            let Some(&(row_id, known)) = self.targets.get(&app) else {
+                continue;
+            };
+            if r.healthy {
+                self.suspects.remove(&app);
+                if known != Some(true) {
+                    verdicts.push((app, probe::healthy(row_id)));
+                }
+            } else if known != Some(false) {
+                self.suspects.insert(app, r.detail);
+            }
+        }
+        let confirm: Vec<(String, String)> = self
+            .suspects
+            .iter()
+            .take(CONFIRMS_PER_ROUND)
+            .map(|(a, d)| (a.clone(), d.clone()))
+            .collect();
+        for (app, detail) in confirm {
+            self.suspects.remove(&app);
+            let Some(&(row_id, _)) = self.targets.get(&app) else {
+                continue;
+            };
+            out.confirm_reads += 1;
+            match probe::confirm(&self.ctx, row_id, &app, &detail).await {
+                Ok(Some(v)) => verdicts.push((app, v)),
+                Ok(None) => {}
+                Err(ExecError::Store(StoreError::Fenced)) => return Err(StoreError::Fenced.into()),
+                Err(e) => {
+                    warn!(%app, error = %e, "probe: confirming read failed; the app's next slot retries")
+                }
+            }
         }
         if !verdicts.is_empty() {
             out.written = verdicts.len();
@@ -279,13 +324,12 @@ impl Prober {
     }
 }
 
-type Judged = (String, Result<Option<Verdict>, ExecError>);
-
-fn collect(done: Result<Judged, tokio::task::JoinError>, out: &mut Vec<(String, Verdict)>) {
+fn collect(
+    done: Result<(String, health::Reading), tokio::task::JoinError>,
+    out: &mut Vec<(String, health::Reading)>,
+) {
     match done {
-        Ok((app, Ok(Some(v)))) => out.push((app, v)),
-        Ok((_, Ok(None))) => {}
-        Ok((app, Err(e))) => warn!(%app, error = %e, "probe failed; the app's next slot retries"),
+        Ok(r) => out.push(r),
         Err(e) => warn!(error = %e, "probe task ended abnormally"),
     }
 }

@@ -11,7 +11,8 @@
 //!    applied, and the next pass converges it.
 //!
 //! # Guarantees
-//! - A healthy app costs no Fly API call; an unhealthy one costs one, when it turns unhealthy.
+//! - A healthy app costs no Fly API call; an unhealthy one costs one, when it turns unhealthy
+//!   (the prober confirms only apps not already recorded unhealthy, a bounded number a round).
 //!
 //! # Assumptions
 //! - A machine that is not `started` is the planner's business (the org list shows its state, and
@@ -32,45 +33,42 @@ use super::{Ctx, ExecError};
 use crate::db::health::Verdict;
 use crate::fly::FlyError;
 
-/// The verdict for `app` (row `row_id`) when it differs from `known`, the health last recorded.
-pub async fn judge(
+/// A healthy verdict for `row_id` (from its endpoint), with the event's metadata.
+pub fn healthy(row_id: Uuid) -> Verdict {
+    Verdict {
+        row_id,
+        healthy: true,
+        metadata: serde_json::json!({"source": "endpoint"}),
+    }
+}
+
+/// `app`'s endpoint failed (`endpoint_detail`): read its machine through the Fly API. An unhealthy
+/// verdict when Fly agrees; `None` when it does not, or the machine is gone or not `started`.
+pub async fn confirm(
     ctx: &Ctx,
-    client: &reqwest::Client,
     row_id: Uuid,
     app: &str,
-    known: Option<bool>,
+    endpoint_detail: &str,
 ) -> Result<Option<Verdict>, ExecError> {
-    let reading = endpoint(client, &ctx.health_url_template, app).await;
-    if reading.healthy {
-        return Ok((known != Some(true)).then(|| Verdict {
-            row_id,
-            healthy: true,
-            metadata: serde_json::json!({"source": "endpoint"}),
-        }));
-    }
-    if known == Some(false) {
-        // Still failing: confirmed when it turned, nothing new to learn from Fly.
-        return Ok(None);
-    }
     let row = reload(ctx, row_id).await?;
     let Some(fly) = HealthSource::FlyChecks.read(ctx, &row).await? else {
         return Ok(None);
     };
     let machine = fly.machine.as_ref();
     if fly.healthy {
-        warn!(%app, endpoint = %reading.detail, "probe: the app's endpoint fails but Fly's checks pass; not acted on");
+        warn!(%app, endpoint = %endpoint_detail, "probe: the app's endpoint fails but Fly's checks pass; not acted on");
         return Ok(None);
     }
     if machine.is_some_and(|m| m.state != crate::fly::MachineState::Started) {
         return Ok(None);
     }
-    warn!(%app, endpoint = %reading.detail, fly = %fly.detail, "probe: app unhealthy");
+    warn!(%app, endpoint = %endpoint_detail, fly = %fly.detail, "probe: app unhealthy");
     Ok(Some(Verdict {
         row_id,
         healthy: false,
         metadata: serde_json::json!({
             "machine_id": machine.map(|m| m.id.clone()),
-            "detail": format!("{}; {}", reading.detail, fly.detail),
+            "detail": format!("{endpoint_detail}; {}", fly.detail),
         }),
     }))
 }
@@ -107,7 +105,13 @@ pub(super) async fn probe(ctx: &Ctx, row_id: Uuid) -> Result<(), ExecError> {
     let row = reload(ctx, row_id).await?;
     tracing::Span::current().record("app", row.fly_app_name.as_str());
     let client = super::health::endpoint_client();
-    if let Some(v) = judge(ctx, &client, row.id, &row.fly_app_name, None).await? {
+    let reading = endpoint(&client, &ctx.health_url_template, &row.fly_app_name).await;
+    let verdict = if reading.healthy {
+        Some(healthy(row.id))
+    } else {
+        confirm(ctx, row.id, &row.fly_app_name, &reading.detail).await?
+    };
+    if let Some(v) = verdict {
         ctx.store.record_verdicts(&[v]).await?;
     }
     config_drift(ctx, row.id).await?;
