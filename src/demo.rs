@@ -94,12 +94,15 @@ async fn story(
     )
     .await
     .map_err(|e| e.to_string())?;
+    // The apps' own health endpoints: the simulator serves them, so the demo never leaves loopback.
+    let health_url = format!("{}/_sim/apps/{{app}}/health", sim.base_url());
     let vars: HashMap<String, String> = [
         ("DATABASE_URL", url.as_str()),
         ("FLY_API_TOKEN", "demo-token"),
         ("FLY_ORG_SLUG", "vyx-test"),
         ("USER_APP_IMAGE", IMAGE_V1),
         ("FLY_API_BASE_URL", &sim.base_url()),
+        ("HEALTH_URL_TEMPLATE", &health_url),
         ("RECONCILE_INTERVAL", "2s"),
         ("DEPROVISION_GRACE", "3s"),
         ("SUPABASE_URL", "https://demo.supabase.co"),

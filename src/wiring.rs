@@ -86,6 +86,7 @@ pub fn ctx(s: &Settings, pool: sqlx::PgPool, fly: FlyClient) -> Ctx {
         backoff_max: Duration::from_secs(600),
         observed: Arc::new(ObserveCache::new(s.resync_interval)),
         users: WorkQueue::new(),
+        health_url_template: s.operations.health_url_template.as_str().into(),
     }
 }
 

@@ -104,6 +104,8 @@ fn malformed_cases() -> Vec<Case> {
         case("concurrency", "MAX_CONCURRENCY").set("MAX_CONCURRENCY", "0"),
         case("max unavailable", "ROLLOUT_MAX_UNAVAILABLE").set("ROLLOUT_MAX_UNAVAILABLE", "0%"),
         case("soak", "ROLLOUT_SOAK").set("ROLLOUT_SOAK", "a minute"),
+        case("health url without {app}", "HEALTH_URL_TEMPLATE")
+            .set("HEALTH_URL_TEMPLATE", "https://vyx.fly.dev/health"),
         case("http addr", "HTTP_ADDR").set("HTTP_ADDR", "localhost"),
         case("log format", "LOG_FORMAT").set("LOG_FORMAT", "xml"),
         case("org slug", "FLY_ORG_SLUG").set("FLY_ORG_SLUG", "Vyx_Test"),

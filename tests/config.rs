@@ -71,6 +71,18 @@ fn the_good_environment_loads() {
 }
 
 #[test]
+fn the_health_url_template_defaults_to_each_apps_fly_dev_endpoint_and_may_point_at_loopback() {
+    let s = load(&[]).unwrap();
+    assert_eq!(
+        s.operations.health_url_template,
+        "https://{app}.fly.dev/health"
+    );
+    let local = "http://127.0.0.1:4280/_sim/apps/{app}/health";
+    let s = load(&[("HEALTH_URL_TEMPLATE", Some(local))]).unwrap();
+    assert_eq!(s.operations.health_url_template, local);
+}
+
+#[test]
 fn each_malformed_setting_names_its_key() {
     // (key to change, new value or None = unset, key the error must name)
     let table: &[(&str, Option<&str>, &str)] = &[
@@ -146,6 +158,21 @@ fn each_malformed_setting_names_its_key() {
             "FLY_API_BASE_URL",
             Some("https://api.machines.dev/?token=SECRET_X"),
             "FLY_API_BASE_URL",
+        ),
+        (
+            "HEALTH_URL_TEMPLATE",
+            Some("https://vyx.fly.dev/health"),
+            "HEALTH_URL_TEMPLATE",
+        ),
+        (
+            "HEALTH_URL_TEMPLATE",
+            Some("ftp://{app}.fly.dev/health"),
+            "HEALTH_URL_TEMPLATE",
+        ),
+        (
+            "HEALTH_URL_TEMPLATE",
+            Some("{app}.fly.dev"),
+            "HEALTH_URL_TEMPLATE",
         ),
         ("USER_APP_REGION", Some("SIN"), "USER_APP_REGION"),
         ("USER_APP_REGION", Some("sing"), "USER_APP_REGION"),

@@ -357,57 +357,6 @@ async fn dry_run_changes_nothing_in_the_database_or_on_fly() {
 }
 
 #[tokio::test]
-async fn drift_made_behind_our_back_is_found_by_a_probe_and_put_right() {
-    let fleet = Fleet::start().await;
-    let user = UserFixture::paid("pro").insert(&fleet.db.pool).await;
-    fleet.converge().await;
-    let row = fleet.row(user).await;
-    let machine_id = row.machine_id.clone().unwrap();
-    // Someone edits the machine with flyctl: another env, same image and size.
-    let m = fleet
-        .ctx
-        .fly
-        .get_machine(&row.fly_app_name, &machine_id)
-        .await
-        .unwrap();
-    let mut config = m.config.clone().unwrap();
-    config.env.insert("RUN_MODE".into(), "shared".into());
-    fleet
-        .ctx
-        .fly
-        .update_machine(
-            &row.fly_app_name,
-            &machine_id,
-            &vyx_fleet::fly::UpdateMachineRequest {
-                config,
-                current_version: m.version.clone(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert!(
-        fleet.plan().await.actions.is_empty(),
-        "the org list cannot see env drift"
-    );
-
-    // The health probe comes due (it is spread over passes; make it due now).
-    sqlx::query("UPDATE public.user_fly_apps SET last_health_check = now() - interval '1 hour'")
-        .execute(&fleet.db.pool)
-        .await
-        .unwrap();
-    let probe = fleet.pass().await;
-    assert!(matches!(
-        probe.plan.actions[..],
-        [vyx_fleet::reconcile::plan::Action::Probe { .. }]
-    ));
-    fleet.converge().await;
-
-    let app = fleet.app(&row.fly_app_name).unwrap();
-    assert_eq!(env_of(&app)["RUN_MODE"], "user_dedicated");
-}
-
-#[tokio::test]
 async fn rows_with_unknown_status_or_a_vanished_user_are_reported_and_left_alone() {
     use vyx_fleet::reconcile::plan::Finding;
     let fleet = Fleet::start().await;

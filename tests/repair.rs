@@ -1,5 +1,5 @@
 //! Health probing and repair (issue 7 item 6) against PostgreSQL and the simulator: an app whose
-//! checks go critical is recorded unhealthy by its next probe, restarted after `REPAIR_AFTER`,
+//! checks go critical (so its own `/health` fails) is recorded unhealthy by the prober, restarted after `REPAIR_AFTER`,
 //! replaced (make-before-break) after as long again, with one event per transition. Short settings
 //! (probe interval 1s, repair after 2s); every wait polls a condition with a deadline.
 
@@ -63,6 +63,8 @@ async fn an_app_whose_checks_go_critical_is_recorded_unhealthy_restarted_then_re
     let row = fleet.row(user).await;
     let original = row.machine_id.clone().unwrap();
     let before = events(&fleet, user).await;
+    // The leader's prober, beside the passes below (it probes what their observation holds).
+    let _prober = fleet.prober();
 
     // The app's checks go critical (its image stops answering /health).
     fleet.sim.set_failing_images(vec![IMAGE.to_string()]);
@@ -129,7 +131,7 @@ async fn an_app_whose_checks_go_critical_is_recorded_unhealthy_restarted_then_re
     assert_eq!(live.len(), 1, "{live:?}");
     assert_eq!(live[0].id, original);
 
-    // The image answers again: the next probe records one `health_check_passed`, and the spell ends.
+    // The image answers again: the prober records one `health_check_passed`, and the spell ends.
     fleet.sim.set_failing_images(vec![]);
     passes_until(&fleet, Duration::from_secs(30), "healthy again", || async {
         fleet.row(user).await.health_status.as_deref() == Some("healthy")

@@ -44,7 +44,7 @@ pub const REQUIRED_KEYS: [&str; 4] = [
 
 /// Every key vyx-fleet reads from the environment or the file, in validation order. (`RUST_LOG` is
 /// read from the environment only, by [`crate::telemetry`]; the file refuses it.)
-pub const KNOWN_KEYS: [&str; 33] = [
+pub const KNOWN_KEYS: [&str; 34] = [
     "DATABASE_URL",
     "FLY_API_TOKEN",
     "FLY_ORG_SLUG",
@@ -65,6 +65,7 @@ pub const KNOWN_KEYS: [&str; 33] = [
     "ROLLOUT_FAILURE_THRESHOLD",
     "ROLLOUT_SOAK",
     "HEALTH_PROBE_INTERVAL",
+    "HEALTH_URL_TEMPLATE",
     "REPAIR_AFTER",
     "REPAIR_MAX_PER_PASS",
     "SUPABASE_URL",

@@ -14,6 +14,9 @@ pub const DEFAULT_ROLLOUT_FAILURE_THRESHOLD: &str = "1%";
 pub const DEFAULT_ROLLOUT_SOAK: &str = "60s";
 pub const DEFAULT_HEALTH_PROBE_INTERVAL: &str = "5m";
 pub const DEFAULT_REPAIR_AFTER: &str = "5m";
+/// Each app's own health endpoint (its services and checks already serve `/health`); probing it
+/// costs Fly's API nothing.
+pub const DEFAULT_HEALTH_URL_TEMPLATE: &str = "https://{app}.fly.dev/health";
 /// Restarts and replacements per pass: a Fly-wide incident must not become a replace storm.
 pub const DEFAULT_REPAIR_MAX_PER_PASS: usize = 5;
 pub const REPAIR_MAX_PER_PASS_RANGE: std::ops::RangeInclusive<usize> = 1..=1000;
@@ -27,8 +30,10 @@ pub struct Operations {
     pub rollout_failure_threshold: CountOrPercent,
     /// How long every app of a wave must stay healthy on the new spec before the next wave.
     pub rollout_soak: Duration,
-    /// How often each live app's machine and checks are read.
+    /// How often each live app's health endpoint is probed.
     pub health_probe_interval: Duration,
+    /// The health endpoint's URL, `{app}` standing for the app name.
+    pub health_url_template: String,
     /// How long an app stays unhealthy before it is restarted (and, after as long again, replaced).
     pub repair_after: Duration,
     pub repair_max_per_pass: usize,
@@ -43,6 +48,7 @@ impl Default for Operations {
             rollout_failure_threshold: parse(DEFAULT_ROLLOUT_FAILURE_THRESHOLD),
             rollout_soak: dur(DEFAULT_ROLLOUT_SOAK),
             health_probe_interval: dur(DEFAULT_HEALTH_PROBE_INTERVAL),
+            health_url_template: DEFAULT_HEALTH_URL_TEMPLATE.to_string(),
             repair_after: dur(DEFAULT_REPAIR_AFTER),
             repair_max_per_pass: DEFAULT_REPAIR_MAX_PER_PASS,
         }
@@ -66,6 +72,9 @@ pub(super) fn parse(src: &Sources<'_>) -> Result<Operations, ConfigError> {
     let rollout_soak = src.duration("ROLLOUT_SOAK", DEFAULT_ROLLOUT_SOAK)?;
     let health_probe_interval =
         src.duration("HEALTH_PROBE_INTERVAL", DEFAULT_HEALTH_PROBE_INTERVAL)?;
+    const TEMPLATE: &str = "HEALTH_URL_TEMPLATE";
+    let health_url_template = src.or_default(TEMPLATE, DEFAULT_HEALTH_URL_TEMPLATE)?;
+    check(TEMPLATE, health_url_template_rule(&health_url_template))?;
     let repair_after = src.duration("REPAIR_AFTER", DEFAULT_REPAIR_AFTER)?;
     const REPAIRS: &str = "REPAIR_MAX_PER_PASS";
     let value = src.or_default(REPAIRS, &DEFAULT_REPAIR_MAX_PER_PASS.to_string())?;
@@ -78,7 +87,17 @@ pub(super) fn parse(src: &Sources<'_>) -> Result<Operations, ConfigError> {
         rollout_failure_threshold,
         rollout_soak,
         health_probe_interval,
+        health_url_template: health_url_template.trim().to_string(),
         repair_after,
         repair_max_per_pass,
     })
+}
+
+/// An http(s) URL once `{app}` is filled in, and `{app}` must be there: one URL for every app
+/// would judge the whole fleet by one endpoint.
+fn health_url_template_rule(value: &str) -> Result<(), String> {
+    if !value.contains("{app}") {
+        return Err("must contain {app} (replaced by each app's name)".into());
+    }
+    rules::http_url(value.trim().replace("{app}", "vyx-user-x").as_str())
 }

@@ -284,6 +284,26 @@ fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(1.0 - cut)
 }
 
+impl ObserveCache {
+    /// The prober's view (`prober.rs`): every cached machine, without a Fly call; `None` until a
+    /// full list of `term` has completed.
+    pub async fn machines_seen(&self, term: i64) -> Option<Vec<super::prober::Seen>> {
+        let guard = self.state.lock().await;
+        let c = guard.as_ref().filter(|c| c.term == term)?;
+        Some(
+            c.machines
+                .values()
+                .map(|m| super::prober::Seen {
+                    app: m.app_name.clone(),
+                    machine: m.id.clone(),
+                    started: m.state == crate::fly::MachineState::Started,
+                    version: m.version.clone(),
+                })
+                .collect(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

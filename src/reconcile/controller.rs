@@ -160,6 +160,9 @@ impl Controller {
                 },
             ))
         };
+        // Health probes beside the passes, for this term only (dropped, so stopped, with `lead`).
+        let _prober = super::prober::spawn(ctx.clone(), &self.pass);
+
         let mut tick = tokio::time::interval(self.loop_cfg.interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {

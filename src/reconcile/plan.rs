@@ -29,9 +29,9 @@ pub struct PlanSettings {
     pub secrets_digest: String,
     pub deprovision_grace: Duration,
     pub orphan_grace: Duration,
-    /// How old a health check may get before an active app is probed again.
+    /// Unused by the planner since the prober (`prober.rs`) probes beside the passes.
     pub probe_interval: Duration,
-    /// Most probes per pass, so they spread over time instead of costing one call per app per pass.
+    /// Unused, as `probe_interval`.
     pub probe_budget: usize,
     /// Unhealthy this long → restart; as long again → replace (`plan_health`).
     pub repair_after: Duration,
@@ -109,7 +109,7 @@ pub enum Action {
         row_id: Uuid,
         app: String,
     },
-    /// Read one app's health (its health source) and record transitions; spread over passes.
+    /// Read one app's health and record a transition. Not planned any more: the prober probes.
     Probe { user_id: Uuid, row_id: Uuid },
     /// A step of the repair ladder for an app unhealthy for `REPAIR_AFTER` (`plan_health`).
     Repair {
@@ -416,8 +416,6 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         &probe_candidates,
         input.health,
         &HealthSettings {
-            probe_interval: s.probe_interval,
-            probe_budget: s.probe_budget,
             repair_after: s.repair_after,
             repair_max_per_pass: s.repair_max_per_pass,
         },

@@ -1,6 +1,6 @@
-//! The planner's health part (issue 7 item 6): which apps to probe this pass (each about once per
-//! `HEALTH_PROBE_INTERVAL`, spread over the passes in between), and which unhealthy apps to repair.
-//! Pure: the pass reads each row's probe and repair state (`db::health`) and passes it in.
+//! The planner's health part (issue 7 item 6): which unhealthy apps to repair. Probing is not
+//! planned: the prober (`prober.rs`) probes beside the passes and records the verdicts this reads.
+//! Pure: the pass reads each row's repair state (`db::health`) and passes it in.
 //!
 //! Repair ladder, per unhealthy spell (it ends when a probe sees the app healthy again):
 //! unhealthy for `REPAIR_AFTER` → restart; still unhealthy `REPAIR_AFTER` after that → replace
@@ -36,8 +36,6 @@ impl RepairStep {
 
 #[derive(Debug, Clone, Copy)]
 pub struct HealthSettings {
-    pub probe_interval: Duration,
-    pub probe_budget: usize,
     pub repair_after: Duration,
     pub repair_max_per_pass: usize,
 }
@@ -60,8 +58,8 @@ pub fn due_step(
     }
 }
 
-/// Probes and repairs for `rows` (active apps on the target, not in a rollout wave). Returns the
-/// actions and the rows under repair (the rollout treats them as bypassed).
+/// Repairs for `rows` (active apps on the target, not in a rollout wave). Returns the actions and
+/// the rows under repair (the rollout treats them as bypassed).
 pub fn plan_health(
     rows: &[&AppRow],
     health: &BTreeMap<Uuid, HealthState>,
@@ -81,7 +79,7 @@ pub fn plan_health(
     due.sort_by_key(|(r, _, since)| (*since, r.id));
     due.truncate(s.repair_max_per_pass);
     let repairing: Vec<Uuid> = due.iter().map(|(r, ..)| r.id).collect();
-    let mut actions: Vec<Action> = due
+    let actions: Vec<Action> = due
         .iter()
         .map(|(r, step, _)| Action::Repair {
             user_id: r.user_id,
@@ -89,25 +87,6 @@ pub fn plan_health(
             step: *step,
         })
         .collect();
-
-    // Probes: the app read longest ago first (never read first), each once per interval at most.
-    let last = |r: &AppRow| state(r).last_probed_at.or(r.last_health_check);
-    let mut probes: Vec<&AppRow> = rows
-        .iter()
-        .copied()
-        .filter(|r| !repairing.contains(&r.id))
-        .filter(|r| last(r).is_none_or(|t| t + s.probe_interval <= now))
-        .collect();
-    probes.sort_by_key(|r| (last(r), r.id));
-    actions.extend(
-        probes
-            .into_iter()
-            .take(s.probe_budget)
-            .map(|r| Action::Probe {
-                user_id: r.user_id,
-                row_id: r.id,
-            }),
-    );
     (actions, repairing)
 }
 
@@ -126,8 +105,6 @@ mod tests {
 
     fn settings(max: usize) -> HealthSettings {
         HealthSettings {
-            probe_interval: Duration::minutes(5),
-            probe_budget: 10,
             repair_after: Duration::minutes(5),
             repair_max_per_pass: max,
         }
@@ -181,7 +158,7 @@ mod tests {
     }
 
     #[test]
-    fn repairs_per_pass_are_bounded_longest_unhealthy_first_and_not_also_probed() {
+    fn repairs_per_pass_are_bounded_longest_unhealthy_first() {
         let rows: Vec<AppRow> = (1..=4).map(unhealthy).collect();
         let refs: Vec<&AppRow> = rows.iter().collect();
         let health: BTreeMap<Uuid, HealthState> = rows
@@ -191,13 +168,6 @@ mod tests {
             .collect();
         let (actions, repairing) = plan_health(&refs, &health, &settings(2), t(10));
         assert_eq!(repairing, vec![rows[3].id, rows[2].id]);
-        let probed: std::collections::BTreeSet<Uuid> = actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Probe { row_id, .. } => Some(*row_id),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(probed, [rows[0].id, rows[1].id].into());
+        assert_eq!(actions.len(), 2, "{actions:?}");
     }
 }

@@ -33,9 +33,13 @@
 //! once), `GET|PUT|POST /_sim/faults` ([`Faults`] JSON, e.g.
 //! `{"rules":[{"class":"apps.create","probability":0.5,"kind":"lost_answer","status":502}]}`),
 //! `PUT|POST /_sim/failing_images` (`["image:tag", ...]`).
+//!
+//! # Apps' own endpoints (not the Machines API: not rate limited, not in the call log)
+//! `GET /_sim/apps/{app}/health`: what `https://{app}.fly.dev/health` answers (`health.rs`).
 
 mod config;
 mod faults;
+mod health;
 mod inspect;
 mod lifecycle;
 mod listener;
@@ -108,6 +112,23 @@ impl Sim {
 
     pub fn set_failing_images(&self, images: Vec<String>) {
         set_failing_images(&self.shared, images);
+    }
+
+    /// Forces `app`'s own `/health` answer: `Some(false)` fails it while Fly's checks may pass,
+    /// `Some(true)` passes it while they may fail; `None` goes back to following the machine.
+    pub fn set_app_health(&self, app: &str, forced: Option<bool>) {
+        let mut o = lock(&self.shared.health_overrides);
+        match forced {
+            Some(v) => o.insert(app.to_string(), v),
+            None => o.remove(app),
+        };
+    }
+
+    /// Requests served by the apps' `/health` endpoints so far.
+    pub fn health_hits(&self) -> u64 {
+        self.shared
+            .health_hits
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Replaces the rate-limit setup and forgets all bucket levels.

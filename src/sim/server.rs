@@ -33,6 +33,10 @@ pub(crate) struct Shared {
     pub changed: watch::Sender<u64>,
     pub timings: Mutex<Timings>,
     pub failing_images: Mutex<HashSet<String>>,
+    /// Apps whose `/health` answer is forced (true = 200, false = 503), whatever their checks say.
+    pub health_overrides: Mutex<HashMap<String, bool>>,
+    /// Requests to the apps' own `/health` endpoints (never in the `/v1` call log).
+    pub health_hits: AtomicU64,
     pub faults: Mutex<FaultState>,
     pub rate_cfg: Mutex<RateLimitConfig>,
     pub limiter: Mutex<RateLimiter>,
@@ -74,6 +78,8 @@ impl Shared {
             changed: watch::channel(0).0,
             timings: Mutex::new(cfg.timings.clone()),
             failing_images: Mutex::new(cfg.failing_images.iter().cloned().collect()),
+            health_overrides: Mutex::new(HashMap::new()),
+            health_hits: AtomicU64::new(0),
             faults: Mutex::new(FaultState::new(cfg.faults.clone(), cfg.seed)),
             rate_cfg: Mutex::new(cfg.rate_limits.clone()),
             limiter: Mutex::new(RateLimiter::default()),
@@ -414,6 +420,7 @@ pub(crate) fn router(sh: Arc<Shared>) -> Router {
         .route("/v1/apps/{app}/ip_assignments/{ip}", delete(ips::destroy))
         .route("/v1/orgs/{org}/machines", get(orgs::machines));
     v1.merge(inspect::router())
+        .merge(super::health::router())
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(sh.clone(), pipeline))

@@ -112,6 +112,11 @@ impl BinEnv {
             ("FLY_ORG_SLUG", ORG.to_string()),
             ("USER_APP_IMAGE", IMAGE.to_string()),
             ("FLY_API_BASE_URL", sim_url.to_string()),
+            // The apps' own health endpoints, as the simulator serves them.
+            (
+                "HEALTH_URL_TEMPLATE",
+                format!("{}/_sim/apps/{{app}}/health", sim_url.trim_end_matches('/')),
+            ),
             ("SUPABASE_URL", SUPABASE_URL.to_string()),
             ("SUPABASE_SERVICE_ROLE_KEY", SERVICE_KEY.to_string()),
             ("RECONCILE_INTERVAL", "1s".to_string()),

@@ -66,12 +66,15 @@ impl FleetBuilder {
         let sim = Sim::start("127.0.0.1:0".parse().unwrap(), self.sim)
             .await
             .expect("simulator starts");
+        // Each app's own health endpoint, as the simulator serves it (never the internet).
+        let health_url = format!("{}/_sim/apps/{{app}}/health", sim.base_url());
         let mut vars: HashMap<String, String> = [
             ("DATABASE_URL", db.url.as_str()),
             ("FLY_API_TOKEN", TOKEN),
             ("FLY_ORG_SLUG", ORG),
             ("USER_APP_IMAGE", IMAGE),
             ("FLY_API_BASE_URL", &sim.base_url()),
+            ("HEALTH_URL_TEMPLATE", &health_url),
             ("DEPROVISION_GRACE", "0s"),
             // Spec changes go through the rollout's waves; a token soak, so `converge` finishes them
             // in a few passes (tests/rollout.rs sets its own).
@@ -186,6 +189,12 @@ impl Fleet {
     /// (an app seeded or deleted by hand) is otherwise seen only at the next `RESYNC_INTERVAL`.
     pub async fn relist(&self) {
         self.ctx.observed.invalidate().await;
+    }
+
+    /// The health prober the leader runs beside its passes, on this fleet's term; stops when
+    /// dropped. It probes the apps the passes' observation cache holds.
+    pub fn prober(&self) -> vyx_fleet::reconcile::prober::ProberHandle {
+        vyx_fleet::reconcile::prober::spawn(self.ctx.clone(), &self.pass_cfg)
     }
 
     pub async fn pass(&self) -> PassReport {

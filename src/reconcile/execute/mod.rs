@@ -7,10 +7,10 @@
 mod app;
 mod converge;
 mod deprovision;
-mod health;
+pub mod health;
 mod machine;
 pub mod machine_config;
-mod probe;
+pub mod probe;
 mod repair;
 mod replace;
 mod rollback;
@@ -81,6 +81,8 @@ pub struct Ctx {
     pub observed: Arc<ObserveCache>,
     /// Users in progress: a pass's action and a targeted run never work on one user at once.
     pub users: Arc<WorkQueue>,
+    /// Each app's own health endpoint, `{app}` standing for its name (`HEALTH_URL_TEMPLATE`).
+    pub health_url_template: Arc<str>,
 }
 
 #[derive(Debug, thiserror::Error)]

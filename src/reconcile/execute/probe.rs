@@ -1,81 +1,119 @@
-//! Health probes, spread over passes (invariant 9; issue 7 item 6): one reading of each probed app
-//! from its [`HealthSource`], recording health only when it changes, and noticing drift the
-//! org-wide list cannot show (env, services, IPs).
+//! One app's health verdict, and one machine's config drift (invariant 9; issue 9 item 4). The
+//! prober (`reconcile/prober.rs`) schedules them and writes what they find in batches.
 //!
 //! # Expected flow
-//! 1. Read the app's health from its source (today the machine `GET` with Fly's checks).
-//! 2. A transition (healthy ↔ unhealthy) writes `health_status`, `last_health_check` and one
-//!    `health_check_passed`/`health_check_failed` event; every probe writes `last_probed_at` (probe
-//!    scheduling) and starts or ends the unhealthy spell (`unhealthy_since`, the repair ladder).
-//! 3. Config or IP drift found on the machine: forget what the row says was applied.
+//! 1. `GET` the app's own endpoint ([`HealthSource::Endpoint`]). Passing → healthy, no Fly call.
+//! 2. Failing, and the row is not already known unhealthy: read the machine through the Fly API
+//!    ([`HealthSource::FlyChecks`]) to confirm and to say why. Unhealthy only if Fly agrees (the
+//!    machine `started` with checks not passing).
+//! 3. [`config_drift`]: a machine whose version moved (the org list shows it) is read once and its
+//!    env, services and checks compared with the spec; a difference clears what the row says was
+//!    applied, and the next pass converges it.
 //!
 //! # Guarantees
-//! - One event per transition, however often the app is probed in between.
+//! - A healthy app costs no Fly API call; an unhealthy one costs one, when it turns unhealthy
+//!   (the prober confirms only apps not already recorded unhealthy, a bounded number a round).
 //!
 //! # Assumptions
-//! - A machine missing from Fly shows in the org list too; the planner repairs it from there.
+//! - A machine that is not `started` is the planner's business (the org list shows its state, and
+//!   a converge or a rollout is moving it): no verdict.
 //!
 //! # Caveats
-//! - A verdict is as fresh as the source: Fly's checks report on their own interval.
+//! - The endpoint failing while Fly's checks pass (the edge, DNS, or our own egress) is logged, not
+//!   recorded: a restart would not fix it, and a prober cut off from the internet must not turn
+//!   into a restart of every app. Such an app costs one machine read per probe while it lasts.
 
 use tracing::warn;
 use uuid::Uuid;
 
 use super::converge::reload;
-use super::health::HealthSource;
+use super::health::{HealthSource, endpoint};
 use super::machine_config::{desired_config, matches};
 use super::{Ctx, ExecError};
-use crate::db::apps::Event;
+use crate::db::health::Verdict;
+use crate::fly::FlyError;
 
-/// Read one app's health and record it; events only on a change.
-pub(super) async fn probe(ctx: &Ctx, row_id: Uuid) -> Result<(), ExecError> {
-    let row = reload(ctx, row_id).await?;
-    tracing::Span::current().record("app", row.fly_app_name.as_str());
-    let Some(reading) = HealthSource::default().read(ctx, &row).await? else {
-        return Ok(());
-    };
-    let healthy = reading.healthy;
-    let machine_id = reading.machine.as_ref().map(|m| m.id.clone());
-    match (row.health_status.as_deref(), healthy) {
-        (Some("unhealthy"), false) | (Some("healthy"), true) => {}
-        (_, false) => {
-            warn!(detail = %reading.detail, "probe: app unhealthy");
-            let ev = Event::new(
-                "health_check_failed",
-                serde_json::json!({"machine_id": machine_id, "detail": reading.detail}),
-            );
-            ctx.store.record_health(row.id, false, &[ev]).await?;
-        }
-        (_, true) => {
-            let ev = Event::new(
-                "health_check_passed",
-                serde_json::json!({"machine_id": machine_id}),
-            );
-            ctx.store.record_health(row.id, true, &[ev]).await?;
-        }
+/// A healthy verdict for `row_id` (from its endpoint), with the event's metadata.
+pub fn healthy(row_id: Uuid) -> Verdict {
+    Verdict {
+        row_id,
+        healthy: true,
+        metadata: serde_json::json!({"source": "endpoint"}),
     }
-    ctx.store.record_probe(row.id, healthy).await?;
+}
 
-    let Some(m) = reading.machine else {
-        return Ok(());
+/// `app`'s endpoint failed (`endpoint_detail`): read its machine through the Fly API. An unhealthy
+/// verdict when Fly agrees; `None` when it does not, or the machine is gone or not `started`.
+pub async fn confirm(
+    ctx: &Ctx,
+    row_id: Uuid,
+    app: &str,
+    endpoint_detail: &str,
+) -> Result<Option<Verdict>, ExecError> {
+    let row = reload(ctx, row_id).await?;
+    let Some(fly) = HealthSource::FlyChecks.read(ctx, &row).await? else {
+        return Ok(None);
     };
-    // Someone changed the machine or the IPs behind our back (flyctl, the dashboard): forget what
-    // the row says was applied, and the next pass converges it.
+    let machine = fly.machine.as_ref();
+    if fly.healthy {
+        warn!(%app, endpoint = %endpoint_detail, "probe: the app's endpoint fails but Fly's checks pass; not acted on");
+        return Ok(None);
+    }
+    if machine.is_some_and(|m| m.state != crate::fly::MachineState::Started) {
+        return Ok(None);
+    }
+    warn!(%app, endpoint = %endpoint_detail, fly = %fly.detail, "probe: app unhealthy");
+    Ok(Some(Verdict {
+        row_id,
+        healthy: false,
+        metadata: serde_json::json!({
+            "machine_id": machine.map(|m| m.id.clone()),
+            "detail": format!("{endpoint_detail}; {}", fly.detail),
+        }),
+    }))
+}
+
+/// Read `row_id`'s machine once and forget the applied config if someone changed env, services or
+/// checks behind our back (flyctl, the dashboard). The org list shows that the machine changed,
+/// not what: this is the one read that tells.
+pub async fn config_drift(ctx: &Ctx, row_id: Uuid) -> Result<bool, ExecError> {
+    let row = reload(ctx, row_id).await?;
+    let Some(id) = row.machine_id.as_deref() else {
+        return Ok(false);
+    };
+    let m = match ctx.fly.get_machine(&row.fly_app_name, id).await {
+        Ok(m) => m,
+        Err(FlyError::NotFound { .. }) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
     let image = row.docker_image.as_deref().unwrap_or(&ctx.spec.image);
     let op = row.machine_op_id.as_deref().unwrap_or_default();
     let base = m.config.clone().unwrap_or_default();
-    let config_drift = !matches(
+    let drift = !matches(
         &base,
         &desired_config(base.clone(), &ctx.spec, image, row.user_id, op),
     );
-    let ips = ctx.fly.list_ips(&row.fly_app_name).await?;
-    let ips_missing =
-        !(ips.iter().any(|ip| ip.is_public_v6()) && ips.iter().any(|ip| ip.is_shared_v4()));
-    if config_drift || ips_missing {
-        warn!(machine_id = %m.id, config_drift, ips_missing, "probe: drift found; converging next pass");
-        ctx.store
-            .forget_applied(row.id, config_drift, ips_missing)
-            .await?;
+    if drift && row.config_digest.is_some() {
+        warn!(app = %row.fly_app_name, machine_id = %m.id, "config drift found; converging next pass");
+        ctx.store.forget_applied(row.id, true, false).await?;
     }
+    Ok(drift)
+}
+
+/// `Action::Probe` (no longer planned: the prober probes): one app, recorded at once.
+pub(super) async fn probe(ctx: &Ctx, row_id: Uuid) -> Result<(), ExecError> {
+    let row = reload(ctx, row_id).await?;
+    tracing::Span::current().record("app", row.fly_app_name.as_str());
+    let client = super::health::endpoint_client();
+    let reading = endpoint(&client, &ctx.health_url_template, &row.fly_app_name).await;
+    let verdict = if reading.healthy {
+        Some(healthy(row.id))
+    } else {
+        confirm(ctx, row.id, &row.fly_app_name, &reading.detail).await?
+    };
+    if let Some(v) = verdict {
+        ctx.store.record_verdicts(&[v]).await?;
+    }
+    config_drift(ctx, row.id).await?;
     Ok(())
 }

@@ -1,0 +1,415 @@
+//! The health prober (invariant 9; issue 9 item 4): a task beside the passes, started by the
+//! controller while it leads, that probes every live app's own health endpoint once per
+//! `HEALTH_PROBE_INTERVAL` and writes only what changed.
+//!
+//! # Expected flow
+//! 1. Every `HEALTH_PROBE_INTERVAL`: one database read of the `active` rows and what each says of
+//!    its health ([`crate::db::health::probe_targets`]).
+//! 2. Every few seconds: the observation cache's machines (no Fly call). An app is probed while it
+//!    has a row and a `started` machine; new apps get slots spread evenly over the interval
+//!    ([`Schedule`]), so probes never come in a burst.
+//! 3. Every tick: the apps whose slot came, their endpoints over HTTP, at most
+//!    [`PROBE_CONCURRENCY`] at once. A failing endpoint of an app not known unhealthy makes it a
+//!    suspect; at most [`CONFIRMS_PER_ROUND`] suspects a round are confirmed through the Fly API
+//!    ([`probe::confirm`]). The verdicts that differ from what the prober knows of the row go to
+//!    the database in one statement ([`crate::db::apps::Store::record_verdicts`]).
+//! 4. A machine whose `version` moved in the org list (someone, maybe us, changed its config) is
+//!    read once for config drift ([`probe::config_drift`]).
+//!
+//! # Guarantees
+//! - A converged, healthy fleet costs no Fly API call and no database write; "last probed" lives
+//!   in memory. Fly is read for a failing endpoint (once per unhealthy spell) and a changed machine.
+//! - Every write is fenced by the lease term; a fenced round ends the prober.
+//!
+//! # Assumptions
+//! - The cache is kept fresh by the passes (org list deltas); the prober only reads it.
+//!
+//! # Caveats
+//! - What the prober knows of a row is re-read once per interval: a verdict another executor wrote
+//!   meanwhile (a rollout marking an app unhealthy) is corrected within an interval.
+//! - A new active row is probed from the next read of the rows (within an interval).
+//! - Config changed behind our back while no leader watched (or before this leader's first look)
+//!   is not seen until the machine changes again: the first look is the baseline.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use super::execute::{Ctx, ExecError, health, probe};
+use super::pass::PassConfig;
+use crate::db::apps::StoreError;
+use crate::db::health::{Verdict, probe_targets};
+
+/// Endpoint probes in flight at once. HTTP `GET`s to the apps themselves, not Fly API calls.
+pub const PROBE_CONCURRENCY: usize = 64;
+/// Fly reads to confirm failing endpoints, per round (a round a second at the default interval):
+/// an outage of the apps' edge, or of our own egress, cannot become a flood of API calls.
+pub const CONFIRMS_PER_ROUND: usize = 1;
+/// Drift reads (Fly `GET machine`) per round; the rest wait for the next round.
+const DRIFT_READS_PER_ROUND: usize = 8;
+
+/// One machine as the observation cache holds it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub app: String,
+    pub machine: String,
+    pub started: bool,
+    pub version: Option<String>,
+}
+
+/// When each app is next probed: every app once per `interval`, new apps spread evenly over it.
+#[derive(Debug)]
+pub struct Schedule {
+    interval: Duration,
+    due: HashMap<String, Instant>,
+}
+
+impl Schedule {
+    pub fn new(interval: Duration) -> Schedule {
+        Schedule {
+            interval: interval.max(Duration::from_millis(1)),
+            due: HashMap::new(),
+        }
+    }
+
+    /// The apps to probe are `apps`: forget the others; the `n` new ones get slots `interval / n`
+    /// apart from `now` on (by name, so the order is stable).
+    pub fn sync(&mut self, apps: &HashSet<String>, now: Instant) {
+        self.due.retain(|a, _| apps.contains(a));
+        let mut new: Vec<&String> = apps.iter().filter(|a| !self.due.contains_key(*a)).collect();
+        new.sort();
+        let n = new.len() as u32;
+        for (i, a) in new.into_iter().enumerate() {
+            let slot = self.interval * i as u32 / n.max(1);
+            self.due.insert(a.clone(), now + slot);
+        }
+    }
+
+    /// The apps whose slot has come; each moves one interval on (keeping its place in the spread,
+    /// also after a stall).
+    pub fn take_due(&mut self, now: Instant) -> Vec<String> {
+        let mut out = Vec::new();
+        for (a, at) in self.due.iter_mut() {
+            if *at <= now {
+                out.push(a.clone());
+                while *at <= now {
+                    *at += self.interval;
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.due.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.due.is_empty()
+    }
+}
+
+/// The prober of one leadership stint.
+pub struct Prober {
+    ctx: Ctx,
+    client: reqwest::Client,
+    interval: Duration,
+    schedule: Schedule,
+    /// App → (row id, health last recorded).
+    targets: HashMap<String, (Uuid, Option<bool>)>,
+    targets_at: Option<Instant>,
+    view_at: Option<Instant>,
+    /// Machine id → version last seen in the cache; `None` until the first look.
+    versions: Option<HashMap<String, Option<String>>>,
+    drifted: HashSet<Uuid>,
+    /// Apps whose endpoint failed, waiting for a confirming read: app → the endpoint's answer.
+    suspects: HashMap<String, String>,
+}
+
+/// What one round did (tests and logs).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Round {
+    pub probed: usize,
+    pub written: usize,
+    pub transitions: Vec<Uuid>,
+    pub confirm_reads: usize,
+    pub drift_reads: usize,
+}
+
+impl Prober {
+    pub fn new(ctx: Ctx, interval: Duration) -> Prober {
+        Prober {
+            ctx,
+            client: health::endpoint_client(),
+            interval,
+            schedule: Schedule::new(interval),
+            targets: HashMap::new(),
+            targets_at: None,
+            view_at: None,
+            versions: None,
+            drifted: HashSet::new(),
+            suspects: HashMap::new(),
+        }
+    }
+
+    /// How often [`Prober::round`] runs: a few hundred rounds per interval, so each is small.
+    pub fn tick(&self) -> Duration {
+        (self.interval / 300).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+
+    fn view_every(&self) -> Duration {
+        (self.interval / 30).clamp(self.tick(), Duration::from_secs(10))
+    }
+
+    /// Probe whoever is due at `now` and record what changed.
+    pub async fn round(&mut self, now: Instant) -> Result<Round, ExecError> {
+        let mut out = Round::default();
+        if self.targets_at.is_none_or(|t| t + self.interval <= now) {
+            let rows = probe_targets(self.ctx.store.pool())
+                .await
+                .map_err(StoreError::from)?;
+            self.targets = rows
+                .into_iter()
+                .map(|t| (t.app, (t.row_id, t.known)))
+                .collect();
+            self.targets_at = Some(now);
+            self.view_at = None;
+        }
+        if self.view_at.is_none_or(|t| t + self.view_every() <= now) {
+            let term = self.ctx.store.term();
+            let Some(seen) = self.ctx.observed.machines_seen(term).await else {
+                // No full list under this term yet: nothing to look at.
+                return Ok(out);
+            };
+            self.view(seen, now);
+            self.view_at = Some(now);
+        }
+
+        let due = self.schedule.take_due(now);
+        out.probed = due.len();
+        let mut tasks = JoinSet::new();
+        let mut readings: Vec<(String, health::Reading)> = Vec::new();
+        for app in due {
+            if !self.targets.contains_key(&app) {
+                continue;
+            }
+            if tasks.len() >= PROBE_CONCURRENCY
+                && let Some(done) = tasks.join_next().await
+            {
+                collect(done, &mut readings);
+            }
+            let client = self.client.clone();
+            let template = self.ctx.health_url_template.clone();
+            tasks.spawn(async move {
+                let r = health::endpoint(&client, &template, &app).await;
+                (app, r)
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            collect(done, &mut readings);
+        }
+        let mut verdicts: Vec<(String, Verdict)> = Vec::new();
+        for (app, r) in readings {
+            let Some(&(row_id, known)) = self.targets.get(&app) else {
+                continue;
+            };
+            if r.healthy {
+                self.suspects.remove(&app);
+                if known != Some(true) {
+                    verdicts.push((app, probe::healthy(row_id)));
+                }
+            } else if known != Some(false) {
+                self.suspects.insert(app, r.detail);
+            }
+        }
+        let confirm: Vec<(String, String)> = self
+            .suspects
+            .iter()
+            .take(CONFIRMS_PER_ROUND)
+            .map(|(a, d)| (a.clone(), d.clone()))
+            .collect();
+        for (app, detail) in confirm {
+            self.suspects.remove(&app);
+            let Some(&(row_id, _)) = self.targets.get(&app) else {
+                continue;
+            };
+            out.confirm_reads += 1;
+            match probe::confirm(&self.ctx, row_id, &app, &detail).await {
+                Ok(Some(v)) => verdicts.push((app, v)),
+                Ok(None) => {}
+                Err(ExecError::Store(StoreError::Fenced)) => return Err(StoreError::Fenced.into()),
+                Err(e) => {
+                    warn!(%app, error = %e, "probe: confirming read failed; the app's next slot retries")
+                }
+            }
+        }
+        if !verdicts.is_empty() {
+            out.written = verdicts.len();
+            let batch: Vec<Verdict> = verdicts.iter().map(|(_, v)| v.clone()).collect();
+            out.transitions = self.ctx.store.record_verdicts(&batch).await?;
+            // The rows now agree with these verdicts (written, or already so).
+            for (app, v) in &verdicts {
+                if let Some(t) = self.targets.get_mut(app) {
+                    t.1 = Some(v.healthy);
+                }
+            }
+            if !out.transitions.is_empty() {
+                info!(transitions = out.transitions.len(), "probe: health changed");
+            }
+        }
+
+        let drifted: Vec<Uuid> = self
+            .drifted
+            .iter()
+            .copied()
+            .take(DRIFT_READS_PER_ROUND)
+            .collect();
+        for row_id in drifted {
+            self.drifted.remove(&row_id);
+            out.drift_reads += 1;
+            match probe::config_drift(&self.ctx, row_id).await {
+                Ok(_) => {}
+                Err(ExecError::Store(StoreError::Fenced)) => return Err(StoreError::Fenced.into()),
+                Err(e) => {
+                    warn!(%row_id, error = %e, "drift check failed; the machine's next change retries")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Take in the cache's machines: which apps to probe, and which machines changed.
+    fn view(&mut self, seen: Vec<Seen>, now: Instant) {
+        let mut apps = HashSet::new();
+        let mut versions = HashMap::with_capacity(seen.len());
+        for m in seen {
+            let Some(&(row_id, _)) = self.targets.get(&m.app) else {
+                continue;
+            };
+            if m.started {
+                apps.insert(m.app.clone());
+            }
+            if let Some(old) = self.versions.as_ref().and_then(|v| v.get(&m.machine))
+                && *old != m.version
+            {
+                self.drifted.insert(row_id);
+            }
+            versions.insert(m.machine, m.version);
+        }
+        self.versions = Some(versions);
+        self.schedule.sync(&apps, now);
+        debug!(apps = self.schedule.len(), "probe: schedule synced");
+    }
+
+    /// Rounds every [`Prober::tick`] until fenced (or aborted with the term).
+    pub async fn run(mut self) {
+        let mut tick = tokio::time::interval(self.tick());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match self.round(Instant::now()).await {
+                Ok(_) => {}
+                Err(ExecError::Store(StoreError::Fenced)) => {
+                    warn!("probe: fenced; the prober stops with this term");
+                    return;
+                }
+                Err(e) => warn!(error = %e, "probe round failed; the next one retries"),
+            }
+        }
+    }
+}
+
+fn collect(
+    done: Result<(String, health::Reading), tokio::task::JoinError>,
+    out: &mut Vec<(String, health::Reading)>,
+) {
+    match done {
+        Ok(r) => out.push(r),
+        Err(e) => warn!(error = %e, "probe task ended abnormally"),
+    }
+}
+
+/// The prober task of a leadership stint; dropping it stops the prober.
+pub struct ProberHandle(tokio::task::JoinHandle<()>);
+
+impl Drop for ProberHandle {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Start probing with `ctx` (whose store carries the stint's term).
+pub fn spawn(ctx: Ctx, cfg: &PassConfig) -> ProberHandle {
+    let interval = cfg
+        .plan
+        .probe_interval
+        .to_std()
+        .unwrap_or(Duration::from_secs(300));
+    ProberHandle(tokio::spawn(Prober::new(ctx, interval).run()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: usize) -> HashSet<String> {
+        (0..n).map(|i| format!("vyx-user-{i:04}")).collect()
+    }
+
+    #[test]
+    fn a_fleet_is_probed_once_per_interval_spread_evenly_never_in_a_burst() {
+        let interval = Duration::from_secs(300);
+        let start = Instant::now();
+        let mut s = Schedule::new(interval);
+        s.sync(&names(1000), start);
+        // Ten-second windows over two intervals: each holds its share (1000 * 10 / 300 ≈ 33).
+        let mut per_app: HashMap<String, usize> = HashMap::new();
+        for w in 0..60u32 {
+            let now = start + Duration::from_secs(10) * w + Duration::from_millis(9_999);
+            let due = s.take_due(now);
+            assert!((33..=34).contains(&due.len()), "window {w}: {}", due.len());
+            for a in due {
+                *per_app.entry(a).or_default() += 1;
+            }
+        }
+        assert_eq!(per_app.len(), 1000);
+        assert!(
+            per_app.values().all(|&n| n == 2),
+            "each app twice in two intervals"
+        );
+    }
+
+    #[test]
+    fn apps_joining_later_are_spread_too_and_gone_apps_are_dropped() {
+        let interval = Duration::from_secs(60);
+        let start = Instant::now();
+        let mut s = Schedule::new(interval);
+        s.sync(&names(10), start);
+        let mut more = names(10);
+        more.extend((0..60).map(|i| format!("vyx-user-new-{i:02}")));
+        more.remove("vyx-user-0000");
+        let later = start + Duration::from_secs(5);
+        s.sync(&more, later);
+        assert_eq!(s.len(), 69);
+        // The 60 newcomers take one slot a second from their arrival, not all at once.
+        let first = s.take_due(later);
+        assert!(first.len() <= 2, "{first:?}");
+        assert!(!first.contains(&"vyx-user-0000".to_string()));
+    }
+
+    #[test]
+    fn after_a_stall_each_app_is_probed_once_and_keeps_its_place() {
+        let interval = Duration::from_secs(10);
+        let start = Instant::now();
+        let mut s = Schedule::new(interval);
+        s.sync(&names(10), start);
+        assert_eq!(s.take_due(start + Duration::from_secs(35)).len(), 10);
+        assert_eq!(s.take_due(start + Duration::from_secs(35)).len(), 0);
+        assert_eq!(s.take_due(start + Duration::from_millis(36_500)).len(), 1);
+    }
+}
