@@ -76,6 +76,8 @@ impl ClientOptions {
 #[derive(Clone)]
 pub struct FlyClient {
     pub(crate) inner: Arc<Inner>,
+    /// When set, writes are refused once it closes (a leader's acting deadline).
+    gate: Option<super::WriteGate>,
 }
 
 pub(crate) struct Inner {
@@ -220,7 +222,17 @@ impl FlyClient {
                 policy: RetryPolicy::fly_default(),
                 list_page_size: opts.list_page_size.max(1),
             }),
+            gate: None,
         })
+    }
+
+    /// This client (same connections, cookies and buckets) sending writes only while `gate` is
+    /// open: what a leader's term acts through.
+    pub fn with_write_gate(&self, gate: super::WriteGate) -> FlyClient {
+        FlyClient {
+            inner: self.inner.clone(),
+            gate: Some(gate),
+        }
     }
 
     /// Test hook: a faster retry policy (delays still jittered).
@@ -251,6 +263,12 @@ impl FlyClient {
         loop {
             attempt += 1;
             inner.limiter.acquire(req.route, req.rate_id).await;
+            // Checked after the (possibly long) bucket wait, right before the request leaves.
+            if req.route.is_write() && self.gate.as_ref().is_some_and(|g| !g.is_open()) {
+                return Err(FlyError::Deposed {
+                    call: CallInfo::new(req.route),
+                });
+            }
             let err = match self.send_once(req, attempt_timeout).await {
                 Ok(answer) => return Ok(answer),
                 Err(e) => e,

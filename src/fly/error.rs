@@ -141,6 +141,11 @@ pub enum FlyError {
         error_regions: Vec<String>,
     },
 
+    /// The write was not sent: this replica's [`super::WriteGate`] is closed (its lease is no
+    /// longer known to be valid). Nothing happened on Fly; stop acting, the new leader resumes.
+    #[error("{call}: not sent: this replica no longer holds a valid leader lease")]
+    Deposed { call: CallInfo },
+
     /// A status the API does not use (1xx/3xx; redirects are not followed).
     #[error("{call}: unexpected status {status}")]
     UnexpectedStatus { call: CallInfo, status: u16 },
@@ -184,7 +189,8 @@ impl FlyError {
             | Decode { call, .. }
             | BodyTooLarge { call, .. }
             | Incomplete { call, .. }
-            | UnexpectedStatus { call, .. } => Some(call),
+            | UnexpectedStatus { call, .. }
+            | Deposed { call } => Some(call),
             Config { .. } => None,
         }
     }
@@ -218,7 +224,7 @@ impl FlyError {
             | BodyTooLarge { status, .. }
             | UnexpectedStatus { status, .. } => Some(*status),
             Incomplete { .. } => Some(200),
-            Transport { .. } | Config { .. } => None,
+            Transport { .. } | Config { .. } | Deposed { .. } => None,
         }
     }
 
@@ -248,6 +254,7 @@ impl FlyError {
             Incomplete { .. } => "incomplete",
             UnexpectedStatus { .. } => "unexpected_status",
             Config { .. } => "config",
+            Deposed { .. } => "deposed",
         }
     }
 

@@ -7,6 +7,7 @@
 //! - `apps`, `machines`, `secrets`, `ips`: one `impl FlyClient` block per resource;
 //! - `types`, `machine`, `config`, `duration`: wire types;
 //! - `error` ([`FlyError`]) and `classify` (status + body → error, `Retry-After`);
+//! - `gate` ([`WriteGate`]: no write leaves after the leader's acting deadline);
 //! - `ratelimit` (token buckets), `route` (the fixed set of calls), `token` (auth header).
 
 mod affinity;
@@ -16,6 +17,7 @@ mod client;
 mod config;
 mod duration;
 mod error;
+mod gate;
 mod ips;
 mod machine;
 mod machines;
@@ -31,6 +33,7 @@ pub use client::{ClientOptions, DEFAULT_LIST_PAGE_SIZE, FlyClient, MAX_BODY_BYTE
 pub use config::{Autostop, Check, Guest, MachineConfig, Port, Restart, Service, StopConfig};
 pub use duration::{FlyDuration, format_go_duration, parse_go_duration};
 pub use error::{CallInfo, FlyError};
+pub use gate::WriteGate;
 pub use machine::{
     CheckStatus, ImageRef, Machine, MachineState, OrgMachine, OrgMachineConfig, WaitResult,
 };

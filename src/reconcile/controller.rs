@@ -127,8 +127,11 @@ impl Controller {
     /// Lead until the lease is lost or shutdown; passes never overlap.
     async fn lead(&self, term: i64, held_since: Instant, shutdown: &mut watch::Receiver<bool>) {
         let pool = self.base.store.pool().clone();
+        // Fly writes of this stint leave only while the lease is known valid (`leadership.rs`).
+        let gate = crate::fly::WriteGate::new();
         let ctx = Ctx {
             store: Store::new(pool.clone(), term),
+            fly: self.base.fly.with_write_gate(gate.clone()),
             // A queue per stint: nothing queued or claimed under another term carries over.
             users: WorkQueue::new(),
             ..self.base.clone()
@@ -141,6 +144,7 @@ impl Controller {
             self.loop_cfg.renew_config(),
             held_since,
             lost_tx,
+            gate,
         ));
         // NOTIFYs enqueue their user at once, even while a pass runs; the runner works on at most
         // MAX_CONCURRENCY users, each in its own task, so a slow one holds only its own slot.

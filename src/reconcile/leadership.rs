@@ -27,6 +27,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::warn;
 
+use crate::fly::WriteGate;
+
 use super::execute::Ctx;
 use super::pass::{PassConfig, PassReport, run_pass};
 use crate::db::{DbError, apps, lease};
@@ -51,17 +53,21 @@ impl RenewConfig {
 
 /// Renew with `renew` every `renew_every`; signal `lost` when the lease is taken over or no renewal
 /// sent within `act_margin` has succeeded. `held_since` is when the acquiring request was sent.
+/// `gate` follows the same deadline, so the Fly client refuses writes at the deadline even before
+/// this task (or the pass's cancellation) gets to run.
 pub async fn keep_lease<F, Fut>(
     mut renew: F,
     cfg: RenewConfig,
     held_since: Instant,
     lost: watch::Sender<bool>,
+    gate: WriteGate,
 ) where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<bool, DbError>>,
 {
     // Send time of the last renewal that succeeded: the lease lasts `ttl` from (at least) there.
     let mut valid_from = held_since;
+    gate.open_until(held_since + cfg.act_margin);
     loop {
         let deadline = valid_from + cfg.act_margin;
         let attempt = async {
@@ -74,13 +80,18 @@ pub async fn keep_lease<F, Fut>(
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {
                 warn!("no lease renewal succeeded within the acting margin; stopping before it can expire");
+                gate.close();
                 let _ = lost.send(true);
                 return;
             }
             (sent, outcome) = attempt => match outcome {
-                Ok(Ok(true)) => valid_from = sent,
+                Ok(Ok(true)) => {
+                    valid_from = sent;
+                    gate.open_until(sent + cfg.act_margin);
+                }
                 Ok(Ok(false)) => {
                     warn!("lease taken over by another replica");
+                    gate.close();
                     let _ = lost.send(true);
                     return;
                 }
@@ -99,9 +110,10 @@ pub async fn keep_db_lease(
     cfg: RenewConfig,
     held_since: Instant,
     lost: watch::Sender<bool>,
+    gate: WriteGate,
 ) {
     let renew = || lease::renew(&pool, &holder, term, cfg.ttl);
-    keep_lease(renew, cfg, held_since, lost).await
+    keep_lease(renew, cfg, held_since, lost, gate).await
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,8 +143,10 @@ pub async fn run_once(
     let term = lease::try_acquire(&pool, holder, renew.ttl)
         .await?
         .ok_or(OnceError::LeaseHeld)?;
+    let gate = WriteGate::new();
     let ctx = Ctx {
         store: apps::Store::new(pool.clone(), term),
+        fly: ctx.fly.with_write_gate(gate.clone()),
         ..ctx.clone()
     };
     let (lost_tx, mut lost_rx) = watch::channel(false);
@@ -143,6 +157,7 @@ pub async fn run_once(
         renew,
         sent,
         lost_tx,
+        gate,
     ));
     let result = tokio::select! {
         r = run_pass(&ctx, cfg, metrics) => r.map_err(OnceError::from),
@@ -190,9 +205,16 @@ mod tests {
             }
         };
         let (tx, mut rx) = watch::channel(false);
-        tokio::spawn(keep_lease(renew, cfg, start, tx));
+        let gate = WriteGate::new();
+        tokio::spawn(keep_lease(renew, cfg, start, tx, gate.clone()));
+        // While the holder acts, its Fly writes may leave; the gate never outlives the margin.
+        // (A sleep, not `advance`: paused time steps through the keeper's timers in order.)
+        // 12 s in: past the first deadline (10 s), so open only because renewals moved it on.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert!(gate.is_open(), "renewals succeed: writes are allowed");
         rx.changed().await.unwrap();
         let stopped = Instant::now();
+        assert!(!gate.is_open(), "no Fly write leaves once the holder stops");
         let expiry = *expires.lock().unwrap();
         assert!(
             expiry >= stopped + cfg.margin(),

@@ -199,7 +199,8 @@ pub async fn run(ctx: &Ctx, action: &Action) -> Outcome {
         let result = dispatch(ctx, action).await;
         match result {
             Ok(()) => Outcome::Done,
-            Err(ExecError::Store(StoreError::Fenced)) => {
+            Err(ExecError::Store(StoreError::Fenced))
+            | Err(ExecError::Fly(crate::fly::FlyError::Deposed { .. })) => {
                 warn!("lease lost mid-action; stopping");
                 Outcome::Fenced
             }
