@@ -137,6 +137,7 @@ pub async fn run(o: &Opts, launcher: Launcher) -> Result<Value, String> {
     if o.quick {
         // The steady window lasts one resync cycle: a short one keeps `--quick` near a minute.
         b.resync_interval = Some("2m".into());
+        b.settle_watermark = false;
     }
     let r = run_all(o, &p, &b).await;
     b.stop().await;

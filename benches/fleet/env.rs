@@ -16,7 +16,7 @@ use vyx_fleet::fly::{BucketSpec, RateLimits};
 use vyx_fleet::http::Health;
 use vyx_fleet::metrics::Metrics;
 use vyx_fleet::pgtemp::{self, PgCluster};
-use vyx_fleet::reconcile::cache::ObserveCache;
+use vyx_fleet::reconcile::cache::{OVERLAP, ObserveCache};
 use vyx_fleet::reconcile::controller::{Controller, LoopConfig};
 use vyx_fleet::reconcile::execute::{Ctx, Timeouts};
 use vyx_fleet::reconcile::naming;
@@ -47,6 +47,10 @@ pub struct Bench {
     pub counter: QueryCounter,
     /// `RESYNC_INTERVAL` for every fleet, if not the default (`--quick` shortens it).
     pub resync_interval: Option<String>,
+    /// Whether steady-state figures first make the fleet's newest change a single machine
+    /// (`Fleet::settle_watermark`, a minute of waiting per fleet; `--quick` does not: its fleets
+    /// are one page anyway).
+    pub settle_watermark: bool,
     seq: std::sync::atomic::AtomicU32,
 }
 
@@ -90,6 +94,7 @@ impl Bench {
             launcher,
             counter,
             resync_interval: None,
+            settle_watermark: true,
             seq: Default::default(),
         })
     }
@@ -200,6 +205,7 @@ impl Bench {
             pass_cfg,
             loop_cfg,
             scale: self.scale,
+            seeded_at: None,
         })
     }
 
@@ -268,6 +274,8 @@ pub struct Fleet {
     pub pass_cfg: PassConfig,
     pub loop_cfg: LoopConfig,
     pub scale: f64,
+    /// When `seed_converged` wrote the last machine (see `settle_watermark`).
+    pub seeded_at: Option<std::time::Instant>,
 }
 
 /// Deterministic user ids: `n` in the low bits.
@@ -287,6 +295,17 @@ impl Fleet {
         self.settings = Settings::from_map(&self.vars, None).map_err(|e| e.to_string())?;
         self.ctx.spec = Arc::new(wiring::app_spec(&self.settings));
         Ok(())
+    }
+
+    /// Waits until the seeding is older than the daemon's delta overlap (`cache::OVERLAP`, 60 s of
+    /// real time: not scaled, it is a constant of the daemon), so that a change made now is the only
+    /// one a changed-machine list starting at it re-reads. Returns the seconds waited.
+    pub async fn wait_out_overlap(&self) -> f64 {
+        let Some(at) = self.seeded_at else { return 0.0 };
+        let until = at + OVERLAP + Duration::from_secs(1);
+        let wait = until.saturating_duration_since(std::time::Instant::now());
+        tokio::time::sleep(wait).await;
+        wait.as_secs_f64()
     }
 
     /// `RESYNC_INTERVAL` as this fleet runs it (scaled).

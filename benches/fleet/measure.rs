@@ -141,6 +141,9 @@ pub async fn steady(b: &Bench, f: &mut Fleet, apps: usize) -> Result<Value, Stri
     // Passes 1 and 2 must be quiet ones (one changed-machine list), not a resync that falls due.
     base.observed = Arc::new(ObserveCache::new(Duration::from_secs(365 * 86_400)));
     let mut entry = Value::Null;
+    if b.settle_watermark {
+        f.settle_watermark(user_id(0)).await?;
+    }
     stats::reset_peak_rss();
     for pass_no in 0..3 {
         let pool = db::connect(&f.url, 10).await.map_err(|e| e.to_string())?;
