@@ -99,9 +99,10 @@ pub(crate) async fn machines(
     let error_regions = lock(&sh.faults).faults.error_regions.clone();
     let now = Instant::now();
     let world = lock(&sh.world);
-    // One scan with no allocation per machine and a bounded heap for the page (not a sort of the
-    // fleet). An ordered index would make it O(page), but `updated_at` moves on every state change,
-    // written from many places; a scan of 100,000 machines is about a millisecond.
+    // One scan with no allocation per machine and a bounded heap for the page, not a sort of the
+    // fleet with a String clone per comparison: 30 ms a page at 50,000 machines instead of 89 ms
+    // (release, this machine). Still O(fleet) per page: an (updated_at, id) index would make it
+    // O(page), but `updated_at` moves on every state change, written from many places.
     let candidates = world
         .apps
         .values()
