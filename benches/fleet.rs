@@ -1,5 +1,7 @@
 //! Fleet benchmark (issue 9, item 1): the real controller code against the Fly simulator enforcing
-//! Fly's documented limits (REFERENCE §6) and a real PostgreSQL, measuring the current design.
+//! Fly's documented limits (REFERENCE §6) and a real PostgreSQL: migration, steady state (one quiet
+//! pass, and the request rate over a resync cycle), reaction latency (converged, during a migration,
+//! during a rollout), rollout of a new image, deprovision.
 //!
 //! `cargo bench --bench fleet [-- --quick] [--out PATH] [--scale S] [--max-apps N]`
 //!
@@ -18,6 +20,8 @@ pub mod measure;
 pub mod reaction;
 #[path = "fleet/report.rs"]
 pub mod report;
+#[path = "fleet/rollout.rs"]
+pub mod rollout;
 #[path = "fleet/seed.rs"]
 pub mod seed;
 #[path = "fleet/simproc.rs"]
@@ -80,10 +84,20 @@ struct Plan {
     reaction: Vec<usize>,
     reaction_flips: usize,
     deprovision: usize,
+    /// Apps a new image is rolled to, and upgrades of users without an app while it runs.
+    rollout: usize,
+    rollout_flips: usize,
 }
 
 fn plan(o: &Opts) -> Plan {
     let cap = |v: Vec<usize>| v.into_iter().filter(|n| *n <= o.max_apps).collect();
+    // Sizes that need a fleet (reaction, rollout) shrink to `--max-apps` instead of vanishing, so
+    // a smoke run still measures them; reaction runs on the steady fleets, so those get it too.
+    let clamp = |v: Vec<usize>| {
+        let mut v: Vec<usize> = v.into_iter().map(|n| n.min(o.max_apps)).collect();
+        v.dedup();
+        v
+    };
     if o.quick {
         Plan {
             migration: vec![40],
@@ -92,22 +106,39 @@ fn plan(o: &Opts) -> Plan {
             reaction: vec![200],
             reaction_flips: 10,
             deprovision: 150,
+            rollout: 4,
+            rollout_flips: 3,
         }
     } else {
+        let reaction: Vec<usize> = clamp(vec![10_000, 100_000]);
+        let mut steady: Vec<usize> = cap(vec![1_000, 10_000, 100_000]);
+        for n in &reaction {
+            if !steady.contains(n) {
+                steady.push(*n);
+            }
+        }
+        steady.sort_unstable();
         Plan {
             migration: cap(vec![1_000, 10_000]),
             migration_flips: 20,
-            steady: cap(vec![1_000, 10_000, 100_000]),
-            reaction: cap(vec![10_000, 100_000]),
+            steady,
+            reaction,
             reaction_flips: 100,
-            deprovision: 1_000,
+            deprovision: 1_000.min(o.max_apps),
+            rollout: 10_000.min(o.max_apps),
+            rollout_flips: 20,
         }
     }
 }
 
 pub async fn run(o: &Opts, launcher: Launcher) -> Result<Value, String> {
     let p = plan(o);
-    let b = env::Bench::start(o.scale, launcher).await?;
+    let mut b = env::Bench::start(o.scale, launcher).await?;
+    if o.quick {
+        // The steady window lasts one resync cycle: a short one keeps `--quick` near a minute.
+        b.resync_interval = Some("2m".into());
+        b.settle_watermark = false;
+    }
     let r = run_all(o, &p, &b).await;
     b.stop().await;
     let doc = r?;
@@ -123,8 +154,8 @@ fn write(o: &Opts, doc: &Value) -> Result<(), String> {
 }
 
 /// What is measured so far, written after each section so a long run that dies keeps its figures.
-fn doc(o: &Opts, b: &env::Bench, parts: [&Value; 4]) -> Value {
-    let [migration, steady, reaction, deprovision] = parts;
+fn doc(o: &Opts, b: &env::Bench, parts: [&Value; 5]) -> Value {
+    let [migration, steady, reaction, deprovision, rollout] = parts;
     json!({
         "machine": report::machine(),
         "scale": o.scale,
@@ -134,7 +165,7 @@ fn doc(o: &Opts, b: &env::Bench, parts: [&Value; 4]) -> Value {
         "steady": steady,
         "reaction": reaction,
         "deprovision": deprovision,
-        "rollout": null,
+        "rollout": rollout,
     })
 }
 
@@ -156,7 +187,13 @@ async fn run_all(o: &Opts, p: &Plan, b: &env::Bench) -> Result<Value, String> {
             &doc(
                 o,
                 b,
-                [&json!(migration), &json!([]), &json!([]), &Value::Null],
+                [
+                    &json!(migration),
+                    &json!([]),
+                    &json!([]),
+                    &Value::Null,
+                    &Value::Null,
+                ],
             ),
         )?;
         if flips > 0 {
@@ -193,9 +230,27 @@ async fn run_all(o: &Opts, p: &Plan, b: &env::Bench) -> Result<Value, String> {
             &json!(steady),
             &json!(reaction),
             &Value::Null,
+            &Value::Null,
         ];
         write(o, &doc(o, b, parts))?;
     }
+    eprintln!(
+        "rollout of a new image to {} apps ({} upgrades during it)...",
+        p.rollout, p.rollout_flips
+    );
+    let (rollout, lat) = rollout::rollout(b, p.rollout, p.rollout_flips).await?;
+    reaction.push(json!({
+        "apps": p.rollout, "during": "rollout", "flips": p.rollout_flips,
+        "notify": reaction::summary(lat, p.rollout_flips), "polling": null,
+    }));
+    let parts = [
+        &json!(migration),
+        &json!(steady),
+        &json!(reaction),
+        &Value::Null,
+        &rollout,
+    ];
+    write(o, &doc(o, b, parts))?;
     eprintln!("deprovision of {} users...", p.deprovision);
     let deprovision = measure::deprovision(b, p.deprovision).await?;
     let parts = [
@@ -203,6 +258,7 @@ async fn run_all(o: &Opts, p: &Plan, b: &env::Bench) -> Result<Value, String> {
         &json!(steady),
         &json!(reaction),
         &deprovision,
+        &rollout,
     ];
     Ok(doc(o, b, parts))
 }

@@ -70,7 +70,6 @@ async fn quick_bench_writes_every_key_with_sane_values() {
 
     assert!(doc["machine"].is_object());
     assert!(num(&doc, "scale") > 0.0);
-    assert!(doc["rollout"].is_null());
 
     let migration = doc["migration"].as_array().expect("migration list");
     assert!(!migration.is_empty());
@@ -98,11 +97,22 @@ async fn quick_bench_writes_every_key_with_sane_values() {
             "cpu_ms",
         ];
         non_negative(s, &keys);
-        non_negative(s, &["wall_ms", "rss_mb"]);
-        // A quiet pass still lists apps and machines and reads the database.
-        for k in ["fly_calls", "db_queries", "rows_read", "rss_mb"] {
+        non_negative(s, &["wall_ms", "rss_mb", "health_http_rps", "window_s"]);
+        // A quiet pass reads the changed machines and the database; the resync cycle's window
+        // holds the leader's one full list.
+        for k in ["fly_calls", "db_queries", "rss_mb", "fly_rps", "window_s"] {
             assert!(num(s, k) > 0.0, "{k} in {s}");
         }
+        let pass = s["fly_calls_by_class"].as_object().expect("calls by class");
+        assert!(
+            pass.contains_key("orgs.machines"),
+            "no changed-machine list: {s}"
+        );
+        assert!(
+            !pass.contains_key("apps.list"),
+            "a quiet pass listed apps: {s}"
+        );
+        assert_eq!(num(s, "window_full_lists"), 1.0, "{s}");
         assert_eq!(
             num(s, "non_probe_actions"),
             0.0,
@@ -112,15 +122,31 @@ async fn quick_bench_writes_every_key_with_sane_values() {
 
     let reaction = doc["reaction"].as_array().expect("reaction list");
     assert!(reaction.iter().any(|r| r["during"] == "converged"));
+    for during in ["migration", "rollout"] {
+        assert!(reaction.iter().any(|r| r["during"] == during), "{during}");
+    }
     for r in reaction {
         assert!(num(r, "apps") > 0.0);
         latency(&r["notify"]);
         match r["during"].as_str() {
-            // Polling-only is measured on converged fleets; a second migration would double the run.
-            Some("migration") => assert!(r["polling"].is_null()),
+            // Polling-only is measured on converged fleets; a second migration or rollout would
+            // double the run.
+            Some("migration" | "rollout") => assert!(r["polling"].is_null()),
             _ => latency(&r["polling"]),
         }
     }
+
+    let r = &doc["rollout"];
+    non_negative(r, &["apps", "wall_s", "bound_s", "throttled", "waves"]);
+    sane_ratio(r);
+    assert_eq!(r["completed"], true, "{r}");
+    // One canary, then doubling waves: never fewer waves than the wave rule allows.
+    assert!(num(r, "waves") >= num(r, "waves_bound"), "{r}");
+    let updates = r["fly_calls"]["machines.update"].as_u64().unwrap_or(0);
+    assert!(
+        updates >= r["apps"].as_u64().unwrap(),
+        "every app updated: {r}"
+    );
 
     let d = &doc["deprovision"];
     non_negative(d, &["users", "wall_s", "bound_s"]);

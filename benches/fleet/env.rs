@@ -3,6 +3,7 @@
 //! `vyx-fleet run` wires it, with every duration and rate scaled by `scale`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -15,6 +16,7 @@ use vyx_fleet::fly::{BucketSpec, RateLimits};
 use vyx_fleet::http::Health;
 use vyx_fleet::metrics::Metrics;
 use vyx_fleet::pgtemp::{self, PgCluster};
+use vyx_fleet::reconcile::cache::{OVERLAP, ObserveCache};
 use vyx_fleet::reconcile::controller::{Controller, LoopConfig};
 use vyx_fleet::reconcile::execute::{Ctx, Timeouts};
 use vyx_fleet::reconcile::naming;
@@ -28,12 +30,27 @@ use super::stats::QueryCounter;
 pub const ORG: &str = "vyx-test";
 pub const IMAGE: &str = "registry.fly.io/vyx-screener:v1";
 pub const PREFIX: &str = "vyx-user-";
+/// The image a rollout measurement moves the fleet to.
+pub const IMAGE_NEXT: &str = "registry.fly.io/vyx-screener:v2";
+
+/// `HEALTH_URL_TEMPLATE` (issue 9 item 4: probes are direct HTTP GETs, not Fly API calls), pointed
+/// at the simulator's `GET /_sim/apps/{app}/health`. Until the daemon knows the key it is ignored:
+/// unknown *environment* keys are not refused (only a config file's are), so this is harmless.
+pub fn health_url_template(sim_base_url: &str) -> String {
+    format!("{sim_base_url}/_sim/apps/{{app}}/health")
+}
 
 pub struct Bench {
     pub cluster: PgCluster,
     pub scale: f64,
     pub launcher: Launcher,
     pub counter: QueryCounter,
+    /// `RESYNC_INTERVAL` for every fleet, if not the default (`--quick` shortens it).
+    pub resync_interval: Option<String>,
+    /// Whether steady-state figures first make the fleet's newest change a single machine
+    /// (`Fleet::settle_watermark`, a minute of waiting per fleet; `--quick` does not: its fleets
+    /// are one page anyway).
+    pub settle_watermark: bool,
     seq: std::sync::atomic::AtomicU32,
 }
 
@@ -76,6 +93,8 @@ impl Bench {
             scale,
             launcher,
             counter,
+            resync_interval: None,
+            settle_watermark: true,
             seq: Default::default(),
         })
     }
@@ -123,7 +142,8 @@ impl Bench {
             ..SimConfig::default()
         };
         let sim = SimProc::start(&self.launcher, &sim_cfg)?;
-        let vars: HashMap<String, String> = [
+        let health_url = health_url_template(&sim.base_url);
+        let mut vars: HashMap<String, String> = [
             ("DATABASE_URL", url.as_str()),
             ("FLY_API_TOKEN", "bench-token"),
             ("FLY_ORG_SLUG", ORG),
@@ -133,10 +153,14 @@ impl Bench {
             ("DEPROVISION_GRACE", "0s"),
             ("SUPABASE_URL", "https://bench.supabase.co"),
             ("SUPABASE_SERVICE_ROLE_KEY", "bench-service-key"),
+            ("HEALTH_URL_TEMPLATE", health_url.as_str()),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+        if let Some(r) = &self.resync_interval {
+            vars.insert("RESYNC_INTERVAL".into(), r.clone());
+        }
         let settings = Settings::from_map(&vars, None).map_err(|e| e.to_string())?;
         let pool = db::connect(&url, 10).await.map_err(|e| e.to_string())?;
         let fly = wiring::fly_client(&settings, self.client_limits()).map_err(|e| e.to_string())?;
@@ -154,6 +178,7 @@ impl Bench {
         };
         ctx.backoff_base = self.d(ctx.backoff_base);
         ctx.backoff_max = self.d(ctx.backoff_max);
+        ctx.observed = Arc::new(ObserveCache::new(self.d(settings.resync_interval)));
         let mut pass_cfg = wiring::pass_config(&settings);
         let c = |d: chrono::Duration| {
             chrono::Duration::from_std(self.d(d.to_std().unwrap_or_default())).unwrap_or(d)
@@ -162,6 +187,8 @@ impl Bench {
         pass_cfg.plan.orphan_grace = c(pass_cfg.plan.orphan_grace);
         pass_cfg.plan.probe_interval = c(pass_cfg.plan.probe_interval);
         pass_cfg.plan.reconcile_interval = c(pass_cfg.plan.reconcile_interval);
+        pass_cfg.plan.repair_after = c(pass_cfg.plan.repair_after);
+        pass_cfg.waves.soak = c(pass_cfg.waves.soak);
         let d = LoopConfig::default();
         let loop_cfg = LoopConfig {
             interval: self.d(settings.reconcile_interval),
@@ -172,11 +199,13 @@ impl Bench {
             url,
             admin,
             sim,
+            vars,
             settings,
             ctx,
             pass_cfg,
             loop_cfg,
             scale: self.scale,
+            seeded_at: None,
         })
     }
 
@@ -237,12 +266,16 @@ pub struct Fleet {
     /// The bench's own connections (seeding, flips, statistics), apart from the daemon's pool.
     pub admin: PgPool,
     pub sim: SimProc,
+    /// What `settings` were read from (a rollout measurement changes the image in it).
+    pub vars: HashMap<String, String>,
     pub settings: Settings,
     /// The daemon's executor context (placeholder term; the controller swaps in its own).
     pub ctx: Ctx,
     pub pass_cfg: PassConfig,
     pub loop_cfg: LoopConfig,
     pub scale: f64,
+    /// When `seed_converged` wrote the last machine (see `settle_watermark`).
+    pub seeded_at: Option<std::time::Instant>,
 }
 
 /// Deterministic user ids: `n` in the low bits.
@@ -255,6 +288,31 @@ pub fn app_name(user: Uuid) -> String {
 }
 
 impl Fleet {
+    /// A new `USER_APP_IMAGE`, as an operator's settings change and restart would give the daemon:
+    /// the next controller's pass starts a rollout to it.
+    pub fn set_image(&mut self, image: &str) -> Result<(), String> {
+        self.vars.insert("USER_APP_IMAGE".into(), image.into());
+        self.settings = Settings::from_map(&self.vars, None).map_err(|e| e.to_string())?;
+        self.ctx.spec = Arc::new(wiring::app_spec(&self.settings));
+        Ok(())
+    }
+
+    /// Waits until the seeding is older than the daemon's delta overlap (`cache::OVERLAP`, 60 s of
+    /// real time: not scaled, it is a constant of the daemon), so that a change made now is the only
+    /// one a changed-machine list starting at it re-reads. Returns the seconds waited.
+    pub async fn wait_out_overlap(&self) -> f64 {
+        let Some(at) = self.seeded_at else { return 0.0 };
+        let until = at + OVERLAP + Duration::from_secs(1);
+        let wait = until.saturating_duration_since(std::time::Instant::now());
+        tokio::time::sleep(wait).await;
+        wait.as_secs_f64()
+    }
+
+    /// `RESYNC_INTERVAL` as this fleet runs it (scaled).
+    pub fn ctx_resync(&self) -> Duration {
+        self.settings.resync_interval.div_f64(self.scale)
+    }
+
     pub fn start_controller(&self) -> (watch::Sender<bool>, JoinHandle<()>) {
         let controller = Controller {
             base: self.ctx.clone(),

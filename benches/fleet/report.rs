@@ -57,19 +57,20 @@ pub fn table(doc: &Value) -> String {
             f(m, "throttled")
         );
     }
-    s += "\nsteady (one quiet pass)\n     apps fly_calls fly_rps probes db_queries rows_read  cpu_ms   wall_ms  rss_mb\n";
+    s += "\nsteady (one quiet pass; req/s over a resync cycle)\n     apps fly_calls probes db_queries rows_read  cpu_ms   wall_ms  rss_mb fly_rps health_rps\n";
     for m in doc["steady"].as_array().into_iter().flatten() {
         s += &format!(
-            "{:>9} {:>9} {:>7} {:>6} {:>10} {:>9} {:>7} {:>9} {:>7}\n",
+            "{:>9} {:>9} {:>6} {:>10} {:>9} {:>7} {:>9} {:>7} {:>7} {:>10}\n",
             f(m, "apps"),
             f(m, "fly_calls"),
-            f(m, "fly_rps"),
             f(m, "probes"),
             f(m, "db_queries"),
             f(m, "rows_read"),
             f(m, "cpu_ms"),
             f(m, "wall_ms"),
-            f(m, "rss_mb")
+            f(m, "rss_mb"),
+            f(m, "fly_rps"),
+            f(m, "health_http_rps")
         );
     }
     s += "\nreaction (commit -> first Fly call, ms)\n     apps  during     flips  notify p50/p99        polling p50/p99\n";
@@ -92,12 +93,25 @@ pub fn table(doc: &Value) -> String {
     }
     let d = &doc["deprovision"];
     s += &format!(
-        "\ndeprovision  users {}  wall_s {}  bound_s {}  ratio {}  429s {}\nrollout      not measured (progressive rollouts do not exist yet)\n",
+        "\ndeprovision  users {}  wall_s {}  bound_s {}  ratio {}  429s {}\n",
         f(d, "users"),
         f(d, "wall_s"),
         f(d, "bound_s"),
         f(d, "ratio"),
         f(d, "throttled")
+    );
+    let r = &doc["rollout"];
+    s += &format!(
+        "rollout      apps {}  waves {} (bound {})  wall_s {}  bound_s {}  ratio {}  fly_calls {}  429s {}  completed {}\n",
+        f(r, "apps"),
+        f(r, "waves"),
+        f(r, "waves_bound"),
+        f(r, "wall_s"),
+        f(r, "bound_s"),
+        f(r, "ratio"),
+        f(r, "fly_calls_total"),
+        f(r, "throttled"),
+        f(r, "completed")
     );
     s
 }

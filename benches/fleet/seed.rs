@@ -9,7 +9,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 use vyx_fleet::fly::RateLimits;
-use vyx_fleet::fly::{CreateAppRequest, CreateMachineRequest, FlyClient, IpType, MachineConfig};
+use vyx_fleet::fly::{
+    CreateAppRequest, CreateMachineRequest, FlyClient, IpType, MachineConfig, MachineState,
+};
 use vyx_fleet::reconcile::execute::machine_config::desired_config;
 use vyx_fleet::reconcile::spec::{config_digest, monthly_cost_estimate_usd, secrets_digest};
 use vyx_fleet::sim::{RateLimitConfig, Timings};
@@ -94,8 +96,56 @@ impl Fleet {
         self.sim.set_limits(&scaled_sim_limits(self.scale))?;
         self.sim.set_timings(&scaled_timings(self.scale))?;
         self.sim.clear_calls().await;
+        self.seeded_at = Some(std::time::Instant::now());
         Ok(())
     }
+}
+
+impl Fleet {
+    /// Makes the fleet's newest change a single machine, as in a fleet that has been running: one
+    /// app restarted (stop, start) once the seeding is older than the delta overlap. The daemon's
+    /// changed-machine list starts at the newest `updated_at` it saw minus the overlap, so on a
+    /// fleet seeded in one burst every quiet pass would re-read the whole burst, pages of it.
+    pub async fn settle_watermark(&mut self, user: Uuid) -> Result<(), String> {
+        self.wait_out_overlap().await;
+        let (app, machine): (String, String) = sqlx::query_as(
+            "SELECT fly_app_name, machine_id FROM public.user_fly_apps WHERE user_id = $1",
+        )
+        .bind(user)
+        .fetch_one(&self.admin)
+        .await
+        .map_err(|e| e.to_string())?;
+        self.sim.set_limits(&RateLimitConfig::disabled())?;
+        self.sim.set_timings(&Timings::instant())?;
+        let fly = wiring::fly_client(&self.settings, RateLimits::disabled())
+            .map_err(|e| e.to_string())?;
+        let e = |e: vyx_fleet::fly::FlyError| format!("restarting {app}: {e}");
+        fly.stop_machine(&app, &machine, &Default::default())
+            .await
+            .map_err(e)?;
+        reach(&fly, &app, &machine, MachineState::Stopped).await?;
+        fly.start_machine(&app, &machine).await.map_err(e)?;
+        reach(&fly, &app, &machine, MachineState::Started).await?;
+        self.sim.set_limits(&scaled_sim_limits(self.scale))?;
+        self.sim.set_timings(&scaled_timings(self.scale))?;
+        self.sim.clear_calls().await;
+        Ok(())
+    }
+}
+
+async fn reach(fly: &FlyClient, app: &str, id: &str, state: MachineState) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if fly
+            .get_machine(app, id)
+            .await
+            .is_ok_and(|m| m.state == state)
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Err(format!("{app}: machine never reached {state:?}"))
 }
 
 struct Seeded {

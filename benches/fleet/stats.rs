@@ -135,3 +135,42 @@ pub fn migration_bound(users: usize, create: Limit, tail_s: f64) -> f64 {
 pub fn deprovision_bound(users: usize, delete: Limit, tail_s: f64) -> f64 {
     bucket_time(users as f64, delete) + tail_s
 }
+
+/// The waves a rollout of `apps` takes with at most `cap` apps in transition: one canary, then each
+/// wave twice the previous (1, 2, 4, …) while that stays under `cap`, then waves of `cap` until every
+/// app has moved (the last one may be partial). At 10,000 apps and 2 % (cap 200): 1 … 128 (8 waves,
+/// 255 apps), then ⌈9,745 / 200⌉ = 49, so 57.
+pub fn rollout_waves(apps: usize, cap: usize) -> usize {
+    let cap = cap.max(1);
+    let (mut moved, mut size, mut waves) = (0usize, 1usize, 0usize);
+    while moved < apps {
+        moved += size.min(cap);
+        waves += 1;
+        size = (size * 2).min(cap);
+    }
+    waves
+}
+
+/// Rollout bound, in Fly seconds: the least time the wave rule allows. A wave starts only when the
+/// whole previous wave soaked, and no wave can be shorter than one app's update (the machine
+/// replaced, booted on the new version, its checks passing: the simulator's `machine_update +
+/// machine_start + checks_settle`) followed by `ROLLOUT_SOAK`. So
+/// `bound = waves(N, cap) × (t_update + t_boot + t_checks + soak)`, `cap` = `ROLLOUT_MAX_UNAVAILABLE`
+/// of the live apps (at least 1). Fly's rate limits do not bind: updates are limited per machine
+/// and each machine is updated once; the pass interval, the client's concurrency and the time to
+/// issue a wave's updates are the daemon's own overhead, counted against it in the ratio.
+pub fn rollout_bound(apps: usize, cap: usize, per_wave_platform_s: f64, soak_s: f64) -> f64 {
+    rollout_waves(apps, cap) as f64 * (per_wave_platform_s + soak_s)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rollout_waves_ramp_then_cap() {
+        assert_eq!(super::rollout_waves(10_000, 200), 57);
+        assert_eq!(super::rollout_waves(1_000, 20), 54);
+        assert_eq!(super::rollout_waves(5, 1), 5);
+        assert_eq!(super::rollout_waves(1, 1), 1);
+        assert_eq!(super::rollout_waves(0, 1), 0);
+    }
+}

@@ -84,6 +84,7 @@ pub(crate) fn insert_app(sh: &Shared, world: &mut World, org: &str, name: &str, 
             idempotency_key: None,
         },
     );
+    world.apps_by_seq.insert(seq, name.to_string());
 }
 
 fn created(app: &App) -> Response {
@@ -245,7 +246,7 @@ pub(crate) async fn list(
         None => None,
     };
     let now = Instant::now();
-    let world = lock(&sh.world);
+    let mut world = lock(&sh.world);
     // The first page fixes what the listing covers: later pages only include apps that existed
     // then, and `total_apps` is counted once, then repeated, so apps deleted meanwhile stay
     // counted [S1].
@@ -261,14 +262,29 @@ pub(crate) async fn list(
         }
     };
     let after = cursor.as_ref().map_or(0, |c| c.after);
-    let mut page: Vec<&App> = world
-        .apps
-        .values()
-        .filter(|a| a.org == org && now >= a.listed_at)
-        .filter(|a| a.seq > after && a.seq <= snapshot.0)
-        .collect();
+    // Walk the creation-order index from the cursor and stop one past the page: a page costs its
+    // own size (plus other orgs' and gone apps' entries on the way), not the fleet.
+    let wanted = limit.map_or(usize::MAX, |l| l.saturating_add(1));
+    let mut seqs = Vec::new();
+    let mut stale = Vec::new();
+    for (&seq, _) in world
+        .apps_by_seq
+        .range(after.saturating_add(1)..=snapshot.0)
+    {
+        if seqs.len() >= wanted {
+            break;
+        }
+        match world.app_by_seq(seq) {
+            None => stale.push(seq),
+            Some(a) if a.org == org && now >= a.listed_at => seqs.push(seq),
+            Some(_) => {}
+        }
+    }
+    for seq in stale {
+        world.apps_by_seq.remove(&seq);
+    }
+    let mut page: Vec<&App> = seqs.iter().filter_map(|s| world.app_by_seq(*s)).collect();
     let total = snapshot.1;
-    page.sort_by_key(|a| a.seq);
     let mut next = None;
     if let Some(l) = limit
         && page.len() > l
