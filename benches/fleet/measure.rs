@@ -215,12 +215,14 @@ pub fn split_health(calls: &[CallRecord]) -> (Vec<CallRecord>, usize) {
 async fn steady_window(f: &Fleet) -> Vec<(&'static str, Value)> {
     let window = f.ctx_resync().mul_f64(0.9);
     f.sim.clear_calls().await;
+    let hits0 = f.sim.health_hits().await;
     let (stop, handle) = f.start_controller();
     tokio::time::sleep(window).await;
     let calls = f.sim.calls().await;
+    let health = (f.sim.health_hits().await - hits0) as usize;
     let _ = stop.send(true);
     let _ = handle.await;
-    let (fly, health) = split_health(&calls);
+    let (fly, _) = split_health(&calls);
     let window_s = window.as_secs_f64() * f.scale;
     let full_lists = fly
         .iter()

@@ -107,6 +107,20 @@ impl SimProc {
         }
     }
 
+    /// Requests served so far by the apps' own `/health` endpoints (direct probes, not Fly API).
+    pub async fn health_hits(&self) -> u64 {
+        let url = format!("{}/_sim/health_hits", self.base_url);
+        match self.http.get(url).send().await {
+            Ok(r) => r
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|v| v["hits"].as_u64())
+                .unwrap_or(0),
+            Err(_) => 0,
+        }
+    }
+
     pub async fn clear_calls(&self) {
         let _ = self
             .http

@@ -236,6 +236,12 @@ async fn get_calls(State(sh): State<Arc<Shared>>) -> Response {
     Json(calls).into_response()
 }
 
+/// Requests the apps' own `/health` endpoints served (not Fly API calls, so not in the call log).
+async fn get_health_hits(State(sh): State<Arc<Shared>>) -> Response {
+    let hits = sh.health_hits.load(std::sync::atomic::Ordering::Relaxed);
+    Json(serde_json::json!({ "hits": hits })).into_response()
+}
+
 async fn clear_calls(State(sh): State<Arc<Shared>>) -> Response {
     lock(&sh.calls).clear();
     StatusCode::NO_CONTENT.into_response()
@@ -300,6 +306,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/_sim/snapshot", get(get_snapshot))
         .route("/_sim/calls", get(get_calls).delete(clear_calls))
         .route("/_sim/calls/clear", post(clear_calls))
+        .route("/_sim/health_hits", get(get_health_hits))
         .route("/_sim/apps", post(post_app))
         .route("/_sim/apps/{name}", axum::routing::delete(delete_app))
         .route(
