@@ -20,4 +20,5 @@ pub mod queue;
 pub mod recorded;
 pub mod rollout;
 pub mod spec;
+pub mod sweep;
 pub mod targeted;
