@@ -489,3 +489,105 @@ async fn the_work_list_holds_every_user_the_planner_would_act_on() {
         "no rollout step in {checked:?}"
     );
 }
+
+/// The query plans in docs/QUERIES.md: `cargo test --test sweep -- --ignored --nocapture
+/// query_plans`. A converged fleet of 10,000 and then 100,000 paid users, one user changed.
+#[tokio::test]
+#[ignore = "seeds 110,000 users; prints the plans for docs/QUERIES.md"]
+async fn query_plans_of_the_sweep_and_the_targeted_run() {
+    let fleet = Fleet::start().await;
+    let pool = &fleet.db.pool;
+    let target = spec_digest(&fleet.ctx.spec);
+    let r = fleet
+        .ctx
+        .store
+        .start_rollout(&target, &fleet.ctx.spec.image)
+        .await
+        .unwrap();
+    fleet
+        .ctx
+        .store
+        .save_rollout_progress(r.id, &Default::default(), true)
+        .await
+        .unwrap();
+    let mut seeded = 0;
+    for n in [10_000i64, 100_000] {
+        sqlx::query(
+            "WITH u AS (INSERT INTO auth.users (id, email) \
+                          SELECT gen_random_uuid(), 'u' || g || '@example.test' \
+                            FROM generate_series($1::bigint + 1, $2::bigint) g RETURNING id), \
+                  s AS (INSERT INTO public.user_subscriptions (user_id, tier, status) \
+                          SELECT id, 'pro', 'active' FROM u) \
+             INSERT INTO public.user_fly_apps (user_id, fly_app_name, fly_org_slug, status, region, \
+                    docker_image, health_status, machine_id, ips_ready, config_digest, \
+                    secrets_digest, spec_digest, last_probed_at) \
+             SELECT id, 'vyx-user-' || replace(id::text, '-', ''), $3, 'active', $4, $5, 'healthy', \
+                    'm' || replace(id::text, '-', ''), true, $6, $7, $8, now() FROM u",
+        )
+        .bind(seeded)
+        .bind(n)
+        .bind(fleet_support::ORG)
+        .bind(&fleet.ctx.spec.region)
+        .bind(&fleet.ctx.spec.image)
+        .bind(config_digest(&fleet.ctx.spec))
+        .bind(secrets_digest(&fleet.ctx.spec.secrets))
+        .bind(&target)
+        .execute(pool)
+        .await
+        .unwrap();
+        seeded = n;
+        sqlx::query("ANALYZE").execute(pool).await.unwrap();
+        // One changed user: a downgrade whose NOTIFY was lost.
+        let one: Uuid = sqlx::query_scalar(
+            "UPDATE public.user_subscriptions SET tier = 'free' \
+              WHERE user_id = (SELECT user_id FROM public.user_subscriptions LIMIT 1) RETURNING user_id",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        let list = work_list(&fleet.ctx, &fleet.pass_cfg, &[]).await.unwrap();
+        assert_eq!(list.len(), 1, "{list:?}");
+        println!("\n=== work list, {n} apps ===");
+        for l in vyx_fleet::reconcile::sweep::explain_work_list(&fleet.ctx, &fleet.pass_cfg, &[])
+            .await
+            .unwrap()
+        {
+            println!("{l}");
+        }
+        for (what, sql) in [
+            (
+                "facts for user",
+                "EXPLAIN (ANALYZE, BUFFERS) SELECT u.id, s.tier, s.status, o.desired FROM auth.users u \
+                 LEFT JOIN public.user_subscriptions s ON s.user_id = u.id \
+                 LEFT JOIN vyx_fleet.user_fly_app_overrides o ON o.user_id = u.id \
+                 WHERE u.id = $1 AND (s.user_id IS NOT NULL OR o.user_id IS NOT NULL)",
+            ),
+            (
+                "row for user",
+                "EXPLAIN (ANALYZE, BUFFERS) SELECT a.*, EXISTS (SELECT 1 FROM auth.users u \
+                 WHERE u.id = a.user_id) AS user_exists FROM public.user_fly_apps a WHERE a.user_id = $1",
+            ),
+            (
+                "rollout progress for user",
+                "EXPLAIN (ANALYZE, BUFFERS) SELECT id, spec_digest, rollout_id, rollout_state \
+                 FROM public.user_fly_apps \
+                 WHERE user_id = $1 AND deleted_at IS NULL AND status <> 'deleted'",
+            ),
+        ] {
+            println!("\n=== {what}, {n} apps ===");
+            let lines: Vec<String> = sqlx::query_scalar(sql)
+                .bind(one)
+                .fetch_all(pool)
+                .await
+                .unwrap();
+            for l in lines {
+                println!("{l}");
+            }
+        }
+        sqlx::query("UPDATE public.user_subscriptions SET tier = 'pro' WHERE user_id = $1")
+            .bind(one)
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+}

@@ -127,50 +127,48 @@ macro_rules! intent {
     };
 }
 
-const WORK_LIST: &str = concat!(
+macro_rules! work_list_sql {
+    () => { concat!(
     "WITH clock AS MATERIALIZED (SELECT now() AS now), \
-     live AS (\
-       SELECT a.user_id, a.status, a.unwanted_since, a.next_attempt_at, a.machine_id, a.ips_ready, \
-              a.spec_digest, a.config_digest, a.secrets_digest, a.docker_image, a.health_status, \
-              a.unhealthy_since, a.repair_step, a.repair_step_at, ",
+     facts AS (\
+       SELECT coalesce(s.user_id, o.user_id) AS user_id, ",
     intent!("o", "s"),
     " AS intent \
-         FROM public.user_fly_apps a \
-         LEFT JOIN public.user_subscriptions s ON s.user_id = a.user_id \
-         LEFT JOIN vyx_fleet.user_fly_app_overrides o ON o.user_id = a.user_id \
-        WHERE a.deleted_at IS NULL AND a.status <> 'deleted'), \
-     per_row AS (\
-       SELECT l.user_id, CASE \
-         WHEN l.intent = 'paused' THEN NULL \
-         WHEN l.status = 'deprovisioning' THEN 'deletion' \
-         WHEN l.intent = 'absent' AND l.status IN ('provisioning', 'active', 'error') THEN CASE \
-              WHEN l.unwanted_since IS NULL THEN 'unwanted' \
-              WHEN l.unwanted_since + $7 * interval '1 millisecond' <= c.now THEN 'deletion' END \
-         WHEN l.intent = 'absent' THEN NULL \
-         WHEN l.unwanted_since IS NOT NULL THEN 'cancel' \
-         WHEN l.status IN ('provisioning', 'error') \
-              AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= c.now) THEN 'unsettled' \
-         WHEN l.status <> 'active' THEN NULL \
-         WHEN l.spec_digest IS DISTINCT FROM $3 OR l.config_digest IS DISTINCT FROM $4 \
-              OR l.secrets_digest IS DISTINCT FROM $5 OR l.docker_image IS DISTINCT FROM $6 \
+         FROM public.user_subscriptions s \
+         FULL JOIN vyx_fleet.user_fly_app_overrides o ON o.user_id = s.user_id), \
+     live AS (\
+       SELECT a.user_id, a.status, a.unwanted_since, a.next_attempt_at, CASE \
+         WHEN a.status <> 'active' THEN NULL \
+         WHEN a.spec_digest IS DISTINCT FROM $3 OR a.config_digest IS DISTINCT FROM $4 \
+              OR a.secrets_digest IS DISTINCT FROM $5 OR a.docker_image IS DISTINCT FROM $6 \
               THEN 'rollout' \
-         WHEN l.machine_id IS NULL OR NOT l.ips_ready THEN 'incomplete' \
-         WHEN l.health_status = 'unhealthy' AND l.unhealthy_since IS NOT NULL \
-              AND coalesce(l.repair_step_at, l.unhealthy_since) + $9 * interval '1 millisecond' <= c.now \
-              THEN 'repair' \
+         WHEN a.machine_id IS NULL OR NOT a.ips_ready THEN 'incomplete' \
+         WHEN a.health_status = 'unhealthy' AND a.unhealthy_since IS NOT NULL \
+              AND coalesce(a.repair_step_at, a.unhealthy_since) + $9 * interval '1 millisecond' \
+                  <= (SELECT now FROM clock) \
+              THEN 'repair' END AS active_reason \
+         FROM public.user_fly_apps a WHERE a.deleted_at IS NULL AND a.status <> 'deleted'), \
+     pairs AS (\
+       SELECT coalesce(l.user_id, f.user_id) AS user_id, l.user_id IS NOT NULL AS has_row, \
+              coalesce(f.intent, 'absent') AS intent, l.status, l.unwanted_since, l.next_attempt_at, \
+              l.active_reason \
+         FROM live l FULL JOIN facts f ON f.user_id = l.user_id), \
+     per_user AS (\
+       SELECT p.user_id, CASE \
+         WHEN NOT p.has_row THEN CASE WHEN p.intent = 'present' THEN 'wanted' END \
+         WHEN p.intent = 'paused' THEN NULL \
+         WHEN p.status = 'deprovisioning' THEN 'deletion' \
+         WHEN p.intent = 'absent' AND p.status IN ('provisioning', 'active', 'error') THEN CASE \
+              WHEN p.unwanted_since IS NULL THEN 'unwanted' \
+              WHEN p.unwanted_since + $7 * interval '1 millisecond' <= c.now THEN 'deletion' END \
+         WHEN p.intent = 'absent' THEN NULL \
+         WHEN p.unwanted_since IS NOT NULL THEN 'cancel' \
+         WHEN p.status IN ('provisioning', 'error') \
+              AND (p.next_attempt_at IS NULL OR p.next_attempt_at <= c.now) THEN 'unsettled' \
+         ELSE p.active_reason \
          END AS reason \
-         FROM live l CROSS JOIN clock c), \
-     wanted AS (\
-       SELECT u.id AS user_id FROM auth.users u \
-         LEFT JOIN public.user_subscriptions s ON s.user_id = u.id \
-         LEFT JOIN vyx_fleet.user_fly_app_overrides o ON o.user_id = u.id \
-        WHERE (s.user_id IS NOT NULL OR o.user_id IS NOT NULL) AND ",
-    intent!("o", "s"),
-    " = 'present' \
-          AND NOT EXISTS (SELECT 1 FROM public.user_fly_apps a \
-                           WHERE a.user_id = u.id AND a.deleted_at IS NULL AND a.status <> 'deleted')) \
-     SELECT user_id, reason FROM per_row WHERE reason IS NOT NULL \
-     UNION ALL SELECT user_id, 'wanted' FROM wanted \
+         FROM pairs p CROSS JOIN clock c) \
+     SELECT user_id, reason FROM per_user WHERE reason IS NOT NULL \
      UNION ALL SELECT a.user_id, 'fly_changed' FROM public.user_fly_apps a \
                 WHERE a.fly_app_name = ANY($10) \
      UNION ALL (SELECT NULL::uuid, 'orphans' FROM unnest($10::text[]) AS n \
@@ -184,22 +182,32 @@ const WORK_LIST: &str = concat!(
                                    WHERE r.id = (SELECT max(id) FROM vyx_fleet.rollout) \
                                      AND r.target_digest = $3 AND r.completed_at IS NOT NULL \
                                      AND NOT r.halted)"
-);
+    ) };
+}
+
+const WORK_LIST: &str = work_list_sql!();
+const EXPLAIN_WORK_LIST: &str = concat!("EXPLAIN (ANALYZE, BUFFERS) ", work_list_sql!());
+
+/// Bind the statement's parameters, in order.
+macro_rules! bind_params {
+    ($q:expr, $p:expr) => {{
+        let ms = |d: chrono::Duration| d.num_milliseconds() as f64;
+        $q.bind($p.paid_tiers)
+            .bind($p.paid_statuses)
+            .bind($p.spec_digest)
+            .bind($p.config_digest)
+            .bind($p.secrets_digest)
+            .bind($p.image)
+            .bind(ms($p.deprovision_grace))
+            .bind(ms($p.orphan_grace))
+            .bind(ms($p.repair_after))
+            .bind($p.changed_apps)
+    }};
+}
 
 /// The work list now (see the module docs).
 pub async fn load(pool: &PgPool, p: &WorkListParams<'_>) -> Result<Vec<Entry>, sqlx::Error> {
-    let ms = |d: chrono::Duration| d.num_milliseconds() as f64;
-    let rows: Vec<(Option<Uuid>, String)> = sqlx::query_as(WORK_LIST)
-        .bind(p.paid_tiers)
-        .bind(p.paid_statuses)
-        .bind(p.spec_digest)
-        .bind(p.config_digest)
-        .bind(p.secrets_digest)
-        .bind(p.image)
-        .bind(ms(p.deprovision_grace))
-        .bind(ms(p.orphan_grace))
-        .bind(ms(p.repair_after))
-        .bind(p.changed_apps)
+    let rows: Vec<(Option<Uuid>, String)> = bind_params!(sqlx::query_as(WORK_LIST), p)
         .fetch_all(pool)
         .await?;
     Ok(rows
@@ -208,7 +216,9 @@ pub async fn load(pool: &PgPool, p: &WorkListParams<'_>) -> Result<Vec<Entry>, s
         .collect())
 }
 
-/// The statement's text, for `EXPLAIN` in the query-plan test.
-pub fn statement() -> &'static str {
-    WORK_LIST
+/// `EXPLAIN (ANALYZE, BUFFERS)` of the statement, one line per plan line (docs/QUERIES.md).
+pub async fn explain(pool: &PgPool, p: &WorkListParams<'_>) -> Result<Vec<String>, sqlx::Error> {
+    bind_params!(sqlx::query_scalar(EXPLAIN_WORK_LIST), p)
+        .fetch_all(pool)
+        .await
 }

@@ -116,29 +116,59 @@ impl Sweeper {
     }
 }
 
+/// The current target's digests, computed once per tick.
+struct Target {
+    spec: String,
+    config: String,
+    secrets: String,
+}
+
+impl Target {
+    fn of(ctx: &Ctx) -> Target {
+        Target {
+            spec: spec_digest(&ctx.spec),
+            config: config_digest(&ctx.spec),
+            secrets: secrets_digest(&ctx.spec.secrets),
+        }
+    }
+
+    fn params<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        cfg: &'a PassConfig,
+        changed_apps: &'a [String],
+    ) -> WorkListParams<'a> {
+        WorkListParams {
+            paid_tiers: &cfg.policy.tiers,
+            paid_statuses: &cfg.policy.statuses,
+            spec_digest: &self.spec,
+            config_digest: &self.config,
+            secrets_digest: &self.secrets,
+            image: &ctx.spec.image,
+            deprovision_grace: cfg.plan.deprovision_grace,
+            orphan_grace: cfg.plan.orphan_grace,
+            repair_after: cfg.plan.repair_after,
+            changed_apps,
+        }
+    }
+}
+
 /// The work list for the current settings and target.
 pub async fn work_list(
     ctx: &Ctx,
     cfg: &PassConfig,
     changed_apps: &[String],
 ) -> Result<Vec<Entry>, sqlx::Error> {
-    let spec = spec_digest(&ctx.spec);
-    let config = config_digest(&ctx.spec);
-    let secrets = secrets_digest(&ctx.spec.secrets);
-    worklist::load(
-        ctx.store.pool(),
-        &WorkListParams {
-            paid_tiers: &cfg.policy.tiers,
-            paid_statuses: &cfg.policy.statuses,
-            spec_digest: &spec,
-            config_digest: &config,
-            secrets_digest: &secrets,
-            image: &ctx.spec.image,
-            deprovision_grace: cfg.plan.deprovision_grace,
-            orphan_grace: cfg.plan.orphan_grace,
-            repair_after: cfg.plan.repair_after,
-            changed_apps,
-        },
-    )
-    .await
+    let t = Target::of(ctx);
+    worklist::load(ctx.store.pool(), &t.params(ctx, cfg, changed_apps)).await
+}
+
+/// The work list's `EXPLAIN (ANALYZE, BUFFERS)` for the current settings (docs/QUERIES.md).
+pub async fn explain_work_list(
+    ctx: &Ctx,
+    cfg: &PassConfig,
+    changed_apps: &[String],
+) -> Result<Vec<String>, sqlx::Error> {
+    let t = Target::of(ctx);
+    worklist::explain(ctx.store.pool(), &t.params(ctx, cfg, changed_apps)).await
 }
