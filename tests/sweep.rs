@@ -316,3 +316,64 @@ async fn an_upgrade_is_served_while_a_full_pass_holds_all_its_slots() {
     stop.send(true).unwrap();
     task.await.unwrap();
 }
+
+/// The standby's leader-silent alert and the dashboard read the last pass: quiet sweeps keep it
+/// fresh, though a full pass now runs only every `RESYNC_INTERVAL`.
+#[tokio::test]
+async fn quiet_sweeps_count_as_passes_for_the_leader_silent_alert() {
+    use std::time::Duration;
+    use vyx_fleet::http::Health;
+    use vyx_fleet::reconcile::controller::{Controller, LoopConfig};
+
+    let fleet = Fleet::start().await;
+    paid(&fleet, 2).await;
+    fleet.converge().await;
+    vyx_fleet::db::lease::release(&fleet.db.pool, &fleet.holder, fleet.term)
+        .await
+        .unwrap();
+    let c = Controller {
+        base: fleet.ctx.clone(),
+        pass: fleet.pass_cfg.clone(),
+        loop_cfg: LoopConfig {
+            interval: Duration::from_millis(300),
+            lease_ttl: Duration::from_secs(6),
+            renew_every: Duration::from_millis(500),
+            act_margin: Duration::from_secs(4),
+            standby_poll: Duration::from_millis(200),
+            notify_debounce: Duration::from_millis(50),
+            drain: Duration::from_secs(5),
+        },
+        metrics: fleet.metrics.clone(),
+        health: Health::new(Duration::from_secs(60)),
+        holder: format!("test-{}", Uuid::new_v4()),
+    };
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move { c.run(rx).await });
+    let last_pass = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT value FROM vyx_fleet.settings WHERE key = 'last_pass_at'",
+        )
+        .fetch_optional(&fleet.db.pool)
+        .await
+        .unwrap()
+    };
+    let mut seen = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while seen.len() < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "last pass stuck: {seen:?}"
+        );
+        if let Some(v) = last_pass().await {
+            seen.insert(v);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = fleet.metrics.encode();
+    assert!(
+        metrics.contains("outcome=\"sweep\""),
+        "the later ticks were sweeps, not full passes"
+    );
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}

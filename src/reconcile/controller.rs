@@ -188,8 +188,16 @@ impl Controller {
                 tokio::select! {
                     r = &mut pass => {
                         self.health.set_db_ok(!matches!(r, Err(super::pass::PassError::Db(_))));
-                        if let Ok(Tick::Full { report, .. }) = &r {
-                            crate::alerts::record_pass(&pool, term, report);
+                        match &r {
+                            Ok(Tick::Full { report, .. }) => {
+                                crate::alerts::record_pass(&pool, term, report)
+                            }
+                            // The leader-silent alert and the dashboard count sweeps as passes; no
+                            // rollout is halted (a halted one makes every tick a full pass).
+                            Ok(Tick::Queued { .. }) => {
+                                crate::alerts::record_pass(&pool, term, &Default::default())
+                            }
+                            Err(_) => {}
                         }
                         break matches!(r, Ok(Tick::Full { ref report, .. }) if report.fenced)
                     }

@@ -26,7 +26,7 @@
 
 use std::time::Duration;
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::execute::Ctx;
 use super::pass::{PassConfig, PassError, PassReport, run_pass};
@@ -67,16 +67,19 @@ impl Sweeper {
         if due {
             return self.full(ctx, cfg, metrics, "resync").await;
         }
-        let org = &ctx.spec.org_slug;
-        let changed = match ctx
-            .observed
-            .changes(&ctx.fly, org, &ctx.prefix, ctx.store.term())
-            .await?
-        {
-            Some(c) => c,
+        let started = Instant::now();
+        let found = match self.find(ctx, cfg).await {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(error = %e, "sweep failed; the next tick tries again");
+                metrics.record_pass("error", started.elapsed());
+                return Err(e);
+            }
+        };
+        let (entries, changed) = match found {
+            Some(f) => f,
             None => return self.full(ctx, cfg, metrics, "full list due").await,
         };
-        let entries = work_list(ctx, cfg, &changed).await?;
         if let Some(e) = entries.iter().find(|e| e.reason.is_fleet_level()) {
             return self.full(ctx, cfg, metrics, e.reason.as_str()).await;
         }
@@ -87,15 +90,32 @@ impl Sweeper {
             ctx.users.add(*u);
         }
         if users.is_empty() {
-            debug!(changed = changed.len(), "quiet sweep");
+            debug!(changed, "quiet sweep");
         } else {
-            info!(
-                users = users.len(),
-                changed = changed.len(),
-                "sweep queued users"
-            );
+            info!(users = users.len(), changed, "sweep queued users");
         }
+        // A tick that needed no full pass is still a completed pass for the gauges and alerts.
+        metrics.record_pass("sweep", started.elapsed());
         Ok(Tick::Queued { users: users.len() })
+    }
+
+    /// The delta and the work list; `None` when the cache needs a full list.
+    async fn find(
+        &self,
+        ctx: &Ctx,
+        cfg: &PassConfig,
+    ) -> Result<Option<(Vec<Entry>, usize)>, PassError> {
+        let org = &ctx.spec.org_slug;
+        let term = ctx.store.term();
+        let Some(changed) = ctx
+            .observed
+            .changes(&ctx.fly, org, &ctx.prefix, term)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let entries = work_list(ctx, cfg, &changed).await?;
+        Ok(Some((entries, changed.len())))
     }
 
     async fn full(
