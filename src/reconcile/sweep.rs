@@ -13,10 +13,10 @@
 //!    queue ([`super::queue`]) and is reconciled alone ([`super::targeted`]).
 //!
 //! # Guarantees
-//! - A quiet tick on a converged fleet: one Fly list call (the delta), one database statement,
-//!   nobody queued.
+//! - A quiet tick on a converged fleet: one Fly list call (the delta), one database read (the
+//!   controller adds the last-pass heartbeat write), nobody queued.
 //! - Nothing a full pass would do is lost: the work list is a superset of the users the planner
-//!   gives a per-user action (`tests/sweep.rs` checks the contract over varied states); whatever
+//!   gives a per-user action (`tests/sweep_contract.rs` checks it over varied states); whatever
 //!   it could still miss is found by the full pass within `RESYNC_INTERVAL`.
 //!
 //! # Caveats
@@ -35,6 +35,10 @@ use crate::db::worklist::{self, Entry, WorkListParams};
 use crate::metrics::Metrics;
 
 /// When the last full pass of this lease term ran; a new term starts with `Sweeper::default()`.
+///
+/// # Assumptions
+/// - Between full passes, the work list's reasons cover what the planner acts on (the contract
+///   test); a reason it lacks delays that work until the next full pass, never loses it.
 #[derive(Debug, Default)]
 pub struct Sweeper {
     last_full: Option<Instant>,
