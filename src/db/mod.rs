@@ -12,6 +12,7 @@ pub mod health;
 pub mod lease;
 pub mod orphans;
 pub mod rollout;
+pub mod worklist;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -139,6 +139,22 @@ pub async fn load_progress(pool: &PgPool) -> Result<Vec<AppProgress>, sqlx::Erro
     .await
 }
 
+/// One user's live row's progress (a targeted run), by the `user_fly_apps_live_idx` index.
+pub async fn load_user_progress(
+    pool: &PgPool,
+    user_id: Uuid,
+) -> Result<Vec<AppProgress>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id AS row_id, user_id, spec_digest, rollout_id, rollout_state, rollout_wave, \
+                rollout_state_at, rollout_machine_version, healthy_spec_digest, healthy_image \
+           FROM public.user_fly_apps \
+          WHERE user_id = $1 AND deleted_at IS NULL AND status <> 'deleted'",
+    )
+    .bind(user_id)
+    .fetch_all(pool)
+    .await
+}
+
 /// `vyx-fleet rollout resume`: clears the current rollout's halt and forgives the failures so far.
 /// Returns the rollout it resumed, or `None` when nothing was halted.
 pub async fn resume(pool: &PgPool, by: &str) -> Result<Option<RolloutRecord>, sqlx::Error> {

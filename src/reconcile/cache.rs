@@ -134,15 +134,10 @@ impl ObserveCache {
         let Some(cached) = guard.as_mut() else {
             unreachable!("checked above")
         };
-        let q = ListOrgMachines {
-            updated_after: cached.watermark.map(|w| {
-                let from = w - chrono::Duration::from_std(OVERLAP).unwrap_or_default();
-                from.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-            }),
-            include_deleted: Some(true),
-            ..Default::default()
-        };
-        let delta = match fly.list_org_machines_partial_with(org, &q).await {
+        let delta = match fly
+            .list_org_machines_partial_with(org, &delta_query(cached.watermark))
+            .await
+        {
             Ok(d) => d,
             Err(e) => {
                 *guard = None;
@@ -225,13 +220,62 @@ impl ObserveCache {
         }
         c
     }
+
+    /// RESYNC_INTERVAL: how long a full list stays the base of the deltas.
+    pub fn resync_interval(&self) -> Duration {
+        self.resync_interval
+    }
+
+    /// For the sweep: one delta on a valid cache, answering the managed apps whose machines
+    /// changed (appeared, changed, went). `None` when the cache cannot answer by a delta (a new
+    /// term, a resync due, a region Fly could not list): the caller runs a full pass, whose
+    /// observation is the full list. No [`Observation`] is built: that would cost the fleet.
+    pub async fn changes(
+        &self,
+        fly: &FlyClient,
+        org: &str,
+        prefix: &str,
+        term: i64,
+    ) -> Result<Option<Vec<String>>, FlyError> {
+        let mut guard = self.state.lock().await;
+        let Some(cached) = guard
+            .as_mut()
+            .filter(|c| c.term == term && Instant::now() < c.resync_at)
+        else {
+            return Ok(None);
+        };
+        let delta = match fly
+            .list_org_machines_partial_with(org, &delta_query(cached.watermark))
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                *guard = None;
+                return Err(e);
+            }
+        };
+        let mut changed = std::collections::BTreeSet::new();
+        for m in delta.machines {
+            let app = m.app_name.clone();
+            if cached.apply(prefix, m) {
+                changed.insert(app);
+            }
+        }
+        if !delta.error_regions.is_empty() {
+            *guard = None;
+            return Ok(None);
+        }
+        debug!(changed = changed.len(), "observed fly by delta (sweep)");
+        Ok(Some(changed.into_iter().collect()))
+    }
 }
 
 impl Cached {
-    /// Merge one listed machine (full list or delta).
-    fn apply(&mut self, prefix: &str, m: OrgMachine) {
+    /// Merge one listed machine (full list or delta). True if the cache changed: the overlap of
+    /// consecutive deltas lists the same copy again, which changes nothing.
+    fn apply(&mut self, prefix: &str, m: OrgMachine) -> bool {
         if !naming::is_managed(prefix, &m.app_name) || self.buried.contains(&m.id) {
-            return;
+            return false;
         }
         let stamp = parse_time(m.updated_at.as_deref());
         if let Some(t) = stamp {
@@ -243,16 +287,19 @@ impl Cached {
             && let (Some(old_t), Some(new_t)) = (parse_time(old.updated_at.as_deref()), stamp)
             && new_t < old_t
         {
-            return;
+            return false;
         }
         if m.state.is_gone() {
-            self.machines.remove(&m.id);
-            return;
+            return self.machines.remove(&m.id).is_some();
+        }
+        if self.machines.get(&m.id) == Some(&m) {
+            return false;
         }
         self.apps
             .entry(m.app_name.clone())
             .or_insert_with(|| bare_app(&m.app_name));
         self.machines.insert(m.id.clone(), m);
+        true
     }
 
     fn observation(&self, org: &str, prefix: &str) -> Observation {
@@ -262,6 +309,18 @@ impl Cached {
             self.apps.values().cloned().collect(),
             self.machines.values().cloned().collect(),
         )
+    }
+}
+
+/// The delta list from `watermark - OVERLAP`, destroyed machines included.
+fn delta_query(watermark: Option<DateTime<Utc>>) -> ListOrgMachines {
+    ListOrgMachines {
+        updated_after: watermark.map(|w| {
+            let from = w - chrono::Duration::from_std(OVERLAP).unwrap_or_default();
+            from.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        }),
+        include_deleted: Some(true),
+        ..Default::default()
     }
 }
 

@@ -4,9 +4,11 @@
 //! # Expected flow
 //! 1. Try to take the lease (`vyx_fleet.lease`, fencing term). Standby replicas retry every
 //!    `standby_poll`, so they take over within `ttl + standby_poll` of a leader's death.
-//! 2. As leader: a renewer refreshes the lease every `renew_every`; full passes run on the
-//!    interval tick, one at a time. A NOTIFY enqueues its user in the work queue at once, and the
-//!    runner reconciles that user alone ([`super::targeted`]) beside the pass, never deleting.
+//! 2. As leader: a renewer refreshes the lease every `renew_every`; each interval tick runs a
+//!    sweep ([`super::sweep`]): a full pass on the term's first tick, every `RESYNC_INTERVAL` and
+//!    whenever fleet-level work is due, else one statement that queues the users needing work.
+//!    A NOTIFY enqueues its user in the work queue at once, and the runner reconciles that user
+//!    alone ([`super::targeted`]) beside the pass, never deleting.
 //! 3. If no renewal *sent* within the last `act_margin` (shorter than the TTL) has succeeded, the
 //!    current pass is cancelled and the replica drops back to standby, `ttl - act_margin` before the
 //!    lease can expire under it (`leadership.rs`). Every write is fenced anyway, so a late write from
@@ -22,8 +24,9 @@ use tracing::{error, info, warn};
 
 use super::execute::Ctx;
 use super::leadership::{RenewConfig, keep_db_lease};
-use super::pass::{PassConfig, run_pass};
+use super::pass::PassConfig;
 use super::queue::{self, WorkQueue};
+use super::sweep::{Sweeper, Tick};
 use super::targeted::run_user;
 use crate::db::apps::Store;
 use crate::db::lease;
@@ -169,8 +172,10 @@ impl Controller {
 
         let mut tick = tokio::time::interval(self.loop_cfg.interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Per stint: the term's first tick is a full pass.
+        let mut sweeper = Sweeper::default();
         loop {
-            // Wait for a reason to run a full pass: the interval (the safety net behind NOTIFY).
+            // Wait for a reason to sweep: the interval (the safety net behind NOTIFY).
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = lost_rx.changed() => {}
@@ -180,7 +185,7 @@ impl Controller {
                 break;
             }
             self.health.heartbeat();
-            let pass = run_pass(&ctx, &self.pass, &self.metrics);
+            let pass = sweeper.tick(&ctx, &self.pass, &self.metrics);
             tokio::pin!(pass);
             let mut draining: Option<Instant> = None;
             // A long pass (a slow rollout) is progress, not a hang: keep /healthz fed.
@@ -190,10 +195,18 @@ impl Controller {
                 tokio::select! {
                     r = &mut pass => {
                         self.health.set_db_ok(!matches!(r, Err(super::pass::PassError::Db(_))));
-                        if let Ok(report) = &r {
-                            crate::alerts::record_pass(&pool, term, report);
+                        match &r {
+                            Ok(Tick::Full { report, .. }) => {
+                                crate::alerts::record_pass(&pool, term, report)
+                            }
+                            // The leader-silent alert and the dashboard count sweeps as passes; no
+                            // rollout is halted (a halted one makes every tick a full pass).
+                            Ok(Tick::Queued { .. }) => {
+                                crate::alerts::record_pass(&pool, term, &Default::default())
+                            }
+                            Err(_) => {}
                         }
-                        break matches!(r, Ok(ref rep) if rep.fenced)
+                        break matches!(r, Ok(Tick::Full { ref report, .. }) if report.fenced)
                     }
                     _ = alive.tick() => {
                         self.health.heartbeat();

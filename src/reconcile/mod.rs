@@ -21,4 +21,5 @@ pub mod queue;
 pub mod recorded;
 pub mod rollout;
 pub mod spec;
+pub mod sweep;
 pub mod targeted;

@@ -12,11 +12,31 @@ use crate::db::{apps, rollout as rollout_db};
 use crate::metrics::Metrics;
 
 /// The current rollout: the configured spec is the target. `start` (the leader's pass) records a
-/// new target in `vyx_fleet.rollout`; a dry run plans against an unstarted one (id 0).
+/// new target in `vyx_fleet.rollout`; a dry run plans against an unstarted one (id 0). Every live
+/// row's progress is read.
 pub(super) async fn load_rollout(
     ctx: &Ctx,
     cfg: &PassConfig,
     start: bool,
+) -> Result<RolloutInput, PassError> {
+    load(ctx, cfg, start, None).await
+}
+
+/// The current rollout with one user's progress only (a targeted run: indexed, O(1)). Never
+/// starts a rollout: that is the full pass's.
+pub(super) async fn load_rollout_for_user(
+    ctx: &Ctx,
+    cfg: &PassConfig,
+    user: uuid::Uuid,
+) -> Result<RolloutInput, PassError> {
+    load(ctx, cfg, false, Some(user)).await
+}
+
+async fn load(
+    ctx: &Ctx,
+    cfg: &PassConfig,
+    start: bool,
+    user: Option<uuid::Uuid>,
 ) -> Result<RolloutInput, PassError> {
     let pool = ctx.store.pool();
     let target = spec_digest(&ctx.spec);
@@ -34,7 +54,11 @@ pub(super) async fn load_rollout(
     };
     let mut recorded = std::collections::BTreeMap::new();
     if let Some(r) = &record {
-        for p in rollout_db::load_progress(pool).await? {
+        let progress = match user {
+            None => rollout_db::load_progress(pool).await?,
+            Some(u) => rollout_db::load_user_progress(pool, u).await?,
+        };
+        for p in progress {
             if p.rollout_id == Some(r.id) {
                 recorded.insert(p.row_id, p.state_in(r));
             }

@@ -85,9 +85,9 @@ pub async fn run_user(
         let settings = plan_settings(ctx, cfg, live);
         let no_orphans = Default::default();
         // The rollout decides which image a new user gets and keeps drifted apps in their waves
-        // (their steps are not this run's to take). Health state only feeds probes and repairs,
-        // which stay with the interval pass.
-        let rollout = super::pass_rollout::load_rollout(ctx, cfg, false).await?;
+        // (their steps are not this run's to take): the rollout record and this user's progress
+        // only. Health state only feeds probes and repairs, which stay with the interval pass.
+        let rollout = super::pass_rollout::load_rollout_for_user(ctx, cfg, user).await?;
         let no_health = Default::default();
         let planned = plan(&PlanInput {
             now,

@@ -1,0 +1,198 @@
+//! The interval tick (issue 9): a sweep whose steady cost follows changes, not fleet size. A full
+//! pass reads and plans the whole fleet; a quiet tick needs neither.
+//!
+//! # Expected flow
+//! 1. A full pass ([`run_pass`]) on the first tick of a lease term and then every
+//!    `RESYNC_INTERVAL`, in step with the observation cache's full Fly list: the safety net.
+//! 2. Every other tick: one delta list through the cache (the managed apps whose machines
+//!    changed), then ONE statement ([`worklist`]): the users that may need work, each with a
+//!    reason, judged in SQL against the policy and the current spec with the database's clock.
+//! 3. Fleet-level work on the list (a deletion due, rollout waves, a repair step, orphans or held
+//!    deletions) → a full pass now, unchanged: the blast-radius breaker sees every planned deletion
+//!    at once and the rollout its waves. Otherwise each listed user goes into the per-user work
+//!    queue ([`super::queue`]) and is reconciled alone ([`super::targeted`]).
+//!
+//! # Guarantees
+//! - A quiet tick on a converged fleet: one Fly list call (the delta), one database read (the
+//!   controller adds the last-pass heartbeat write), nobody queued.
+//! - Nothing a full pass would do is lost: the work list is a superset of the users the planner
+//!   gives a per-user action (`tests/sweep_contract.rs` checks it over varied states); whatever
+//!   it could still miss is found by the full pass within `RESYNC_INTERVAL`.
+//!
+//! # Caveats
+//! - Changes no machine shows and no row records (an app deleted by hand, a new orphan without
+//!   machines) wait for the resync, as they did for the cache.
+//! - Health probes are the full pass's (or the background prober's); a quiet tick probes nothing.
+
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::execute::Ctx;
+use super::pass::{PassConfig, PassError, PassReport, run_pass};
+use super::spec::{config_digest, secrets_digest, spec_digest};
+use crate::db::worklist::{self, Entry, WorkListParams};
+use crate::metrics::Metrics;
+
+/// When the last full pass of this lease term ran; a new term starts with `Sweeper::default()`.
+///
+/// # Assumptions
+/// - Between full passes, the work list's reasons cover what the planner acts on (the contract
+///   test); a reason it lacks delays that work until the next full pass, never loses it.
+#[derive(Debug, Default)]
+pub struct Sweeper {
+    last_full: Option<Instant>,
+}
+
+/// What one tick did.
+#[derive(Debug)]
+pub enum Tick {
+    /// A full pass ran (why, and its report).
+    Full {
+        why: &'static str,
+        report: Box<PassReport>,
+    },
+    /// The work list had per-user work only: these users were queued.
+    Queued { users: usize },
+}
+
+impl Sweeper {
+    /// One interval tick under the current lease term.
+    pub async fn tick(
+        &mut self,
+        ctx: &Ctx,
+        cfg: &PassConfig,
+        metrics: &Metrics,
+    ) -> Result<Tick, PassError> {
+        let resync = ctx.observed.resync_interval();
+        let due = self
+            .last_full
+            .is_none_or(|t| t.elapsed() >= resync.max(Duration::from_millis(1)));
+        if due {
+            return self.full(ctx, cfg, metrics, "resync").await;
+        }
+        let started = Instant::now();
+        let found = match self.find(ctx, cfg).await {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(error = %e, "sweep failed; the next tick tries again");
+                metrics.record_pass("error", started.elapsed());
+                return Err(e);
+            }
+        };
+        let (entries, changed) = match found {
+            Some(f) => f,
+            None => return self.full(ctx, cfg, metrics, "full list due").await,
+        };
+        if let Some(e) = entries.iter().find(|e| e.reason.is_fleet_level()) {
+            return self.full(ctx, cfg, metrics, e.reason.as_str()).await;
+        }
+        let mut users: Vec<_> = entries.iter().filter_map(|e| e.user).collect();
+        users.sort();
+        users.dedup();
+        for u in &users {
+            ctx.users.add(*u);
+        }
+        if users.is_empty() {
+            debug!(changed, "quiet sweep");
+        } else {
+            info!(users = users.len(), changed, "sweep queued users");
+        }
+        // A tick that needed no full pass is still a completed pass for the gauges and alerts.
+        metrics.record_pass("sweep", started.elapsed());
+        Ok(Tick::Queued { users: users.len() })
+    }
+
+    /// The delta and the work list; `None` when the cache needs a full list.
+    async fn find(
+        &self,
+        ctx: &Ctx,
+        cfg: &PassConfig,
+    ) -> Result<Option<(Vec<Entry>, usize)>, PassError> {
+        let org = &ctx.spec.org_slug;
+        let term = ctx.store.term();
+        let Some(changed) = ctx
+            .observed
+            .changes(&ctx.fly, org, &ctx.prefix, term)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let entries = work_list(ctx, cfg, &changed).await?;
+        Ok(Some((entries, changed.len())))
+    }
+
+    async fn full(
+        &mut self,
+        ctx: &Ctx,
+        cfg: &PassConfig,
+        metrics: &Metrics,
+        why: &'static str,
+    ) -> Result<Tick, PassError> {
+        debug!(why, "sweep runs a full pass");
+        let report = run_pass(ctx, cfg, metrics).await?;
+        // Only a pass that observed and planned counts as the safety net.
+        self.last_full = Some(Instant::now());
+        Ok(Tick::Full {
+            why,
+            report: Box::new(report),
+        })
+    }
+}
+
+/// The current target's digests, computed once per tick.
+struct Target {
+    spec: String,
+    config: String,
+    secrets: String,
+}
+
+impl Target {
+    fn of(ctx: &Ctx) -> Target {
+        Target {
+            spec: spec_digest(&ctx.spec),
+            config: config_digest(&ctx.spec),
+            secrets: secrets_digest(&ctx.spec.secrets),
+        }
+    }
+
+    fn params<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        cfg: &'a PassConfig,
+        changed_apps: &'a [String],
+    ) -> WorkListParams<'a> {
+        WorkListParams {
+            paid_tiers: &cfg.policy.tiers,
+            paid_statuses: &cfg.policy.statuses,
+            spec_digest: &self.spec,
+            config_digest: &self.config,
+            secrets_digest: &self.secrets,
+            image: &ctx.spec.image,
+            deprovision_grace: cfg.plan.deprovision_grace,
+            orphan_grace: cfg.plan.orphan_grace,
+            repair_after: cfg.plan.repair_after,
+            changed_apps,
+        }
+    }
+}
+
+/// The work list for the current settings and target.
+pub async fn work_list(
+    ctx: &Ctx,
+    cfg: &PassConfig,
+    changed_apps: &[String],
+) -> Result<Vec<Entry>, sqlx::Error> {
+    let t = Target::of(ctx);
+    worklist::load(ctx.store.pool(), &t.params(ctx, cfg, changed_apps)).await
+}
+
+/// The work list's `EXPLAIN (ANALYZE, BUFFERS)` for the current settings (docs/QUERIES.md).
+pub async fn explain_work_list(
+    ctx: &Ctx,
+    cfg: &PassConfig,
+    changed_apps: &[String],
+) -> Result<Vec<String>, sqlx::Error> {
+    let t = Target::of(ctx);
+    worklist::explain(ctx.store.pool(), &t.params(ctx, cfg, changed_apps)).await
+}

@@ -1,0 +1,367 @@
+//! The contract between the sweep's work list (SQL) and the planner (issue 9), and the query plans
+//! of docs/QUERIES.md.
+
+mod fleet_support;
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fleet_support::Fleet;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use support::UserFixture;
+use uuid::Uuid;
+use vyx_fleet::db::apps;
+use vyx_fleet::db::rollout as rollout_db;
+use vyx_fleet::reconcile::desired::desired;
+use vyx_fleet::reconcile::observed::{Observation, ObservedApp, ObservedMachine};
+use vyx_fleet::reconcile::pass::plan_settings;
+use vyx_fleet::reconcile::plan::{Action, Plan, PlanInput, plan};
+use vyx_fleet::reconcile::plan_rollout::RolloutInput;
+use vyx_fleet::reconcile::recorded::AppRow;
+use vyx_fleet::reconcile::spec::{config_digest, secrets_digest, spec_digest};
+use vyx_fleet::reconcile::sweep::work_list;
+/// One user's randomly chosen database state (subscription, override, row).
+async fn seed_user(fleet: &Fleet, rng: &mut StdRng, target: &Targets) {
+    let pick = |rng: &mut StdRng, n: usize| rng.random_range(0..n);
+    let sub = [
+        None,
+        Some(("free", "active")),
+        Some(("pro", "active")),
+        Some(("pro", "cancelled")),
+        Some(("elite", "past_due")),
+    ][pick(rng, 5)];
+    let mut fx = match sub {
+        None => UserFixture::without_subscription(),
+        Some((tier, status)) => UserFixture::paid(tier).with_status(status),
+    };
+    if let Some(o) = [None, None, Some("present"), Some("absent"), Some("paused")][pick(rng, 5)] {
+        fx = fx.with_override(o);
+    }
+    let user = fx.insert(&fleet.db.pool).await;
+    if rng.random_bool(0.2) {
+        return;
+    }
+    let status = [
+        "provisioning",
+        "active",
+        "active",
+        "active",
+        "error",
+        "deprovisioning",
+        "deleted",
+    ][pick(rng, 7)];
+    let ago = |rng: &mut StdRng| -> Option<i64> {
+        [None, None, None, Some(-3600), Some(-60), Some(3600)][pick(rng, 6)]
+    };
+    let or_other = |rng: &mut StdRng, v: &str| -> Option<String> {
+        [Some(v), Some(v), Some(v), Some(v), Some("other"), None][pick(rng, 6)].map(String::from)
+    };
+    let unhealthy = rng.random_bool(0.4);
+    sqlx::query(
+        "INSERT INTO public.user_fly_apps (user_id, fly_app_name, fly_org_slug, status, region, \
+           docker_image, health_status, machine_id, ips_ready, config_digest, secrets_digest, \
+           spec_digest, next_attempt_at, unwanted_since, deleted_at, unhealthy_since, repair_step, \
+           repair_step_at, last_probed_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+           now() + $13 * interval '1 second', now() + $14 * interval '1 second', \
+           CASE WHEN $4 = 'deleted' THEN now() END, \
+           CASE WHEN $7 = 'unhealthy' THEN now() + $15 * interval '1 second' END, \
+           $16, now() + $17 * interval '1 second', now())",
+    )
+    .bind(user)
+    .bind(vyx_fleet::reconcile::naming::candidate(
+        &fleet.ctx.prefix,
+        user,
+        0,
+    ))
+    .bind(fleet_support::ORG)
+    .bind(status)
+    .bind(&fleet.ctx.spec.region)
+    .bind(or_other(rng, &fleet.ctx.spec.image))
+    .bind(if unhealthy { "unhealthy" } else { "healthy" })
+    .bind(rng.random_bool(0.8).then(|| format!("m{}", user.simple())))
+    .bind(rng.random_bool(0.8))
+    .bind(or_other(rng, &target.config))
+    .bind(or_other(rng, &target.secrets))
+    .bind(or_other(rng, &target.spec))
+    .bind(ago(rng))
+    .bind(ago(rng))
+    .bind([-3600i64, -60][pick(rng, 2)])
+    .bind([None, Some("restart"), Some("replace")][pick(rng, 3)])
+    .bind(ago(rng))
+    .execute(&fleet.db.pool)
+    .await
+    .unwrap();
+}
+
+struct Targets {
+    spec: String,
+    config: String,
+    secrets: String,
+}
+
+/// What Fly shows when nothing changed since the last observation: every live row's recorded
+/// machine, running what the row says.
+fn observation_matching(rows: &[AppRow], fleet: &Fleet) -> Observation {
+    let mut obs = Observation::default();
+    for r in rows.iter().filter(|r| r.is_live()) {
+        let machines = r
+            .machine_id
+            .iter()
+            .map(|id| ObservedMachine {
+                id: id.clone(),
+                state: "started".into(),
+                region: r.region.clone().unwrap_or_default(),
+                image: r.docker_image.clone().unwrap_or_default(),
+                cpus: Some(fleet.ctx.spec.cpus),
+                memory_mb: Some(fleet.ctx.spec.memory_mb),
+                cpu_kind: Some("shared".into()),
+                user_id: Some(r.user_id),
+                op: None,
+            })
+            .collect();
+        obs.apps.insert(
+            r.fly_app_name.clone(),
+            ObservedApp {
+                name: r.fly_app_name.clone(),
+                machines,
+            },
+        );
+    }
+    obs
+}
+
+/// The planner over the whole database state (and an unchanged Fly).
+async fn full_plan(fleet: &Fleet) -> Plan {
+    let pool = &fleet.db.pool;
+    let facts = apps::load_desired_facts(pool).await.unwrap();
+    let (desired, _) = desired(&facts, &fleet.pass_cfg.policy);
+    let rows = apps::load_rows(pool).await.unwrap();
+    let health = vyx_fleet::db::health::load(pool).await.unwrap();
+    let now = vyx_fleet::db::now(pool).await.unwrap();
+    let record = rollout_db::load_current(pool).await.unwrap();
+    let mut recorded = BTreeMap::new();
+    if let Some(r) = &record {
+        for p in rollout_db::load_progress(pool).await.unwrap() {
+            if p.rollout_id == Some(r.id) {
+                recorded.insert(p.row_id, p.state_in(r));
+            }
+        }
+    }
+    let rollout = RolloutInput {
+        id: record.as_ref().map_or(0, |r| r.id),
+        rollout: record.as_ref().unwrap().to_rollout(),
+        target_image: fleet.ctx.spec.image.clone(),
+        settings: fleet.pass_cfg.waves,
+        recorded,
+    };
+    let live = rows.iter().filter(|r| r.is_live()).count();
+    let settings = plan_settings(&fleet.ctx, &fleet.pass_cfg, live);
+    let observed = observation_matching(&rows, fleet);
+    plan(&PlanInput {
+        now,
+        settings: &settings,
+        desired: &desired,
+        rows: &rows,
+        observed: &observed,
+        orphans_first_seen: &BTreeMap::new(),
+        recent_deletions: &BTreeSet::new(),
+        held_deletions: &BTreeMap::new(),
+        rollout: &rollout,
+        health: &health,
+    })
+}
+
+/// The contract that keeps the SQL filter and the planner from drifting apart: over varied
+/// database states, every user the planner gives a per-user action is on the work list, and every
+/// action only a full pass may take comes with fleet-level work on the list.
+#[tokio::test]
+async fn the_work_list_holds_every_user_the_planner_would_act_on() {
+    let mut fleet = Fleet::start().await;
+    fleet.reconfigure("DEPROVISION_GRACE", "10m");
+    fleet.reconfigure("REPAIR_AFTER", "5m");
+    let target = Targets {
+        spec: spec_digest(&fleet.ctx.spec),
+        config: config_digest(&fleet.ctx.spec),
+        secrets: secrets_digest(&fleet.ctx.spec.secrets),
+    };
+    let mut checked = BTreeMap::<&str, usize>::new();
+    for seed in 0..12u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        sqlx::query("TRUNCATE public.user_fly_apps, vyx_fleet.rollout, auth.users CASCADE")
+            .execute(&fleet.db.pool)
+            .await
+            .unwrap();
+        let r = fleet
+            .ctx
+            .store
+            .start_rollout(&target.spec, &fleet.ctx.spec.image)
+            .await
+            .unwrap();
+        if rng.random_bool(0.5) {
+            fleet
+                .ctx
+                .store
+                .save_rollout_progress(r.id, &Default::default(), true)
+                .await
+                .unwrap();
+        }
+        for _ in 0..40 {
+            seed_user(&fleet, &mut rng, &target).await;
+        }
+        let plan = full_plan(&fleet).await;
+        let list = work_list(&fleet.ctx, &fleet.pass_cfg, &[]).await.unwrap();
+        let listed: BTreeSet<Uuid> = list.iter().filter_map(|e| e.user).collect();
+        let fleet_level: BTreeSet<Option<Uuid>> = list
+            .iter()
+            .filter(|e| e.reason.is_fleet_level())
+            .map(|e| e.user)
+            .collect();
+        for a in &plan.actions {
+            let Some(user) = vyx_fleet::reconcile::targeted::action_user(a) else {
+                continue;
+            };
+            match a {
+                Action::Converge { .. }
+                | Action::MarkUnwanted { .. }
+                | Action::CancelDeprovision { .. } => {
+                    assert!(
+                        listed.contains(&user),
+                        "seed {seed}: {a:?} not listed: {list:?}"
+                    )
+                }
+                Action::Deprovision { .. } | Action::Repair { .. } => assert!(
+                    fleet_level.contains(&Some(user)),
+                    "seed {seed}: {a:?} without fleet-level work: {list:?}"
+                ),
+                Action::Rollout { .. } => assert!(
+                    fleet_level.contains(&Some(user)) || fleet_level.contains(&None),
+                    "seed {seed}: {a:?} without fleet-level work: {list:?}"
+                ),
+                _ => continue,
+            }
+            *checked.entry(a.kind()).or_default() += 1;
+        }
+    }
+    // The states must reach every kind of per-user action, or the test proves little.
+    for kind in [
+        "converge",
+        "schedule_deprovision",
+        "cancel_deprovision",
+        "deprovision",
+        "repair_restart",
+    ] {
+        assert!(
+            checked.get(kind).is_some_and(|n| *n > 0),
+            "no {kind} in {checked:?}"
+        );
+    }
+    assert!(
+        checked
+            .keys()
+            .any(|k| k.starts_with("rollout") || k.contains("update") || k.contains("move")),
+        "no rollout step in {checked:?}"
+    );
+}
+
+/// The query plans in docs/QUERIES.md: `cargo test --test sweep_contract -- --ignored --nocapture
+/// query_plans`. A converged fleet of 10,000 and then 100,000 paid users, one user changed.
+#[tokio::test]
+#[ignore = "seeds 110,000 users; prints the plans for docs/QUERIES.md"]
+async fn query_plans_of_the_sweep_and_the_targeted_run() {
+    let fleet = Fleet::start().await;
+    let pool = &fleet.db.pool;
+    let target = spec_digest(&fleet.ctx.spec);
+    let r = fleet
+        .ctx
+        .store
+        .start_rollout(&target, &fleet.ctx.spec.image)
+        .await
+        .unwrap();
+    fleet
+        .ctx
+        .store
+        .save_rollout_progress(r.id, &Default::default(), true)
+        .await
+        .unwrap();
+    let mut seeded = 0;
+    for n in [10_000i64, 100_000] {
+        sqlx::query(
+            "WITH u AS (INSERT INTO auth.users (id, email) \
+                          SELECT gen_random_uuid(), 'u' || g || '@example.test' \
+                            FROM generate_series($1::bigint + 1, $2::bigint) g RETURNING id), \
+                  s AS (INSERT INTO public.user_subscriptions (user_id, tier, status) \
+                          SELECT id, 'pro', 'active' FROM u) \
+             INSERT INTO public.user_fly_apps (user_id, fly_app_name, fly_org_slug, status, region, \
+                    docker_image, health_status, machine_id, ips_ready, config_digest, \
+                    secrets_digest, spec_digest, last_probed_at) \
+             SELECT id, 'vyx-user-' || replace(id::text, '-', ''), $3, 'active', $4, $5, 'healthy', \
+                    'm' || replace(id::text, '-', ''), true, $6, $7, $8, now() FROM u",
+        )
+        .bind(seeded)
+        .bind(n)
+        .bind(fleet_support::ORG)
+        .bind(&fleet.ctx.spec.region)
+        .bind(&fleet.ctx.spec.image)
+        .bind(config_digest(&fleet.ctx.spec))
+        .bind(secrets_digest(&fleet.ctx.spec.secrets))
+        .bind(&target)
+        .execute(pool)
+        .await
+        .unwrap();
+        seeded = n;
+        sqlx::query("ANALYZE").execute(pool).await.unwrap();
+        // One changed user: a downgrade whose NOTIFY was lost.
+        let one: Uuid = sqlx::query_scalar(
+            "UPDATE public.user_subscriptions SET tier = 'free' \
+              WHERE user_id = (SELECT user_id FROM public.user_subscriptions LIMIT 1) RETURNING user_id",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        let list = work_list(&fleet.ctx, &fleet.pass_cfg, &[]).await.unwrap();
+        assert_eq!(list.len(), 1, "{list:?}");
+        println!("\n=== work list, {n} apps ===");
+        for l in vyx_fleet::reconcile::sweep::explain_work_list(&fleet.ctx, &fleet.pass_cfg, &[])
+            .await
+            .unwrap()
+        {
+            println!("{l}");
+        }
+        for (what, sql) in [
+            (
+                "facts for user",
+                "EXPLAIN (ANALYZE, BUFFERS) SELECT u.id, s.tier, s.status, o.desired FROM auth.users u \
+                 LEFT JOIN public.user_subscriptions s ON s.user_id = u.id \
+                 LEFT JOIN vyx_fleet.user_fly_app_overrides o ON o.user_id = u.id \
+                 WHERE u.id = $1 AND (s.user_id IS NOT NULL OR o.user_id IS NOT NULL)",
+            ),
+            (
+                "row for user",
+                "EXPLAIN (ANALYZE, BUFFERS) SELECT a.*, EXISTS (SELECT 1 FROM auth.users u \
+                 WHERE u.id = a.user_id) AS user_exists FROM public.user_fly_apps a WHERE a.user_id = $1",
+            ),
+            (
+                "rollout progress for user",
+                "EXPLAIN (ANALYZE, BUFFERS) SELECT id, spec_digest, rollout_id, rollout_state \
+                 FROM public.user_fly_apps \
+                 WHERE user_id = $1 AND deleted_at IS NULL AND status <> 'deleted'",
+            ),
+        ] {
+            println!("\n=== {what}, {n} apps ===");
+            let lines: Vec<String> = sqlx::query_scalar(sql)
+                .bind(one)
+                .fetch_all(pool)
+                .await
+                .unwrap();
+            for l in lines {
+                println!("{l}");
+            }
+        }
+        sqlx::query("UPDATE public.user_subscriptions SET tier = 'pro' WHERE user_id = $1")
+            .bind(one)
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+}
