@@ -101,8 +101,6 @@ pub fn pass_config(s: &Settings) -> PassConfig {
             deprovision_grace: chrono(s.deprovision_grace),
             orphan_grace: chrono(s.orphan_grace),
             probe_interval: chrono(s.operations.health_probe_interval),
-            // Enough per pass to probe every app once per probe interval (see `probe_budget`).
-            probe_budget: s.max_concurrency,
             reconcile_interval: chrono(s.reconcile_interval),
             repair_after: chrono(s.operations.repair_after),
             repair_max_per_pass: s.operations.repair_max_per_pass,

@@ -155,8 +155,7 @@ async fn full_plan(fleet: &Fleet) -> Plan {
         settings: fleet.pass_cfg.waves,
         recorded,
     };
-    let live = rows.iter().filter(|r| r.is_live()).count();
-    let settings = plan_settings(&fleet.ctx, &fleet.pass_cfg, live);
+    let settings = plan_settings(&fleet.ctx, &fleet.pass_cfg);
     let observed = observation_matching(&rows, fleet);
     plan(&PlanInput {
         now,

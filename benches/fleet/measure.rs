@@ -10,8 +10,9 @@ use vyx_fleet::db::apps::Store;
 use vyx_fleet::db::{self, lease};
 use vyx_fleet::metrics::Metrics;
 use vyx_fleet::reconcile::cache::ObserveCache;
-use vyx_fleet::reconcile::pass::run_pass;
 use vyx_fleet::reconcile::plan::Action;
+use vyx_fleet::reconcile::queue::WorkQueue;
+use vyx_fleet::reconcile::sweep::{Sweeper, Tick};
 use vyx_fleet::sim::{CallRecord, Timings};
 use vyx_fleet::wiring;
 
@@ -128,8 +129,10 @@ pub async fn converged_fleet(b: &Bench, apps: usize, spare: usize) -> Result<Fle
     Ok(f)
 }
 
-/// Quiet passes on a converged fleet: the second of two measured passes after a warm-up (each on a
-/// fresh pool, closed before reading the statistics so the backends flush theirs).
+/// Interval ticks on a converged fleet, as the leader runs them ([`Sweeper::tick`]): the first of a
+/// term is a full pass (reported as `full_pass`), the next ones are quiet sweeps (one delta list,
+/// one work-list statement); the last of two quiet ticks is the entry. Each tick on a fresh pool,
+/// closed before reading the statistics so the backends flush theirs.
 pub async fn steady(b: &Bench, f: &mut Fleet, apps: usize) -> Result<Value, String> {
     let holder = wiring::holder_id();
     let term = lease::try_acquire(&f.admin, &holder, Duration::from_secs(3600))
@@ -138,14 +141,17 @@ pub async fn steady(b: &Bench, f: &mut Fleet, apps: usize) -> Result<Value, Stri
         .ok_or("lease taken")?;
     let metrics = Metrics::new();
     let mut base = f.ctx.clone();
-    // Passes 1 and 2 must be quiet ones (one changed-machine list), not a resync that falls due.
+    // Ticks 2 and 3 must be quiet ones (one changed-machine list), not a resync that falls due.
     base.observed = Arc::new(ObserveCache::new(Duration::from_secs(365 * 86_400)));
+    base.users = WorkQueue::new();
     let mut entry = Value::Null;
+    let mut full_pass = Value::Null;
     if b.settle_watermark {
         f.settle_watermark(user_id(0)).await?;
     }
+    let mut sweeper = Sweeper::default();
     stats::reset_peak_rss();
-    for pass_no in 0..3 {
+    for tick_no in 0..3 {
         let pool = db::connect(&f.url, 10).await.map_err(|e| e.to_string())?;
         let mut ctx = base.clone();
         ctx.store = Store::new(pool.clone(), term);
@@ -153,7 +159,8 @@ pub async fn steady(b: &Bench, f: &mut Fleet, apps: usize) -> Result<Value, Stri
         f.sim.clear_calls().await;
         let cpu0 = stats::cpu_ms();
         let t0 = Instant::now();
-        let report = run_pass(&ctx, &f.pass_cfg, &metrics)
+        let tick = sweeper
+            .tick(&ctx, &f.pass_cfg, &metrics)
             .await
             .map_err(|e| e.to_string())?;
         let wall = t0.elapsed();
@@ -162,26 +169,32 @@ pub async fn steady(b: &Bench, f: &mut Fleet, apps: usize) -> Result<Value, Stri
         tokio::time::sleep(Duration::from_millis(500)).await;
         let after = stats::db_counters(&f.admin, b.counter).await;
         let calls = f.sim.calls().await;
-        let work = report
-            .plan
-            .actions
-            .iter()
-            .filter(|a| !matches!(a, Action::Probe { .. } | Action::SyncOrphans { .. }))
-            .count();
+        let (kind, work) = match &tick {
+            Tick::Full { report, .. } => (
+                "full_pass",
+                report
+                    .plan
+                    .actions
+                    .iter()
+                    .filter(|a| !matches!(a, Action::SyncOrphans { .. }))
+                    .count(),
+            ),
+            Tick::Queued { users } => ("sweep", *users),
+        };
         if work > 0 {
-            eprintln!("steady {apps}: pass {pass_no} was not quiet ({work} actions)");
+            eprintln!(
+                "steady {apps}: tick {tick_no} ({kind}) was not quiet ({work} users/actions)"
+            );
         }
-        let probes = report.plan.actions.len() - work;
         let wall_fly_ms = wall.as_secs_f64() * 1000.0 * b.scale;
-        let (fly, health) = split_health(&calls);
-        entry = json!({
+        let (fly, _) = split_health(&calls);
+        let figures = json!({
             "apps": apps,
             "scale": b.scale,
+            "tick": kind,
             "fly_calls": fly.len(),
             "fly_calls_by_class": by_class(&fly),
-            "health_http": health,
-            "probes": probes,
-            "non_probe_actions": work,
+            "work": work,
             "db_queries": after.queries - before.queries,
             "rows_read": after.rows_read - before.rows_read,
             "cpu_ms": round(cpu),
@@ -190,7 +203,13 @@ pub async fn steady(b: &Bench, f: &mut Fleet, apps: usize) -> Result<Value, Stri
             "rss_mb": round(stats::peak_rss_mb()),
             "throttled": throttled(&calls),
         });
+        if tick_no == 0 {
+            full_pass = figures;
+        } else {
+            entry = figures;
+        }
     }
+    entry["full_pass"] = full_pass;
     let _ = lease::release(&f.admin, &holder, term).await;
     let window = steady_window(f).await;
     for (k, v) in window {

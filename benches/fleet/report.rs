@@ -57,20 +57,22 @@ pub fn table(doc: &Value) -> String {
             f(m, "throttled")
         );
     }
-    s += "\nsteady (one quiet pass; req/s over a resync cycle)\n     apps fly_calls probes db_queries rows_read  cpu_ms   wall_ms  rss_mb fly_rps health_rps\n";
+    s += "\nsteady (one quiet tick = sweep; req/s over a resync cycle; full = the term's first full pass)\n     apps fly_calls db_queries rows_read  cpu_ms   wall_ms  rss_mb fly_rps health_rps | full: calls queries cpu_ms\n";
     for m in doc["steady"].as_array().into_iter().flatten() {
         s += &format!(
-            "{:>9} {:>9} {:>6} {:>10} {:>9} {:>7} {:>9} {:>7} {:>7} {:>10}\n",
+            "{:>9} {:>9} {:>10} {:>9} {:>7} {:>9} {:>7} {:>7} {:>10} | {:>11} {:>7} {:>6}\n",
             f(m, "apps"),
             f(m, "fly_calls"),
-            f(m, "probes"),
             f(m, "db_queries"),
             f(m, "rows_read"),
             f(m, "cpu_ms"),
             f(m, "wall_ms"),
             f(m, "rss_mb"),
             f(m, "fly_rps"),
-            f(m, "health_http_rps")
+            f(m, "health_http_rps"),
+            f(&m["full_pass"], "fly_calls"),
+            f(&m["full_pass"], "db_queries"),
+            f(&m["full_pass"], "cpu_ms")
         );
     }
     s += "\nreaction (commit -> first Fly call, ms)\n     apps  during     flips  notify p50/p99        polling p50/p99\n";

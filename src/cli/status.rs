@@ -231,7 +231,6 @@ pub fn render_plan(plan: &Plan, org: &str) -> String {
             Action::Deprovision { user_id, app, .. } => {
                 format!("deprovision  user={user_id} app={app}")
             }
-            Action::Probe { user_id, .. } => format!("probe        user={user_id}"),
             Action::Rollout {
                 user_id,
                 wave,

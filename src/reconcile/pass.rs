@@ -30,22 +30,12 @@ pub struct PassConfig {
 pub struct PlanSettingsTemplate {
     pub deprovision_grace: chrono::Duration,
     pub orphan_grace: chrono::Duration,
+    /// HEALTH_PROBE_INTERVAL, for the prober (`prober.rs`).
     pub probe_interval: chrono::Duration,
-    /// Minimum probes per pass.
-    pub probe_budget: usize,
     pub reconcile_interval: chrono::Duration,
     /// REPAIR_AFTER and REPAIR_MAX_PER_PASS.
     pub repair_after: chrono::Duration,
     pub repair_max_per_pass: usize,
-}
-
-/// Probes per pass so that `live` apps are each probed about once per `probe_interval`, spread over
-/// the passes in between instead of all at once.
-pub fn probe_budget(t: &PlanSettingsTemplate, live: usize) -> usize {
-    let passes = (t.probe_interval.num_milliseconds()
-        / t.reconcile_interval.num_milliseconds().max(1))
-    .max(1);
-    std::cmp::max(t.probe_budget, live.div_ceil(passes as usize))
 }
 
 #[derive(Debug, Default, Clone)]
@@ -74,7 +64,7 @@ pub enum PassError {
     Observe(#[from] crate::fly::FlyError),
 }
 
-pub fn plan_settings(ctx: &Ctx, cfg: &PassConfig, live: usize) -> PlanSettings {
+pub fn plan_settings(ctx: &Ctx, cfg: &PassConfig) -> PlanSettings {
     PlanSettings {
         prefix: ctx.prefix.clone(),
         org_slug: ctx.spec.org_slug.clone(),
@@ -86,8 +76,6 @@ pub fn plan_settings(ctx: &Ctx, cfg: &PassConfig, live: usize) -> PlanSettings {
         secrets_digest: secrets_digest(&ctx.spec.secrets),
         deprovision_grace: cfg.plan.deprovision_grace,
         orphan_grace: cfg.plan.orphan_grace,
-        probe_interval: cfg.plan.probe_interval,
-        probe_budget: probe_budget(&cfg.plan, live),
         repair_after: cfg.plan.repair_after,
         repair_max_per_pass: cfg.plan.repair_max_per_pass,
     }
@@ -126,8 +114,7 @@ async fn plan_with_census(
     for (user_id, value) in bad_overrides {
         warn!(%user_id, value = %value, "override with an unknown value; user frozen as if paused");
     }
-    let live = rows.iter().filter(|r| r.is_live()).count();
-    let settings = plan_settings(ctx, cfg, live);
+    let settings = plan_settings(ctx, cfg);
     let mut by_status: std::collections::BTreeMap<String, i64> = Default::default();
     for r in &rows {
         *by_status.entry(r.status.clone()).or_default() += 1;
@@ -316,7 +303,6 @@ async fn execute_plan(ctx: &Ctx, cfg: &PassConfig, metrics: &Metrics, plan: Plan
         Action::Deprovision { .. } | Action::DeleteOrphan { .. } => 1,
         Action::Converge { .. } | Action::Rollout { .. } => 2,
         Action::Repair { .. } => 2,
-        Action::Probe { .. } => 3,
     });
     for action in actions {
         let permit = match sem.clone().acquire_owned().await {
@@ -364,26 +350,4 @@ async fn execute_plan(ctx: &Ctx, cfg: &PassConfig, metrics: &Metrics, plan: Plan
         }
     }
     report
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn probes_cover_the_fleet_once_per_probe_interval() {
-        let t = PlanSettingsTemplate {
-            deprovision_grace: chrono::Duration::minutes(10),
-            orphan_grace: chrono::Duration::hours(1),
-            probe_interval: chrono::Duration::minutes(5),
-            probe_budget: 8,
-            reconcile_interval: chrono::Duration::seconds(30),
-            repair_after: chrono::Duration::minutes(5),
-            repair_max_per_pass: 5,
-        };
-        assert_eq!(probe_budget(&t, 10), 8, "small fleets use the floor");
-        // 10 passes per probe interval: 300 apps need 30 probes a pass.
-        assert_eq!(probe_budget(&t, 300), 30);
-        assert_eq!(probe_budget(&t, 301), 31);
-    }
 }

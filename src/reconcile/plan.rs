@@ -29,10 +29,6 @@ pub struct PlanSettings {
     pub secrets_digest: String,
     pub deprovision_grace: Duration,
     pub orphan_grace: Duration,
-    /// Unused by the planner since the prober (`prober.rs`) probes beside the passes.
-    pub probe_interval: Duration,
-    /// Unused, as `probe_interval`.
-    pub probe_budget: usize,
     /// Unhealthy this long → restart; as long again → replace (`plan_health`).
     pub repair_after: Duration,
     pub repair_max_per_pass: usize,
@@ -109,8 +105,6 @@ pub enum Action {
         row_id: Uuid,
         app: String,
     },
-    /// Read one app's health and record a transition. Not planned any more: the prober probes.
-    Probe { user_id: Uuid, row_id: Uuid },
     /// A step of the repair ladder for an app unhealthy for `REPAIR_AFTER` (`plan_health`).
     Repair {
         user_id: Uuid,
@@ -131,7 +125,6 @@ impl Action {
             Self::MarkUnwanted { .. } => "schedule_deprovision",
             Self::CancelDeprovision { .. } => "cancel_deprovision",
             Self::Deprovision { .. } => "deprovision",
-            Self::Probe { .. } => "probe",
             Self::Repair { step, .. } => match step {
                 RepairStep::Restart => "repair_restart",
                 RepairStep::Replace => "repair_replace",
@@ -543,7 +536,6 @@ fn hold_back_unlisted_regions(
     let before = out.actions.len();
     out.actions.retain(|a| match a {
         Action::Converge { user_id, .. }
-        | Action::Probe { user_id, .. }
         | Action::Repair { user_id, .. }
         | Action::Rollout { user_id, .. } => !affected(user_id),
         _ => true,

@@ -20,8 +20,6 @@ fn settings() -> PlanSettings {
         secrets_digest: "sec".into(),
         deprovision_grace: Duration::minutes(10),
         orphan_grace: Duration::hours(1),
-        probe_interval: Duration::minutes(5),
-        probe_budget: 2,
         repair_after: Duration::minutes(5),
         repair_max_per_pass: 5,
     }
@@ -792,8 +790,7 @@ fn action_user(a: &Action) -> Option<Uuid> {
         | Action::CancelDeprovision { user_id, .. }
         | Action::Deprovision { user_id, .. }
         | Action::Rollout { user_id, .. }
-        | Action::Repair { user_id, .. }
-        | Action::Probe { user_id, .. } => Some(*user_id),
+        | Action::Repair { user_id, .. } => Some(*user_id),
         Action::SyncOrphans { .. } | Action::DeleteOrphan { .. } => None,
     }
 }

@@ -33,7 +33,6 @@ pub fn action_user(action: &Action) -> Option<Uuid> {
         | Action::MarkUnwanted { user_id, .. }
         | Action::CancelDeprovision { user_id, .. }
         | Action::Deprovision { user_id, .. }
-        | Action::Probe { user_id, .. }
         | Action::Rollout { user_id, .. }
         | Action::Repair { user_id, .. } => Some(*user_id),
         Action::SyncOrphans { .. } | Action::DeleteOrphan { .. } => None,
@@ -49,7 +48,6 @@ fn allowed(action: &Action, user: Uuid) -> bool {
         // Rollout steps and repairs need the whole fleet's picture (waves, the per-pass repair
         // bound): they stay with the interval pass.
         Action::Deprovision { .. }
-        | Action::Probe { .. }
         | Action::Rollout { .. }
         | Action::Repair { .. }
         | Action::SyncOrphans { .. }
@@ -81,8 +79,7 @@ pub async fn run_user(
             .snapshot_or_observe(&ctx.fly, &ctx.spec.org_slug, &ctx.prefix, ctx.store.term())
             .await?;
         let (desired, _) = desired(&facts, &cfg.policy);
-        let live = rows.iter().filter(|r| r.is_live()).count();
-        let settings = plan_settings(ctx, cfg, live);
+        let settings = plan_settings(ctx, cfg);
         let no_orphans = Default::default();
         // The rollout decides which image a new user gets and keeps drifted apps in their waves
         // (their steps are not this run's to take): the rollout record and this user's progress

@@ -224,7 +224,7 @@ impl Fleet {
             let work = plan
                 .actions
                 .iter()
-                .any(|a| !matches!(a, Action::Probe { .. } | Action::SyncOrphans { .. }));
+                .any(|a| !matches!(a, Action::SyncOrphans { .. }));
             if !work && backoff.is_none() {
                 return n;
             }

@@ -180,8 +180,7 @@ pub async fn run(ctx: &Ctx, action: &Action) -> Outcome {
         | Action::CancelDeprovision { user_id, row_id }
         | Action::Deprovision {
             user_id, row_id, ..
-        }
-        | Action::Probe { user_id, row_id } => (Some(*user_id), Some(*row_id)),
+        } => (Some(*user_id), Some(*row_id)),
         Action::SyncOrphans { .. } | Action::DeleteOrphan { .. } => (None, None),
     };
     let user = user.map(|u| u.to_string()).unwrap_or_default();
@@ -247,7 +246,6 @@ async fn dispatch(ctx: &Ctx, action: &Action) -> Result<(), ExecError> {
             Ok(ctx.store.cancel_unwanted(*row_id, &[ev]).await?)
         }
         Action::Deprovision { row_id, .. } => deprovision::deprovision(ctx, *row_id).await,
-        Action::Probe { row_id, .. } => probe::probe(ctx, *row_id).await,
         Action::Repair { row_id, step, .. } => repair::repair(ctx, *row_id, *step).await,
         Action::Rollout {
             row_id,
@@ -320,12 +318,11 @@ async fn record_failure(
                 .mark_unhealthy(row_id, e.kind(), &message, delay, &[ev])
                 .await
         }
-        // Probes and DB-only bookkeeping retry next pass on their own; their failure says nothing
-        // about the app, so the row is not marked failed. Nor does a repair step's: the next
-        // probe judges the app, and the ladder's own clock paces the next step.
+        // DB-only bookkeeping retries next pass on its own; its failure says nothing about the
+        // app, so the row is not marked failed. Nor does a repair step's: the next probe judges
+        // the app, and the ladder's own clock paces the next step.
         (
-            Action::Probe { .. }
-            | Action::Repair { .. }
+            Action::Repair { .. }
             | Action::MarkUnwanted { .. }
             | Action::CancelDeprovision { .. }
             | Action::SyncOrphans { .. },

@@ -27,7 +27,7 @@ use tracing::warn;
 use uuid::Uuid;
 
 use super::converge::reload;
-use super::health::{HealthSource, endpoint};
+use super::health::HealthSource;
 use super::machine_config::{desired_config, matches};
 use super::{Ctx, ExecError};
 use crate::db::health::Verdict;
@@ -98,22 +98,4 @@ pub async fn config_drift(ctx: &Ctx, row_id: Uuid) -> Result<bool, ExecError> {
         ctx.store.forget_applied(row.id, true, false).await?;
     }
     Ok(drift)
-}
-
-/// `Action::Probe` (no longer planned: the prober probes): one app, recorded at once.
-pub(super) async fn probe(ctx: &Ctx, row_id: Uuid) -> Result<(), ExecError> {
-    let row = reload(ctx, row_id).await?;
-    tracing::Span::current().record("app", row.fly_app_name.as_str());
-    let client = super::health::endpoint_client();
-    let reading = endpoint(&client, &ctx.health_url_template, &row.fly_app_name).await;
-    let verdict = if reading.healthy {
-        Some(healthy(row.id))
-    } else {
-        confirm(ctx, row.id, &row.fly_app_name, &reading.detail).await?
-    };
-    if let Some(v) = verdict {
-        ctx.store.record_verdicts(&[v]).await?;
-    }
-    config_drift(ctx, row.id).await?;
-    Ok(())
 }
