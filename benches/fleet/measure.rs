@@ -169,8 +169,8 @@ pub async fn steady(b: &Bench, f: &mut Fleet, apps: usize) -> Result<Value, Stri
         tokio::time::sleep(Duration::from_millis(500)).await;
         let after = stats::db_counters(&f.admin, b.counter).await;
         let calls = f.sim.calls().await;
-        let (kind, work) = match &tick {
-            Tick::Full { report, .. } => (
+        let (kind, work, why) = match &tick {
+            Tick::Full { report, why } => (
                 "full_pass",
                 report
                     .plan
@@ -178,8 +178,9 @@ pub async fn steady(b: &Bench, f: &mut Fleet, apps: usize) -> Result<Value, Stri
                     .iter()
                     .filter(|a| !matches!(a, Action::SyncOrphans { .. }))
                     .count(),
+                *why,
             ),
-            Tick::Queued { users } => ("sweep", *users),
+            Tick::Queued { users } => ("sweep", *users, "quiet"),
         };
         if work > 0 {
             eprintln!(
@@ -192,6 +193,7 @@ pub async fn steady(b: &Bench, f: &mut Fleet, apps: usize) -> Result<Value, Stri
             "apps": apps,
             "scale": b.scale,
             "tick": kind,
+            "why": why,
             "fly_calls": fly.len(),
             "fly_calls_by_class": by_class(&fly),
             "work": work,

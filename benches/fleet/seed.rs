@@ -13,7 +13,9 @@ use vyx_fleet::fly::{
     CreateAppRequest, CreateMachineRequest, FlyClient, IpType, MachineConfig, MachineState,
 };
 use vyx_fleet::reconcile::execute::machine_config::desired_config;
-use vyx_fleet::reconcile::spec::{config_digest, monthly_cost_estimate_usd, secrets_digest};
+use vyx_fleet::reconcile::spec::{
+    config_digest, monthly_cost_estimate_usd, secrets_digest, spec_digest,
+};
 use vyx_fleet::sim::{RateLimitConfig, Timings};
 use vyx_fleet::wiring;
 
@@ -66,9 +68,11 @@ impl Fleet {
                 "INSERT INTO public.user_fly_apps (user_id, fly_app_name, fly_org_slug, status, region, \
                    docker_image, deployed_at, last_health_check, health_status, retry_count, \
                    monthly_cost_estimate_usd, cpu_count, memory_mb, fly_app_id, machine_id, \
-                   machine_op_id, secrets_version, secrets_digest, ips_ready, config_digest) \
+                   machine_op_id, secrets_version, secrets_digest, ips_ready, config_digest, \
+                   spec_digest, healthy_spec_digest, healthy_image) \
                  SELECT u, n, $7, 'active', $8, $9, now(), now() - random() * make_interval(secs => $10), \
-                   'healthy', 0, $11::float8::numeric, $12, $13, aid, mid, op, sv, $14, true, $15 \
+                   'healthy', 0, $11::float8::numeric, $12, $13, aid, mid, op, sv, $14, true, $15, \
+                   $16, $16, $9 \
                  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[]) \
                    AS t(u, n, aid, mid, op, sv)",
             )
@@ -87,6 +91,7 @@ impl Fleet {
             .bind(spec.memory_mb as i32)
             .bind(secrets_digest(&spec.secrets))
             .bind(config_digest(&spec))
+            .bind(spec_digest(&spec))
             .execute(&self.admin)
             .await
             .map_err(|e| e.to_string())?;
