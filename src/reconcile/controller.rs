@@ -174,10 +174,14 @@ impl Controller {
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // Per stint: the term's first tick is a full pass.
         let mut sweeper = Sweeper::default();
+        // A rollout's soak end or a wave just started (`Tick::wake_hint`): sweep then, not a
+        // whole interval later.
+        let mut early: Option<Instant> = None;
         loop {
             // Wait for a reason to sweep: the interval (the safety net behind NOTIFY).
             tokio::select! {
                 _ = tick.tick() => {}
+                _ = sleep_until_opt(early), if early.is_some() => {}
                 _ = lost_rx.changed() => {}
                 _ = shutdown.changed() => {}
             }
@@ -195,6 +199,12 @@ impl Controller {
                 tokio::select! {
                     r = &mut pass => {
                         self.health.set_db_ok(!matches!(r, Err(super::pass::PassError::Db(_))));
+                        early = r
+                            .as_ref()
+                            .ok()
+                            .and_then(|t| t.wake_hint(self.pass.waves.soak.to_std().unwrap_or_default()))
+                            .filter(|d| *d < self.loop_cfg.interval)
+                            .map(|d| Instant::now() + d);
                         match &r {
                             Ok(Tick::Full { report, .. }) => {
                                 crate::alerts::record_pass(&pool, term, report)

@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 
 use super::execute::Ctx;
 use super::pass::{PassConfig, PassError, PassReport, run_pass};
+use super::rollout::Step;
 use super::spec::{config_digest, secrets_digest, spec_digest};
 use crate::db::worklist::{self, Entry, WorkListParams};
 use crate::metrics::Metrics;
@@ -55,6 +56,33 @@ pub enum Tick {
     /// The work list had per-user work only: these users were queued.
     Queued { users: usize },
 }
+
+impl Tick {
+    /// How soon the next tick should come if earlier than the interval: a rollout's pace is its
+    /// waves (update, boot, soak), and a wave that waits a whole interval for the pass that starts
+    /// the next one (or notices its soak end) loses up to an interval per wave. A wave just started
+    /// (its verdicts taken in this pass) → tick when its `soak` ends; soaking → at the soak's end.
+    /// Never sooner than [`MIN_WAKE`], so a step that cannot progress (apps in backoff) does not
+    /// spin full passes. A hint: the pass judges every soak by the database clock itself.
+    pub fn wake_hint(&self, soak: Duration) -> Option<Duration> {
+        let Tick::Full { report, .. } = self else {
+            return None;
+        };
+        match &report.plan.rollout.as_ref()?.decision.step {
+            Step::Advance { .. } => Some(soak + WAKE_SLACK),
+            Step::Wait { until: Some(t) } => {
+                let left = (*t - chrono::Utc::now()).to_std().unwrap_or_default();
+                Some((left + WAKE_SLACK).max(MIN_WAKE))
+            }
+            Step::Wait { until: None } | Step::Complete | Step::Halted { .. } => None,
+        }
+    }
+}
+
+/// Margin after a soak's end (host clocks differ by a little; a tick that comes early only waits).
+const WAKE_SLACK: Duration = Duration::from_millis(500);
+/// The soonest an early tick comes after the last one.
+const MIN_WAKE: Duration = Duration::from_secs(1);
 
 impl Sweeper {
     /// One interval tick under the current lease term.
@@ -195,4 +223,51 @@ pub async fn explain_work_list(
 ) -> Result<Vec<String>, sqlx::Error> {
     let t = Target::of(ctx);
     worklist::explain(ctx.store.pool(), &t.params(ctx, cfg, changed_apps)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::plan_rollout::RolloutPlan;
+    use crate::reconcile::rollout::Decision;
+
+    fn full_with(step: Step) -> Tick {
+        let mut report = PassReport::default();
+        report.plan.rollout = Some(RolloutPlan {
+            id: 1,
+            target_image: "img:2".into(),
+            decision: Decision {
+                step,
+                roll_back: vec![],
+                tally: Default::default(),
+            },
+        });
+        Tick::Full {
+            why: "rollout",
+            report: Box::new(report),
+        }
+    }
+
+    #[test]
+    fn a_rollout_wakes_the_loop_at_its_soak_end_not_an_interval_later() {
+        let soak = Duration::from_secs(60);
+        let started = full_with(Step::Advance {
+            wave: 2,
+            apps: vec![],
+        });
+        assert_eq!(started.wake_hint(soak), Some(soak + WAKE_SLACK));
+        let end = chrono::Utc::now() + chrono::Duration::seconds(20);
+        let soaking = full_with(Step::Wait { until: Some(end) });
+        let hint = soaking.wake_hint(soak).expect("a soak end");
+        assert!(hint > Duration::from_secs(18) && hint <= Duration::from_secs(21), "{hint:?}");
+        // A soak end already past (apps that could not be settled) never spins passes.
+        let past = full_with(Step::Wait {
+            until: Some(chrono::Utc::now() - chrono::Duration::seconds(5)),
+        });
+        assert_eq!(past.wake_hint(soak), Some(MIN_WAKE));
+        for quiet in [Step::Complete, Step::Wait { until: None }] {
+            assert_eq!(full_with(quiet).wake_hint(soak), None);
+        }
+        assert_eq!(Tick::Queued { users: 3 }.wake_hint(soak), None);
+    }
 }
