@@ -3,7 +3,7 @@
 //! pass, and the request rate over a resync cycle), reaction latency (converged, during a migration,
 //! during a rollout), rollout of a new image, deprovision.
 //!
-//! `cargo bench --bench fleet [-- --quick] [--out PATH] [--scale S] [--max-apps N]`
+//! `cargo bench --bench fleet [-- --quick] [--out PATH] [--scale S] [--max-apps N] [--only deprovision]`
 //!
 //! Time scale: the simulator's delays are divided by `S`, and every rate limit (the simulator's
 //! and the daemon's own token buckets, `RateLimits::with_margin` as `run` uses) multiplied by `S`,
@@ -42,6 +42,9 @@ pub struct Opts {
     pub out: String,
     pub scale: f64,
     pub max_apps: usize,
+    /// Run one section only (`steady` with its reaction runs, `rollout`, `deprovision`): re-measure
+    /// it after a change without the whole run; the other sections are left empty.
+    pub only: Option<String>,
 }
 
 impl Opts {
@@ -52,6 +55,7 @@ impl Opts {
             out: "bench-results.json".into(),
             scale: 0.0,
             max_apps: usize::MAX,
+            only: None,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -61,6 +65,16 @@ impl Opts {
                 "--out" => o.out = val("--out")?,
                 "--scale" => {
                     o.scale = val("--scale")?.parse().map_err(|_| "--scale: a number")?;
+                }
+                "--only" => {
+                    let s = val("--only")?;
+                    if !["steady", "rollout", "deprovision"].contains(&s.as_str()) {
+                        return Err(
+                            "--only: one of steady (with its reaction), rollout, deprovision"
+                                .into(),
+                        );
+                    }
+                    o.only = Some(s);
                 }
                 "--max-apps" => {
                     o.max_apps = val("--max-apps")?
@@ -170,10 +184,17 @@ fn doc(o: &Opts, b: &env::Bench, parts: [&Value; 5]) -> Value {
 }
 
 async fn run_all(o: &Opts, p: &Plan, b: &env::Bench) -> Result<Value, String> {
+    let only = |s: &str| o.only.as_deref().is_none_or(|x| x == s);
+    if o.only.as_deref() == Some("deprovision") {
+        eprintln!("deprovision of {} users (alone)...", p.deprovision);
+        let deprovision = measure::deprovision(b, p.deprovision).await?;
+        let none = json!([]);
+        return Ok(doc(o, b, [&none, &none, &none, &deprovision, &Value::Null]));
+    }
     let mut migration = Vec::new();
     let mut reaction = Vec::new();
     let last = p.migration.last().copied();
-    for &n in &p.migration {
+    for &n in p.migration.iter().filter(|_| only("migration")) {
         let flips = if Some(n) == last {
             p.migration_flips
         } else {
@@ -204,7 +225,7 @@ async fn run_all(o: &Opts, p: &Plan, b: &env::Bench) -> Result<Value, String> {
         }
     }
     let mut steady = Vec::new();
-    for &n in &p.steady {
+    for &n in p.steady.iter().filter(|_| only("steady")) {
         let with_reaction = p.reaction.contains(&n);
         let spare = if with_reaction {
             2 * p.reaction_flips
@@ -234,6 +255,19 @@ async fn run_all(o: &Opts, p: &Plan, b: &env::Bench) -> Result<Value, String> {
         ];
         write(o, &doc(o, b, parts))?;
     }
+    if o.only.as_deref() == Some("steady") {
+        return Ok(doc(
+            o,
+            b,
+            [
+                &json!(migration),
+                &json!(steady),
+                &json!(reaction),
+                &Value::Null,
+                &Value::Null,
+            ],
+        ));
+    }
     eprintln!(
         "rollout of a new image to {} apps ({} upgrades during it)...",
         p.rollout, p.rollout_flips
@@ -251,6 +285,9 @@ async fn run_all(o: &Opts, p: &Plan, b: &env::Bench) -> Result<Value, String> {
         &rollout,
     ];
     write(o, &doc(o, b, parts))?;
+    if o.only.is_some() {
+        return Ok(doc(o, b, parts));
+    }
     eprintln!("deprovision of {} users...", p.deprovision);
     let deprovision = measure::deprovision(b, p.deprovision).await?;
     let parts = [

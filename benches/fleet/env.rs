@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 use vyx_fleet::config::Settings;
 use vyx_fleet::db;
-use vyx_fleet::fly::{BucketSpec, RateLimits};
+use vyx_fleet::fly::{BucketSpec, RateLimits, WindowSpec};
 use vyx_fleet::http::Health;
 use vyx_fleet::metrics::Metrics;
 use vyx_fleet::pgtemp::{self, PgCluster};
@@ -111,7 +111,7 @@ impl Bench {
         RateLimits {
             per_action: s(l.per_action),
             get_machine: s(l.get_machine),
-            app_deletes: s(l.app_deletes),
+            app_deletes: WindowSpec::new(l.app_deletes.max, self.d(l.app_deletes.window)),
             org_lists: s(l.org_lists),
             ..l
         }

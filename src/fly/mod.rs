@@ -27,6 +27,7 @@ mod secrets;
 pub mod token;
 mod transport;
 mod types;
+mod window;
 
 pub use classify::{MAX_MESSAGE_CHARS, parse_retry_after};
 pub use client::{ClientOptions, DEFAULT_LIST_PAGE_SIZE, FlyClient, MAX_BODY_BYTES};
@@ -44,6 +45,7 @@ pub use types::{
     App, CreateAppRequest, CreateMachineRequest, CreatedApp, IpAssignment, IpNetwork, IpPair,
     IpType, ListMachines, Organization, StopMachineRequest, UpdateMachineRequest,
 };
+pub use window::WindowSpec;
 
 #[cfg(test)]
 mod tests;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::route::Route;
+use super::window::{WindowLog, WindowSpec};
 
 /// Sustained rate and burst of one bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,8 +48,8 @@ pub struct RateLimits {
     pub per_action: BucketSpec,
     /// `GET machine` per machine id: documented 5 req/s, burst 10.
     pub get_machine: BucketSpec,
-    /// App deletions, one bucket for the whole client: documented 100 per minute.
-    pub app_deletes: BucketSpec,
+    /// App deletions, one sliding window for the whole client: documented 100 per minute.
+    pub app_deletes: WindowSpec,
     /// List calls (`list_apps`, `list_org_machines`) per org slug.
     pub org_lists: BucketSpec,
     /// Idle buckets are swept once more than this many are tracked (and the map has doubled).
@@ -56,14 +57,13 @@ pub struct RateLimits {
 }
 
 impl RateLimits {
-    /// Fly's documented limits. App deletions: burst 5 refilled at 95/min, so no 60 s window sees
-    /// more than 100.
+    /// Fly's documented limits.
     pub fn documented() -> Self {
         RateLimits {
             enabled: true,
             per_action: BucketSpec::new(1.0, 3),
             get_machine: BucketSpec::new(5.0, 10),
-            app_deletes: BucketSpec::new(95.0 / 60.0, 5),
+            app_deletes: WindowSpec::new(100, Duration::from_secs(60)),
             org_lists: BucketSpec::new(1.0, 3),
             sweep_threshold: 1024,
         }
@@ -79,9 +79,9 @@ impl RateLimits {
             enabled: true,
             per_action: BucketSpec::new(0.95, 2),
             get_machine: BucketSpec::new(4.5, 9),
-            // Burst + a minute's refill stays under 100, so no 60 s window can exceed Fly's 100
-            // deletions per minute whichever way Fly counts it; the small burst buys the rate.
-            app_deletes: BucketSpec::new(97.0 / 60.0, 2),
+            // At most 100 in any 61 s: under Fly's 100 a minute whichever way Fly counts it
+            // (sliding or fixed windows, or a bucket of 100), with a second for the network.
+            app_deletes: WindowSpec::new(100, Duration::from_secs(61)),
             org_lists: BucketSpec::new(0.9, 2),
             sweep_threshold: 1024,
         }
@@ -105,7 +105,6 @@ impl Default for RateLimits {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
     Route(Route, String),
-    AppDeletes,
 }
 
 #[derive(Debug)]
@@ -144,6 +143,8 @@ impl Bucket {
 struct Buckets {
     map: HashMap<Key, Bucket>,
     sweep_at: usize,
+    /// App deletions across the client (`RateLimits::app_deletes`).
+    deletes: WindowLog,
 }
 
 /// Token buckets per (route class, identifier).
@@ -161,6 +162,7 @@ impl RateLimiter {
             buckets: Mutex::new(Buckets {
                 map: HashMap::new(),
                 sweep_at,
+                deletes: WindowLog::default(),
             }),
         }
     }
@@ -171,7 +173,6 @@ impl RateLimiter {
         match route {
             Route::GetMachine => vec![(key, l.get_machine)],
             Route::ListApps | Route::ListOrgMachines => vec![(key, l.org_lists)],
-            Route::DeleteApp => vec![(key, l.per_action), (Key::AppDeletes, l.app_deletes)],
             _ => vec![(key, l.per_action)],
         }
     }
@@ -202,6 +203,9 @@ impl RateLimiter {
                 last: now,
             });
             wait = wait.max(bucket.reserve(now));
+        }
+        if route == Route::DeleteApp && self.limits.app_deletes.limited() {
+            wait = wait.max(b.deletes.reserve(self.limits.app_deletes, now));
         }
         if b.map.len() > b.sweep_at {
             b.map.retain(|_, bucket| !bucket.is_full(now));
@@ -288,25 +292,20 @@ mod tests {
     }
 
     #[test]
-    fn app_deletes_share_one_bucket_across_apps() {
-        let rl = limiter();
+    fn app_deletes_share_one_window_across_apps() {
+        let rl = RateLimiter::new(RateLimits::with_margin());
         let t0 = Instant::now();
-        for i in 0..5 {
+        for i in 0..100 {
             assert_eq!(
                 rl.reserve_at(Route::DeleteApp, &format!("a{i}"), t0),
                 Duration::ZERO
             );
         }
-        let wait = rl.reserve_at(Route::DeleteApp, "a5", t0);
-        assert!(wait > secs(0.6) && wait < secs(0.7), "{wait:?}");
-        // No 60 s window admits more than 100 deletions.
-        let mut admitted = 6;
-        let mut i = 6;
-        while rl.reserve_at(Route::DeleteApp, &format!("a{i}"), t0) <= secs(60.0) {
-            admitted += 1;
-            i += 1;
-        }
-        assert!(admitted <= 100, "{admitted}");
+        // The 101st deletion, of yet another app, waits for the window: 61 s with the margin.
+        assert_eq!(rl.reserve_at(Route::DeleteApp, "a100", t0), secs(61.0));
+        // Once the window has passed, deletions go at once again.
+        let later = rl.reserve_at(Route::DeleteApp, "a101", t0 + secs(200.0));
+        assert_eq!(later, Duration::ZERO);
     }
 
     #[test]

@@ -15,7 +15,10 @@
 //! 3. **Resync**: the next full list is due `RESYNC_INTERVAL` after the last one, minus up to 10%
 //!    jitter. It catches what no machine shows: an app without machines, or an app deleted by hand
 //!    (its machines vanish with it, so no delta reports them).
-//! 4. A targeted run (one user, after a NOTIFY) reads the cache as it is, without a Fly call.
+//! 4. A targeted run (one user, after a NOTIFY) reads that user's apps from the cache as it is,
+//!    without a Fly call. Observers (passes, sweeps) take turns; the state is locked only to read or
+//!    merge, never across a Fly call, so a resync's full list does not hold up targeted runs: they
+//!    read the last complete state meanwhile.
 //! 5. Executors write what they learn: an app they created or adopted is added, an app they
 //!    deleted (confirmed 404) is removed with its machines. Machines they create, update or destroy
 //!    are left to the next delta, which reads them anyway.
@@ -63,6 +66,9 @@ pub const OVERLAP: Duration = Duration::from_secs(60);
 /// Observed Fly state shared by the passes of one process (and its executors).
 pub struct ObserveCache {
     resync_interval: Duration,
+    /// Held by the one observer (full list or delta) at work; never needed to read `state`.
+    listing: Mutex<()>,
+    /// Locked only briefly (read, merge, swap), never across a Fly call.
     state: Mutex<Option<Cached>>,
 }
 
@@ -90,6 +96,7 @@ impl ObserveCache {
     pub fn new(resync_interval: Duration) -> ObserveCache {
         ObserveCache {
             resync_interval,
+            listing: Mutex::new(()),
             state: Mutex::new(None),
         }
     }
@@ -100,6 +107,10 @@ impl ObserveCache {
     }
 
     /// The observation for a pass under lease `term`: a delta on a valid cache, else a full list.
+    ///
+    /// Observers take turns (`listing`); the state itself is locked only to read the watermark and
+    /// to merge the answer, never across a Fly call, so targeted runs, executors and the prober keep
+    /// reading the last complete state while a full list (minutes at 100,000 apps) or a delta runs.
     pub async fn observe(
         &self,
         fly: &FlyClient,
@@ -107,42 +118,25 @@ impl ObserveCache {
         prefix: &str,
         term: i64,
     ) -> Result<(Observation, ObserveKind), FlyError> {
-        let mut guard = self.state.lock().await;
-        let usable = guard
-            .as_ref()
-            .is_some_and(|c| c.term == term && Instant::now() < c.resync_at);
-        if !usable {
-            // Nothing half-built survives: the old contents go before the list starts.
-            *guard = None;
-            let list = full_list(fly, org, prefix).await?;
-            let partial = !list.error_regions.is_empty() || list.per_app;
-            let cached = self.build(term, prefix, list.apps, list.machines);
-            let mut obs = cached.observation(org, prefix);
-            obs.error_regions = list.error_regions.into_iter().collect();
-            if partial {
-                warn!("the full list was incomplete; listing everything again next pass");
-            } else {
-                info!(
-                    apps = cached.apps.len(),
-                    machines = cached.machines.len(),
-                    "observed fly in full"
-                );
-                *guard = Some(cached);
-            }
-            return Ok((obs, ObserveKind::Full));
-        }
-        let Some(cached) = guard.as_mut() else {
-            unreachable!("checked above")
+        let _turn = self.listing.lock().await;
+        let Some(watermark) = self.valid_watermark(term).await else {
+            return self.full(fly, org, prefix, term).await;
         };
         let delta = match fly
-            .list_org_machines_partial_with(org, &delta_query(cached.watermark))
+            .list_org_machines_partial_with(org, &delta_query(watermark))
             .await
         {
             Ok(d) => d,
             Err(e) => {
-                *guard = None;
+                *self.state.lock().await = None;
                 return Err(e);
             }
+        };
+        let mut guard = self.state.lock().await;
+        let Some(cached) = guard.as_mut().filter(|c| c.term == term) else {
+            // Invalidated while the delta was out: start again from a full list.
+            drop(guard);
+            return self.full(fly, org, prefix, term).await;
         };
         let changed = delta.machines.len();
         for m in delta.machines {
@@ -157,23 +151,95 @@ impl ObserveCache {
         Ok((obs, ObserveKind::Delta))
     }
 
-    /// What the cache holds now, without a Fly call, if it is valid for `term`; else a full
-    /// [`ObserveCache::observe`]. For targeted runs: a burst of NOTIFYs must not become a burst of
-    /// list calls (Fly paces lists at about 1 req/s), and the executor reads what it acts on anyway.
+    /// The watermark of a cache valid for `term` whose resync is not due (`None`: list in full).
+    async fn valid_watermark(&self, term: i64) -> Option<Option<DateTime<Utc>>> {
+        let guard = self.state.lock().await;
+        guard
+            .as_ref()
+            .filter(|c| c.term == term && Instant::now() < c.resync_at)
+            .map(|c| c.watermark)
+    }
+
+    /// A full list (the caller holds `listing`); the new state replaces the old in one step once
+    /// the list is complete. A failed or partial list leaves no state: the next pass lists again.
+    async fn full(
+        &self,
+        fly: &FlyClient,
+        org: &str,
+        prefix: &str,
+        term: i64,
+    ) -> Result<(Observation, ObserveKind), FlyError> {
+        let list = match full_list(fly, org, prefix).await {
+            Ok(l) => l,
+            Err(e) => {
+                *self.state.lock().await = None;
+                return Err(e);
+            }
+        };
+        let partial = !list.error_regions.is_empty() || list.per_app;
+        let cached = self.build(term, prefix, list.apps, list.machines);
+        let mut obs = cached.observation(org, prefix);
+        obs.error_regions = list.error_regions.into_iter().collect();
+        let mut guard = self.state.lock().await;
+        if partial {
+            warn!("the full list was incomplete; listing everything again next pass");
+            *guard = None;
+        } else {
+            info!(
+                apps = cached.apps.len(),
+                machines = cached.machines.len(),
+                "observed fly in full"
+            );
+            *guard = Some(cached);
+        }
+        Ok((obs, ObserveKind::Full))
+    }
+
+    /// For a targeted run: what the cache holds for the apps named `names` (the user's row name, the
+    /// name a first converge would take), without a Fly call and without copying the fleet, if the
+    /// cache is valid for `term`; else a full [`ObserveCache::observe`]. A burst of NOTIFYs must not
+    /// become a burst of list calls (Fly paces lists at about 1 req/s), and the executor reads what
+    /// it acts on anyway. While a resync lists, the last complete state answers.
     pub async fn snapshot_or_observe(
         &self,
         fly: &FlyClient,
         org: &str,
         prefix: &str,
         term: i64,
+        names: &[String],
     ) -> Result<Observation, FlyError> {
-        {
-            let guard = self.state.lock().await;
-            if let Some(c) = guard.as_ref().filter(|c| c.term == term) {
-                return Ok(c.observation(org, prefix));
-            }
+        if let Some(obs) = self.snapshot_for(org, prefix, term, names).await {
+            return Ok(obs);
         }
-        Ok(self.observe(fly, org, prefix, term).await?.0)
+        let _turn = self.listing.lock().await;
+        // Another observer may have built it while this one waited for its turn.
+        if let Some(obs) = self.snapshot_for(org, prefix, term, names).await {
+            return Ok(obs);
+        }
+        Ok(self.full(fly, org, prefix, term).await?.0)
+    }
+
+    async fn snapshot_for(
+        &self,
+        org: &str,
+        prefix: &str,
+        term: i64,
+        names: &[String],
+    ) -> Option<Observation> {
+        let guard = self.state.lock().await;
+        let c = guard.as_ref().filter(|c| c.term == term)?;
+        let apps = names
+            .iter()
+            .filter_map(|n| c.apps.get(n))
+            .cloned()
+            .collect();
+        let machines = c
+            .machines
+            .values()
+            .filter(|m| names.contains(&m.app_name))
+            .cloned()
+            .collect();
+        Some(assemble(org, prefix, apps, machines))
     }
 
     /// An executor created or adopted `name` in our org.
@@ -237,22 +303,23 @@ impl ObserveCache {
         prefix: &str,
         term: i64,
     ) -> Result<Option<Vec<String>>, FlyError> {
-        let mut guard = self.state.lock().await;
-        let Some(cached) = guard
-            .as_mut()
-            .filter(|c| c.term == term && Instant::now() < c.resync_at)
-        else {
+        let _turn = self.listing.lock().await;
+        let Some(watermark) = self.valid_watermark(term).await else {
             return Ok(None);
         };
         let delta = match fly
-            .list_org_machines_partial_with(org, &delta_query(cached.watermark))
+            .list_org_machines_partial_with(org, &delta_query(watermark))
             .await
         {
             Ok(d) => d,
             Err(e) => {
-                *guard = None;
+                *self.state.lock().await = None;
                 return Err(e);
             }
+        };
+        let mut guard = self.state.lock().await;
+        let Some(cached) = guard.as_mut().filter(|c| c.term == term) else {
+            return Ok(None);
         };
         let mut changed = std::collections::BTreeSet::new();
         for m in delta.machines {
@@ -427,6 +494,35 @@ mod tests {
             ),
         );
         assert_eq!(c.machines["m1"].state, MachineState::Started);
+    }
+
+    #[tokio::test]
+    async fn a_targeted_snapshot_holds_only_the_users_apps_and_is_served_while_a_list_runs() {
+        let oc = ObserveCache::new(Duration::from_secs(600));
+        let mut c = cache();
+        c.apply(
+            "vyx-user-",
+            machine(
+                "vyx-user-bbbb",
+                "m2",
+                MachineState::Started,
+                "2026-11-30T09:00:00Z",
+            ),
+        );
+        *oc.state.lock().await = Some(c);
+        // An observer is at work (a resync's full list takes minutes at 100,000 apps).
+        let _turn = oc.listing.lock().await;
+        let names = vec!["vyx-user-bbbb".to_string(), "vyx-user-none".to_string()];
+        let obs = oc
+            .snapshot_for("org", "vyx-user-", 1, &names)
+            .await
+            .expect("the last complete state answers meanwhile");
+        assert_eq!(obs.apps.keys().collect::<Vec<_>>(), vec!["vyx-user-bbbb"]);
+        assert_eq!(obs.apps["vyx-user-bbbb"].machines.len(), 1);
+        assert!(
+            oc.snapshot_for("org", "vyx-user-", 2, &names).await.is_none(),
+            "never another term's state"
+        );
     }
 
     #[test]

@@ -259,7 +259,10 @@ mod tests {
         let end = chrono::Utc::now() + chrono::Duration::seconds(20);
         let soaking = full_with(Step::Wait { until: Some(end) });
         let hint = soaking.wake_hint(soak).expect("a soak end");
-        assert!(hint > Duration::from_secs(18) && hint <= Duration::from_secs(21), "{hint:?}");
+        assert!(
+            hint > Duration::from_secs(18) && hint <= Duration::from_secs(21),
+            "{hint:?}"
+        );
         // A soak end already past (apps that could not be settled) never spins passes.
         let past = full_with(Step::Wait {
             until: Some(chrono::Utc::now() - chrono::Duration::seconds(5)),

@@ -3,8 +3,8 @@
 //!
 //! # Expected flow
 //! 1. Read only this user's facts and row (indexed lookups), the breaker state and the database
-//!    clock; take the observed Fly state from the [`super::cache`] as it is (no Fly call once
-//!    the term's first full list is done).
+//!    clock; take the observed Fly state of this user's apps from the [`super::cache`] as it is
+//!    (no Fly call once the term's first full list is done, no copy of the fleet).
 //! 2. Plan with the pure planner over this user alone.
 //! 3. Run the user's converge, or the DB-only grace bookkeeping (mark unwanted / cancel), at once.
 //!
@@ -74,9 +74,19 @@ pub async fn run_user(
             .collect();
         let breaker_state = breaker::load_state(pool).await?;
         let now = crate::db::now(pool).await?;
+        // Only this user's apps: the name its row records and the one a first converge takes
+        // (what the planner looks up for one user), so a NOTIFY costs the same at any fleet size.
+        let mut names: Vec<String> = rows.iter().map(|r| r.fly_app_name.clone()).collect();
+        names.push(super::naming::candidate(&ctx.prefix, user, 0));
         let observed = ctx
             .observed
-            .snapshot_or_observe(&ctx.fly, &ctx.spec.org_slug, &ctx.prefix, ctx.store.term())
+            .snapshot_or_observe(
+                &ctx.fly,
+                &ctx.spec.org_slug,
+                &ctx.prefix,
+                ctx.store.term(),
+                &names,
+            )
             .await?;
         let (desired, _) = desired(&facts, &cfg.policy);
         let settings = plan_settings(ctx, cfg);
