@@ -149,3 +149,29 @@ async fn a_targeted_run_converges_its_user_and_deletes_nothing() {
     assert_eq!(fleet.row(leaves).await.status, "deleted");
     assert!(fleet.app(&leaving_app).is_none());
 }
+
+#[tokio::test]
+async fn a_notify_before_the_leaders_first_full_list_reads_only_its_users_apps() {
+    let fleet = Fleet::start().await;
+    let running = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    fleet.converge().await;
+    let fresh = UserFixture::paid("elite").insert(&fleet.db.pool).await;
+    // A new leader: no complete observation yet (its first full list takes minutes at 100,000
+    // apps). The targeted run must not wait for it, nor make it.
+    fleet.ctx.observed.invalidate().await;
+    fleet.sim.clear_calls();
+    run_user(&fleet.ctx, &fleet.pass_cfg, fresh).await.unwrap();
+    assert_eq!(fleet.row(fresh).await.status, "active");
+    let calls = fleet.sim.calls();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.class == "apps.list" || c.class == "orgs.machines"),
+        "no fleet-wide list for one user: {calls:?}"
+    );
+    let others = fleet.row(running).await.fly_app_name;
+    assert!(
+        !calls.iter().any(|c| c.path.contains(&others)),
+        "only the user's own apps are read: {calls:?}"
+    );
+}

@@ -56,7 +56,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::naming;
-use super::observe::{assemble, full_list};
+use super::observe::{assemble, full_list, observe_names};
 use super::observed::Observation;
 use crate::fly::{App, FlyClient, FlyError, ListOrgMachines, OrgMachine};
 
@@ -197,9 +197,10 @@ impl ObserveCache {
 
     /// For a targeted run: what the cache holds for the apps named `names` (the user's row name, the
     /// name a first converge would take), without a Fly call and without copying the fleet, if the
-    /// cache is valid for `term`; else a full [`ObserveCache::observe`]. A burst of NOTIFYs must not
-    /// become a burst of list calls (Fly paces lists at about 1 req/s), and the executor reads what
-    /// it acts on anyway. While a resync lists, the last complete state answers.
+    /// cache is valid for `term`. While a resync lists, the last complete state answers. With no
+    /// state for this term yet (a new leader's first full list, minutes at 100,000 apps), those
+    /// apps are read from Fly one by one ([`observe_names`]: per-app buckets, not the org list's),
+    /// so a NOTIFY never waits for the fleet's list.
     pub async fn snapshot_or_observe(
         &self,
         fly: &FlyClient,
@@ -211,12 +212,7 @@ impl ObserveCache {
         if let Some(obs) = self.snapshot_for(org, prefix, term, names).await {
             return Ok(obs);
         }
-        let _turn = self.listing.lock().await;
-        // Another observer may have built it while this one waited for its turn.
-        if let Some(obs) = self.snapshot_for(org, prefix, term, names).await {
-            return Ok(obs);
-        }
-        Ok(self.full(fly, org, prefix, term).await?.0)
+        observe_names(fly, org, prefix, names).await
     }
 
     async fn snapshot_for(
@@ -520,7 +516,9 @@ mod tests {
         assert_eq!(obs.apps.keys().collect::<Vec<_>>(), vec!["vyx-user-bbbb"]);
         assert_eq!(obs.apps["vyx-user-bbbb"].machines.len(), 1);
         assert!(
-            oc.snapshot_for("org", "vyx-user-", 2, &names).await.is_none(),
+            oc.snapshot_for("org", "vyx-user-", 2, &names)
+                .await
+                .is_none(),
             "never another term's state"
         );
     }

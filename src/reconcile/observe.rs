@@ -55,6 +55,28 @@ pub(crate) async fn full_list(
     })
 }
 
+/// Only the apps named `names` and their machines, app by app (a `GET` and a machine list each):
+/// what a targeted run observes when no complete cache exists yet (a new leader's first full list
+/// takes minutes at 100,000 apps). A name Fly answers 404 or 403 for is absent here; the converge
+/// executor asks Fly itself before creating anything.
+pub(crate) async fn observe_names(
+    fly: &FlyClient,
+    org: &str,
+    prefix: &str,
+    names: &[String],
+) -> Result<Observation, FlyError> {
+    let mut apps = Vec::new();
+    for name in names.iter().filter(|n| naming::is_managed(prefix, n)) {
+        match fly.get_app(name).await {
+            Ok(app) => apps.push(app),
+            Err(FlyError::NotFound { .. } | FlyError::Forbidden { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let machines = per_app_machines(fly, prefix, &apps).await?;
+    Ok(assemble(org, prefix, apps, machines))
+}
+
 async fn per_app_machines(
     fly: &FlyClient,
     prefix: &str,
