@@ -151,6 +151,8 @@ pub async fn steady(b: &Bench, f: &mut Fleet, apps: usize) -> Result<Value, Stri
     }
     let mut sweeper = Sweeper::default();
     stats::reset_peak_rss();
+    // What the bench holds before the daemon's first tick (the seeded fleet's harness, the pool).
+    let rss_base = stats::rss_now_mb();
     for tick_no in 0..3 {
         let pool = db::connect(&f.url, 10).await.map_err(|e| e.to_string())?;
         let mut ctx = base.clone();
@@ -203,6 +205,7 @@ pub async fn steady(b: &Bench, f: &mut Fleet, apps: usize) -> Result<Value, Stri
             "wall_ms": round(wall_fly_ms),
             "wall_ms_real": round(wall.as_secs_f64() * 1000.0),
             "rss_mb": round(stats::peak_rss_mb()),
+            "rss_base_mb": round(rss_base),
             "throttled": throttled(&calls),
         });
         if tick_no == 0 {

@@ -16,10 +16,19 @@ pub fn cpu_ms() -> f64 {
 
 /// Peak resident set size of this process (VmHWM), in MB.
 pub fn peak_rss_mb() -> f64 {
+    status_mb("VmHWM:")
+}
+
+/// The process's resident set now.
+pub fn rss_now_mb() -> f64 {
+    status_mb("VmRSS:")
+}
+
+fn status_mb(key: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
@@ -28,6 +37,9 @@ pub fn peak_rss_mb() -> f64 {
 /// Resets VmHWM to the current RSS (Linux ≥ 4.0: write 5 to clear_refs), so each fleet size gets
 /// its own peak. Returns false where that is not allowed.
 pub fn reset_peak_rss() -> bool {
+    // Give freed heap back first (glibc keeps it otherwise), so the peak that follows starts from
+    // what is live, not from what the seeding and earlier sizes left behind.
+    unsafe { libc::malloc_trim(0) };
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 

@@ -224,17 +224,8 @@ impl ObserveCache {
     ) -> Option<Observation> {
         let guard = self.state.lock().await;
         let c = guard.as_ref().filter(|c| c.term == term)?;
-        let apps = names
-            .iter()
-            .filter_map(|n| c.apps.get(n))
-            .cloned()
-            .collect();
-        let machines = c
-            .machines
-            .values()
-            .filter(|m| names.contains(&m.app_name))
-            .cloned()
-            .collect();
+        let apps = names.iter().filter_map(|n| c.apps.get(n));
+        let machines = c.machines.values().filter(|m| names.contains(&m.app_name));
         Some(assemble(org, prefix, apps, machines))
     }
 
@@ -366,12 +357,7 @@ impl Cached {
     }
 
     fn observation(&self, org: &str, prefix: &str) -> Observation {
-        assemble(
-            org,
-            prefix,
-            self.apps.values().cloned().collect(),
-            self.machines.values().cloned().collect(),
-        )
+        assemble(org, prefix, self.apps.values(), self.machines.values())
     }
 }
 

@@ -74,7 +74,7 @@ pub(crate) async fn observe_names(
         }
     }
     let machines = per_app_machines(fly, prefix, &apps).await?;
-    Ok(assemble(org, prefix, apps, machines))
+    Ok(assemble(org, prefix, &apps, &machines))
 }
 
 async fn per_app_machines(
@@ -113,12 +113,13 @@ async fn per_app_machines(
     Ok(out)
 }
 
-/// Pure: filter to our org and prefix (invariant 1), attach machines to their apps.
-pub fn assemble(
+/// Pure: filter to our org and prefix (invariant 1), attach machines to their apps. Reads by
+/// reference: the cache keeps its copy, and only what the planner needs is copied out.
+pub fn assemble<'a>(
     org: &str,
     prefix: &str,
-    apps: Vec<crate::fly::App>,
-    machines: Vec<OrgMachine>,
+    apps: impl IntoIterator<Item = &'a crate::fly::App>,
+    machines: impl IntoIterator<Item = &'a OrgMachine>,
 ) -> Observation {
     let mut out: BTreeMap<String, ObservedApp> = BTreeMap::new();
     for app in apps {
@@ -127,7 +128,7 @@ pub fn assemble(
             out.insert(
                 app.name.clone(),
                 ObservedApp {
-                    name: app.name,
+                    name: app.name.clone(),
                     machines: vec![],
                 },
             );
