@@ -396,7 +396,7 @@ async fn the_dashboard_renders_ten_thousand_apps_in_pages() {
          INSERT INTO public.user_fly_apps
              (user_id, fly_app_name, fly_org_slug, status, health_status, region, docker_image,
               cpu_count, memory_mb, monthly_cost_estimate_usd, retry_count, updated_at)
-         SELECT id, 'vyx-user-' || substr(md5(id::text), 1, 8), 'vyx-test',
+         SELECT id, 'vyx-user-' || lpad(to_hex(row_number() OVER ()), 8, '0'), 'vyx-test',
                 (ARRAY['active','active','active','error','provisioning'])[1 + (random() * 4)::int],
                 (ARRAY['healthy','healthy','unhealthy','unknown'])[1 + (random() * 3)::int],
                 'sin', 'registry.fly.io/vyx-screener:bb-1', 2, 512, 5.70, (random() * 6)::int,
