@@ -12,25 +12,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use vyx_fleet::db::lease;
 use vyx_fleet::http::Health;
-use vyx_fleet::reconcile::controller::{Controller, LoopConfig};
+use vyx_fleet::reconcile::controller::Controller;
 
 fn controller(fleet: &Fleet, health: Health) -> Controller {
+    // An hour between ticks: only the leader's first tick and the NOTIFY queue act.
     Controller {
-        base: fleet.ctx.clone(),
-        pass: fleet.pass_cfg.clone(),
-        loop_cfg: LoopConfig {
-            // Long enough that only a NOTIFY can explain a prompt pass.
-            interval: Duration::from_secs(3600),
-            lease_ttl: Duration::from_secs(6),
-            renew_every: Duration::from_millis(500),
-            act_margin: Duration::from_secs(4),
-            standby_poll: Duration::from_millis(200),
-            notify_debounce: Duration::from_millis(50),
-            drain: Duration::from_secs(5),
-        },
-        metrics: fleet.metrics.clone(),
         health,
-        holder: format!("test-{}", uuid::Uuid::new_v4()),
+        ..fleet.controller(Duration::from_secs(3600))
     }
 }
 

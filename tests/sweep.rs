@@ -242,8 +242,6 @@ async fn a_machine_destroyed_by_hand_is_repaired_through_the_delta_and_the_queue
 #[tokio::test]
 async fn an_upgrade_is_served_while_a_full_pass_holds_all_its_slots() {
     use std::time::Duration;
-    use vyx_fleet::http::Health;
-    use vyx_fleet::reconcile::controller::{Controller, LoopConfig};
     use vyx_fleet::sim::{FaultKind, FaultRule, Faults};
 
     let mut fleet = Fleet::start().await;
@@ -260,22 +258,7 @@ async fn an_upgrade_is_served_while_a_full_pass_holds_all_its_slots() {
         )],
         ..Faults::default()
     });
-    let c = Controller {
-        base: fleet.ctx.clone(),
-        pass: fleet.pass_cfg.clone(),
-        loop_cfg: LoopConfig {
-            interval: Duration::from_secs(3600),
-            lease_ttl: Duration::from_secs(6),
-            renew_every: Duration::from_millis(500),
-            act_margin: Duration::from_secs(4),
-            standby_poll: Duration::from_millis(200),
-            notify_debounce: Duration::from_millis(50),
-            drain: Duration::from_secs(5),
-        },
-        metrics: fleet.metrics.clone(),
-        health: Health::new(Duration::from_secs(60)),
-        holder: format!("test-{}", Uuid::new_v4()),
-    };
+    let c = fleet.controller(Duration::from_secs(3600));
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move { c.run(rx).await });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -322,8 +305,6 @@ async fn an_upgrade_is_served_while_a_full_pass_holds_all_its_slots() {
 #[tokio::test]
 async fn quiet_sweeps_count_as_passes_for_the_leader_silent_alert() {
     use std::time::Duration;
-    use vyx_fleet::http::Health;
-    use vyx_fleet::reconcile::controller::{Controller, LoopConfig};
 
     let fleet = Fleet::start().await;
     paid(&fleet, 2).await;
@@ -331,22 +312,7 @@ async fn quiet_sweeps_count_as_passes_for_the_leader_silent_alert() {
     vyx_fleet::db::lease::release(&fleet.db.pool, &fleet.holder, fleet.term)
         .await
         .unwrap();
-    let c = Controller {
-        base: fleet.ctx.clone(),
-        pass: fleet.pass_cfg.clone(),
-        loop_cfg: LoopConfig {
-            interval: Duration::from_millis(300),
-            lease_ttl: Duration::from_secs(6),
-            renew_every: Duration::from_millis(500),
-            act_margin: Duration::from_secs(4),
-            standby_poll: Duration::from_millis(200),
-            notify_debounce: Duration::from_millis(50),
-            drain: Duration::from_secs(5),
-        },
-        metrics: fleet.metrics.clone(),
-        health: Health::new(Duration::from_secs(60)),
-        holder: format!("test-{}", Uuid::new_v4()),
-    };
+    let c = fleet.controller(Duration::from_millis(300));
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move { c.run(rx).await });
     let last_pass = || async {

@@ -19,7 +19,9 @@ use vyx_fleet::config::Settings;
 use vyx_fleet::db::apps::{self, Store};
 use vyx_fleet::db::lease;
 use vyx_fleet::fly::RateLimits;
+use vyx_fleet::http::Health;
 use vyx_fleet::metrics::Metrics;
+use vyx_fleet::reconcile::controller::{Controller, LoopConfig};
 use vyx_fleet::reconcile::execute::{Ctx, Timeouts};
 use vyx_fleet::reconcile::pass::{PassConfig, PassReport, plan_pass, run_pass};
 use vyx_fleet::reconcile::plan::{Action, Plan};
@@ -133,6 +135,27 @@ fn build_ctx(vars: &HashMap<String, String>, db: &TestDb, term: i64) -> Ctx {
 }
 
 impl Fleet {
+    /// A controller over this fleet as the daemon wires it, with test-sized lease timings; a
+    /// sweep every `interval` (an hour: only the leader's first tick and the NOTIFY queue act).
+    pub fn controller(&self, interval: Duration) -> Controller {
+        Controller {
+            base: self.ctx.clone(),
+            pass: self.pass_cfg.clone(),
+            loop_cfg: LoopConfig {
+                interval,
+                lease_ttl: Duration::from_secs(6),
+                renew_every: Duration::from_millis(500),
+                act_margin: Duration::from_secs(4),
+                standby_poll: Duration::from_millis(200),
+                notify_debounce: Duration::from_millis(50),
+                drain: Duration::from_secs(5),
+            },
+            metrics: self.metrics.clone(),
+            health: Health::new(Duration::from_secs(60)),
+            holder: format!("test-{}", Uuid::new_v4()),
+        }
+    }
+
     pub fn builder() -> FleetBuilder {
         FleetBuilder {
             sim: SimConfig::default(),
