@@ -132,6 +132,8 @@ impl Controller {
         let pool = self.base.store.pool().clone();
         // Fly writes of this stint leave only while the lease is known valid (`leadership.rs`).
         let gate = crate::fly::WriteGate::new();
+        // Open before anything can act (the keeper task may not have run yet); it moves it on.
+        gate.open_until(held_since + self.loop_cfg.act_margin);
         let ctx = Ctx {
             store: Store::new(pool.clone(), term),
             fly: self.base.fly.with_write_gate(gate.clone()),

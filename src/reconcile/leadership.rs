@@ -144,6 +144,7 @@ pub async fn run_once(
         .await?
         .ok_or(OnceError::LeaseHeld)?;
     let gate = WriteGate::new();
+    gate.open_until(sent + renew.act_margin);
     let ctx = Ctx {
         store: apps::Store::new(pool.clone(), term),
         fly: ctx.fly.with_write_gate(gate.clone()),
