@@ -219,7 +219,10 @@ impl Chaos {
             .with("GEMINI_API_KEY", "gemini-chaos-SECRET-0")
             // Apps are deleted out of band: only a full list sees that (no machine event), so the
             // resync must come round within the settle time.
-            .with("RESYNC_INTERVAL", "2s");
+            .with("RESYNC_INTERVAL", "2s")
+            // The secret rotation moves through rollout waves; the default 60 s soak per wave
+            // would be a clock inside the settle bound, not something the chaos is about.
+            .with("ROLLOUT_SOAK", "2s");
         let env = match p.page_size {
             Some(n) => env.with("VYX_FLY_LIST_PAGE_SIZE", &n.to_string()),
             None => env,
