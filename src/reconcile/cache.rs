@@ -122,16 +122,7 @@ impl ObserveCache {
         let Some(watermark) = self.valid_watermark(term).await else {
             return self.full(fly, org, prefix, term).await;
         };
-        let delta = match fly
-            .list_org_machines_partial_with(org, &delta_query(watermark))
-            .await
-        {
-            Ok(d) => d,
-            Err(e) => {
-                *self.state.lock().await = None;
-                return Err(e);
-            }
-        };
+        let delta = self.delta(fly, org, watermark).await?;
         let mut guard = self.state.lock().await;
         let Some(cached) = guard.as_mut().filter(|c| c.term == term) else {
             // Invalidated while the delta was out: start again from a full list.
@@ -149,6 +140,26 @@ impl ObserveCache {
             *guard = None;
         }
         Ok((obs, ObserveKind::Delta))
+    }
+
+    /// One changed-machine list from `watermark - OVERLAP` (the caller holds `listing`, never the
+    /// state). A failed delta empties the cache: the next observer lists in full.
+    async fn delta(
+        &self,
+        fly: &FlyClient,
+        org: &str,
+        watermark: Option<DateTime<Utc>>,
+    ) -> Result<crate::fly::OrgMachineList, FlyError> {
+        match fly
+            .list_org_machines_partial_with(org, &delta_query(watermark))
+            .await
+        {
+            Ok(d) => Ok(d),
+            Err(e) => {
+                *self.state.lock().await = None;
+                Err(e)
+            }
+        }
     }
 
     /// The watermark of a cache valid for `term` whose resync is not due (`None`: list in full).
@@ -294,16 +305,7 @@ impl ObserveCache {
         let Some(watermark) = self.valid_watermark(term).await else {
             return Ok(None);
         };
-        let delta = match fly
-            .list_org_machines_partial_with(org, &delta_query(watermark))
-            .await
-        {
-            Ok(d) => d,
-            Err(e) => {
-                *self.state.lock().await = None;
-                return Err(e);
-            }
-        };
+        let delta = self.delta(fly, org, watermark).await?;
         let mut guard = self.state.lock().await;
         let Some(cached) = guard.as_mut().filter(|c| c.term == term) else {
             return Ok(None);
