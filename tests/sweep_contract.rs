@@ -118,6 +118,8 @@ fn observation_matching(rows: &[AppRow], fleet: &Fleet) -> Observation {
                 cpu_kind: Some("shared".into()),
                 user_id: Some(r.user_id),
                 op: None,
+                version: None,
+                updated_at: None,
             })
             .collect();
         obs.apps.insert(

@@ -37,6 +37,18 @@ impl FlyClient {
     /// Every app of the org: `GET /v1/apps?org_slug=…&limit=<page size>`, following `next_cursor`.
     pub async fn list_apps(&self, org_slug: &str) -> Result<Vec<App>, FlyError> {
         let mut apps = Vec::new();
+        self.list_apps_pages(org_slug, |page| apps.extend(page))
+            .await?;
+        Ok(apps)
+    }
+
+    /// [`FlyClient::list_apps`] handing each page to `each` as it arrives, so a caller that keeps
+    /// a compact form (the observation cache at 100,000 apps) never holds the whole answer.
+    pub async fn list_apps_pages(
+        &self,
+        org_slug: &str,
+        mut each: impl FnMut(Vec<App>),
+    ) -> Result<(), FlyError> {
         let mut cursor: Option<String> = None;
         let mut seen = HashSet::new();
         for _ in 0..MAX_PAGES {
@@ -51,9 +63,9 @@ impl FlyClient {
             }
             let answer = self.execute(&r).await?;
             let page: ListAppsPage = decode(Route::ListApps, &answer)?;
-            apps.extend(page.apps);
+            each(page.apps);
             match page.next_cursor.filter(|c| !c.is_empty()) {
-                None => return Ok(apps),
+                None => return Ok(()),
                 Some(c) if !seen.insert(c.clone()) => {
                     return Err(pagination_loop(Route::ListApps, &answer));
                 }

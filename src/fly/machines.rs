@@ -138,7 +138,26 @@ impl FlyClient {
         q: &ListOrgMachines,
         partial_ok: bool,
     ) -> Result<OrgMachineList, FlyError> {
-        let mut out = Vec::new();
+        let mut machines = Vec::new();
+        let error_regions = self
+            .org_machines_pages(org_slug, q, partial_ok, |page| machines.extend(page))
+            .await?;
+        Ok(OrgMachineList {
+            machines,
+            error_regions,
+        })
+    }
+
+    /// [`FlyClient::list_org_machines_partial_with`] handing each page to `each` as it arrives
+    /// (the observation cache keeps a compact form and never holds the whole answer). Returns the
+    /// regions Fly could not list, sorted; without `partial_ok` any is an error.
+    pub async fn org_machines_pages(
+        &self,
+        org_slug: &str,
+        q: &ListOrgMachines,
+        partial_ok: bool,
+        mut each: impl FnMut(Vec<OrgMachine>),
+    ) -> Result<Vec<String>, FlyError> {
         let mut error_regions: Vec<String> = Vec::new();
         let mut cursor: Option<String> = None;
         let mut seen = HashSet::new();
@@ -173,14 +192,11 @@ impl FlyClient {
                     error_regions.push(r);
                 }
             }
-            out.extend(page.machines);
+            each(page.machines);
             match page.next_cursor.filter(|c| !c.is_empty()) {
                 None => {
                     error_regions.sort();
-                    return Ok(OrgMachineList {
-                        machines: out,
-                        error_regions,
-                    });
+                    return Ok(error_regions);
                 }
                 Some(c) if !seen.insert(c.clone()) => {
                     return Err(pagination_loop(Route::ListOrgMachines, &answer));

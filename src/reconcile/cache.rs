@@ -46,7 +46,8 @@
 //!   cursors that outlive Fly's 30-minute cursor lifetime. The jitter keeps replicas and restarts
 //!   from relisting in step.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -56,8 +57,10 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::naming;
-use super::observe::{assemble, full_list, observe_names};
-use super::observed::Observation;
+use super::observe::{
+    ListSink, Merge, add_app, full_list, merge_machine, observe_names, parse_time,
+};
+use super::observed::{Observation, ObservedApp};
 use crate::fly::{App, FlyClient, FlyError, ListOrgMachines, OrgMachine};
 
 /// How far before the watermark each delta starts (see Assumptions).
@@ -72,12 +75,15 @@ pub struct ObserveCache {
     state: Mutex<Option<Cached>>,
 }
 
+/// One term's observation and what following it by deltas needs.
 struct Cached {
     term: i64,
-    /// Managed apps of our org, by name.
-    apps: BTreeMap<String, App>,
-    /// Live machines of those apps, by machine id.
-    machines: BTreeMap<String, OrgMachine>,
+    org: String,
+    prefix: String,
+    /// The planner's view itself, shared with the pass that plans from it (no copy of the fleet
+    /// per pass). Merges copy it only if a pass still holds it, which passes do only while they
+    /// plan. Never carries `error_regions`: a list that reports any is not kept.
+    obs: Arc<Observation>,
     /// Ids of machines of apps the executors deleted: a late delta that still lists one must not
     /// bring the app back (a re-created app has new machines, so it is not hidden).
     buried: HashSet<String>,
@@ -111,13 +117,14 @@ impl ObserveCache {
     /// Observers take turns (`listing`); the state itself is locked only to read the watermark and
     /// to merge the answer, never across a Fly call, so targeted runs, executors and the prober keep
     /// reading the last complete state while a full list (minutes at 100,000 apps) or a delta runs.
+    /// The answer is shared with the cache: drop it once planned.
     pub async fn observe(
         &self,
         fly: &FlyClient,
         org: &str,
         prefix: &str,
         term: i64,
-    ) -> Result<(Observation, ObserveKind), FlyError> {
+    ) -> Result<(Arc<Observation>, ObserveKind), FlyError> {
         let _turn = self.listing.lock().await;
         let Some(watermark) = self.valid_watermark(term).await else {
             return self.full(fly, org, prefix, term).await;
@@ -131,15 +138,18 @@ impl ObserveCache {
         };
         let changed = delta.machines.len();
         for m in delta.machines {
-            cached.apply(prefix, m);
+            cached.apply(m);
         }
-        let mut obs = cached.observation(org, prefix);
-        debug!(changed, apps = obs.apps.len(), "observed fly by delta");
+        debug!(
+            changed,
+            apps = cached.obs.apps.len(),
+            "observed fly by delta"
+        );
         if !delta.error_regions.is_empty() {
-            obs.error_regions = delta.error_regions.into_iter().collect();
-            *guard = None;
+            let taken = guard.take().map(|c| c.obs).unwrap_or_default();
+            return Ok((with_errors(taken, delta.error_regions), ObserveKind::Delta));
         }
-        Ok((obs, ObserveKind::Delta))
+        Ok((cached.obs.clone(), ObserveKind::Delta))
     }
 
     /// One changed-machine list from `watermark - OVERLAP` (the caller holds `listing`, never the
@@ -171,38 +181,38 @@ impl ObserveCache {
             .map(|c| c.watermark)
     }
 
-    /// A full list (the caller holds `listing`); the new state replaces the old in one step once
-    /// the list is complete. A failed or partial list leaves no state: the next pass lists again.
+    /// A full list (the caller holds `listing`), folded page by page into a new state that
+    /// replaces the old in one step once the list is complete. A failed or partial list leaves no
+    /// state: the next pass lists again.
     async fn full(
         &self,
         fly: &FlyClient,
         org: &str,
         prefix: &str,
         term: i64,
-    ) -> Result<(Observation, ObserveKind), FlyError> {
-        let list = match full_list(fly, org, prefix).await {
-            Ok(l) => l,
+    ) -> Result<(Arc<Observation>, ObserveKind), FlyError> {
+        let mut fresh = Cached::new(term, org, prefix, jittered(self.resync_interval));
+        let outcome = match full_list(fly, org, prefix, &mut fresh).await {
+            Ok(o) => o,
             Err(e) => {
                 *self.state.lock().await = None;
                 return Err(e);
             }
         };
-        let partial = !list.error_regions.is_empty() || list.per_app;
-        let cached = self.build(term, prefix, list.apps, list.machines);
-        let mut obs = cached.observation(org, prefix);
-        obs.error_regions = list.error_regions.into_iter().collect();
         let mut guard = self.state.lock().await;
-        if partial {
+        if !outcome.error_regions.is_empty() || outcome.per_app {
             warn!("the full list was incomplete; listing everything again next pass");
             *guard = None;
-        } else {
-            info!(
-                apps = cached.apps.len(),
-                machines = cached.machines.len(),
-                "observed fly in full"
-            );
-            *guard = Some(cached);
+            let obs = with_errors(fresh.obs, outcome.error_regions);
+            return Ok((obs, ObserveKind::Full));
         }
+        let machines: usize = fresh.obs.apps.values().map(|a| a.machines.len()).sum();
+        info!(
+            apps = fresh.obs.apps.len(),
+            machines, "observed fly in full"
+        );
+        let obs = fresh.obs.clone();
+        *guard = Some(fresh);
         Ok((obs, ObserveKind::Full))
     }
 
@@ -220,69 +230,50 @@ impl ObserveCache {
         term: i64,
         names: &[String],
     ) -> Result<Observation, FlyError> {
-        if let Some(obs) = self.snapshot_for(org, prefix, term, names).await {
+        if let Some(obs) = self.snapshot_for(term, names).await {
             return Ok(obs);
         }
         observe_names(fly, org, prefix, names).await
     }
 
-    async fn snapshot_for(
-        &self,
-        org: &str,
-        prefix: &str,
-        term: i64,
-        names: &[String],
-    ) -> Option<Observation> {
+    /// The cached apps named `names` (a lookup each, whatever the fleet's size).
+    async fn snapshot_for(&self, term: i64, names: &[String]) -> Option<Observation> {
         let guard = self.state.lock().await;
         let c = guard.as_ref().filter(|c| c.term == term)?;
-        let apps = names.iter().filter_map(|n| c.apps.get(n));
-        let machines = c.machines.values().filter(|m| names.contains(&m.app_name));
-        Some(assemble(org, prefix, apps, machines))
+        let apps = names
+            .iter()
+            .filter_map(|n| c.obs.apps.get(n))
+            .map(|a| (a.name.clone(), a.clone()))
+            .collect();
+        Some(Observation {
+            apps,
+            error_regions: Default::default(),
+        })
     }
 
     /// An executor created or adopted `name` in our org.
     pub async fn app_seen(&self, name: &str) {
-        if let Some(c) = self.state.lock().await.as_mut() {
-            c.apps
-                .entry(name.to_string())
-                .or_insert_with(|| bare_app(name));
+        if let Some(c) = self.state.lock().await.as_mut()
+            && !c.obs.apps.contains_key(name)
+        {
+            Arc::make_mut(&mut c.obs).apps.insert(
+                name.to_string(),
+                ObservedApp {
+                    name: name.to_string(),
+                    machines: vec![],
+                },
+            );
         }
     }
 
     /// An executor deleted `name` and saw it answer 404.
     pub async fn app_deleted(&self, name: &str) {
-        if let Some(c) = self.state.lock().await.as_mut() {
-            c.apps.remove(name);
-            let ids: Vec<String> = c
-                .machines
-                .iter()
-                .filter(|(_, m)| m.app_name == name)
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in ids {
-                c.machines.remove(&id);
-                c.buried.insert(id);
-            }
+        if let Some(c) = self.state.lock().await.as_mut()
+            && c.obs.apps.contains_key(name)
+            && let Some(app) = Arc::make_mut(&mut c.obs).apps.remove(name)
+        {
+            c.buried.extend(app.machines.into_iter().map(|m| m.id));
         }
-    }
-
-    fn build(&self, term: i64, prefix: &str, apps: Vec<App>, machines: Vec<OrgMachine>) -> Cached {
-        let mut c = Cached {
-            term,
-            apps: apps
-                .into_iter()
-                .filter(|a| naming::is_managed(prefix, &a.name))
-                .map(|a| (a.name.clone(), a))
-                .collect(),
-            machines: BTreeMap::new(),
-            buried: HashSet::new(),
-            watermark: None,
-            resync_at: Instant::now() + jittered(self.resync_interval),
-        };
-        for m in machines {
-            c.apply(prefix, m);
-        }
-        c
     }
 
     /// RESYNC_INTERVAL: how long a full list stays the base of the deltas.
@@ -293,12 +284,11 @@ impl ObserveCache {
     /// For the sweep: one delta on a valid cache, answering the managed apps whose machines
     /// changed (appeared, changed, went). `None` when the cache cannot answer by a delta (a new
     /// term, a resync due, a region Fly could not list): the caller runs a full pass, whose
-    /// observation is the full list. No [`Observation`] is built: that would cost the fleet.
+    /// observation is the full list.
     pub async fn changes(
         &self,
         fly: &FlyClient,
         org: &str,
-        prefix: &str,
         term: i64,
     ) -> Result<Option<Vec<String>>, FlyError> {
         let _turn = self.listing.lock().await;
@@ -310,10 +300,10 @@ impl ObserveCache {
         let Some(cached) = guard.as_mut().filter(|c| c.term == term) else {
             return Ok(None);
         };
-        let mut changed = std::collections::BTreeSet::new();
+        let mut changed = BTreeSet::new();
         for m in delta.machines {
             let app = m.app_name.clone();
-            if cached.apply(prefix, m) {
+            if cached.apply(m) {
                 changed.insert(app);
             }
         }
@@ -324,43 +314,70 @@ impl ObserveCache {
         debug!(changed = changed.len(), "observed fly by delta (sweep)");
         Ok(Some(changed.into_iter().collect()))
     }
+
+    /// The prober's view (`prober.rs`): every cached machine, without a Fly call; `None` until a
+    /// full list of `term` has completed.
+    pub async fn machines_seen(&self, term: i64) -> Option<Vec<super::prober::Seen>> {
+        let guard = self.state.lock().await;
+        let c = guard.as_ref().filter(|c| c.term == term)?;
+        Some(
+            c.obs
+                .apps
+                .values()
+                .flat_map(|a| a.machines.iter().map(move |m| (a, m)))
+                .map(|(a, m)| super::prober::Seen {
+                    app: a.name.clone(),
+                    machine: m.id.clone(),
+                    started: m.state == crate::fly::MachineState::Started.as_str(),
+                    version: m.version.clone(),
+                })
+                .collect(),
+        )
+    }
 }
 
 impl Cached {
-    /// Merge one listed machine (full list or delta). True if the cache changed: the overlap of
-    /// consecutive deltas lists the same copy again, which changes nothing.
-    fn apply(&mut self, prefix: &str, m: OrgMachine) -> bool {
-        if !naming::is_managed(prefix, &m.app_name) || self.buried.contains(&m.id) {
-            return false;
+    fn new(term: i64, org: &str, prefix: &str, resync_in: Duration) -> Cached {
+        Cached {
+            term,
+            org: org.to_string(),
+            prefix: prefix.to_string(),
+            obs: Arc::default(),
+            buried: HashSet::new(),
+            watermark: None,
+            resync_at: Instant::now() + resync_in,
         }
-        let stamp = parse_time(m.updated_at.as_deref());
-        if let Some(t) = stamp {
-            self.watermark = Some(self.watermark.map_or(t, |w| w.max(t)));
-        }
-        // Lists are eventually consistent: an older copy (a lagging replica) never replaces a
-        // newer one.
-        if let Some(old) = self.machines.get(&m.id)
-            && let (Some(old_t), Some(new_t)) = (parse_time(old.updated_at.as_deref()), stamp)
-            && new_t < old_t
-        {
-            return false;
-        }
-        if m.state.is_gone() {
-            return self.machines.remove(&m.id).is_some();
-        }
-        if self.machines.get(&m.id) == Some(&m) {
-            return false;
-        }
-        self.apps
-            .entry(m.app_name.clone())
-            .or_insert_with(|| bare_app(&m.app_name));
-        self.machines.insert(m.id.clone(), m);
-        true
     }
 
-    fn observation(&self, org: &str, prefix: &str) -> Observation {
-        assemble(org, prefix, self.apps.values(), self.machines.values())
+    /// Merge one listed machine (full list or delta). True if the observation changed: the
+    /// overlap of consecutive deltas lists the same copy again, which changes nothing.
+    fn apply(&mut self, m: OrgMachine) -> bool {
+        if !naming::is_managed(&self.prefix, &m.app_name) || self.buried.contains(&m.id) {
+            return false;
+        }
+        if let Some(t) = parse_time(m.updated_at.as_deref()) {
+            self.watermark = Some(self.watermark.map_or(t, |w| w.max(t)));
+        }
+        merge_machine(Arc::make_mut(&mut self.obs), &self.prefix, m) == Merge::Changed
     }
+}
+
+impl ListSink for Cached {
+    fn app(&mut self, app: App) {
+        add_app(Arc::make_mut(&mut self.obs), &self.org, &self.prefix, &app);
+    }
+
+    fn machine(&mut self, m: OrgMachine) {
+        self.apply(m);
+    }
+}
+
+/// A list that reported `error_regions` is used for its pass only (the planner holds the apps
+/// in those regions back); the cache never keeps it.
+fn with_errors(obs: Arc<Observation>, error_regions: Vec<String>) -> Arc<Observation> {
+    let mut obs = Arc::unwrap_or_clone(obs);
+    obs.error_regions = error_regions.into_iter().collect();
+    Arc::new(obs)
 }
 
 /// The delta list from `watermark - OVERLAP`, destroyed machines included.
@@ -375,49 +392,16 @@ fn delta_query(watermark: Option<DateTime<Utc>>) -> ListOrgMachines {
     }
 }
 
-fn bare_app(name: &str) -> App {
-    App {
-        name: name.to_string(),
-        ..Default::default()
-    }
-}
-
-fn parse_time(s: Option<&str>) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s?)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
 /// `interval` shortened by up to 10%, so restarts and replicas do not relist in step.
 fn jittered(interval: Duration) -> Duration {
     let cut = rand::rng().random_range(0.0..0.1);
     interval.mul_f64(1.0 - cut)
 }
 
-impl ObserveCache {
-    /// The prober's view (`prober.rs`): every cached machine, without a Fly call; `None` until a
-    /// full list of `term` has completed.
-    pub async fn machines_seen(&self, term: i64) -> Option<Vec<super::prober::Seen>> {
-        let guard = self.state.lock().await;
-        let c = guard.as_ref().filter(|c| c.term == term)?;
-        Some(
-            c.machines
-                .values()
-                .map(|m| super::prober::Seen {
-                    app: m.app_name.clone(),
-                    machine: m.id.clone(),
-                    started: m.state == crate::fly::MachineState::Started,
-                    version: m.version.clone(),
-                })
-                .collect(),
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fly::{MachineState, OrgMachineConfig};
+    use crate::fly::{MachineState, OrgMachineConfig, Organization};
 
     fn machine(app: &str, id: &str, state: MachineState, at: &str) -> OrgMachine {
         OrgMachine {
@@ -430,83 +414,137 @@ mod tests {
         }
     }
 
+    fn app(name: &str, org: &str) -> App {
+        App {
+            name: name.into(),
+            organization: Some(Organization {
+                slug: org.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
     fn cache() -> Cached {
-        ObserveCache::new(Duration::from_secs(600)).build(
-            1,
-            "vyx-user-",
-            vec![bare_app("vyx-user-aaaa"), bare_app("vyx-app")],
-            vec![machine(
-                "vyx-user-aaaa",
-                "m1",
-                MachineState::Started,
-                "2026-11-30T09:00:00Z",
-            )],
-        )
+        let mut c = Cached::new(1, "vyx", "vyx-user-", Duration::from_secs(600));
+        c.app(app("vyx-user-aaaa", "vyx"));
+        c.app(app("vyx-app", "vyx"));
+        c.app(app("vyx-user-else", "another-org"));
+        c.machine(machine(
+            "vyx-user-aaaa",
+            "m1",
+            MachineState::Started,
+            "2026-11-30T09:00:00Z",
+        ));
+        c
+    }
+
+    #[test]
+    fn only_managed_apps_of_our_org_are_kept() {
+        let c = cache();
+        assert_eq!(c.obs.apps.keys().collect::<Vec<_>>(), vec!["vyx-user-aaaa"]);
+        assert_eq!(c.obs.apps["vyx-user-aaaa"].machines.len(), 1);
     }
 
     #[test]
     fn a_destroyed_machine_in_a_delta_leaves_the_cache_and_moves_the_watermark() {
         let mut c = cache();
+        assert!(c.apply(machine(
+            "vyx-user-aaaa",
+            "m1",
+            MachineState::Destroyed,
+            "2026-11-30T09:01:00Z",
+        )));
         assert!(
-            !c.apps.contains_key("vyx-app"),
-            "unmanaged apps are never kept"
+            c.obs.apps["vyx-user-aaaa"].machines.is_empty(),
+            "the app stays"
         );
-        c.apply(
-            "vyx-user-",
-            machine(
-                "vyx-user-aaaa",
-                "m1",
-                MachineState::Destroyed,
-                "2026-11-30T09:01:00Z",
-            ),
-        );
-        assert!(c.machines.is_empty());
-        assert!(c.apps.contains_key("vyx-user-aaaa"), "the app stays");
         assert_eq!(c.watermark, parse_time(Some("2026-11-30T09:01:00Z")));
     }
 
     #[test]
     fn an_older_copy_of_a_machine_never_replaces_a_newer_one() {
         let mut c = cache();
-        c.apply(
-            "vyx-user-",
-            machine(
-                "vyx-user-aaaa",
-                "m1",
-                MachineState::Stopped,
-                "2026-11-30T08:59:00Z",
-            ),
+        assert!(!c.apply(machine(
+            "vyx-user-aaaa",
+            "m1",
+            MachineState::Stopped,
+            "2026-11-30T08:59:00Z",
+        )));
+        assert_eq!(c.obs.apps["vyx-user-aaaa"].machines[0].state, "started");
+    }
+
+    #[test]
+    fn the_same_copy_listed_again_by_an_overlapping_delta_is_no_change() {
+        let mut c = cache();
+        let again = machine(
+            "vyx-user-aaaa",
+            "m1",
+            MachineState::Started,
+            "2026-11-30T09:00:00Z",
         );
-        assert_eq!(c.machines["m1"].state, MachineState::Started);
+        assert!(!c.apply(again));
+    }
+
+    #[tokio::test]
+    async fn a_deleted_apps_machines_stay_buried_when_a_late_delta_lists_them() {
+        let oc = ObserveCache::new(Duration::from_secs(600));
+        *oc.state.lock().await = Some(cache());
+        oc.app_deleted("vyx-user-aaaa").await;
+        let mut guard = oc.state.lock().await;
+        let c = guard.as_mut().expect("state");
+        assert!(!c.apply(machine(
+            "vyx-user-aaaa",
+            "m1",
+            MachineState::Started,
+            "2026-11-30T09:02:00Z",
+        )));
+        assert!(!c.obs.apps.contains_key("vyx-user-aaaa"));
+    }
+
+    #[tokio::test]
+    async fn a_merge_while_a_pass_holds_the_observation_leaves_the_pass_its_copy() {
+        let oc = ObserveCache::new(Duration::from_secs(600));
+        *oc.state.lock().await = Some(cache());
+        let held = oc.state.lock().await.as_ref().unwrap().obs.clone();
+        oc.app_deleted("vyx-user-aaaa").await;
+        assert!(
+            held.apps.contains_key("vyx-user-aaaa"),
+            "what the pass planned from"
+        );
+        let guard = oc.state.lock().await;
+        assert!(
+            !guard
+                .as_ref()
+                .unwrap()
+                .obs
+                .apps
+                .contains_key("vyx-user-aaaa")
+        );
     }
 
     #[tokio::test]
     async fn a_targeted_snapshot_holds_only_the_users_apps_and_is_served_while_a_list_runs() {
         let oc = ObserveCache::new(Duration::from_secs(600));
         let mut c = cache();
-        c.apply(
-            "vyx-user-",
-            machine(
-                "vyx-user-bbbb",
-                "m2",
-                MachineState::Started,
-                "2026-11-30T09:00:00Z",
-            ),
-        );
+        c.apply(machine(
+            "vyx-user-bbbb",
+            "m2",
+            MachineState::Started,
+            "2026-11-30T09:00:00Z",
+        ));
         *oc.state.lock().await = Some(c);
         // An observer is at work (a resync's full list takes minutes at 100,000 apps).
         let _turn = oc.listing.lock().await;
         let names = vec!["vyx-user-bbbb".to_string(), "vyx-user-none".to_string()];
         let obs = oc
-            .snapshot_for("org", "vyx-user-", 1, &names)
+            .snapshot_for(1, &names)
             .await
             .expect("the last complete state answers meanwhile");
         assert_eq!(obs.apps.keys().collect::<Vec<_>>(), vec!["vyx-user-bbbb"]);
         assert_eq!(obs.apps["vyx-user-bbbb"].machines.len(), 1);
         assert!(
-            oc.snapshot_for("org", "vyx-user-", 2, &names)
-                .await
-                .is_none(),
+            oc.snapshot_for(2, &names).await.is_none(),
             "never another term's state"
         );
     }

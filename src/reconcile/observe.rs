@@ -1,58 +1,85 @@
 //! Observe Fly: the managed apps of our org and their machines, from two paginated list calls.
 //! [`super::cache`] keeps the result between passes and follows it with deltas (invariant 9).
+//!
+//! Pages are folded into the compact [`Observation`] as they arrive ([`ListSink`]): at 100,000
+//! apps the raw answer (every `App` and `OrgMachine` with its metadata) would be several times the
+//! size of what the planner reads, and holding it next to the previous state doubled the peak.
 
-use std::collections::BTreeMap;
-use tracing::{debug, warn};
+use chrono::{DateTime, Utc};
+use std::cmp::Ordering;
+use tracing::warn;
 use uuid::Uuid;
 
 use super::naming;
 use super::observed::{META_OP, META_USER_ID, Observation, ObservedApp, ObservedMachine};
-use crate::fly::{FlyClient, FlyError, ListMachines, OrgMachine, OrgMachineConfig};
+use crate::fly::{App, FlyClient, FlyError, ListMachines, ListOrgMachines, OrgMachine};
 
-/// One complete read of Fly: every app of the org and every machine of the org, unfiltered.
-pub(crate) struct FullList {
-    pub apps: Vec<crate::fly::App>,
-    pub machines: Vec<OrgMachine>,
-    /// Regions whose machines are missing from `machines`.
+/// Where a full list's pages go, one app or machine at a time.
+pub(crate) trait ListSink {
+    fn app(&mut self, app: App);
+    fn machine(&mut self, m: OrgMachine);
+}
+
+/// How a full list went, beyond what it handed to the sink.
+pub(crate) struct ListOutcome {
+    /// Regions whose machines are missing from what the sink received.
     pub error_regions: Vec<String>,
     /// Machines were listed app by app (no org-wide list): no watermark to follow deltas from.
     pub per_app: bool,
 }
 
-/// Every page of both lists (the cache's full list and resync; [`super::cache`]).
+/// Every page of both lists (the cache's full list and resync; [`super::cache`]). On error the
+/// sink holds part of the fleet: the caller must discard it.
 pub(crate) async fn full_list(
     fly: &FlyClient,
     org: &str,
     prefix: &str,
-) -> Result<FullList, FlyError> {
-    let apps = fly.list_apps(org).await?;
-    let mut error_regions = Vec::new();
-    let mut per_app = false;
-    let machines = match fly.list_org_machines_partial(org).await {
-        Ok(list) => {
-            if !list.error_regions.is_empty() {
+    sink: &mut impl ListSink,
+) -> Result<ListOutcome, FlyError> {
+    let mut managed = Vec::new();
+    fly.list_apps_pages(org, |page| {
+        for app in page {
+            if naming::is_managed(prefix, &app.name) {
+                managed.push(app.name.clone());
+            }
+            sink.app(app);
+        }
+    })
+    .await?;
+    let all = ListOrgMachines::default();
+    let listed = fly
+        .org_machines_pages(org, &all, true, |page| {
+            for m in page {
+                sink.machine(m);
+            }
+        })
+        .await;
+    match listed {
+        Ok(error_regions) => {
+            if !error_regions.is_empty() {
                 warn!(
-                    regions = %list.error_regions.join(","),
+                    regions = %error_regions.join(","),
                     "Fly could not list machines in some regions; apps there are left alone this pass"
                 );
             }
-            error_regions = list.error_regions;
-            list.machines
+            Ok(ListOutcome {
+                error_regions,
+                per_app: false,
+            })
         }
         // An API without the org-wide list: one list per managed app instead (costlier, correct).
         Err(FlyError::NotFound { .. } | FlyError::UnexpectedStatus { .. }) => {
             warn!("org-wide machine list unavailable; listing machines app by app");
-            per_app = true;
-            per_app_machines(fly, prefix, &apps).await?
+            for m in per_app_machines(fly, &managed).await? {
+                sink.machine(m);
+            }
+            Ok(ListOutcome {
+                error_regions: vec![],
+                per_app: true,
+            })
         }
-        Err(e) => return Err(e),
-    };
-    Ok(FullList {
-        apps,
-        machines,
-        error_regions,
-        per_app,
-    })
+        Err(e) => Err(e),
+    }
 }
 
 /// Only the apps named `names` and their machines, app by app (a `GET` and a machine list each):
@@ -65,47 +92,49 @@ pub(crate) async fn observe_names(
     prefix: &str,
     names: &[String],
 ) -> Result<Observation, FlyError> {
-    let mut apps = Vec::new();
+    let mut obs = Observation::default();
+    let mut found = Vec::new();
     for name in names.iter().filter(|n| naming::is_managed(prefix, n)) {
         match fly.get_app(name).await {
-            Ok(app) => apps.push(app),
+            Ok(app) => {
+                if add_app(&mut obs, org, prefix, &app) {
+                    found.push(app.name);
+                }
+            }
             Err(FlyError::NotFound { .. } | FlyError::Forbidden { .. }) => {}
             Err(e) => return Err(e),
         }
     }
-    let machines = per_app_machines(fly, prefix, &apps).await?;
-    Ok(assemble(org, prefix, &apps, &machines))
+    for m in per_app_machines(fly, &found).await? {
+        merge_machine(&mut obs, prefix, m);
+    }
+    Ok(obs)
 }
 
-async fn per_app_machines(
-    fly: &FlyClient,
-    prefix: &str,
-    apps: &[crate::fly::App],
-) -> Result<Vec<OrgMachine>, FlyError> {
+async fn per_app_machines(fly: &FlyClient, apps: &[String]) -> Result<Vec<OrgMachine>, FlyError> {
     let mut out = Vec::new();
-    for app in apps.iter().filter(|a| naming::is_managed(prefix, &a.name)) {
-        let machines = match fly.list_machines(&app.name, &ListMachines::default()).await {
+    for app in apps {
+        let machines = match fly.list_machines(app, &ListMachines::default()).await {
             Ok(ms) => ms,
             // Deleted between the two lists.
             Err(FlyError::NotFound { .. }) => continue,
             Err(e) => return Err(e),
         };
         for m in machines {
-            let cfg = m.config.as_ref();
             out.push(OrgMachine {
-                app_name: app.name.clone(),
-                id: m.id.clone(),
-                name: m.name.clone(),
-                state: m.state.clone(),
-                region: m.region.clone(),
-                version: m.version.clone(),
-                private_ip: m.private_ip.clone(),
-                created_at: m.created_at.clone(),
-                updated_at: m.updated_at.clone(),
-                config: cfg.map(|c| OrgMachineConfig {
-                    image: c.image.clone(),
-                    guest: c.guest.clone(),
-                    metadata: c.metadata.clone(),
+                app_name: app.clone(),
+                id: m.id,
+                name: m.name,
+                state: m.state,
+                region: m.region,
+                version: m.version,
+                private_ip: m.private_ip,
+                created_at: m.created_at,
+                updated_at: m.updated_at,
+                config: m.config.map(|c| crate::fly::OrgMachineConfig {
+                    image: c.image,
+                    guest: c.guest,
+                    metadata: c.metadata,
                 }),
             });
         }
@@ -113,60 +142,99 @@ async fn per_app_machines(
     Ok(out)
 }
 
-/// Pure: filter to our org and prefix (invariant 1), attach machines to their apps. Reads by
-/// reference: the cache keeps its copy, and only what the planner needs is copied out.
-pub fn assemble<'a>(
-    org: &str,
-    prefix: &str,
-    apps: impl IntoIterator<Item = &'a crate::fly::App>,
-    machines: impl IntoIterator<Item = &'a OrgMachine>,
-) -> Observation {
-    let mut out: BTreeMap<String, ObservedApp> = BTreeMap::new();
-    for app in apps {
-        let in_org = app.organization.as_ref().is_none_or(|o| o.slug == org);
-        if in_org && naming::is_managed(prefix, &app.name) {
-            out.insert(
-                app.name.clone(),
-                ObservedApp {
-                    name: app.name.clone(),
-                    machines: vec![],
-                },
-            );
+/// Pure: a listed app of our org with the managed prefix (invariant 1) gets an entry; true if so.
+pub(crate) fn add_app(obs: &mut Observation, org: &str, prefix: &str, app: &App) -> bool {
+    let in_org = app.organization.as_ref().is_none_or(|o| o.slug == org);
+    if !(in_org && naming::is_managed(prefix, &app.name)) {
+        return false;
+    }
+    obs.apps
+        .entry(app.name.clone())
+        .or_insert_with(|| ObservedApp {
+            name: app.name.clone(),
+            machines: vec![],
+        });
+    true
+}
+
+/// What [`merge_machine`] did with one listed machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Merge {
+    /// Not ours (unmanaged app), or nothing new: the same copy, or an older one.
+    Unchanged,
+    /// Added, replaced or (gone) removed.
+    Changed,
+}
+
+/// Pure: fold one listed machine into `obs`. A machine listed before its app shows in the apps
+/// list (the lists lag independently) records its app. Lists are eventually consistent: an older
+/// copy (a lagging replica) never replaces a newer one. A gone machine (`destroyed`, ...) leaves.
+pub(crate) fn merge_machine(obs: &mut Observation, prefix: &str, m: OrgMachine) -> Merge {
+    if !naming::is_managed(prefix, &m.app_name) {
+        return Merge::Unchanged;
+    }
+    let gone = m.state.is_gone();
+    let (app, new) = observed_machine(m);
+    let Some(entry) = obs.apps.get_mut(&app) else {
+        if gone {
+            return Merge::Unchanged;
         }
-    }
-    for m in machines {
-        // A machine listed before its app shows in the apps list (lists lag independently): the
-        // app exists, so record it.
-        if !naming::is_managed(prefix, &m.app_name) {
-            continue;
+        obs.apps.insert(
+            app.clone(),
+            ObservedApp {
+                name: app,
+                machines: vec![new],
+            },
+        );
+        return Merge::Changed;
+    };
+    let Some(i) = entry.machines.iter().position(|o| o.id == new.id) else {
+        if gone {
+            return Merge::Unchanged;
         }
-        let cfg = m.config.as_ref();
-        let meta = cfg.map(|c| &c.metadata);
-        let guest = cfg.and_then(|c| c.guest.as_ref());
-        let observed = ObservedMachine {
-            id: m.id.clone(),
-            state: m.state.as_str().to_string(),
-            region: m.region.clone(),
-            image: cfg.map(|c| c.image.clone()).unwrap_or_default(),
-            cpus: guest.and_then(|g| g.cpus),
-            memory_mb: guest.and_then(|g| g.memory_mb),
-            cpu_kind: guest.and_then(|g| g.cpu_kind.clone()),
-            user_id: meta
-                .and_then(|md| md.get(META_USER_ID))
-                .and_then(|s| Uuid::parse_str(s).ok()),
-            op: meta.and_then(|md| md.get(META_OP)).cloned(),
-        };
-        out.entry(m.app_name.clone())
-            .or_insert_with(|| ObservedApp {
-                name: m.app_name.clone(),
-                machines: vec![],
-            })
-            .machines
-            .push(observed);
+        entry.machines.push(new);
+        return Merge::Changed;
+    };
+    let old = &entry.machines[i];
+    if older(new.updated_at, old.updated_at) || *old == new {
+        return Merge::Unchanged;
     }
-    debug!(apps = out.len(), "observed fly");
-    Observation {
-        apps: out,
-        error_regions: Default::default(),
+    if gone {
+        entry.machines.remove(i);
+    } else {
+        entry.machines[i] = new;
     }
+    Merge::Changed
+}
+
+fn older(new: Option<DateTime<Utc>>, old: Option<DateTime<Utc>>) -> bool {
+    matches!((new, old), (Some(n), Some(o)) if n.cmp(&o) == Ordering::Less)
+}
+
+/// Pure: the planner's view of one listed machine (the strings moved, not copied), by app name.
+pub(crate) fn observed_machine(m: OrgMachine) -> (String, ObservedMachine) {
+    let (image, guest, mut meta) = match m.config {
+        Some(c) => (c.image, c.guest, c.metadata),
+        None => Default::default(),
+    };
+    let machine = ObservedMachine {
+        id: m.id,
+        state: m.state.as_str().to_string(),
+        region: m.region,
+        image,
+        cpus: guest.as_ref().and_then(|g| g.cpus),
+        memory_mb: guest.as_ref().and_then(|g| g.memory_mb),
+        cpu_kind: guest.and_then(|g| g.cpu_kind),
+        user_id: meta.get(META_USER_ID).and_then(|s| Uuid::parse_str(s).ok()),
+        op: meta.remove(META_OP),
+        version: m.version,
+        updated_at: parse_time(m.updated_at.as_deref()),
+    };
+    (m.app_name, machine)
+}
+
+pub(crate) fn parse_time(s: Option<&str>) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s?)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }

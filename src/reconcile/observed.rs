@@ -1,6 +1,7 @@
 //! What exists in Fly, as the planner sees it: managed apps of our org and their machines, built from
 //! the two list endpoints only (apps by org, machines by org).
 
+use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -22,6 +23,10 @@ pub struct ObservedMachine {
     pub cpu_kind: Option<String>,
     pub user_id: Option<Uuid>,
     pub op: Option<String>,
+    /// Fly's machine version (the prober tells config drift by it).
+    pub version: Option<String>,
+    /// Fly's `updated_at`: the observation cache never lets an older copy replace a newer one.
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 impl ObservedMachine {

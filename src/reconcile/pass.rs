@@ -99,6 +99,13 @@ async fn plan_with_census(
     start: bool,
 ) -> Result<(Plan, Census), PassError> {
     let pool = ctx.store.pool();
+    // Fly first: a full list takes minutes at 100,000 apps, and the rows read after it are the
+    // fresher for it (and not held in memory while it pages). Every app we create has its row
+    // written before the create call, so a row read after the list never misses an app it shows.
+    let (observed, _) = ctx
+        .observed
+        .observe(&ctx.fly, &ctx.spec.org_slug, &ctx.prefix, ctx.store.term())
+        .await?;
     let rollout = super::pass_rollout::load_rollout(ctx, cfg, start).await?;
     let health = crate::db::health::load(pool).await?;
     let facts = apps::load_desired_facts(pool).await?;
@@ -106,10 +113,6 @@ async fn plan_with_census(
     let orphans = apps::load_orphans(pool).await?;
     let breaker_state = breaker::load_state(pool).await?;
     let now = crate::db::now(pool).await?;
-    let (observed, _) = ctx
-        .observed
-        .observe(&ctx.fly, &ctx.spec.org_slug, &ctx.prefix, ctx.store.term())
-        .await?;
     let (desired, bad_overrides) = desired(&facts, &cfg.policy);
     for (user_id, value) in bad_overrides {
         warn!(%user_id, value = %value, "override with an unknown value; user frozen as if paused");

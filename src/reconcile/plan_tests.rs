@@ -84,6 +84,8 @@ fn machine(id: &str, user_id: Uuid, image: &str) -> ObservedMachine {
         cpu_kind: Some("shared".into()),
         user_id: Some(user_id),
         op: None,
+        version: None,
+        updated_at: None,
     }
 }
 

@@ -139,11 +139,7 @@ impl Sweeper {
     ) -> Result<Option<(Vec<Entry>, usize)>, PassError> {
         let org = &ctx.spec.org_slug;
         let term = ctx.store.term();
-        let Some(changed) = ctx
-            .observed
-            .changes(&ctx.fly, org, &ctx.prefix, term)
-            .await?
-        else {
+        let Some(changed) = ctx.observed.changes(&ctx.fly, org, term).await? else {
             return Ok(None);
         };
         let entries = work_list(ctx, cfg, &changed).await?;
