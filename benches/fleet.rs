@@ -3,7 +3,7 @@
 //! pass, and the request rate over a resync cycle), reaction latency (converged, during a migration,
 //! during a rollout), rollout of a new image, deprovision.
 //!
-//! `cargo bench --bench fleet [-- --quick] [--out PATH] [--scale S] [--max-apps N] [--only deprovision]`
+//! `cargo bench --bench fleet [-- --quick] [--out PATH] [--scale S] [--max-apps N] [--min-apps N] [--only deprovision]`
 //!
 //! Time scale: the simulator's delays are divided by `S`, and every rate limit (the simulator's
 //! and the daemon's own token buckets, `RateLimits::with_margin` as `run` uses) multiplied by `S`,
@@ -42,6 +42,8 @@ pub struct Opts {
     pub out: String,
     pub scale: f64,
     pub max_apps: usize,
+    /// Fleet sizes below this are skipped (with `--only steady`: re-measure the 100,000 fleet alone).
+    pub min_apps: usize,
     /// Run one section only (`steady` with its reaction runs, `rollout`, `deprovision`): re-measure
     /// it after a change without the whole run; the other sections are left empty.
     pub only: Option<String>,
@@ -55,6 +57,7 @@ impl Opts {
             out: "bench-results.json".into(),
             scale: 0.0,
             max_apps: usize::MAX,
+            min_apps: 0,
             only: None,
         };
         let mut it = args.iter();
@@ -81,6 +84,11 @@ impl Opts {
                         .parse()
                         .map_err(|_| "--max-apps: a count")?;
                 }
+                "--min-apps" => {
+                    o.min_apps = val("--min-apps")?
+                        .parse()
+                        .map_err(|_| "--min-apps: a count")?;
+                }
                 _ => {}
             }
         }
@@ -104,11 +112,19 @@ struct Plan {
 }
 
 fn plan(o: &Opts) -> Plan {
-    let cap = |v: Vec<usize>| v.into_iter().filter(|n| *n <= o.max_apps).collect();
+    let cap = |v: Vec<usize>| {
+        v.into_iter()
+            .filter(|n| *n <= o.max_apps && *n >= o.min_apps)
+            .collect()
+    };
     // Sizes that need a fleet (reaction, rollout) shrink to `--max-apps` instead of vanishing, so
     // a smoke run still measures them; reaction runs on the steady fleets, so those get it too.
     let clamp = |v: Vec<usize>| {
-        let mut v: Vec<usize> = v.into_iter().map(|n| n.min(o.max_apps)).collect();
+        let mut v: Vec<usize> = v
+            .into_iter()
+            .map(|n| n.min(o.max_apps))
+            .filter(|n| *n >= o.min_apps)
+            .collect();
         v.dedup();
         v
     };

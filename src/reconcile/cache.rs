@@ -48,6 +48,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -73,6 +74,10 @@ pub struct ObserveCache {
     listing: Mutex<()>,
     /// Locked only briefly (read, merge, swap), never across a Fly call.
     state: Mutex<Option<Cached>>,
+    /// Bumped (under `state`) whenever what the planner sees changes: a merge that changed
+    /// something, an app an executor added or removed, a new full list, an invalidation. The
+    /// prober looks at the fleet again only when it moved (a quiet fleet costs it nothing).
+    generation: AtomicU64,
 }
 
 /// One term's observation and what following it by deltas needs.
@@ -104,12 +109,18 @@ impl ObserveCache {
             resync_interval,
             listing: Mutex::new(()),
             state: Mutex::new(None),
+            generation: AtomicU64::new(0),
         }
     }
 
     /// Forget everything: the next observation is a full list.
     pub async fn invalidate(&self) {
         *self.state.lock().await = None;
+        self.bump();
+    }
+
+    fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The observation for a pass under lease `term`: a delta on a valid cache, else a full list.
@@ -136,12 +147,16 @@ impl ObserveCache {
             drop(guard);
             return self.full(fly, org, prefix, term).await;
         };
-        let changed = delta.machines.len();
+        let listed = delta.machines.len();
+        let mut changed = false;
         for m in delta.machines {
-            cached.apply(m);
+            changed |= cached.apply(m);
+        }
+        if changed {
+            self.bump();
         }
         debug!(
-            changed,
+            listed,
             apps = cached.obs.apps.len(),
             "observed fly by delta"
         );
@@ -213,6 +228,7 @@ impl ObserveCache {
         );
         let obs = fresh.obs.clone();
         *guard = Some(fresh);
+        self.bump();
         Ok((obs, ObserveKind::Full))
     }
 
@@ -263,6 +279,7 @@ impl ObserveCache {
                     machines: vec![],
                 },
             );
+            self.bump();
         }
     }
 
@@ -273,6 +290,7 @@ impl ObserveCache {
             && let Some(app) = Arc::make_mut(&mut c.obs).apps.remove(name)
         {
             c.buried.extend(app.machines.into_iter().map(|m| m.id));
+            self.bump();
         }
     }
 
@@ -309,31 +327,53 @@ impl ObserveCache {
         }
         if !delta.error_regions.is_empty() {
             *guard = None;
+            self.bump();
             return Ok(None);
+        }
+        if !changed.is_empty() {
+            self.bump();
         }
         debug!(changed = changed.len(), "observed fly by delta (sweep)");
         Ok(Some(changed.into_iter().collect()))
     }
 
-    /// The prober's view (`prober.rs`): every cached machine, without a Fly call; `None` until a
-    /// full list of `term` has completed.
-    pub async fn machines_seen(&self, term: i64) -> Option<Vec<super::prober::Seen>> {
+    /// The prober's view (`prober.rs`): every cached machine, without a Fly call, unless the
+    /// cache has not changed since generation `seen` (`Unchanged`); `None` until a full list of
+    /// `term` has completed.
+    pub async fn machines_seen(&self, term: i64, seen: Option<u64>) -> Option<Seen> {
         let guard = self.state.lock().await;
         let c = guard.as_ref().filter(|c| c.term == term)?;
-        Some(
-            c.obs
-                .apps
-                .values()
-                .flat_map(|a| a.machines.iter().map(move |m| (a, m)))
-                .map(|(a, m)| super::prober::Seen {
-                    app: a.name.clone(),
-                    machine: m.id.clone(),
-                    started: m.state == crate::fly::MachineState::Started.as_str(),
-                    version: m.version.clone(),
-                })
-                .collect(),
-        )
+        let generation = self.generation.load(Ordering::Relaxed);
+        if seen == Some(generation) {
+            return Some(Seen::Unchanged);
+        }
+        let machines = c
+            .obs
+            .apps
+            .values()
+            .flat_map(|a| a.machines.iter().map(move |m| (a, m)))
+            .map(|(a, m)| super::prober::Seen {
+                app: a.name.clone(),
+                machine: m.id.clone(),
+                started: m.state == crate::fly::MachineState::Started.as_str(),
+                version: m.version.clone(),
+            })
+            .collect();
+        Some(Seen::Machines {
+            generation,
+            machines,
+        })
     }
+}
+
+/// [`ObserveCache::machines_seen`]'s answer.
+#[derive(Debug)]
+pub enum Seen {
+    Unchanged,
+    Machines {
+        generation: u64,
+        machines: Vec<super::prober::Seen>,
+    },
 }
 
 impl Cached {
@@ -547,6 +587,42 @@ mod tests {
             oc.snapshot_for(2, &names).await.is_none(),
             "never another term's state"
         );
+    }
+
+    #[tokio::test]
+    async fn the_prober_is_shown_the_fleet_again_only_after_something_changed() {
+        let oc = ObserveCache::new(Duration::from_secs(600));
+        assert!(
+            oc.machines_seen(1, None).await.is_none(),
+            "no full list yet"
+        );
+        *oc.state.lock().await = Some(cache());
+        oc.bump();
+        let Some(Seen::Machines {
+            generation,
+            machines,
+        }) = oc.machines_seen(1, None).await
+        else {
+            panic!("a first look shows every machine");
+        };
+        assert_eq!(machines.len(), 1);
+        assert!(matches!(
+            oc.machines_seen(1, Some(generation)).await,
+            Some(Seen::Unchanged)
+        ));
+        oc.app_seen("vyx-user-aaaa").await;
+        assert!(
+            matches!(
+                oc.machines_seen(1, Some(generation)).await,
+                Some(Seen::Unchanged)
+            ),
+            "an app already known is no change"
+        );
+        oc.app_seen("vyx-user-cccc").await;
+        assert!(matches!(
+            oc.machines_seen(1, Some(generation)).await,
+            Some(Seen::Machines { .. })
+        ));
     }
 
     #[test]

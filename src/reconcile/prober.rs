@@ -39,6 +39,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
+use super::cache;
 use super::execute::{Ctx, ExecError, health, probe};
 use super::pass::PassConfig;
 use crate::db::apps::StoreError;
@@ -124,6 +125,8 @@ pub struct Prober {
     targets: HashMap<String, (Uuid, Option<bool>)>,
     targets_at: Option<Instant>,
     view_at: Option<Instant>,
+    /// The cache generation the last look saw (`None`: look again whatever it is).
+    view_generation: Option<u64>,
     /// Machine id → version last seen in the cache; `None` until the first look.
     versions: Option<HashMap<String, Option<String>>>,
     drifted: HashSet<Uuid>,
@@ -151,6 +154,7 @@ impl Prober {
             targets: HashMap::new(),
             targets_at: None,
             view_at: None,
+            view_generation: None,
             versions: None,
             drifted: HashSet::new(),
             suspects: HashMap::new(),
@@ -179,14 +183,27 @@ impl Prober {
                 .collect();
             self.targets_at = Some(now);
             self.view_at = None;
+            self.view_generation = None;
         }
         if self.view_at.is_none_or(|t| t + self.view_every() <= now) {
             let term = self.ctx.store.term();
-            let Some(seen) = self.ctx.observed.machines_seen(term).await else {
+            let seen = self
+                .ctx
+                .observed
+                .machines_seen(term, self.view_generation)
+                .await;
+            match seen {
                 // No full list under this term yet: nothing to look at.
-                return Ok(out);
-            };
-            self.view(seen, now);
+                None => return Ok(out),
+                Some(cache::Seen::Unchanged) => {}
+                Some(cache::Seen::Machines {
+                    generation,
+                    machines,
+                }) => {
+                    self.view(machines, now);
+                    self.view_generation = Some(generation);
+                }
+            }
             self.view_at = Some(now);
         }
 
