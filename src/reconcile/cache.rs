@@ -14,11 +14,15 @@
 //!    cache does not hold adds that app. The watermark moves to the newest `updated_at` seen.
 //! 3. **Resync**: the next full list is due `RESYNC_INTERVAL` after the last one, minus up to 10%
 //!    jitter. It catches what no machine shows: an app without machines, or an app deleted by hand
-//!    (its machines vanish with it, so no delta reports them).
+//!    (its machines vanish with it, so no delta reports them). A resync within the term refreshes
+//!    the cached state in place, page by page (each page merged like a delta), and drops at its end
+//!    whatever it did not list; so the fleet is held once, not twice (the old state beside the
+//!    new one was half of the daemon's peak at 100,000 apps).
 //! 4. A targeted run (one user, after a NOTIFY) reads that user's apps from the cache as it is,
 //!    without a Fly call. Observers (passes, sweeps) take turns; the state is locked only to read or
 //!    merge, never across a Fly call, so a resync's full list does not hold up targeted runs: they
-//!    read the last complete state meanwhile.
+//!    read the cached state meanwhile (during a resync, each app as new as the last complete list
+//!    or newer).
 //! 5. Executors write what they learn: an app they created or adopted is added, an app they
 //!    deleted (confirmed 404) is removed with its machines. Machines they create, update or destroy
 //!    are left to the next delta, which reads them anyway.
@@ -47,13 +51,12 @@
 //!   from relisting in step.
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -71,12 +74,12 @@ pub const OVERLAP: Duration = Duration::from_secs(60);
 pub struct ObserveCache {
     resync_interval: Duration,
     /// Held by the one observer (full list or delta) at work; never needed to read `state`.
-    listing: Mutex<()>,
-    /// Locked only briefly (read, merge, swap), never across a Fly call.
+    listing: tokio::sync::Mutex<()>,
+    /// Locked only to read, merge one page or swap (a plain mutex: never held across an await).
     state: Mutex<Option<Cached>>,
     /// Bumped (under `state`) whenever what the planner sees changes: a merge that changed
-    /// something, an app an executor added or removed, a new full list, an invalidation. The
-    /// prober looks at the fleet again only when it moved (a quiet fleet costs it nothing).
+    /// something, an app an executor added or removed, a full list, an invalidation. The prober
+    /// looks at the fleet again only when it moved (a quiet fleet costs it nothing).
     generation: AtomicU64,
 }
 
@@ -107,15 +110,21 @@ impl ObserveCache {
     pub fn new(resync_interval: Duration) -> ObserveCache {
         ObserveCache {
             resync_interval,
-            listing: Mutex::new(()),
+            listing: tokio::sync::Mutex::new(()),
             state: Mutex::new(None),
             generation: AtomicU64::new(0),
         }
     }
 
+    /// The state; a panic elsewhere while it was held leaves nothing half-merged that matters
+    /// more than a cache (the next full list replaces it), so poisoning is not an error.
+    fn state(&self) -> MutexGuard<'_, Option<Cached>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Forget everything: the next observation is a full list.
     pub async fn invalidate(&self) {
-        *self.state.lock().await = None;
+        *self.state() = None;
         self.bump();
     }
 
@@ -127,7 +136,7 @@ impl ObserveCache {
     ///
     /// Observers take turns (`listing`); the state itself is locked only to read the watermark and
     /// to merge the answer, never across a Fly call, so targeted runs, executors and the prober keep
-    /// reading the last complete state while a full list (minutes at 100,000 apps) or a delta runs.
+    /// reading the cached state while a full list (minutes at 100,000 apps) or a delta runs.
     /// The answer is shared with the cache: drop it once planned.
     pub async fn observe(
         &self,
@@ -137,16 +146,25 @@ impl ObserveCache {
         term: i64,
     ) -> Result<(Arc<Observation>, ObserveKind), FlyError> {
         let _turn = self.listing.lock().await;
-        let Some(watermark) = self.valid_watermark(term).await else {
+        let Some(watermark) = self.valid_watermark(term) else {
             return self.full(fly, org, prefix, term).await;
         };
         let delta = self.delta(fly, org, watermark).await?;
-        let mut guard = self.state.lock().await;
-        let Some(cached) = guard.as_mut().filter(|c| c.term == term) else {
+        match self.merge_delta(term, delta) {
+            Some(obs) => Ok((obs, ObserveKind::Delta)),
             // Invalidated while the delta was out: start again from a full list.
-            drop(guard);
-            return self.full(fly, org, prefix, term).await;
-        };
+            None => self.full(fly, org, prefix, term).await,
+        }
+    }
+
+    /// A delta into the state of `term`; `None` if there is none.
+    fn merge_delta(
+        &self,
+        term: i64,
+        delta: crate::fly::OrgMachineList,
+    ) -> Option<Arc<Observation>> {
+        let mut guard = self.state();
+        let cached = guard.as_mut().filter(|c| c.term == term)?;
         let listed = delta.machines.len();
         let mut changed = false;
         for m in delta.machines {
@@ -162,9 +180,9 @@ impl ObserveCache {
         );
         if !delta.error_regions.is_empty() {
             let taken = guard.take().map(|c| c.obs).unwrap_or_default();
-            return Ok((with_errors(taken, delta.error_regions), ObserveKind::Delta));
+            return Some(with_errors(taken, delta.error_regions));
         }
-        Ok((cached.obs.clone(), ObserveKind::Delta))
+        Some(cached.obs.clone())
     }
 
     /// One changed-machine list from `watermark - OVERLAP` (the caller holds `listing`, never the
@@ -181,24 +199,24 @@ impl ObserveCache {
         {
             Ok(d) => Ok(d),
             Err(e) => {
-                *self.state.lock().await = None;
+                *self.state() = None;
                 Err(e)
             }
         }
     }
 
     /// The watermark of a cache valid for `term` whose resync is not due (`None`: list in full).
-    async fn valid_watermark(&self, term: i64) -> Option<Option<DateTime<Utc>>> {
-        let guard = self.state.lock().await;
-        guard
+    fn valid_watermark(&self, term: i64) -> Option<Option<DateTime<Utc>>> {
+        self.state()
             .as_ref()
             .filter(|c| c.term == term && Instant::now() < c.resync_at)
             .map(|c| c.watermark)
     }
 
-    /// A full list (the caller holds `listing`), folded page by page into a new state that
-    /// replaces the old in one step once the list is complete. A failed or partial list leaves no
-    /// state: the next pass lists again.
+    /// A full list (the caller holds `listing`). A cache of this term is refreshed in place, page
+    /// by page, and what the list no longer shows is dropped at its end: one copy of the fleet in
+    /// memory, never two. Otherwise (a new term, no cache) a new state is built aside and swapped
+    /// in once complete. A failed or partial list leaves no state: the next pass lists again.
     async fn full(
         &self,
         fly: &FlyClient,
@@ -206,35 +224,74 @@ impl ObserveCache {
         prefix: &str,
         term: i64,
     ) -> Result<(Arc<Observation>, ObserveKind), FlyError> {
-        let mut fresh = Cached::new(term, org, prefix, jittered(self.resync_interval));
-        let outcome = match full_list(fly, org, prefix, &mut fresh).await {
-            Ok(o) => o,
-            Err(e) => {
-                *self.state.lock().await = None;
-                return Err(e);
+        let refresh = self.state().as_ref().is_some_and(|c| c.term == term);
+        if refresh {
+            let mut sink = Refresh {
+                cache: self,
+                term,
+                apps: HashSet::new(),
+                machines: HashSet::new(),
+                lost: false,
+            };
+            let outcome = self.listed(full_list(fly, org, prefix, &mut sink).await)?;
+            if !sink.lost {
+                return Ok((self.refreshed(sink, outcome), ObserveKind::Full));
             }
-        };
-        let mut guard = self.state.lock().await;
+            // Invalidated while listing: what was merged went with it; list again, aside.
+        }
+        let mut fresh = Cached::new(term, org, prefix, jittered(self.resync_interval));
+        let outcome = self.listed(full_list(fly, org, prefix, &mut fresh).await)?;
+        let mut guard = self.state();
+        self.bump();
         if !outcome.error_regions.is_empty() || outcome.per_app {
             warn!("the full list was incomplete; listing everything again next pass");
             *guard = None;
-            let obs = with_errors(fresh.obs, outcome.error_regions);
-            return Ok((obs, ObserveKind::Full));
+            return Ok((
+                with_errors(fresh.obs, outcome.error_regions),
+                ObserveKind::Full,
+            ));
         }
-        let machines: usize = fresh.obs.apps.values().map(|a| a.machines.len()).sum();
-        info!(
-            apps = fresh.obs.apps.len(),
-            machines, "observed fly in full"
-        );
+        fresh.log_full();
         let obs = fresh.obs.clone();
         *guard = Some(fresh);
-        self.bump();
         Ok((obs, ObserveKind::Full))
+    }
+
+    /// A failed full list empties the cache.
+    fn listed<T>(&self, r: Result<T, FlyError>) -> Result<T, FlyError> {
+        if r.is_err() {
+            *self.state() = None;
+        }
+        r
+    }
+
+    /// The end of an in-place refresh: drop what the list did not show, set the next resync.
+    fn refreshed(
+        &self,
+        sink: Refresh<'_>,
+        outcome: super::observe::ListOutcome,
+    ) -> Arc<Observation> {
+        let mut guard = self.state();
+        self.bump();
+        let partial = !outcome.error_regions.is_empty() || outcome.per_app;
+        let Some(c) = guard.as_mut().filter(|c| c.term == sink.term && !partial) else {
+            warn!("the full list was incomplete; listing everything again next pass");
+            let taken = guard.take().map(|c| c.obs).unwrap_or_default();
+            return with_errors(taken, outcome.error_regions);
+        };
+        let obs = Arc::make_mut(&mut c.obs);
+        obs.apps.retain(|name, _| sink.apps.contains(name));
+        for app in obs.apps.values_mut() {
+            app.machines.retain(|m| sink.machines.contains(&m.id));
+        }
+        c.resync_at = Instant::now() + jittered(self.resync_interval);
+        c.log_full();
+        c.obs.clone()
     }
 
     /// For a targeted run: what the cache holds for the apps named `names` (the user's row name, the
     /// name a first converge would take), without a Fly call and without copying the fleet, if the
-    /// cache is valid for `term`. While a resync lists, the last complete state answers. With no
+    /// cache is valid for `term`. While a resync lists, the cached state answers. With no
     /// state for this term yet (a new leader's first full list, minutes at 100,000 apps), those
     /// apps are read from Fly one by one ([`observe_names`]: per-app buckets, not the org list's),
     /// so a NOTIFY never waits for the fleet's list.
@@ -246,15 +303,15 @@ impl ObserveCache {
         term: i64,
         names: &[String],
     ) -> Result<Observation, FlyError> {
-        if let Some(obs) = self.snapshot_for(term, names).await {
+        if let Some(obs) = self.snapshot_for(term, names) {
             return Ok(obs);
         }
         observe_names(fly, org, prefix, names).await
     }
 
     /// The cached apps named `names` (a lookup each, whatever the fleet's size).
-    async fn snapshot_for(&self, term: i64, names: &[String]) -> Option<Observation> {
-        let guard = self.state.lock().await;
+    fn snapshot_for(&self, term: i64, names: &[String]) -> Option<Observation> {
+        let guard = self.state();
         let c = guard.as_ref().filter(|c| c.term == term)?;
         let apps = names
             .iter()
@@ -269,7 +326,7 @@ impl ObserveCache {
 
     /// An executor created or adopted `name` in our org.
     pub async fn app_seen(&self, name: &str) {
-        if let Some(c) = self.state.lock().await.as_mut()
+        if let Some(c) = self.state().as_mut()
             && !c.obs.apps.contains_key(name)
         {
             Arc::make_mut(&mut c.obs).apps.insert(
@@ -285,7 +342,7 @@ impl ObserveCache {
 
     /// An executor deleted `name` and saw it answer 404.
     pub async fn app_deleted(&self, name: &str) {
-        if let Some(c) = self.state.lock().await.as_mut()
+        if let Some(c) = self.state().as_mut()
             && c.obs.apps.contains_key(name)
             && let Some(app) = Arc::make_mut(&mut c.obs).apps.remove(name)
         {
@@ -310,11 +367,11 @@ impl ObserveCache {
         term: i64,
     ) -> Result<Option<Vec<String>>, FlyError> {
         let _turn = self.listing.lock().await;
-        let Some(watermark) = self.valid_watermark(term).await else {
+        let Some(watermark) = self.valid_watermark(term) else {
             return Ok(None);
         };
         let delta = self.delta(fly, org, watermark).await?;
-        let mut guard = self.state.lock().await;
+        let mut guard = self.state();
         let Some(cached) = guard.as_mut().filter(|c| c.term == term) else {
             return Ok(None);
         };
@@ -341,7 +398,7 @@ impl ObserveCache {
     /// cache has not changed since generation `seen` (`Unchanged`); `None` until a full list of
     /// `term` has completed.
     pub async fn machines_seen(&self, term: i64, seen: Option<u64>) -> Option<Seen> {
-        let guard = self.state.lock().await;
+        let guard = self.state();
         let c = guard.as_ref().filter(|c| c.term == term)?;
         let generation = self.generation.load(Ordering::Relaxed);
         if seen == Some(generation) {
@@ -400,15 +457,74 @@ impl Cached {
         }
         merge_machine(Arc::make_mut(&mut self.obs), &self.prefix, m) == Merge::Changed
     }
-}
 
-impl ListSink for Cached {
-    fn app(&mut self, app: App) {
-        add_app(Arc::make_mut(&mut self.obs), &self.org, &self.prefix, &app);
+    fn add_apps(&mut self, page: &[App]) {
+        let obs = Arc::make_mut(&mut self.obs);
+        for app in page {
+            add_app(obs, &self.org, &self.prefix, app);
+        }
     }
 
-    fn machine(&mut self, m: OrgMachine) {
-        self.apply(m);
+    fn log_full(&self) {
+        let machines: usize = self.obs.apps.values().map(|a| a.machines.len()).sum();
+        info!(apps = self.obs.apps.len(), machines, "observed fly in full");
+    }
+}
+
+/// A new state, built aside.
+impl ListSink for Cached {
+    fn apps(&mut self, page: Vec<App>) {
+        self.add_apps(&page);
+    }
+
+    fn machines(&mut self, page: Vec<OrgMachine>) {
+        for m in page {
+            self.apply(m);
+        }
+    }
+}
+
+/// A resync merging into the cached state page by page (each page under the lock, never across
+/// a Fly call), remembering what it saw so the rest can be dropped at the end.
+struct Refresh<'a> {
+    cache: &'a ObserveCache,
+    term: i64,
+    /// Managed apps of our org listed, and apps of listed machines.
+    apps: HashSet<String>,
+    machines: HashSet<String>,
+    /// The state went away (invalidated) or changed term meanwhile.
+    lost: bool,
+}
+
+impl Refresh<'_> {
+    fn with(&mut self, f: impl FnOnce(&mut Cached)) {
+        let mut guard = self.cache.state();
+        match guard.as_mut().filter(|c| c.term == self.term) {
+            Some(c) => f(c),
+            None => self.lost = true,
+        }
+    }
+}
+
+impl ListSink for Refresh<'_> {
+    fn apps(&mut self, page: Vec<App>) {
+        self.with(|c| c.add_apps(&page));
+        let kept = page.into_iter().map(|a| a.name);
+        self.apps.extend(kept.filter(|n| !n.is_empty()));
+    }
+
+    fn machines(&mut self, page: Vec<OrgMachine>) {
+        for m in &page {
+            if !m.state.is_gone() {
+                self.apps.insert(m.app_name.clone());
+                self.machines.insert(m.id.clone());
+            }
+        }
+        self.with(|c| {
+            for m in page {
+                c.apply(m);
+            }
+        });
     }
 }
 
@@ -467,15 +583,17 @@ mod tests {
 
     fn cache() -> Cached {
         let mut c = Cached::new(1, "vyx", "vyx-user-", Duration::from_secs(600));
-        c.app(app("vyx-user-aaaa", "vyx"));
-        c.app(app("vyx-app", "vyx"));
-        c.app(app("vyx-user-else", "another-org"));
-        c.machine(machine(
+        c.apps(vec![
+            app("vyx-user-aaaa", "vyx"),
+            app("vyx-app", "vyx"),
+            app("vyx-user-else", "another-org"),
+        ]);
+        c.machines(vec![machine(
             "vyx-user-aaaa",
             "m1",
             MachineState::Started,
             "2026-11-30T09:00:00Z",
-        ));
+        )]);
         c
     }
 
@@ -529,9 +647,9 @@ mod tests {
     #[tokio::test]
     async fn a_deleted_apps_machines_stay_buried_when_a_late_delta_lists_them() {
         let oc = ObserveCache::new(Duration::from_secs(600));
-        *oc.state.lock().await = Some(cache());
+        *oc.state() = Some(cache());
         oc.app_deleted("vyx-user-aaaa").await;
-        let mut guard = oc.state.lock().await;
+        let mut guard = oc.state();
         let c = guard.as_mut().expect("state");
         assert!(!c.apply(machine(
             "vyx-user-aaaa",
@@ -545,14 +663,14 @@ mod tests {
     #[tokio::test]
     async fn a_merge_while_a_pass_holds_the_observation_leaves_the_pass_its_copy() {
         let oc = ObserveCache::new(Duration::from_secs(600));
-        *oc.state.lock().await = Some(cache());
-        let held = oc.state.lock().await.as_ref().unwrap().obs.clone();
+        *oc.state() = Some(cache());
+        let held = oc.state().as_ref().unwrap().obs.clone();
         oc.app_deleted("vyx-user-aaaa").await;
         assert!(
             held.apps.contains_key("vyx-user-aaaa"),
             "what the pass planned from"
         );
-        let guard = oc.state.lock().await;
+        let guard = oc.state();
         assert!(
             !guard
                 .as_ref()
@@ -573,18 +691,17 @@ mod tests {
             MachineState::Started,
             "2026-11-30T09:00:00Z",
         ));
-        *oc.state.lock().await = Some(c);
+        *oc.state() = Some(c);
         // An observer is at work (a resync's full list takes minutes at 100,000 apps).
         let _turn = oc.listing.lock().await;
         let names = vec!["vyx-user-bbbb".to_string(), "vyx-user-none".to_string()];
         let obs = oc
             .snapshot_for(1, &names)
-            .await
             .expect("the last complete state answers meanwhile");
         assert_eq!(obs.apps.keys().collect::<Vec<_>>(), vec!["vyx-user-bbbb"]);
         assert_eq!(obs.apps["vyx-user-bbbb"].machines.len(), 1);
         assert!(
-            oc.snapshot_for(2, &names).await.is_none(),
+            oc.snapshot_for(2, &names).is_none(),
             "never another term's state"
         );
     }
@@ -596,7 +713,7 @@ mod tests {
             oc.machines_seen(1, None).await.is_none(),
             "no full list yet"
         );
-        *oc.state.lock().await = Some(cache());
+        *oc.state() = Some(cache());
         oc.bump();
         let Some(Seen::Machines {
             generation,

@@ -14,10 +14,10 @@ use super::naming;
 use super::observed::{META_OP, META_USER_ID, Observation, ObservedApp, ObservedMachine};
 use crate::fly::{App, FlyClient, FlyError, ListMachines, ListOrgMachines, OrgMachine};
 
-/// Where a full list's pages go, one app or machine at a time.
+/// Where a full list's pages go, one page at a time.
 pub(crate) trait ListSink {
-    fn app(&mut self, app: App);
-    fn machine(&mut self, m: OrgMachine);
+    fn apps(&mut self, page: Vec<App>);
+    fn machines(&mut self, page: Vec<OrgMachine>);
 }
 
 /// How a full list went, beyond what it handed to the sink.
@@ -38,21 +38,14 @@ pub(crate) async fn full_list(
 ) -> Result<ListOutcome, FlyError> {
     let mut managed = Vec::new();
     fly.list_apps_pages(org, |page| {
-        for app in page {
-            if naming::is_managed(prefix, &app.name) {
-                managed.push(app.name.clone());
-            }
-            sink.app(app);
-        }
+        let names = page.iter().map(|a| &a.name);
+        managed.extend(names.filter(|n| naming::is_managed(prefix, n)).cloned());
+        sink.apps(page);
     })
     .await?;
     let all = ListOrgMachines::default();
     let listed = fly
-        .org_machines_pages(org, &all, true, |page| {
-            for m in page {
-                sink.machine(m);
-            }
-        })
+        .org_machines_pages(org, &all, true, |page| sink.machines(page))
         .await;
     match listed {
         Ok(error_regions) => {
@@ -70,9 +63,7 @@ pub(crate) async fn full_list(
         // An API without the org-wide list: one list per managed app instead (costlier, correct).
         Err(FlyError::NotFound { .. } | FlyError::UnexpectedStatus { .. }) => {
             warn!("org-wide machine list unavailable; listing machines app by app");
-            for m in per_app_machines(fly, &managed).await? {
-                sink.machine(m);
-            }
+            sink.machines(per_app_machines(fly, &managed).await?);
             Ok(ListOutcome {
                 error_regions: vec![],
                 per_app: true,
