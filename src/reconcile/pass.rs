@@ -62,6 +62,9 @@ pub enum PassError {
     /// the pass is skipped rather than acted on half-blind.
     #[error("observing Fly: {0}")]
     Observe(#[from] crate::fly::FlyError),
+    /// The planner panicked (a bug): nothing was planned, so nothing is done.
+    #[error("planning: {0}")]
+    Planner(tokio::task::JoinError),
 }
 
 pub fn plan_settings(ctx: &Ctx, cfg: &PassConfig) -> PlanSettings {
@@ -113,34 +116,44 @@ async fn plan_with_census(
     let orphans = apps::load_orphans(pool).await?;
     let breaker_state = breaker::load_state(pool).await?;
     let now = crate::db::now(pool).await?;
-    let (desired, bad_overrides) = desired(&facts, &cfg.policy);
-    for (user_id, value) in bad_overrides {
-        warn!(%user_id, value = %value, "override with an unknown value; user frozen as if paused");
-    }
     let settings = plan_settings(ctx, cfg);
-    let mut by_status: std::collections::BTreeMap<String, i64> = Default::default();
-    for r in &rows {
-        *by_status.entry(r.status.clone()).or_default() += 1;
-    }
-    let census = Census {
-        rows_by_status: by_status.into_iter().collect(),
-        desired_present: desired
-            .values()
-            .filter(|i| i.intent == super::desired::Intent::Present)
-            .count(),
-    };
-    let plan = plan(&PlanInput {
-        now,
-        settings: &settings,
-        desired: &desired,
-        rows: &rows,
-        observed: &observed,
-        orphans_first_seen: &orphans,
-        recent_deletions: &breaker_state.recent,
-        held_deletions: &breaker_state.held_map(),
-        rollout: &rollout,
-        health: &health,
+    let policy = cfg.policy.clone();
+    // Planning the fleet is CPU for a second at 100,000 rows: on a blocking thread, so the async
+    // workers keep serving NOTIFYs and targeted runs meanwhile (a long poll on a worker also holds
+    // the task it last woke, which no other worker may steal).
+    let span = tracing::Span::current();
+    let planned = tokio::task::spawn_blocking(move || {
+        let _in_pass = span.enter();
+        let (desired, bad_overrides) = desired(&facts, &policy);
+        for (user_id, value) in bad_overrides {
+            warn!(%user_id, value = %value, "override with an unknown value; user frozen as if paused");
+        }
+        let mut by_status: std::collections::BTreeMap<String, i64> = Default::default();
+        for r in &rows {
+            *by_status.entry(r.status.clone()).or_default() += 1;
+        }
+        let census = Census {
+            rows_by_status: by_status.into_iter().collect(),
+            desired_present: desired
+                .values()
+                .filter(|i| i.intent == super::desired::Intent::Present)
+                .count(),
+        };
+        let plan = plan(&PlanInput {
+            now,
+            settings: &settings,
+            desired: &desired,
+            rows: &rows,
+            observed: &observed,
+            orphans_first_seen: &orphans,
+            recent_deletions: &breaker_state.recent,
+            held_deletions: &breaker_state.held_map(),
+            rollout: &rollout,
+            health: &health,
+        });
+        (plan, census)
     });
+    let (plan, census) = planned.await.map_err(PassError::Planner)?;
     Ok((plan, census))
 }
 
