@@ -16,6 +16,7 @@ mod pass_rollout;
 pub mod plan;
 pub mod plan_health;
 pub mod plan_rollout;
+pub mod probe_schedule;
 pub mod prober;
 pub mod queue;
 pub mod recorded;

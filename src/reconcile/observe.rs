@@ -183,6 +183,9 @@ pub(crate) fn merge_machine(obs: &mut Observation, prefix: &str, m: OrgMachine) 
         if gone {
             return Merge::Unchanged;
         }
+        // An app has one machine (two during a replacement): a plain push would reserve four,
+        // 700 bytes of nothing per app (70 MB at 100,000 apps, measured with heaptrack).
+        entry.machines.reserve_exact(1);
         entry.machines.push(new);
         return Merge::Changed;
     };

@@ -42,6 +42,7 @@ use uuid::Uuid;
 use super::cache;
 use super::execute::{Ctx, ExecError, health, probe};
 use super::pass::PassConfig;
+use super::probe_schedule::Schedule;
 use crate::db::apps::StoreError;
 use crate::db::health::{Verdict, probe_targets};
 
@@ -60,59 +61,6 @@ pub struct Seen {
     pub machine: String,
     pub started: bool,
     pub version: Option<String>,
-}
-
-/// When each app is next probed: every app once per `interval`, new apps spread evenly over it.
-#[derive(Debug)]
-pub struct Schedule {
-    interval: Duration,
-    due: HashMap<String, Instant>,
-}
-
-impl Schedule {
-    pub fn new(interval: Duration) -> Schedule {
-        Schedule {
-            interval: interval.max(Duration::from_millis(1)),
-            due: HashMap::new(),
-        }
-    }
-
-    /// The apps to probe are `apps`: forget the others; the `n` new ones get slots `interval / n`
-    /// apart from `now` on (by name, so the order is stable).
-    pub fn sync(&mut self, apps: &HashSet<String>, now: Instant) {
-        self.due.retain(|a, _| apps.contains(a));
-        let mut new: Vec<&String> = apps.iter().filter(|a| !self.due.contains_key(*a)).collect();
-        new.sort();
-        let n = new.len() as u32;
-        for (i, a) in new.into_iter().enumerate() {
-            let slot = self.interval * i as u32 / n.max(1);
-            self.due.insert(a.clone(), now + slot);
-        }
-    }
-
-    /// The apps whose slot has come; each moves one interval on (keeping its place in the spread,
-    /// also after a stall).
-    pub fn take_due(&mut self, now: Instant) -> Vec<String> {
-        let mut out = Vec::new();
-        for (a, at) in self.due.iter_mut() {
-            if *at <= now {
-                out.push(a.clone());
-                while *at <= now {
-                    *at += self.interval;
-                }
-            }
-        }
-        out.sort();
-        out
-    }
-
-    pub fn len(&self) -> usize {
-        self.due.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.due.is_empty()
-    }
 }
 
 /// The prober of one leadership stint.
@@ -368,65 +316,4 @@ pub fn spawn(ctx: Ctx, cfg: &PassConfig) -> ProberHandle {
         .to_std()
         .unwrap_or(Duration::from_secs(300));
     ProberHandle(tokio::spawn(Prober::new(ctx, interval).run()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn names(n: usize) -> HashSet<String> {
-        (0..n).map(|i| format!("vyx-user-{i:04}")).collect()
-    }
-
-    #[test]
-    fn a_fleet_is_probed_once_per_interval_spread_evenly_never_in_a_burst() {
-        let interval = Duration::from_secs(300);
-        let start = Instant::now();
-        let mut s = Schedule::new(interval);
-        s.sync(&names(1000), start);
-        // Ten-second windows over two intervals: each holds its share (1000 * 10 / 300 ≈ 33).
-        let mut per_app: HashMap<String, usize> = HashMap::new();
-        for w in 0..60u32 {
-            let now = start + Duration::from_secs(10) * w + Duration::from_millis(9_999);
-            let due = s.take_due(now);
-            assert!((33..=34).contains(&due.len()), "window {w}: {}", due.len());
-            for a in due {
-                *per_app.entry(a).or_default() += 1;
-            }
-        }
-        assert_eq!(per_app.len(), 1000);
-        assert!(
-            per_app.values().all(|&n| n == 2),
-            "each app twice in two intervals"
-        );
-    }
-
-    #[test]
-    fn apps_joining_later_are_spread_too_and_gone_apps_are_dropped() {
-        let interval = Duration::from_secs(60);
-        let start = Instant::now();
-        let mut s = Schedule::new(interval);
-        s.sync(&names(10), start);
-        let mut more = names(10);
-        more.extend((0..60).map(|i| format!("vyx-user-new-{i:02}")));
-        more.remove("vyx-user-0000");
-        let later = start + Duration::from_secs(5);
-        s.sync(&more, later);
-        assert_eq!(s.len(), 69);
-        // The 60 newcomers take one slot a second from their arrival, not all at once.
-        let first = s.take_due(later);
-        assert!(first.len() <= 2, "{first:?}");
-        assert!(!first.contains(&"vyx-user-0000".to_string()));
-    }
-
-    #[test]
-    fn after_a_stall_each_app_is_probed_once_and_keeps_its_place() {
-        let interval = Duration::from_secs(10);
-        let start = Instant::now();
-        let mut s = Schedule::new(interval);
-        s.sync(&names(10), start);
-        assert_eq!(s.take_due(start + Duration::from_secs(35)).len(), 10);
-        assert_eq!(s.take_due(start + Duration::from_secs(35)).len(), 0);
-        assert_eq!(s.take_due(start + Duration::from_millis(36_500)).len(), 1);
-    }
 }
