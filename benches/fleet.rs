@@ -236,7 +236,7 @@ async fn run_all(o: &Opts, p: &Plan, b: &env::Bench) -> Result<Value, String> {
         if flips > 0 {
             reaction.push(json!({
                 "apps": n, "during": "migration", "flips": flips,
-                "notify": reaction::summary(lat, flips), "polling": null,
+                "notify": reaction::summary(lat, flips, o.scale), "polling": null,
             }));
         }
     }
@@ -258,7 +258,7 @@ async fn run_all(o: &Opts, p: &Plan, b: &env::Bench) -> Result<Value, String> {
             let polling = reaction::flips(&f, (n + k) as u64, k, 3.0, false).await?;
             reaction.push(json!({
                 "apps": n, "during": "converged", "flips": k,
-                "notify": reaction::summary(notify, k), "polling": reaction::summary(polling, k),
+                "notify": reaction::summary(notify, k, o.scale), "polling": reaction::summary(polling, k, o.scale),
             }));
         }
         f.stop().await;
@@ -291,7 +291,7 @@ async fn run_all(o: &Opts, p: &Plan, b: &env::Bench) -> Result<Value, String> {
     let (rollout, lat) = rollout::rollout(b, p.rollout, p.rollout_flips).await?;
     reaction.push(json!({
         "apps": p.rollout, "during": "rollout", "flips": p.rollout_flips,
-        "notify": reaction::summary(lat, p.rollout_flips), "polling": null,
+        "notify": reaction::summary(lat, p.rollout_flips, o.scale), "polling": null,
     }));
     let parts = [
         &json!(migration),

@@ -97,7 +97,16 @@ async fn quick_bench_writes_every_key_with_sane_values() {
             "cpu_ms",
         ];
         non_negative(s, &keys);
-        non_negative(s, &["wall_ms", "rss_mb", "health_http_rps", "window_s"]);
+        non_negative(
+            s,
+            &[
+                "wall_ms",
+                "rss_mb",
+                "health_http_rps",
+                "probe_http_rps",
+                "window_s",
+            ],
+        );
         // A quiet pass reads the changed machines and the database; the resync cycle's window
         // holds the leader's one full list.
         for k in ["fly_calls", "db_queries", "rss_mb", "fly_rps", "window_s"] {

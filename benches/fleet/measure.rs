@@ -244,6 +244,12 @@ async fn steady_window(f: &Fleet) -> Vec<(&'static str, Value)> {
     tokio::time::sleep(window).await;
     let calls = f.sim.calls().await;
     let health = (f.sim.health_hits().await - hits0) as usize;
+    // The prober starts with the leader's first full list, minutes into the window at 100,000
+    // apps: its steady rate is read over one more probe interval, once it runs.
+    let probe_window = f.settings.operations.health_probe_interval.div_f64(f.scale);
+    let hits1 = f.sim.health_hits().await;
+    tokio::time::sleep(probe_window).await;
+    let probes = (f.sim.health_hits().await - hits1) as usize;
     let _ = stop.send(true);
     let _ = handle.await;
     let (fly, _) = split_health(&calls);
@@ -255,6 +261,12 @@ async fn steady_window(f: &Fleet) -> Vec<(&'static str, Value)> {
     vec![
         ("fly_rps", json!(round3(fly.len() as f64 / window_s))),
         ("health_http_rps", json!(round3(health as f64 / window_s))),
+        (
+            "probe_http_rps",
+            json!(round3(
+                probes as f64 / (probe_window.as_secs_f64() * f.scale)
+            )),
+        ),
         ("window_s", json!(round(window_s))),
         (
             "resync_interval_s",

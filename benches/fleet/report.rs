@@ -57,10 +57,10 @@ pub fn table(doc: &Value) -> String {
             f(m, "throttled")
         );
     }
-    s += "\nsteady (one quiet tick = sweep; req/s over a resync cycle; full = the term's first full pass)\n     apps fly_calls db_queries rows_read  cpu_ms   wall_ms  rss_mb fly_rps health_rps | full: calls queries cpu_ms\n";
+    s += "\nsteady (one quiet tick = sweep; req/s over a resync cycle; full = the term's first full pass)\n     apps fly_calls db_queries rows_read  cpu_ms   wall_ms  rss_mb fly_rps health_rps probe_rps | full: calls queries cpu_ms\n";
     for m in doc["steady"].as_array().into_iter().flatten() {
         s += &format!(
-            "{:>9} {:>9} {:>10} {:>9} {:>7} {:>9} {:>7} {:>7} {:>10} | {:>11} {:>7} {:>6}\n",
+            "{:>9} {:>9} {:>10} {:>9} {:>7} {:>9} {:>7} {:>7} {:>10} {:>9} | {:>11} {:>7} {:>6}\n",
             f(m, "apps"),
             f(m, "fly_calls"),
             f(m, "db_queries"),
@@ -70,12 +70,13 @@ pub fn table(doc: &Value) -> String {
             f(m, "rss_mb"),
             f(m, "fly_rps"),
             f(m, "health_http_rps"),
+            f(m, "probe_http_rps"),
             f(&m["full_pass"], "fly_calls"),
             f(&m["full_pass"], "db_queries"),
             f(&m["full_pass"], "cpu_ms")
         );
     }
-    s += "\nreaction (commit -> first Fly call, ms)\n     apps  during     flips  notify p50/p99        polling p50/p99\n";
+    s += "\nreaction (commit -> first Fly call, ms; Fly time = wall x scale, and wall)\n     apps  during     flips  notify p50/p99        notify wall p50/p99  polling p50/p99\n";
     for m in doc["reaction"].as_array().into_iter().flatten() {
         let pair = |x: &Value| {
             if x.is_null() {
@@ -84,12 +85,14 @@ pub fn table(doc: &Value) -> String {
                 format!("{} / {}", f(x, "p50_ms"), f(x, "p99_ms"))
             }
         };
+        let n = &m["notify"];
         s += &format!(
-            "{:>9}  {:<9} {:>5}  {:<22} {}\n",
+            "{:>9}  {:<9} {:>5}  {:<22} {:<20} {}\n",
             f(m, "apps"),
             m["during"].as_str().unwrap_or(""),
             f(m, "flips"),
-            pair(&m["notify"]),
+            pair(n),
+            format!("{} / {}", f(n, "p50_ms_real"), f(n, "p99_ms_real")),
             pair(&m["polling"])
         );
     }

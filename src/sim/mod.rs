@@ -47,6 +47,7 @@ mod ratelimit;
 mod routes;
 mod server;
 mod state;
+mod world;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
