@@ -23,3 +23,4 @@ pub mod rollout;
 pub mod spec;
 pub mod sweep;
 pub mod targeted;
+pub mod wake;
