@@ -10,7 +10,7 @@ use crate::db::apps::Store;
 use crate::fly::{ClientOptions, DEFAULT_LIST_PAGE_SIZE, FlyClient, FlyError, RateLimits};
 use crate::reconcile::cache::ObserveCache;
 use crate::reconcile::desired::PaidPolicy;
-use crate::reconcile::execute::{Ctx, Timeouts};
+use crate::reconcile::execute::{Ctx, Slot, Timeouts};
 use crate::reconcile::pass::{PassConfig, PlanSettingsTemplate};
 use crate::reconcile::queue::WorkQueue;
 use crate::reconcile::spec::AppSpec;
@@ -87,6 +87,7 @@ pub fn ctx(s: &Settings, pool: sqlx::PgPool, fly: FlyClient) -> Ctx {
         observed: Arc::new(ObserveCache::new(s.resync_interval)),
         users: WorkQueue::new(),
         health_url_template: s.operations.health_url_template.as_str().into(),
+        slot: Slot::default(),
     }
 }
 

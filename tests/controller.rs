@@ -10,7 +10,7 @@ use fleet_support::Fleet;
 use support::{UserFixture, set_subscription};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use vyx_fleet::db::lease;
+use vyx_fleet::db::{breaker, lease};
 use vyx_fleet::http::Health;
 use vyx_fleet::reconcile::controller::Controller;
 
@@ -137,6 +137,94 @@ async fn a_deposed_leader_stops_acting_and_its_late_writes_are_fenced() {
         },
     )
     .await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+/// Start a controller (an hour between ticks) over `fleet` once its test lease is released.
+async fn lead(fleet: &Fleet) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    release_test_lease(fleet).await;
+    let health = Health::new(Duration::from_secs(60));
+    let c = controller(fleet, health.clone());
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(async move { c.run(rx).await });
+    eventually(Duration::from_secs(10), "leadership", || async {
+        health.is_leader()
+    })
+    .await;
+    (stop, task)
+}
+
+/// With an hour between ticks, a downgrade's deletion does not wait for the interval: the end of
+/// its grace (0 s here) brings the full pass forward.
+#[tokio::test]
+async fn a_downgrade_is_deleted_when_its_grace_ends_not_at_the_next_interval() {
+    let fleet = Fleet::start().await;
+    let users = [
+        UserFixture::paid("pro").insert(&fleet.db.pool).await,
+        UserFixture::paid("pro").insert(&fleet.db.pool).await,
+        UserFixture::paid("elite").insert(&fleet.db.pool).await,
+    ];
+    fleet.converge().await;
+    let (stop, task) = lead(&fleet).await;
+
+    set_subscription(&fleet.db.pool, users[0], "free", "cancelled").await;
+    eventually(Duration::from_secs(30), "the row deleted", || async {
+        fleet.row(users[0]).await.status == "deleted"
+    })
+    .await;
+    assert!(fleet.app(&fleet.row(users[0]).await.fly_app_name).is_none());
+    assert_eq!(fleet.apps().len(), 2);
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+/// With an hour between ticks, an operator's confirmation of held deletions is acted on at once.
+#[tokio::test]
+async fn a_confirmation_of_held_deletions_is_acted_on_at_once() {
+    let fleet = Fleet::start().await;
+    let mut users = Vec::new();
+    for _ in 0..8 {
+        users.push(UserFixture::paid("pro").insert(&fleet.db.pool).await);
+    }
+    fleet.converge().await;
+    for u in &users[..6] {
+        set_subscription(&fleet.db.pool, *u, "free", "cancelled").await;
+    }
+    fleet.pass().await; // the graces start
+    fleet.pass().await; // the breaker holds the six
+    assert_eq!(breaker::load_held(&fleet.db.pool).await.unwrap().len(), 6);
+    let (stop, task) = lead(&fleet).await;
+    // The leader's first tick (a full pass) ends, still held; nothing else is due for an hour.
+    eventually(Duration::from_secs(20), "the first pass", || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM vyx_fleet.settings WHERE key = 'last_pass_at'",
+        )
+        .fetch_one(&fleet.db.pool)
+        .await
+        .unwrap()
+            == 1
+    })
+    .await;
+    assert_eq!(
+        fleet.apps().len(),
+        8,
+        "nothing deleted before a confirmation"
+    );
+
+    assert_eq!(
+        breaker::confirm_held(&fleet.db.pool, "test").await.unwrap(),
+        6
+    );
+    eventually(Duration::from_secs(30), "six rows deleted", || async {
+        let mut deleted = 0;
+        for u in &users[..6] {
+            deleted += usize::from(fleet.row(*u).await.status == "deleted");
+        }
+        deleted == 6
+    })
+    .await;
+    assert_eq!(fleet.apps().len(), 2);
     stop.send(true).unwrap();
     task.await.unwrap();
 }

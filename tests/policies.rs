@@ -4,11 +4,14 @@
 mod fleet_support;
 mod support;
 
+use std::time::{Duration, Instant};
+
 use fleet_support::{Fleet, ORG};
 use support::{UserFixture, set_subscription};
 use uuid::Uuid;
 use vyx_fleet::db::breaker;
 use vyx_fleet::reconcile::plan::{Action, Finding};
+use vyx_fleet::sim::{CallRecord, Timings};
 
 async fn paid(fleet: &Fleet, n: usize) -> Vec<Uuid> {
     let mut v = Vec::new();
@@ -213,4 +216,98 @@ async fn a_deletion_confirmation_expires_unused() {
         held[0].confirmed_at.is_none(),
         "an old confirmation must not let the held deletion through"
     );
+}
+
+/// A deletion Fly accepted but has not finished holds none of the `MAX_CONCURRENCY` slots: with one
+/// slot and Fly slow to finish deletions, the second downgraded user's app is deleted while the
+/// first's is still there, unconfirmed; each row is soft-deleted only once its app answers 404.
+#[tokio::test]
+async fn a_deletion_waiting_for_fly_to_finish_leaves_its_slot_to_the_next() {
+    let mut fleet = Fleet::start().await;
+    fleet.reconfigure("MAX_CONCURRENCY", "1");
+    // Only Fly finishing the deletion, never the executor's patience, ends the wait.
+    fleet.ctx.timeouts.app_gone = Duration::from_secs(3600);
+    let users = paid(&fleet, 3).await;
+    fleet.converge().await;
+    // Fly finishes no deletion by itself: the test finishes them, out of band, when it has seen both.
+    fleet.sim.set_timings(Timings {
+        app_delete: Duration::from_secs(3600),
+        ..Timings::default()
+    });
+    for u in &users[..2] {
+        set_subscription(&fleet.db.pool, *u, "free", "cancelled").await;
+    }
+    fleet.pass().await; // the grace (0 s) starts: database only
+    fleet.sim.clear_calls();
+
+    let deletes = |calls: &[CallRecord]| -> Vec<(u64, String)> {
+        calls
+            .iter()
+            .filter(|c| c.class == "apps.delete" && c.status == Some(202))
+            .map(|c| {
+                (
+                    c.seq,
+                    c.path.rsplit('/').next().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    let finish_both = async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (first, second) = loop {
+            let calls = fleet.sim.calls();
+            if let [first, second, ..] = &deletes(&calls)[..] {
+                break (first.clone(), second.clone());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the second app's DELETE never reached Fly while the first deletion waited: {:#?}",
+                calls
+                    .iter()
+                    .map(|c| (c.seq, c.method.as_str(), c.path.as_str(), c.status))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let calls = fleet.sim.calls();
+        let first_confirmed_gone = calls.iter().any(|c| {
+            c.class == "apps.get"
+                && c.seq < second.0
+                && c.path.ends_with(&format!("/{}", first.1))
+                && c.status == Some(404)
+        });
+        assert!(!first_confirmed_gone, "{calls:#?}");
+        let snapshot = fleet.sim.snapshot();
+        let first_app = snapshot.app(&first.1).expect("the first app still exists");
+        assert!(first_app.deleting, "its deletion pending");
+        for u in &users[..2] {
+            assert_eq!(
+                fleet.row(*u).await.status,
+                "deprovisioning",
+                "no row is soft-deleted before its app answers 404"
+            );
+        }
+        for (_, name) in [first, second] {
+            assert!(fleet.sim.delete_app_out_of_band(&name));
+        }
+    };
+    let (report, ()) = tokio::join!(fleet.pass(), finish_both);
+    assert!(
+        report
+            .plan
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::Deprovision { .. }))
+            .count()
+            == 2,
+        "{:?}",
+        report.plan.actions
+    );
+    for u in &users[..2] {
+        let row = fleet.row(*u).await;
+        assert_eq!(row.status, "deleted");
+        assert!(fleet.app(&row.fly_app_name).is_none());
+    }
+    assert_eq!(fleet.row(users[2]).await.status, "active");
+    assert_eq!(fleet.apps().len(), 1);
 }

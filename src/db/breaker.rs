@@ -41,7 +41,7 @@ pub async fn load_held(pool: &PgPool) -> Result<Vec<HeldDeletion>, sqlx::Error> 
 
 /// An operator's confirmation (`confirm-deletions`, the dashboard): covers exactly the deletions held
 /// now, and nothing that trips the breaker later. Returns how many it covers. Not fenced: it is an
-/// operator's write, like an override, and the leader reads it on its next pass.
+/// operator's write, like an override; the leader reads it on the pass the NOTIFY brings forward.
 pub async fn confirm_held(pool: &PgPool, by: &str) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE vyx_fleet.held_deletions
@@ -50,6 +50,14 @@ pub async fn confirm_held(pool: &PgPool, by: &str) -> Result<u64, sqlx::Error> {
     .bind(by)
     .execute(pool)
     .await?;
+    // The leader acts on it now rather than at its next interval (a hint; `reconcile/wake.rs`).
+    if done.rows_affected() > 0 {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(crate::reconcile::controller::NOTIFY_CHANNEL)
+            .bind(crate::reconcile::wake::DELETIONS_CONFIRMED)
+            .execute(pool)
+            .await?;
+    }
     Ok(done.rows_affected())
 }
 

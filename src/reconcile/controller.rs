@@ -17,6 +17,7 @@
 //!    so a standby takes over at once.
 
 use sqlx::postgres::PgListener;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -28,6 +29,7 @@ use super::pass::PassConfig;
 use super::queue::{self, WorkQueue};
 use super::sweep::{Sweeper, Tick};
 use super::targeted::run_user;
+use super::wake::{DELETIONS_CONFIRMED, FleetWake};
 use crate::db::apps::Store;
 use crate::db::lease;
 use crate::http::Health;
@@ -44,8 +46,9 @@ pub struct LoopConfig {
     /// Stop acting when the last successful renew is older than this (must be < `lease_ttl`).
     pub act_margin: Duration,
     pub standby_poll: Duration,
-    /// Unused since NOTIFYs enqueue their user in the deduplicating work queue (`queue.rs`);
-    /// kept so existing configurations still build.
+    /// The least time between the end of a pass and a sweep brought forward by fleet-level work
+    /// falling due (`wake.rs`): a burst of downgrades wakes the loop once, not once per user.
+    /// (NOTIFYs themselves enqueue their user in the deduplicating work queue, `queue.rs`.)
     pub notify_debounce: Duration,
     /// How long a running pass may go on after a shutdown signal.
     pub drain: Duration,
@@ -153,17 +156,32 @@ impl Controller {
         ));
         // NOTIFYs enqueue their user at once, even while a pass runs; the runner works on at most
         // MAX_CONCURRENCY users, each in its own task, so a slow one holds only its own slot.
-        let notifier = tokio::spawn(enqueue_notifications(pool.clone(), ctx.users.clone()));
+        // Deletions falling due between ticks (a grace's end, a confirmation) bring the sweep forward.
+        let wake = Arc::new(FleetWake::default());
+        let grace = self
+            .pass
+            .plan
+            .deprovision_grace
+            .to_std()
+            .unwrap_or_default();
+        let notifier = tokio::spawn(enqueue_notifications(
+            pool.clone(),
+            ctx.users.clone(),
+            wake.clone(),
+        ));
         let runner = {
-            let (ctx, cfg) = (ctx.clone(), self.pass.clone());
+            let (ctx, cfg, wake) = (ctx.clone(), self.pass.clone(), wake.clone());
             tokio::spawn(queue::run(
                 ctx.users.clone(),
                 self.pass.max_concurrency,
                 move |user| {
-                    let (ctx, cfg) = (ctx.clone(), cfg.clone());
+                    let (ctx, cfg, wake) = (ctx.clone(), cfg.clone(), wake.clone());
                     async move {
-                        if let Err(e) = run_user(&ctx, &cfg, user).await {
-                            warn!(%user, error = %e, "targeted run failed; the next pass retries");
+                        match run_user(&ctx, &cfg, user).await {
+                            Ok(outcomes) => wake.after(&outcomes, grace),
+                            Err(e) => {
+                                warn!(%user, error = %e, "targeted run failed; the next pass retries")
+                            }
                         }
                     }
                 },
@@ -179,11 +197,13 @@ impl Controller {
         // A rollout's soak end or a wave just started (`Tick::wake_hint`): sweep then, not a
         // whole interval later.
         let mut early: Option<Instant> = None;
+        let mut last_end = Instant::now();
         loop {
             // Wait for a reason to sweep: the interval (the safety net behind NOTIFY).
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = sleep_until_opt(early), if early.is_some() => {}
+                _ = wake.due(last_end + self.loop_cfg.notify_debounce) => {}
                 _ = lost_rx.changed() => {}
                 _ = shutdown.changed() => {}
             }
@@ -209,6 +229,7 @@ impl Controller {
                             .map(|d| Instant::now() + d);
                         match &r {
                             Ok(Tick::Full { report, .. }) => {
+                                wake.after(&report.outcomes, grace);
                                 crate::alerts::record_pass(&pool, term, report)
                             }
                             // The leader-silent alert and the dashboard count sweeps as passes; no
@@ -239,6 +260,7 @@ impl Controller {
                 }
             };
             self.health.heartbeat();
+            last_end = Instant::now();
             if fenced || draining.is_some() || *shutdown.borrow() || *lost_rx.borrow() {
                 break;
             }
@@ -251,11 +273,13 @@ impl Controller {
     }
 }
 
-/// Feed NOTIFY payloads (user ids) into the queue until aborted; reconnect when LISTEN breaks.
-async fn enqueue_notifications(pool: sqlx::PgPool, users: std::sync::Arc<WorkQueue>) {
+/// Feed NOTIFY payloads (user ids) into the queue until aborted, a confirmation of held deletions
+/// into the wake; reconnect when LISTEN breaks.
+async fn enqueue_notifications(pool: sqlx::PgPool, users: Arc<WorkQueue>, wake: Arc<FleetWake>) {
     let mut listener = listen(&pool).await;
     loop {
         match next_notification(&mut listener).await {
+            Some(payload) if payload.trim() == DELETIONS_CONFIRMED => wake.at(Instant::now()),
             Some(payload) => match payload.trim().parse::<uuid::Uuid>() {
                 Ok(user) => users.add(user),
                 Err(_) => {

@@ -24,3 +24,4 @@ pub mod rollout;
 pub mod spec;
 pub mod sweep;
 pub mod targeted;
+pub mod wake;

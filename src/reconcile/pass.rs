@@ -8,7 +8,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use super::desired::{PaidPolicy, desired};
-use super::execute::{self, Ctx, Outcome};
+use super::execute::{self, Ctx, Outcome, Slot};
 use super::plan::{Action, Finding, Plan, PlanInput, PlanSettings, plan};
 use super::rollout::WaveSettings;
 use super::spec::{config_digest, secrets_digest};
@@ -307,7 +307,10 @@ fn report_findings(findings: &[Finding], metrics: &Metrics) {
 }
 
 /// Run the actions, at most `max_concurrency` at once. DB-only actions go first so a grace period
-/// starts even if Fly is slow.
+/// starts even if Fly is slow. Each action carries its slot in its `Ctx`: a deletion whose `DELETE`
+/// Fly accepted gives it back while it only waits for the two spaced 404s, so the slots bound the
+/// actions still working on Fly, not those waiting for it; the pass still waits for every task,
+/// so a row is soft-deleted within the pass that deleted its app, as before.
 async fn execute_plan(ctx: &Ctx, cfg: &PassConfig, metrics: &Metrics, plan: Plan) -> PassReport {
     let sem = Arc::new(Semaphore::new(cfg.max_concurrency.max(1)));
     let mut set = JoinSet::new();
@@ -333,12 +336,15 @@ async fn execute_plan(ctx: &Ctx, cfg: &PassConfig, metrics: &Metrics, plan: Plan
             },
             None => None,
         };
-        let ctx = ctx.clone();
+        let ctx = Ctx {
+            slot: Slot::holding(permit),
+            ..ctx.clone()
+        };
         set.spawn(
             async move {
                 let outcome = execute::run(&ctx, &action).await;
                 drop(claim);
-                drop(permit);
+                ctx.slot.release();
                 (action.kind(), outcome)
             }
             .in_current_span(),

@@ -6,9 +6,11 @@
 //! 2. `GET /v1/apps/{name}`: 404, confirmed by a second 404 a moment later → step 5. 403, or an
 //!    app in another org → not ours: never touched, step 5 (our app is gone either way).
 //! 3. Stop each machine gracefully (SIGTERM, Fly's timeout); a slow stop does not block the delete.
-//! 4. `DELETE /v1/apps/{name}` (202: asynchronous).
+//! 4. `DELETE /v1/apps/{name}` (202: asynchronous). Answered, the deletion gives its pass's
+//!    concurrency slot back (`Ctx::slot`): from here it only reads, so it no longer counts against
+//!    `MAX_CONCURRENCY`, and the next deletion starts while Fly finishes this one.
 //! 5. Confirm 404 (twice, spaced), then the row → `deleted` + `deleted_at` (event
-//!    `deprovision_completed`).
+//!    `deprovision_completed`). The pass waits for this step as for any action.
 //!
 //! # Guarantees
 //! - Only the app named in the row, in our org, with the managed prefix, is deleted (invariant 1).
@@ -23,6 +25,10 @@
 //!   confirms again (the DELETE is repeated; Fly treats it as a no-op or answers 404).
 //! - Two false 404s in a row still end a deprovision early. The app then has no live row, so it is
 //!   reported as an orphan and deleted after `ORPHAN_GRACE`: late, never lost.
+//! - Deletions waiting for their 404s hold no slot, so a pass may have more of them in progress than
+//!   `MAX_CONCURRENCY`; they are bounded by Fly's deletion limit (the client's bucket paces the
+//!   `DELETE`s, each waited for inside a slot) times the confirmation wait. Their final row writes
+//!   share the pool with the working actions. An orphan's deletion gives its slot back the same way.
 
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -82,7 +88,7 @@ pub(super) async fn deprovision(ctx: &Ctx, row_id: Uuid) -> Result<(), ExecError
     Ok(())
 }
 
-/// Stop machines, delete the app, wait for 404.
+/// Stop machines, delete the app, give the pass's slot back, wait for 404.
 async fn delete_app(
     ctx: &Ctx,
     app: &str,
@@ -113,6 +119,8 @@ async fn delete_app(
         Ok(()) | Err(FlyError::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
     }
+    // No further write: the rest is Fly's to finish and ours to confirm, outside the slots.
+    ctx.slot.release();
     hit(after_call).await;
     wait::until(ctx.timeouts.app_gone, "app deletion to finish", || async {
         match get_app_confirmed(ctx, app).await {

@@ -18,8 +18,9 @@ mod rollout;
 mod wait;
 
 use rand::Rng;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{Instrument, info, info_span, warn};
 use uuid::Uuid;
 
@@ -83,6 +84,31 @@ pub struct Ctx {
     pub users: Arc<WorkQueue>,
     /// Each app's own health endpoint, `{app}` standing for its name (`HEALTH_URL_TEMPLATE`).
     pub health_url_template: Arc<str>,
+    /// The pass's concurrency slot this action holds (none outside a full pass).
+    pub slot: Slot,
+}
+
+/// One of a full pass's `MAX_CONCURRENCY` slots, held by the action it was given to
+/// (`pass::execute_plan`). A deletion gives it back as soon as Fly accepted its `DELETE`: what is
+/// left, spaced `GET`s until the app answers 404 twice, writes nothing to Fly, and holding the slot
+/// through that wait made the waits, not Fly's deletion limit, pace a mass deprovision. Outside a
+/// pass (targeted runs, tests) it holds nothing and `release` does nothing. Dropping the last clone
+/// gives the slot back too.
+#[derive(Clone, Default)]
+pub struct Slot(Option<Arc<Mutex<Option<OwnedSemaphorePermit>>>>);
+
+impl Slot {
+    pub fn holding(permit: OwnedSemaphorePermit) -> Self {
+        Slot(Some(Arc::new(Mutex::new(Some(permit)))))
+    }
+
+    /// Give the slot back now; later calls do nothing.
+    pub fn release(&self) {
+        if let Some(held) = &self.0 {
+            let permit = held.lock().unwrap_or_else(|e| e.into_inner()).take();
+            drop(permit);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
