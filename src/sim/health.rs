@@ -27,7 +27,7 @@ async fn app_health(State(sh): State<Arc<Shared>>, Path(app): Path<String>) -> R
     sh.health_hits.fetch_add(1, Ordering::Relaxed);
     let forced = lock(&sh.health_overrides).get(&app).copied();
     let verdict = {
-        let world = sh.world();
+        let world = lock(&sh.world);
         let Some(a) = world.apps.get(&app) else {
             return (
                 StatusCode::NOT_FOUND,

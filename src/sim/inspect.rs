@@ -125,7 +125,7 @@ impl AppSnapshot {
 }
 
 pub(crate) fn snapshot(sh: &Shared) -> Snapshot {
-    let world = sh.world();
+    let world = lock(&sh.world);
     let mut apps: Vec<AppSnapshot> = world
         .apps
         .values()
@@ -187,7 +187,7 @@ pub(crate) fn snapshot(sh: &Shared) -> Snapshot {
 
 /// Seeds an app directly (no window, no rate limit): e.g. a name squatted by another customer.
 pub(crate) fn seed(sh: &Shared, org: &str, name: &str) -> bool {
-    let mut world = sh.world();
+    let mut world = lock(&sh.world);
     if world.apps.contains_key(name) {
         return false;
     }
@@ -205,7 +205,7 @@ pub(crate) fn seed(sh: &Shared, org: &str, name: &str) -> bool {
 /// Removes an app and everything in it at once, as a delete made outside the controller (flyctl by
 /// hand, or lost on Fly's side) looks once it has completed. False if there was no such app.
 pub(crate) fn remove_app(sh: &Shared, name: &str) -> bool {
-    let removed = sh.world().apps.remove(name).is_some();
+    let removed = lock(&sh.world).apps.remove(name).is_some();
     if removed {
         sh.notify();
     }

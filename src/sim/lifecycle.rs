@@ -48,7 +48,7 @@ pub(crate) fn schedule(sh: &Arc<Shared>, app: &str, id: &str, generation: u64, s
 
 fn apply(sh: &Arc<Shared>, app: &str, id: &str, generation: u64, step: Step) {
     let failing_images = lock(&sh.failing_images).clone();
-    let mut world = sh.world();
+    let mut world = lock(&sh.world);
     let Some(a) = world.apps.get_mut(app) else {
         return;
     };
@@ -114,7 +114,7 @@ fn apply(sh: &Arc<Shared>, app: &str, id: &str, generation: u64, step: Step) {
 /// Re-evaluates settled checks of running machines after the failing-image set changed.
 pub(crate) fn refresh_checks(sh: &Shared) {
     let failing = lock(&sh.failing_images).clone();
-    let mut world = sh.world();
+    let mut world = lock(&sh.world);
     let now = Utc::now();
     for app in world.apps.values_mut() {
         for m in app.machines.values_mut() {
@@ -143,7 +143,7 @@ pub(crate) fn schedule_app_removal(sh: &Arc<Shared>, name: String, app_id: Strin
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
         {
-            let mut world = sh.world();
+            let mut world = lock(&sh.world);
             if world.apps.get(&name).is_some_and(|a| a.id == app_id) {
                 world.apps.remove(&name);
             }

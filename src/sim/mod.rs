@@ -47,7 +47,6 @@ mod ratelimit;
 mod routes;
 mod server;
 mod state;
-mod world;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -28,10 +28,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 pub(crate) struct Shared {
-    /// Taken through [`Shared::world`] (`world.rs`), which versions it for the org list's index.
-    pub(super) world: Mutex<World>,
-    pub(super) world_version: AtomicU64,
-    pub org_index: Mutex<super::world::OrgIndex>,
+    pub world: Mutex<World>,
     /// Bumped on every state change; long-polls (`/wait`) watch it.
     pub changed: watch::Sender<u64>,
     pub timings: Mutex<Timings>,
@@ -78,8 +75,6 @@ impl Shared {
         }
         Arc::new(Shared {
             world: Mutex::new(world),
-            world_version: AtomicU64::new(0),
-            org_index: Mutex::new(Default::default()),
             changed: watch::channel(0).0,
             timings: Mutex::new(cfg.timings.clone()),
             failing_images: Mutex::new(cfg.failing_images.iter().cloned().collect()),

@@ -16,7 +16,7 @@ use super::{
     ApiError, ApiResult, Caller, app_for, parse_body, parse_query, query_get, query_limit,
 };
 use crate::sim::lifecycle;
-use crate::sim::server::Shared;
+use crate::sim::server::{Shared, lock};
 use crate::sim::state::{App, World};
 
 /// §2.1: lowercase letters, digits and `-`, not starting/ending with `-`, at most 63 chars
@@ -132,7 +132,7 @@ pub(crate) async fn create(
     }
     let network = str_field(&body, "network")?.unwrap_or_default().to_string();
 
-    let mut world = sh.world();
+    let mut world = lock(&sh.world);
     // Idempotency key (new in the spec [S1]): same key + same or no name returns the first app;
     // same key + a different name is rejected.
     if let Some(key) = idem
@@ -183,7 +183,7 @@ pub(crate) async fn show(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> ApiResult {
-    let world = sh.world();
+    let world = lock(&sh.world);
     let app = app_for(&world, &caller, &name)?;
     Ok(Json(app_json(&world, app)).into_response())
 }
@@ -246,7 +246,7 @@ pub(crate) async fn list(
         None => None,
     };
     let now = Instant::now();
-    let mut world = sh.world();
+    let mut world = lock(&sh.world);
     // The first page fixes what the listing covers: later pages only include apps that existed
     // then, and `total_apps` is counted once, then repeated, so apps deleted meanwhile stay
     // counted [S1].
@@ -313,7 +313,7 @@ pub(crate) async fn destroy(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> ApiResult {
-    let mut world = sh.world();
+    let mut world = lock(&sh.world);
     let app = super::app_for_mut(&mut world, &caller, &name)?;
     let first = !app.deleting;
     app.deleting = true;

@@ -35,7 +35,7 @@ pub(crate) async fn list(
     Extension(caller): Extension<Caller>,
     Path(app): Path<String>,
 ) -> ApiResult {
-    let world = sh.world();
+    let world = lock(&sh.world);
     let a = app_for(&world, &caller, &app)?;
     let ips: Vec<Value> = a.ips.iter().map(|i| ip_json(i, &a.org)).collect();
     Ok(Json(json!({"ips": ips})).into_response())
@@ -63,7 +63,7 @@ pub(crate) async fn create(
     };
     let (region, service_name, network) = (opt("region"), opt("service_name"), opt("network"));
     let repeat = lock(&sh.faults).faults.ip_repeat;
-    let mut world = sh.world();
+    let mut world = lock(&sh.world);
     world.ip_seq += 1;
     let n = world.ip_seq;
     let a = app_for_mut(&mut world, &caller, &app)?;
@@ -133,7 +133,7 @@ pub(crate) async fn destroy(
     Extension(caller): Extension<Caller>,
     Path((app, ip)): Path<(String, String)>,
 ) -> ApiResult {
-    let mut world = sh.world();
+    let mut world = lock(&sh.world);
     let a = app_for_mut(&mut world, &caller, &app)?;
     let before = a.ips.len();
     a.ips.retain(|i| i.ip != ip);

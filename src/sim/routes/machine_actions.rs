@@ -16,7 +16,7 @@ use super::{
     ApiError, ApiResult, Caller, app_for, app_for_mut, parse_body, parse_query, query_bool,
 };
 use crate::sim::lifecycle::{self, Step};
-use crate::sim::server::Shared;
+use crate::sim::server::{Shared, lock};
 use crate::sim::state::Machine;
 
 fn precondition(msg: String) -> ApiError {
@@ -31,7 +31,7 @@ fn act(
     id: &str,
     f: impl FnOnce(&mut Machine, u64) -> Result<(Value, Option<Step>), ApiError>,
 ) -> ApiResult {
-    let mut world = sh.world();
+    let mut world = lock(&sh.world);
     let a = app_for_mut(&mut world, caller, app)?;
     let secrets_version = a.secrets_version;
     // Acting on a destroyed machine gives "machine not found" [S25].
@@ -197,7 +197,7 @@ pub(crate) async fn wait(
     let mut shutdown = sh.shutdown.subscribe();
     loop {
         {
-            let world = sh.world();
+            let world = lock(&sh.world);
             let a = app_for(&world, &caller, &app)?;
             let m = a
                 .machines

@@ -170,7 +170,7 @@ pub(crate) async fn create(
     };
     let listed_at = Instant::now() + sh.timings().machine_list_lag;
 
-    let mut world = sh.world();
+    let mut world = lock(&sh.world);
     let seq = world.next_seq();
     let org_num = world
         .apps
@@ -248,7 +248,7 @@ pub(crate) async fn list(
         .filter_map(|(k, v)| Some((k.strip_prefix("metadata.")?, v.as_str())))
         .collect();
     let now = Instant::now();
-    let world = sh.world();
+    let world = lock(&sh.world);
     let app = app_for(&world, &caller, &app_name)?;
     let mut ms: Vec<&Machine> = app
         .machines
@@ -285,7 +285,7 @@ pub(crate) async fn show(
     RawQuery(raw): RawQuery,
 ) -> ApiResult {
     let q = parse_query(raw.as_deref());
-    let world = sh.world();
+    let world = lock(&sh.world);
     let app = app_for(&world, &caller, &app_name)?;
     let m = app
         .machines
@@ -318,7 +318,7 @@ pub(crate) async fn update(
     body: Bytes,
 ) -> ApiResult {
     let mut body = parse_body(&body, false)?;
-    let mut world = sh.world();
+    let mut world = lock(&sh.world);
     let app = app_for_mut(&mut world, &caller, &app_name)?;
     let secrets_ok = secrets_request(app, &body);
     let m = app

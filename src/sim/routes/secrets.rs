@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::{
     ApiError, ApiResult, Caller, app_for, app_for_mut, parse_body, parse_query, query_bool,
 };
-use crate::sim::server::Shared;
+use crate::sim::server::{Shared, lock};
 use crate::sim::state::{App, SecretEntry, rfc3339, sha256_hex};
 
 fn valid_secret_name(n: &str) -> bool {
@@ -50,7 +50,7 @@ pub(crate) async fn list(
 ) -> ApiResult {
     let q = parse_query(raw.as_deref());
     let show = query_bool(&q, "show_secrets")?;
-    let world = sh.world();
+    let world = lock(&sh.world);
     let a = app_for(&world, &caller, &app)?;
     Ok(Json(json!({"secrets": secrets_json(a, show)})).into_response())
 }
@@ -78,7 +78,7 @@ pub(crate) async fn set(
             )));
         }
     }
-    let mut world = sh.world();
+    let mut world = lock(&sh.world);
     let a = app_for_mut(&mut world, &caller, &app)?;
     let now = Utc::now();
     for (k, v) in values {
