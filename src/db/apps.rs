@@ -93,9 +93,13 @@ pub async fn load_desired_facts_for_user(
 }
 
 pub async fn load_rows(pool: &PgPool) -> Result<Vec<AppRow>, sqlx::Error> {
-    sqlx::query_as(select_rows!("ORDER BY a.created_at, a.id"))
+    let mut rows: Vec<AppRow> = sqlx::query_as(select_rows!("ORDER BY a.created_at, a.id"))
         .fetch_all(pool)
-        .await
+        .await?;
+    // Collected by doubling: up to a third of the capacity is empty (15 MB at 100,000 rows), and
+    // the full pass holds these rows while it plans.
+    rows.shrink_to_fit();
+    Ok(rows)
 }
 
 pub async fn load_row(pool: &PgPool, row_id: Uuid) -> Result<Option<AppRow>, sqlx::Error> {

@@ -125,6 +125,8 @@ async fn plan_with_census(
     let planned = tokio::task::spawn_blocking(move || {
         let _in_pass = span.enter();
         let (desired, bad_overrides) = desired(&facts, &policy);
+        // Not needed past this point; the pass's peak is the planning below.
+        drop(facts);
         for (user_id, value) in bad_overrides {
             warn!(%user_id, value = %value, "override with an unknown value; user frozen as if paused");
         }
