@@ -231,49 +231,6 @@ pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// The `k` smallest of `items` by `key`, in order (all of them, sorted, without `k`). A bounded
-/// max-heap: one pass over the items, no allocation per item, O(n log k), so a page of a
-/// 100,000-machine listing costs one scan rather than a sort of the fleet.
-pub(crate) fn smallest_by_key<T, K: Ord>(
-    items: impl Iterator<Item = T>,
-    k: Option<usize>,
-    key: impl Fn(&T) -> K,
-) -> Vec<T> {
-    struct Entry<K, T>(K, T);
-    impl<K: Ord, T> PartialEq for Entry<K, T> {
-        fn eq(&self, o: &Self) -> bool {
-            self.0 == o.0
-        }
-    }
-    impl<K: Ord, T> Eq for Entry<K, T> {}
-    impl<K: Ord, T> PartialOrd for Entry<K, T> {
-        fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-            Some(self.cmp(o))
-        }
-    }
-    impl<K: Ord, T> Ord for Entry<K, T> {
-        fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-            self.0.cmp(&o.0)
-        }
-    }
-    let Some(k) = k else {
-        let mut all: Vec<T> = items.collect();
-        all.sort_by_key(&key);
-        return all;
-    };
-    let mut heap = std::collections::BinaryHeap::with_capacity(k + 1);
-    for item in items {
-        let kk = key(&item);
-        if heap.len() < k {
-            heap.push(Entry(kk, item));
-        } else if heap.peek().is_some_and(|top: &Entry<K, T>| kk < top.0) {
-            heap.pop();
-            heap.push(Entry(kk, item));
-        }
-    }
-    heap.into_sorted_vec().into_iter().map(|e| e.1).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,20 +243,5 @@ mod tests {
         let m = new_machine_id();
         assert_eq!(m.len(), 14);
         assert_ne!(new_machine_id(), m);
-    }
-
-    #[test]
-    fn smallest_by_key_returns_the_first_page_in_order() {
-        let v = [5, 3, 9, 1, 7, 3, 8];
-        assert_eq!(smallest_by_key(v.iter(), Some(3), |x| **x), [&1, &3, &3]);
-        assert_eq!(
-            smallest_by_key(v.iter(), Some(0), |x| **x),
-            Vec::<&i32>::new()
-        );
-        assert_eq!(smallest_by_key(v.iter(), Some(99), |x| **x).len(), 7);
-        assert_eq!(
-            smallest_by_key(v.iter(), None, |x| **x),
-            [&1, &3, &3, &5, &7, &8, &9]
-        );
     }
 }
