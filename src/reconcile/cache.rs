@@ -224,7 +224,17 @@ impl ObserveCache {
         prefix: &str,
         term: i64,
     ) -> Result<(Arc<Observation>, ObserveKind), FlyError> {
-        let refresh = self.state().as_ref().is_some_and(|c| c.term == term);
+        let refresh = {
+            let mut guard = self.state();
+            let refresh = guard.as_ref().is_some_and(|c| c.term == term);
+            if !refresh && guard.is_some() {
+                // Another term's state serves nobody now (every reader asks for its own term):
+                // let it go before the new one is built, not after.
+                *guard = None;
+                self.bump();
+            }
+            refresh
+        };
         if refresh {
             let mut sink = Refresh {
                 cache: self,
