@@ -18,6 +18,12 @@ use crate::reconcile::spec::AppSpec;
 /// Name of the Fly secret that carries the Supabase service key into each app.
 pub const SERVICE_KEY_SECRET: &str = "SUPABASE_SERVICE_ROLE_KEY";
 
+/// The database pool `run` opens: `MAX_CONCURRENCY` for the actions, + 4 for the loop's own
+/// statements, + 2 so the console and the alert loop never wait behind a busy pass.
+pub fn pool_size(s: &Settings) -> u32 {
+    (s.max_concurrency as u32).saturating_add(6)
+}
+
 pub fn app_spec(s: &Settings) -> AppSpec {
     let mut secrets = BTreeMap::new();
     if let Some(key) = &s.supabase_service_role_key {

@@ -162,7 +162,10 @@ impl Bench {
             vars.insert("RESYNC_INTERVAL".into(), r.clone());
         }
         let settings = Settings::from_map(&vars, None).map_err(|e| e.to_string())?;
-        let pool = db::connect(&url, 10).await.map_err(|e| e.to_string())?;
+        // The pool `run` opens (it was 10 here, fewer than `run`'s 14 at MAX_CONCURRENCY 8).
+        let pool = db::connect(&url, wiring::pool_size(&settings))
+            .await
+            .map_err(|e| e.to_string())?;
         let fly = wiring::fly_client(&settings, self.client_limits()).map_err(|e| e.to_string())?;
         let mut ctx = wiring::ctx(&settings, pool, fly);
         let t = Timeouts::default();

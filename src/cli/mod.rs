@@ -41,13 +41,12 @@ fn load(cfg: Option<&Path>) -> Result<Settings, u8> {
 }
 
 async fn connect(s: &Settings) -> Result<sqlx::PgPool, u8> {
-    // + 4 for the loop's own statements, + 2 so the console and the alert loop never wait behind
-    // a busy pass.
-    let max = (s.max_concurrency as u32).saturating_add(6);
-    db::connect_db(&s.database(), max).await.map_err(|e| {
-        error!(error = %e, "cannot connect to the database");
-        EXIT_FAILURE
-    })
+    db::connect_db(&s.database(), crate::wiring::pool_size(s))
+        .await
+        .map_err(|e| {
+            error!(error = %e, "cannot connect to the database");
+            EXIT_FAILURE
+        })
 }
 
 pub async fn run(cfg: Option<&Path>) -> u8 {
