@@ -277,3 +277,91 @@ async fn the_table_refuses_a_halt_without_a_reason_and_a_stray_app_state_never_r
     let progress = rollout::load_progress(&db.pool).await.unwrap();
     assert_eq!(progress[0].state_in(&r), AppState::Moving { wave: 3 });
 }
+
+async fn version_of(pool: &PgPool, row: Uuid) -> Option<String> {
+    rollout::load_row_progress(pool, row)
+        .await
+        .unwrap()
+        .unwrap()
+        .rollout_machine_version
+}
+
+#[tokio::test]
+async fn a_moves_machine_version_is_never_read_by_the_next_rollouts_move() {
+    let db = migrated_db().await;
+    let store = leader(&db.pool, "a").await;
+    let row = app_row(&db.pool, 1).await;
+    let first = store.start_rollout("spec-a", "img:1").await.unwrap();
+    let at = Utc::now();
+    store
+        .set_app_rollout_state(row, first.id, 1, RowRolloutState::Moving, at, None)
+        .await
+        .unwrap();
+    store
+        .set_app_rollout_state(row, first.id, 1, RowRolloutState::Moving, at, Some("v1"))
+        .await
+        .unwrap();
+    // Later steps of the same move keep the version the update returned.
+    store
+        .set_app_rollout_state(row, first.id, 1, RowRolloutState::Soaking, at, None)
+        .await
+        .unwrap();
+    store
+        .set_app_rollout_state(row, first.id, 1, RowRolloutState::Healthy, at, None)
+        .await
+        .unwrap();
+    assert_eq!(version_of(&db.pool, row).await.as_deref(), Some("v1"));
+
+    // The next rollout records `moving` before its update: nothing of the first move survives,
+    // so a retry after a failed update sends the update instead of judging the old machine.
+    let second = store.start_rollout("spec-b", "img:2").await.unwrap();
+    store
+        .set_app_rollout_state(row, second.id, 1, RowRolloutState::Moving, at, None)
+        .await
+        .unwrap();
+    assert_eq!(version_of(&db.pool, row).await, None);
+
+    // Within one rollout too: a move that failed and moves again starts without a version.
+    store
+        .set_app_rollout_state(row, second.id, 1, RowRolloutState::Failed, at, None)
+        .await
+        .unwrap();
+    store
+        .set_app_rollout_state(row, second.id, 2, RowRolloutState::Moving, at, None)
+        .await
+        .unwrap();
+    assert_eq!(version_of(&db.pool, row).await, None);
+}
+
+#[tokio::test]
+async fn a_deleted_row_forgets_its_rollout_progress_so_a_re_provisioned_app_is_not_judged_by_it() {
+    let db = migrated_db().await;
+    let store = leader(&db.pool, "a").await;
+    let row = app_row(&db.pool, 1).await;
+    let r = store.start_rollout("spec-a", "img:1").await.unwrap();
+    store
+        .set_app_rollout_state(
+            row,
+            r.id,
+            1,
+            RowRolloutState::Failed,
+            Utc::now(),
+            Some("v3"),
+        )
+        .await
+        .unwrap();
+    store.mark_deleted(row, &[]).await.unwrap();
+    let p = rollout::load_row_progress(&db.pool, row)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            p.rollout_id,
+            p.rollout_state,
+            p.rollout_machine_version,
+            p.spec_digest
+        ),
+        (None, None, None, None)
+    );
+}

@@ -703,11 +703,16 @@ use reset_progress;
 
 /// What the row knows about the inside of one particular Fly app. Whenever the app behind the row
 /// changes (new id, new name), all of it describes another app and is cleared in the same
-/// statement: a crash can never leave a new app paired with the old app's secrets or IPs.
+/// statement: a crash can never leave a new app paired with the old app's secrets or IPs. The
+/// rollout progress is part of it: a machine's `moving`/`failed` and the version an update returned
+/// describe that machine in that rollout, and read on a re-provisioned app they would roll back,
+/// or count toward a halt, an app that never ran the target.
 macro_rules! reset_app_markers {
     () => {
         "machine_id = NULL, machine_op_id = NULL, secrets_version = NULL, secrets_digest = NULL, \
-         ips_ready = false, config_digest = NULL"
+         ips_ready = false, config_digest = NULL, spec_digest = NULL, rollout_id = NULL, \
+         rollout_state = NULL, rollout_wave = NULL, rollout_state_at = NULL, \
+         rollout_machine_version = NULL"
     };
 }
 use reset_app_markers;

@@ -276,6 +276,11 @@ impl Store {
 
     /// Records an app's progress in a rollout. Written *before* the Fly update for `Moving` (so a
     /// restarted leader never moves it again for this rollout) and after each verdict.
+    ///
+    /// The machine version belongs to one move: entering `moving` (or another rollout) replaces it
+    /// with `machine_version`, even when that is `None`. Kept from an earlier move, a retry after a
+    /// failed update would take the old version for the update's answer, skip the update and judge
+    /// the machine on a spec it never received.
     pub async fn set_app_rollout_state(
         &self,
         row_id: Uuid,
@@ -288,7 +293,10 @@ impl Store {
         let done = sqlx::query(
             "UPDATE public.user_fly_apps \
                 SET rollout_id = $2, rollout_wave = $3, rollout_state = $4, rollout_state_at = $5, \
-                    rollout_machine_version = coalesce($6, rollout_machine_version), \
+                    rollout_machine_version = CASE \
+                      WHEN rollout_id IS DISTINCT FROM $2 \
+                        OR ($4 = 'moving' AND rollout_state IS DISTINCT FROM 'moving') THEN $6 \
+                      ELSE coalesce($6, rollout_machine_version) END, \
                     updated_at = now() \
               WHERE id = $1 AND vyx_fleet.fence($7)",
         )
@@ -415,6 +423,38 @@ pub struct Running<'a> {
 }
 
 impl Store {
+    /// A rollback put the machine back on the row's rollback point: the row names that spec
+    /// (`spec_digest` = `healthy_spec_digest`, possibly unknown) and no longer claims the target's
+    /// `config_digest`, which the machine does not run. Claimed, it would hide an env-only change
+    /// from the planner and keep the app on the work list's rollout reason every tick.
+    pub async fn record_rolled_back(
+        &self,
+        row_id: Uuid,
+        image: &str,
+        region: &str,
+        cpus: u32,
+        memory_mb: u32,
+    ) -> Result<(), StoreError> {
+        let cost = crate::reconcile::spec::monthly_cost_estimate_usd(cpus, memory_mb);
+        let done = sqlx::query(
+            "UPDATE public.user_fly_apps \
+                SET docker_image = $2, config_digest = NULL, spec_digest = healthy_spec_digest, \
+                    deployed_at = now(), region = $3, cpu_count = $4, memory_mb = $5, \
+                    monthly_cost_estimate_usd = $6::float8::numeric, updated_at = now() \
+              WHERE id = $1 AND vyx_fleet.fence($7)",
+        )
+        .bind(row_id)
+        .bind(image)
+        .bind(region)
+        .bind(i32::try_from(cpus).unwrap_or(i32::MAX))
+        .bind(i32::try_from(memory_mb).unwrap_or(i32::MAX))
+        .bind(cost)
+        .bind(self.term())
+        .execute(self.pool())
+        .await?;
+        self.one_row(done.rows_affected()).await
+    }
+
     pub async fn record_running(&self, row_id: Uuid, r: &Running<'_>) -> Result<(), StoreError> {
         let cost = crate::reconcile::spec::monthly_cost_estimate_usd(r.cpus, r.memory_mb);
         let done = sqlx::query(

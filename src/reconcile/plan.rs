@@ -299,10 +299,12 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 let drift = (status == RowStatus::Active)
                     .then(|| drift_reason(row, observed, s, &s.image))
                     .flatten();
-                // A move interrupted between its update and its record reads as `Resume`: it
-                // stays the rollout's, which resumes it without a second update.
+                // An app this rollout moved and has not settled is the rollout's, whatever the
+                // list shows: a machine down, missing or duplicated on the new spec is that spec
+                // failing (judged, and rolled back, by its rollout step), never a repair that
+                // would forget the move, stop counting it against the cap and converge it onto
+                // the spec that broke it. Only a vanished app is rebuilt first.
                 let recorded = input.rollout.recorded.get(&row.id);
-                let moving = matches!(recorded, Some(AppState::Moving { .. }));
                 let in_wave = matches!(
                     recorded,
                     Some(
@@ -310,13 +312,12 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                             | AppState::Soaking { .. }
                             | AppState::Failed { .. }
                     )
-                );
+                ) && !matches!(drift, Some(ConvergeReason::AppMissing))
+                    && status != RowStatus::Deprovisioning;
                 let standing = match (&status, &drift) {
+                    _ if in_wave => Standing::Drifted,
                     (RowStatus::Active, None) => Standing::OnTarget,
                     (RowStatus::Active, Some(r)) if r.is_spec_change() => Standing::Drifted,
-                    (RowStatus::Active, Some(ConvergeReason::Resume)) if moving => {
-                        Standing::Drifted
-                    }
                     (RowStatus::Active, Some(_)) => Standing::Repair,
                     _ => Standing::New,
                 };
@@ -352,6 +353,8 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                         out.actions
                             .push(converge(ConvergeReason::Reupgrade, s.image.as_str()));
                     }
+                    // A row in error on the rollout's spec is its rollout's to roll back.
+                    RowStatus::Provisioning | RowStatus::Error if in_wave => {}
                     RowStatus::Provisioning | RowStatus::Error => out
                         .actions
                         .push(converge(ConvergeReason::Resume, s.image.as_str())),

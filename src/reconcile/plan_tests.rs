@@ -460,6 +460,94 @@ fn a_failed_canary_halts_the_rollout_rolls_back_and_moves_nobody_else() {
     );
 }
 
+/// Three apps on the fleet, a rollout to `img:3`, and the canary (user 1) moved onto it.
+fn canary_on_img3(state: AppState) -> World {
+    let mut w = World::new();
+    w.desired = wants(&[
+        (1, Intent::Present),
+        (2, Intent::Present),
+        (3, Intent::Present),
+    ]);
+    w.rows = (1..=3).map(|n| healthy(n, &mut w.obs)).collect();
+    w.settings.image = "img:3".into();
+    w.rollout.target_image = "img:3".into();
+    w.rows[0].docker_image = Some("img:3".into());
+    w.obs.apps.get_mut(&name(1)).unwrap().machines[0].image = "img:3".into();
+    w.rollout.recorded.insert(w.rows[0].id, state);
+    w
+}
+
+fn only_rollout_step_of(p: &Plan, u: Uuid) -> Option<RolloutStep> {
+    match &p.actions[..] {
+        [Action::Rollout { user_id, step, .. }] if *user_id == u => Some(*step),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_machine_that_goes_down_on_the_new_spec_stays_its_rollouts_and_holds_the_next_wave() {
+    for down in ["stopped", "failed", "created"] {
+        for state in [
+            AppState::Moving { wave: 1 },
+            AppState::Soaking {
+                wave: 1,
+                since: now(),
+            },
+        ] {
+            let mut w = canary_on_img3(state);
+            w.obs.apps.get_mut(&name(1)).unwrap().machines[0].state = down.into();
+            let p = w.plan();
+            // Judged by its rollout step (a failure of the spec), never converged as a repair,
+            // and nobody else moves while it is in transition.
+            let step = only_rollout_step_of(&p, user(1));
+            assert!(
+                matches!(step, Some(RolloutStep::Move | RolloutStep::Check)),
+                "{down} {state:?}: {:?}",
+                p.actions
+            );
+            let tally = p.rollout.unwrap().decision.tally;
+            assert_eq!(tally.bypassed, 0, "{down}: still counted against the cap");
+        }
+    }
+}
+
+#[test]
+fn a_moved_app_whose_machine_vanished_or_doubled_is_judged_by_its_rollout() {
+    let mut w = canary_on_img3(AppState::Moving { wave: 1 });
+    w.obs.apps.get_mut(&name(1)).unwrap().machines.clear();
+    assert_eq!(
+        only_rollout_step_of(&w.plan(), user(1)),
+        Some(RolloutStep::Move)
+    );
+    let mut w = canary_on_img3(AppState::Moving { wave: 1 });
+    let extra = machine("m1b", user(1), "img:3");
+    w.obs.apps.get_mut(&name(1)).unwrap().machines.push(extra);
+    assert_eq!(
+        only_rollout_step_of(&w.plan(), user(1)),
+        Some(RolloutStep::Move)
+    );
+}
+
+#[test]
+fn a_failed_app_that_is_down_or_in_error_is_rolled_back_not_converged_onto_the_target() {
+    let mut w = canary_on_img3(AppState::Failed { wave: 1 });
+    w.obs.apps.get_mut(&name(1)).unwrap().machines[0].state = "stopped".into();
+    let p = w.plan();
+    assert_eq!(only_rollout_step_of(&p, user(1)), Some(RolloutStep::Back));
+    assert!(
+        matches!(
+            p.rollout.map(|r| r.decision.step),
+            Some(Step::Halted { newly: true, .. })
+        ),
+        "the canary's failure halts"
+    );
+
+    let mut w = canary_on_img3(AppState::Failed { wave: 1 });
+    w.rows[0].status = "error".into();
+    let p = w.plan();
+    assert_eq!(only_rollout_step_of(&p, user(1)), Some(RolloutStep::Back));
+}
+
 #[test]
 fn a_repair_during_a_halted_rollout_keeps_the_apps_image() {
     let mut w = World::new();

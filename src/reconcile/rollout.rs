@@ -267,7 +267,13 @@ pub fn decide(
     }
     tally.bypassed = apps.len() - apps.iter().filter(|a| a.bypass.is_none()).count();
     tally.waves_done = waves.values().filter(|(busy, _)| !busy).count() as u32;
-    let clean_waves = waves.values().filter(|(busy, bad)| !busy && !bad).count();
+    // After a resume, growth starts again from one canary: only waves after the last forgiven
+    // failure are evidence for the spec the operator let go on.
+    let resumed_after = forgiven_up_to(apps, rollout.failures_forgiven);
+    let clean_waves = waves
+        .range(resumed_after + 1..)
+        .filter(|(_, (busy, bad))| !busy && !bad)
+        .count();
     let moved = tally.moved();
 
     let roll_back: Vec<Uuid> = apps
@@ -293,6 +299,28 @@ pub fn decide(
         roll_back,
         tally,
     }
+}
+
+/// The wave of the last failure an operator forgave (0 when none was): failures are forgiven in
+/// wave order, oldest first.
+fn forgiven_up_to(apps: &[RolloutApp], forgiven: usize) -> u32 {
+    if forgiven == 0 {
+        return 0;
+    }
+    let mut failed_waves: Vec<u32> = apps
+        .iter()
+        .filter(|a| a.bypass.is_none())
+        .filter_map(|a| match a.state {
+            AppState::Failed { wave } | AppState::RolledBack { wave } => Some(wave),
+            _ => None,
+        })
+        .collect();
+    failed_waves.sort_unstable();
+    failed_waves
+        .get(forgiven - 1)
+        .or(failed_waves.last())
+        .copied()
+        .unwrap_or(0)
 }
 
 fn halt_step(

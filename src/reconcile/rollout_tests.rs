@@ -229,6 +229,49 @@ fn an_operator_resume_forgives_past_failures_and_starts_with_a_new_canary() {
 }
 
 #[test]
+fn a_resume_after_too_many_failures_in_later_waves_restarts_with_one_canary() {
+    // Waves 1 (1 app), 2 (2 apps), 3 (4 apps) clean; wave 4 (8 apps) had two failures, more than
+    // the threshold of 1: halted, then resumed by an operator.
+    let mut apps = pending(40);
+    set(&mut apps, 0, AppState::Healthy { wave: 1 });
+    for i in 1..3 {
+        set(&mut apps, i, AppState::Healthy { wave: 2 });
+    }
+    for i in 3..7 {
+        set(&mut apps, i, AppState::Healthy { wave: 3 });
+    }
+    for i in 7..15 {
+        set(&mut apps, i, AppState::Healthy { wave: 4 });
+    }
+    set(&mut apps, 7, AppState::RolledBack { wave: 4 });
+    set(&mut apps, 8, AppState::RolledBack { wave: 4 });
+    let mut r = rollout();
+    let s = settings(CountOrPercent::Count(16), CountOrPercent::Count(1));
+    assert!(matches!(
+        decide(&r, &apps, &s, t0()).step,
+        Step::Halted { newly: true, .. }
+    ));
+    r.failures_forgiven = 2;
+    let d = decide(&r, &apps, &s, t0());
+    assert_eq!(advanced(&d), (5, vec![id(15)]), "one canary, not 2^3 apps");
+    // The canary soaks clean: the next wave doubles from there.
+    set(&mut apps, 15, AppState::Healthy { wave: 5 });
+    assert_eq!(advanced(&decide(&r, &apps, &s, t0())).1.len(), 2);
+    // A failure of the post-resume canary halts at once, as a canary's does.
+    set(&mut apps, 15, AppState::Failed { wave: 5 });
+    assert!(matches!(
+        decide(&r, &apps, &s, t0()).step,
+        Step::Halted {
+            halt: Halt {
+                reason: HaltReason::CanaryFailed { .. },
+                ..
+            },
+            newly: true
+        }
+    ));
+}
+
+#[test]
 fn new_users_and_repairs_are_never_moved_but_count_as_live() {
     let s = settings(CountOrPercent::Percent(50), CountOrPercent::Count(0));
     let mut apps = pending(4);

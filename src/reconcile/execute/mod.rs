@@ -15,6 +15,7 @@ mod repair;
 mod replace;
 mod rollback;
 mod rollout;
+mod verdict;
 mod wait;
 
 use rand::Rng;

@@ -46,11 +46,12 @@ use uuid::Uuid;
 
 use super::converge::{ensure_secrets, reload};
 use super::machine_config::{desired_config, matches};
+use super::verdict::{self, Verdict};
 use super::{Ctx, ExecError, wait};
 use crate::db::apps::Event;
 use crate::db::rollout::{RowRolloutState, Running, load_row_progress};
 use crate::failpoint::{self as fp, hit};
-use crate::fly::{FlyError, Guest, Machine, MachineState, UpdateMachineRequest};
+use crate::fly::{FlyError, Guest, Machine, UpdateMachineRequest};
 use crate::reconcile::plan_rollout::RolloutStep;
 use crate::reconcile::recorded::AppRow;
 use crate::reconcile::spec::{config_digest, spec_digest};
@@ -64,16 +65,40 @@ pub(super) async fn run(
 ) -> Result<(), ExecError> {
     let row = reload(ctx, row_id).await?;
     tracing::Span::current().record("app", row.fly_app_name.as_str());
-    let Some(machine_id) = row.machine_id.clone() else {
-        // The planner repairs a row without a machine; nothing to move.
-        return Err(ExecError::RowGone);
-    };
     let progress = load_row_progress(ctx.store.pool(), row_id)
         .await?
         .ok_or(ExecError::RowGone)?;
     let mine = progress.rollout_id == Some(rollout_id);
+    let in_flight = mine
+        && matches!(
+            progress.rollout_state.as_deref(),
+            Some("moving" | "soaking")
+        );
     let version = progress.rollout_machine_version.clone().filter(|_| mine);
     let at = |s| (rollout_id, wave, s);
+    if step == RolloutStep::Back {
+        // A failed app goes back whatever its machine's fate: down, gone or duplicated.
+        return super::rollback::roll_back(ctx, &row, at(RowRolloutState::RolledBack)).await;
+    }
+    let machine_id = match row.machine_id.clone() {
+        Some(id) => id,
+        // A machine that vanished during its move is a failure of the spec it was moved to.
+        None if in_flight => {
+            return fail(
+                ctx,
+                &row,
+                at(RowRolloutState::Failed),
+                "machine vanished on the new spec",
+            )
+            .await;
+        }
+        // Not yet moved: the planner repairs it before any wave may take it.
+        None => {
+            return Err(ExecError::StillWaiting(
+                "no machine to move; repaired first",
+            ));
+        }
+    };
     match step {
         RolloutStep::Move => {
             let moving = mine && progress.rollout_state.as_deref() == Some("moving");
@@ -85,9 +110,12 @@ pub(super) async fn run(
             move_app(ctx, &row, &machine_id, moving, version, since, at).await
         }
         RolloutStep::Check => {
-            let m = get(ctx, &row, &machine_id).await?;
+            let Some(m) = get_in_flight(ctx, &row, &machine_id).await? else {
+                let why = "machine vanished on the new spec";
+                return fail(ctx, &row, at(RowRolloutState::Failed), why).await;
+            };
             if !healthy_on(&m, version.as_deref()) {
-                let why = verdict_reason(&m, version.as_deref());
+                let why = verdict::describe(&m, version.as_deref());
                 return fail(ctx, &row, at(RowRolloutState::Failed), &why).await;
             }
             Ok(())
@@ -114,10 +142,7 @@ pub(super) async fn run(
             info!(wave, "rollout: app soaked healthy on the target");
             Ok(())
         }
-        RolloutStep::Back => {
-            super::rollback::roll_back(ctx, &row, &machine_id, at(RowRolloutState::RolledBack))
-                .await
-        }
+        RolloutStep::Back => unreachable!("handled before the machine is looked up"),
     }
 }
 
@@ -216,9 +241,10 @@ async fn move_app(
 /// wave's updates are not serialised behind their machines' boots (`MAX_CONCURRENCY` slots).
 const JUDGE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The verdict on a moving app, from the machine's state on the version the update returned:
-/// healthy → `soaking`; `failed`, or not healthy within the start and health timeouts of the
-/// move (counted from `moving` on the database clock) → `failed`; else still moving.
+/// The verdict on a moving app, from the machine's state on the version the update returned
+/// (`verdict::judge`): healthy → `soaking`; failed, or not healthy within the start and health
+/// timeouts of the move (counted from `moving` on the database clock) → `failed`; else still
+/// moving. A vanished machine is a failure of the spec; a transient Fly error is no verdict.
 async fn judge(
     ctx: &Ctx,
     row: &AppRow,
@@ -229,34 +255,46 @@ async fn judge(
 ) -> Result<(), ExecError> {
     let now = crate::db::now(ctx.store.pool()).await?;
     let limit = ctx.timeouts.machine_started + ctx.timeouts.healthy;
-    let deadline = since.unwrap_or(now) + chrono::Duration::from_std(limit).unwrap_or_default();
+    let since = since.unwrap_or(now);
+    let deadline = since + chrono::Duration::from_std(limit).unwrap_or_default();
     let left = (deadline - now).to_std().unwrap_or_default();
-    let verdict = wait::until(left.min(JUDGE_PATIENCE), "the new version", || async {
+    let started = tokio::time::Instant::now();
+    let before = (now - since).to_std().unwrap_or_default();
+    let outcome = wait::until(left.min(JUDGE_PATIENCE), "the new version", || async {
+        let elapsed = before + started.elapsed();
         match ctx.fly.get_machine(&row.fly_app_name, machine_id).await {
-            Ok(m) if healthy_on(&m, version) => Ok(Some(Ok(m))),
-            Ok(m) if m.state == MachineState::Failed => Ok(Some(Err(verdict_reason(&m, version)))),
-            Ok(_) => Ok(None),
+            Ok(m) => Ok(match verdict::judge(&m, version, elapsed) {
+                Verdict::Healthy => Some(Ok(())),
+                Verdict::Failed(why) => Some(Err(why)),
+                Verdict::Pending => None,
+            }),
+            Err(FlyError::NotFound { .. }) => {
+                Ok(Some(Err("machine vanished on the new spec".to_string())))
+            }
             Err(e) if e.is_transient() => Ok(None),
             Err(e) => Err(e.into()),
         }
     })
     .await;
-    let verdict = match verdict {
+    let outcome = match outcome {
         Ok(v) => v,
         Err(ExecError::StillWaiting(_)) if left > JUDGE_PATIENCE => return Ok(()),
         Err(ExecError::StillWaiting(_)) => {
-            let m = get(ctx, row, machine_id).await?;
+            let Some(m) = get_in_flight(ctx, row, machine_id).await? else {
+                let why = "machine vanished on the new spec";
+                return fail(ctx, row, at(RowRolloutState::Failed), why).await;
+            };
             Err(format!(
                 "not healthy within {}s: {}",
                 limit.as_secs(),
-                verdict_reason(&m, version)
+                verdict::describe(&m, version)
             ))
         }
         Err(e) => return Err(e),
     };
     hit(fp::ROLLOUT_VERDICT_BEFORE_RECORD).await;
-    match verdict {
-        Ok(_) => {
+    match outcome {
+        Ok(()) => {
             let now = crate::db::now(ctx.store.pool()).await?;
             let (id, wave, _) = at(RowRolloutState::Soaking);
             ctx.store
@@ -276,8 +314,9 @@ async fn judge(
     }
 }
 
-/// Wait for the machine to be `started` with every check passing on `version`. `Ok(Err(why))` is
-/// a verdict of failure (failed state, or the deadline); `Err` an error to retry.
+/// Wait for the machine to be `started` with every check passing on `version` (a rollback or a
+/// replacement, which wait within their step). `Ok(Err(why))` is a verdict of failure; `Err` an
+/// error to retry.
 pub(super) async fn verdict(
     ctx: &Ctx,
     row: &AppRow,
@@ -285,11 +324,15 @@ pub(super) async fn verdict(
     version: Option<&str>,
 ) -> Result<Result<Machine, String>, ExecError> {
     let patience = ctx.timeouts.machine_started + ctx.timeouts.healthy;
+    let started = tokio::time::Instant::now();
     let r = wait::until(patience, "the new version to pass its checks", || async {
         match ctx.fly.get_machine(&row.fly_app_name, machine_id).await {
-            Ok(m) if healthy_on(&m, version) => Ok(Some(Ok(m))),
-            Ok(m) if m.state == MachineState::Failed => Ok(Some(Err(verdict_reason(&m, version)))),
-            Ok(_) => Ok(None),
+            Ok(m) => Ok(match verdict::judge(&m, version, started.elapsed()) {
+                Verdict::Healthy => Some(Ok(m)),
+                Verdict::Failed(why) => Some(Err(why)),
+                Verdict::Pending => None,
+            }),
+            Err(FlyError::NotFound { .. }) => Ok(Some(Err("machine vanished".to_string()))),
             Err(e) if e.is_transient() => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -302,7 +345,7 @@ pub(super) async fn verdict(
             Ok(Err(format!(
                 "not healthy within {}s: {}",
                 patience.as_secs(),
-                verdict_reason(&m, version)
+                verdict::describe(&m, version)
             )))
         }
         Err(e) => Err(e),
@@ -313,25 +356,6 @@ pub(super) async fn verdict(
 pub(super) fn healthy_on(m: &Machine, version: Option<&str>) -> bool {
     let on_version = version.is_none_or(|v| m.version.as_deref() == Some(v));
     on_version && m.is_healthy()
-}
-
-pub(super) fn verdict_reason(m: &Machine, version: Option<&str>) -> String {
-    if let Some(v) = version
-        && m.version.as_deref() != Some(v)
-    {
-        return format!("machine left version {v}");
-    }
-    let failing: Vec<String> = m
-        .checks
-        .iter()
-        .filter(|c| !c.is_passing())
-        .map(|c| format!("{}={}", c.name, c.status))
-        .collect();
-    format!(
-        "state {}, checks not passing: {}",
-        m.state.as_str(),
-        failing.join(", ")
-    )
 }
 
 pub(super) async fn fail(ctx: &Ctx, row: &AppRow, at: At, why: &str) -> Result<(), ExecError> {
@@ -368,6 +392,20 @@ pub(super) async fn get(ctx: &Ctx, row: &AppRow, machine_id: &str) -> Result<Mac
                 "machine vanished; repaired next pass",
             ))
         }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The machine of an app in flight, or `None` when Fly no longer has it (the row forgets it).
+async fn get_in_flight(
+    ctx: &Ctx,
+    row: &AppRow,
+    machine_id: &str,
+) -> Result<Option<Machine>, ExecError> {
+    match ctx.fly.get_machine(&row.fly_app_name, machine_id).await {
+        Ok(m) if m.state.is_gone() => Ok(None),
+        Ok(m) => Ok(Some(m)),
+        Err(FlyError::NotFound { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
