@@ -249,6 +249,23 @@ async fn a_broken_image_reaches_only_the_canary_which_is_rolled_back_and_a_fixed
         let m = &app.machines[0];
         assert_eq!(m.state, "started", "{}", app.name);
     }
+    // Halted with its canary rolled back, the rollout has no work until a resume or a new
+    // target: the sweep's work list names nothing, so a tick is not a full pass of the fleet.
+    let list = vyx_fleet::reconcile::sweep::work_list(&fleet.ctx, &fleet.pass_cfg, &[])
+        .await
+        .unwrap();
+    assert!(list.is_empty(), "a halted rollout is no work: {list:?}");
+    // The rolled-back row names what its machine runs, not the target it left.
+    let canary = touched.iter().next().unwrap().to_string();
+    let (digest, image): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT config_digest, docker_image FROM public.user_fly_apps WHERE fly_app_name = $1",
+    )
+    .bind(&canary)
+    .fetch_one(&fleet.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(image.as_deref(), Some(fleet_support::IMAGE));
+    assert_eq!(digest, None, "the target's config digest is not claimed");
 
     // `status --json` reports the halt with its reason.
     let env = bin_support::BinEnv::full(&fleet.db.url, &fleet.sim.base_url());

@@ -216,10 +216,11 @@ pub fn render_plan(plan: &Plan, org: &str) -> String {
                 user_id,
                 row_id,
                 reason,
-                image,
+                to,
             } => format!(
-                "converge     user={user_id} reason={} image={image}{}",
+                "converge     user={user_id} reason={} to={}{}",
                 reason.as_str(),
+                to.as_str(),
                 row_id.map_or(String::new(), |r| format!(" row={r}"))
             ),
             Action::MarkUnwanted { user_id, .. } => {

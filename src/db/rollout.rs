@@ -256,6 +256,21 @@ impl Store {
 
     /// Persists a halt the decision found (first one wins: an existing halt is kept as it was).
     pub async fn halt_rollout(&self, rollout_id: i64, halt: &Halt) -> Result<(), StoreError> {
+        self.halt_rollout_because(rollout_id, halt, None).await
+    }
+
+    /// [`halt_rollout`](Self::halt_rollout) with what the failed app showed (`failed app: why`),
+    /// so the table, `status` and the alert name the failure, not only the rule that tripped.
+    pub async fn halt_rollout_because(
+        &self,
+        rollout_id: i64,
+        halt: &Halt,
+        detail: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let reason = match detail {
+            Some(d) => format!("{}; {d}", halt.reason),
+            None => halt.reason.to_string(),
+        };
         let done = sqlx::query(
             "UPDATE vyx_fleet.rollout \
                 SET halted = true, halt_kind = $2, halt_reason = $3, halted_at = $4, updated_at = now() \
@@ -263,7 +278,7 @@ impl Store {
         )
         .bind(rollout_id)
         .bind(halt.reason.kind())
-        .bind(halt.reason.to_string())
+        .bind(reason)
         .bind(halt.at)
         .bind(self.term())
         .execute(self.pool())
@@ -476,4 +491,32 @@ impl Store {
         .await?;
         self.one_row(done.rows_affected()).await
     }
+}
+
+/// The latest app of `rollout_id` that failed, and why (its rollout failure event), for a halt's
+/// reason: `vyx-user-ab12cd34: machine stopped on the new version (its process exited)`.
+pub async fn last_failure(
+    pool: &PgPool,
+    rollout_id: i64,
+    row: Option<Uuid>,
+) -> Result<Option<String>, sqlx::Error> {
+    let found: Option<(String, Option<String>)> = sqlx::query_as(
+        "SELECT a.fly_app_name, \
+                (SELECT e.metadata->>'reason' FROM public.user_fly_app_events e \
+                  WHERE e.fly_app_id = a.id AND e.event_type = 'health_check_failed' \
+                    AND e.metadata->>'operation' = 'rollout' \
+                  ORDER BY e.created_at DESC LIMIT 1) \
+           FROM public.user_fly_apps a \
+          WHERE a.rollout_id = $1 AND a.rollout_state IN ('failed', 'rolled_back') \
+            AND ($2::uuid IS NULL OR a.id = $2) \
+          ORDER BY a.rollout_state_at DESC NULLS LAST LIMIT 1",
+    )
+    .bind(rollout_id)
+    .bind(row)
+    .fetch_optional(pool)
+    .await?;
+    Ok(found.map(|(app, why)| match why {
+        Some(why) => format!("{app}: {why}"),
+        None => app,
+    }))
 }

@@ -34,7 +34,9 @@ pub enum Reason {
     FlyChanged,
     /// A deletion is due (grace over, or a deprovision under way): the breaker must see it.
     Deletion,
-    /// A live row off the current spec, or the rollout not complete: waves need the fleet.
+    /// A live row off the current spec, or the rollout not complete: waves need the fleet. Rows a
+    /// rollout rolled back wait for the next target, and rows a halted rollout has not moved wait
+    /// for a resume: neither is work, or a halt would make every tick a full pass.
     Rollout,
     /// An unhealthy app due for its next repair step (bounded per pass).
     Repair,
@@ -130,6 +132,9 @@ macro_rules! intent {
 macro_rules! work_list_sql {
     () => { concat!(
     "WITH clock AS MATERIALIZED (SELECT now() AS now), \
+     cur AS MATERIALIZED (SELECT r.id, r.halted FROM vyx_fleet.rollout r \
+                           WHERE r.id = (SELECT max(id) FROM vyx_fleet.rollout) \
+                             AND r.target_digest = $3), \
      facts AS (\
        SELECT coalesce(s.user_id, o.user_id) AS user_id, ",
     intent!("o", "s"),
@@ -139,8 +144,12 @@ macro_rules! work_list_sql {
      live AS (\
        SELECT a.user_id, a.status, a.unwanted_since, a.next_attempt_at, CASE \
          WHEN a.status <> 'active' THEN NULL \
-         WHEN a.spec_digest IS DISTINCT FROM $3 OR a.config_digest IS DISTINCT FROM $4 \
-              OR a.secrets_digest IS DISTINCT FROM $5 OR a.docker_image IS DISTINCT FROM $6 \
+         WHEN (a.spec_digest IS DISTINCT FROM $3 OR a.config_digest IS DISTINCT FROM $4 \
+              OR a.secrets_digest IS DISTINCT FROM $5 OR a.docker_image IS DISTINCT FROM $6) \
+              AND NOT EXISTS (SELECT 1 FROM cur WHERE \
+                   (a.rollout_id = cur.id AND a.rollout_state = 'rolled_back') \
+                   OR (cur.halted AND (a.rollout_id IS DISTINCT FROM cur.id \
+                                       OR a.rollout_state IS NULL))) \
               THEN 'rollout' \
          WHEN a.machine_id IS NULL OR NOT a.ips_ready THEN 'incomplete' \
          WHEN a.health_status = 'unhealthy' AND a.unhealthy_since IS NOT NULL \
@@ -178,10 +187,8 @@ macro_rules! work_list_sql {
                  WHERE first_seen_at + $8 * interval '1 millisecond' <= c.now LIMIT 1) \
      UNION ALL (SELECT NULL::uuid, 'orphans' FROM vyx_fleet.held_deletions LIMIT 1) \
      UNION ALL SELECT NULL::uuid, 'rollout' \
-                WHERE NOT EXISTS (SELECT 1 FROM vyx_fleet.rollout r \
-                                   WHERE r.id = (SELECT max(id) FROM vyx_fleet.rollout) \
-                                     AND r.target_digest = $3 AND r.completed_at IS NOT NULL \
-                                     AND NOT r.halted)"
+                WHERE NOT EXISTS (SELECT 1 FROM cur r JOIN vyx_fleet.rollout f ON f.id = r.id \
+                                   WHERE f.completed_at IS NOT NULL OR r.halted)"
     ) };
 }
 

@@ -6,7 +6,7 @@ use super::execute::Ctx;
 use super::pass::{PassConfig, PassError};
 use super::plan::Plan;
 use super::plan_rollout::RolloutInput;
-use super::rollout::{Rollout, Step};
+use super::rollout::{HaltReason, Rollout, Step};
 use super::spec::spec_digest;
 use crate::db::{apps, rollout as rollout_db};
 use crate::metrics::Metrics;
@@ -97,7 +97,16 @@ pub(super) async fn record_rollout(
         return Ok(());
     }
     if let Step::Halted { halt, newly: true } = &d.step {
-        ctx.store.halt_rollout(r.id, halt).await?;
+        let canary = match halt.reason {
+            HaltReason::CanaryFailed { app } => Some(app),
+            _ => None,
+        };
+        let detail = rollout_db::last_failure(ctx.store.pool(), r.id, canary)
+            .await
+            .map_err(apps::StoreError::Sql)?;
+        ctx.store
+            .halt_rollout_because(r.id, halt, detail.as_deref())
+            .await?;
     }
     ctx.store
         .save_rollout_progress(r.id, &d.tally, d.step == Step::Complete)

@@ -77,6 +77,26 @@ impl ConvergeReason {
     }
 }
 
+/// Which spec a converge brings the app to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvergeTo {
+    /// The configured spec, whole: new users, re-upgrades, apps already on it.
+    Target,
+    /// The spec the app runs (its last healthy spec when its machine is gone): a repair of an app
+    /// the rollout has not moved yet, or of any app while the rollout is halted. Repairing onto the
+    /// target would move the app outside the waves, or spread a change the rollout halted.
+    Current,
+}
+
+impl ConvergeTo {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Target => "target",
+            Self::Current => "current",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Bring the user's app to the spec: create, adopt, repair or roll, whatever is missing.
@@ -84,8 +104,7 @@ pub enum Action {
         user_id: Uuid,
         row_id: Option<Uuid>,
         reason: ConvergeReason,
-        /// The image to run: the configured one, or the current one while a rollout is halted.
-        image: String,
+        to: ConvergeTo,
     },
     /// One app's step in the current rollout (waves, soak, rollback: `plan_rollout`).
     Rollout {
@@ -281,7 +300,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                         user_id,
                         row_id: None,
                         reason: ConvergeReason::New,
-                        image: s.image.clone(),
+                        to: ConvergeTo::Target,
                     });
                     continue;
                 };
@@ -327,17 +346,22 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 if in_backoff {
                     continue;
                 }
-                // While a rollout is halted a repair keeps the app's image: it must not spread the
-                // change that halted it.
-                let repair_image = match (halted, row.docker_image.as_deref()) {
-                    (true, Some(current)) => current,
-                    _ => s.image.as_str(),
+                // A repair keeps the spec the app runs unless the app is on the target already,
+                // and keeps it whatever it is while the rollout is halted: repairs never carry a
+                // change outside the waves, nor one the rollout halted.
+                let on_target = row.docker_image.as_deref() == Some(s.image.as_str())
+                    && row.config_digest.as_deref() == Some(s.config_digest.as_str())
+                    && row.secrets_digest.as_deref() == Some(s.secrets_digest.as_str());
+                let repair_to = if halted || !on_target {
+                    ConvergeTo::Current
+                } else {
+                    ConvergeTo::Target
                 };
-                let converge = |reason, image: &str| Action::Converge {
+                let converge = |reason, to| Action::Converge {
                     user_id,
                     row_id: Some(row.id),
                     reason,
-                    image: image.to_string(),
+                    to,
                 };
                 match status {
                     // A deprovision that started runs to completion; the next pass re-provisions.
@@ -351,16 +375,23 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                     }
                     RowStatus::Deleted => {
                         out.actions
-                            .push(converge(ConvergeReason::Reupgrade, s.image.as_str()));
+                            .push(converge(ConvergeReason::Reupgrade, ConvergeTo::Target));
                     }
                     // A row in error on the rollout's spec is its rollout's to roll back.
                     RowStatus::Provisioning | RowStatus::Error if in_wave => {}
-                    RowStatus::Provisioning | RowStatus::Error => out
-                        .actions
-                        .push(converge(ConvergeReason::Resume, s.image.as_str())),
+                    // An app that once ran healthily resumes on what it ran while the rollout is
+                    // halted; one that never did has nothing older to run.
+                    RowStatus::Provisioning | RowStatus::Error => {
+                        let to = if halted && row.docker_image.is_some() {
+                            ConvergeTo::Current
+                        } else {
+                            ConvergeTo::Target
+                        };
+                        out.actions.push(converge(ConvergeReason::Resume, to))
+                    }
                     RowStatus::Active => match (standing, drift) {
                         (Standing::Repair, Some(reason)) => {
-                            out.actions.push(converge(reason, repair_image))
+                            out.actions.push(converge(reason, repair_to))
                         }
                         // Apps in a wave are read by their rollout step instead.
                         (Standing::OnTarget, _) if !in_wave => probe_candidates.push(row),

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-use super::plan::{Action, ConvergeReason, Finding, Plan, PlanInput};
+use super::plan::{Action, ConvergeReason, ConvergeTo, Finding, Plan, PlanInput};
 use super::recorded::AppRow;
 use super::rollout::{AppState, Bypass, Decision, Rollout, RolloutApp, Step, WaveSettings, decide};
 
@@ -174,7 +174,7 @@ pub(super) fn plan_rollout_part(
                 user_id: row.user_id,
                 row_id: Some(row.id),
                 reason: ConvergeReason::ConfigDrift,
-                image: input.settings.image.clone(),
+                to: ConvergeTo::Target,
             });
         }
     }

@@ -166,7 +166,7 @@ fn a_new_paid_user_gets_an_app() {
             user_id: user(1),
             row_id: None,
             reason: ConvergeReason::New,
-            image: "img:2".into()
+            to: ConvergeTo::Target
         }]
     );
 }
@@ -187,7 +187,7 @@ fn a_re_upgrade_reuses_the_soft_deleted_row() {
             user_id: user(1),
             row_id: Some(row_id),
             reason: ConvergeReason::Reupgrade,
-            image: "img:2".into()
+            to: ConvergeTo::Target
         }]
     );
 }
@@ -549,7 +549,29 @@ fn a_failed_app_that_is_down_or_in_error_is_rolled_back_not_converged_onto_the_t
 }
 
 #[test]
-fn a_repair_during_a_halted_rollout_keeps_the_apps_image() {
+fn a_repair_of_an_app_the_rollout_has_not_moved_keeps_its_spec_and_a_moved_one_gets_the_target() {
+    let mut w = World::new();
+    w.desired = wants(&[(1, Intent::Present), (2, Intent::Present)]);
+    w.rows = (1..=2).map(|n| healthy(n, &mut w.obs)).collect();
+    // App 2 still runs the previous spec; the rollout has not reached it.
+    w.rows[1].docker_image = Some("img:1".into());
+    w.obs.apps.get_mut(&name(2)).unwrap().machines[0].image = "img:1".into();
+    for n in [1, 2] {
+        w.obs.apps.get_mut(&name(n)).unwrap().machines[0].state = "stopped".into();
+    }
+    let p = w.plan();
+    let to = |u: Uuid| {
+        p.actions.iter().find_map(|a| match a {
+            Action::Converge { user_id, to, .. } if *user_id == u => Some(*to),
+            _ => None,
+        })
+    };
+    assert_eq!(to(user(1)), Some(ConvergeTo::Target), "{:?}", p.actions);
+    assert_eq!(to(user(2)), Some(ConvergeTo::Current), "{:?}", p.actions);
+}
+
+#[test]
+fn a_repair_during_a_halted_rollout_keeps_the_spec_the_app_runs() {
     let mut w = World::new();
     w.desired = wants(&[(1, Intent::Present), (2, Intent::Present)]);
     w.rows = (1..=2).map(|n| healthy(n, &mut w.obs)).collect();
@@ -564,8 +586,8 @@ fn a_repair_during_a_halted_rollout_keeps_the_apps_image() {
     assert!(
         matches!(
             &p.actions[..],
-            [Action::Converge { user_id, reason: ConvergeReason::MachineDown, image, .. }]
-                if *user_id == user(2) && image == "img:2"
+            [Action::Converge { user_id, reason: ConvergeReason::MachineDown, to: ConvergeTo::Current, .. }]
+                if *user_id == user(2)
         ),
         "{:?}",
         p.actions

@@ -51,7 +51,7 @@ use super::{Ctx, ExecError};
 use crate::db::apps::{Applied, Event, NewRow, StoreError, load_row, load_row_for_user};
 use crate::failpoint::{self as fp, hit};
 use crate::fly::{FlyError, IpType};
-use crate::reconcile::plan::ConvergeReason;
+use crate::reconcile::plan::{ConvergeReason, ConvergeTo};
 use crate::reconcile::recorded::{AppRow, RowStatus};
 use crate::reconcile::spec::{config_digest, monthly_cost_estimate_usd, secrets_digest};
 
@@ -60,16 +60,29 @@ pub(super) async fn converge(
     user_id: Uuid,
     row_id: Option<Uuid>,
     reason: &ConvergeReason,
-    image: &str,
+    to: ConvergeTo,
 ) -> Result<(), ExecError> {
-    let row = ensure_row(ctx, user_id, row_id, reason, image).await?;
+    let (row, keep) = ensure_row(ctx, user_id, row_id, reason, to).await?;
+    let image = match (&keep, &row.docker_image) {
+        (true, Some(current)) => current.clone(),
+        _ => ctx.spec.image.clone(),
+    };
+    let image = image.as_str();
     tracing::Span::current().record("app", row.fly_app_name.as_str());
-    info!(app = %row.fly_app_name, reason = reason.as_str(), "converging");
+    info!(app = %row.fly_app_name, reason = reason.as_str(), to = to.as_str(), "converging");
     let row = ensure_app(ctx, row).await?;
-    let secrets_written = ensure_secrets(ctx, &row).await?;
+    // Kept on its spec, an app that has secrets keeps them: new values are part of the target.
+    let secrets_written = if keep && row.secrets_digest.is_some() {
+        false
+    } else {
+        ensure_secrets(ctx, &row).await?
+    };
     ensure_ips(ctx, &row).await?;
     let row = reload(ctx, row.id).await?;
-    let ensured = ensure_machine(ctx, &row, image, secrets_written).await?;
+    let ensured = ensure_machine(ctx, &row, image, secrets_written, keep).await?;
+    if keep {
+        return finish_kept(ctx, &row, reason, ensured).await;
+    }
     // Fly runs this config from here on, healthy or not: record it now, so a rollout that fails its
     // checks counts towards halting and a crash before health resumes without another update.
     let digest = config_digest(&ctx.spec);
@@ -140,18 +153,67 @@ pub(super) async fn reload(ctx: &Ctx, row_id: Uuid) -> Result<AppRow, ExecError>
         .ok_or(ExecError::RowGone)
 }
 
-/// Step 1: the row that owns the name.
+/// A repair that keeps the app on the spec it runs: started, healthy, and its running config
+/// remembered as its rollback point; the row claims no target digest.
+async fn finish_kept(
+    ctx: &Ctx,
+    row: &AppRow,
+    reason: &ConvergeReason,
+    ensured: super::machine::Ensured,
+) -> Result<(), ExecError> {
+    let machine = ensure_running_and_healthy(ctx, row, ensured).await?;
+    let image = machine.config.as_ref().map(|c| c.image.clone());
+    let done_ev = Event::new(
+        "provision_completed",
+        serde_json::json!({"operation": reason.as_str(), "kept_spec": true, "image": image, "machine_id": machine.id}),
+    );
+    let mut events = vec![done_ev];
+    if row.health_status.as_deref() != Some("healthy") {
+        events.insert(
+            0,
+            Event::new(
+                "health_check_passed",
+                serde_json::json!({"machine_id": machine.id, "checks": machine.checks.len()}),
+            ),
+        );
+    }
+    ctx.store.mark_active(row.id, &events).await?;
+    ctx.store
+        .record_rollback_point(
+            row.id,
+            image.as_deref().unwrap_or_default(),
+            &super::rollout::rollback_point(&machine),
+        )
+        .await?;
+    info!(app = %row.fly_app_name, machine_id = %machine.id, "app repaired on the spec it runs");
+    Ok(())
+}
+
+/// Step 1: the row that owns the name, and whether the converge keeps the spec the app runs
+/// (asked to, and the row records one).
 async fn ensure_row(
     ctx: &Ctx,
     user_id: Uuid,
     row_id: Option<Uuid>,
     reason: &ConvergeReason,
-    image: &str,
-) -> Result<AppRow, ExecError> {
+    to: ConvergeTo,
+) -> Result<(AppRow, bool), ExecError> {
     let existing = match row_id {
         Some(id) => load_row(ctx.store.pool(), id).await?,
         None => load_row_for_user(ctx.store.pool(), user_id).await?,
     };
+    let keep = to == ConvergeTo::Current
+        && existing
+            .as_ref()
+            .is_some_and(|r| r.docker_image.is_some() && r.status() != Some(RowStatus::Deleted));
+    let image = match (
+        &keep,
+        existing.as_ref().and_then(|r| r.docker_image.as_deref()),
+    ) {
+        (true, Some(current)) => current.to_string(),
+        _ => ctx.spec.image.clone(),
+    };
+    let image = image.as_str();
     let started = |extra: serde_json::Value| {
         let mut meta = serde_json::json!({"operation": reason.as_str(), "image": image});
         if let (Some(m), serde_json::Value::Object(x)) = (meta.as_object_mut(), extra) {
@@ -184,7 +246,7 @@ async fn ensure_row(
         };
         info!(app = %name, "name reserved");
         hit(fp::PROVISION_ROW_RESERVED).await;
-        return reload(ctx, id).await;
+        return Ok((reload(ctx, id).await?, false));
     };
     match row.status() {
         Some(RowStatus::Deleted) => {
@@ -230,7 +292,7 @@ async fn ensure_row(
         Some(RowStatus::Provisioning) => {}
         Some(RowStatus::Deprovisioning) | None => return Err(ExecError::RowGone),
     }
-    reload(ctx, row.id).await
+    Ok((reload(ctx, row.id).await?, keep))
 }
 
 /// Step 3. Returns whether secrets were written (machines then need an update to see them).

@@ -23,12 +23,14 @@ pub(super) struct Ensured {
     pub fresh: bool,
 }
 
-/// Step 5 and 6: exactly one machine, running our config.
+/// Step 5 and 6: exactly one machine, running our config; with `keep`, the one the app has on the
+/// config it runs (created from the app's rollback point when it has none).
 pub(super) async fn ensure_machine(
     ctx: &Ctx,
     row: &AppRow,
     image: &str,
     secrets_written: bool,
+    keep: bool,
 ) -> Result<Ensured, ExecError> {
     let app = row.fly_app_name.as_str();
     // Every machine in the user's own app is the user's, including ones the old edge functions made
@@ -63,7 +65,7 @@ pub(super) async fn ensure_machine(
         row.machine_op_id.is_some()
             && m.metadata().and_then(|md| md.get(META_OP)) == row.machine_op_id.as_ref()
     };
-    let keep = listed
+    let keep_machine = listed
         .iter()
         .find(|m| row.machine_id.as_deref() == Some(m.id.as_str()))
         .or_else(|| listed.iter().find(|m| op_matches(m)))
@@ -71,7 +73,7 @@ pub(super) async fn ensure_machine(
         .cloned();
     for extra in listed
         .iter()
-        .filter(|m| Some(&m.id) != keep.as_ref().map(|k| &k.id))
+        .filter(|m| Some(&m.id) != keep_machine.as_ref().map(|k| &k.id))
     {
         warn!(machine_id = %extra.id, "duplicate machine for this user; destroying it");
         match ctx.fly.delete_machine(app, &extra.id, true).await {
@@ -83,7 +85,10 @@ pub(super) async fn ensure_machine(
         .secrets_version
         .and_then(|v| u64::try_from(v).ok())
         .filter(|v| *v > 0);
-    let Some(found) = keep else {
+    let Some(found) = keep_machine else {
+        if keep && let Some(point) = rollback_config(ctx, row).await? {
+            return fresh(create_from(ctx, row, point, secrets_version).await);
+        }
         return fresh(create_machine(ctx, row, image, secrets_version).await);
     };
     if row.machine_id.as_deref() != Some(found.id.as_str()) {
@@ -101,6 +106,12 @@ pub(super) async fn ensure_machine(
         }
         Err(e) => return Err(e.into()),
     };
+    if keep {
+        return Ok(Ensured {
+            machine: current,
+            fresh: false,
+        });
+    }
     if current.region != ctx.spec.region {
         // Region cannot change in place (REFERENCE §3.4): replace the machine.
         warn!(machine_id = %current.id, from = %current.region, to = %ctx.spec.region, "region drift; replacing machine");
@@ -190,6 +201,59 @@ async fn create_machine(
     ctx.store.set_machine(row.id, Some(&m.id)).await?;
     hit(fp::PROVISION_MACHINE_CREATE_AFTER_RECORD).await;
     info!(machine_id = %m.id, "machine created");
+    Ok(m)
+}
+
+/// The app's rollback point: the config and region it last ran healthily (no secret values).
+async fn rollback_config(
+    ctx: &Ctx,
+    row: &AppRow,
+) -> Result<Option<(MachineConfig, String)>, ExecError> {
+    let Some((_, point)) =
+        crate::db::rollout::load_rollback_point(ctx.store.pool(), row.id).await?
+    else {
+        return Ok(None);
+    };
+    let config = point
+        .get("config")
+        .and_then(|c| serde_json::from_value::<MachineConfig>(c.clone()).ok());
+    let region = point
+        .get("region")
+        .and_then(|r| r.as_str())
+        .filter(|r| !r.is_empty())
+        .unwrap_or(ctx.spec.region.as_str())
+        .to_string();
+    Ok(config.map(|c| (c, region)))
+}
+
+/// Create the app's machine from a recorded config, the op id recorded first as for every create.
+pub(super) async fn create_from(
+    ctx: &Ctx,
+    row: &AppRow,
+    (mut config, region): (MachineConfig, String),
+    secrets_version: Option<u64>,
+) -> Result<Machine, ExecError> {
+    let op = match &row.machine_op_id {
+        Some(op) => op.clone(),
+        None => {
+            let op = Uuid::new_v4().to_string();
+            ctx.store.set_machine_op(row.id, &op).await?;
+            op
+        }
+    };
+    config.metadata.insert(META_OP.into(), op);
+    let req = CreateMachineRequest {
+        config,
+        region: Some(region),
+        min_secrets_version: secrets_version,
+        ..Default::default()
+    };
+    hit(fp::PROVISION_MACHINE_CREATE_BEFORE).await;
+    let m = ctx.fly.create_machine(&row.fly_app_name, &req).await?;
+    hit(fp::PROVISION_MACHINE_CREATE_AFTER_CALL).await;
+    ctx.store.set_machine(row.id, Some(&m.id)).await?;
+    hit(fp::PROVISION_MACHINE_CREATE_AFTER_RECORD).await;
+    info!(machine_id = %m.id, "machine created from the app's last healthy config");
     Ok(m)
 }
 

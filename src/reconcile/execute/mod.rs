@@ -254,8 +254,8 @@ async fn dispatch(ctx: &Ctx, action: &Action) -> Result<(), ExecError> {
             user_id,
             row_id,
             reason,
-            image,
-        } => converge::converge(ctx, *user_id, *row_id, reason, image).await,
+            to,
+        } => converge::converge(ctx, *user_id, *row_id, reason, *to).await,
         Action::MarkUnwanted { row_id, .. } => {
             info!("user no longer wanted; deprovision grace starts");
             let ev = Event::new(

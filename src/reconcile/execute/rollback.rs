@@ -28,17 +28,14 @@
 
 use serde_json::json;
 use tracing::{info, warn};
-use uuid::Uuid;
 
 use super::rollout::{At, passed_event, set_state, verdict};
 use super::{Ctx, ExecError};
 use crate::db::apps::Event;
 use crate::db::rollout::load_rollback_point;
 use crate::fly::{
-    CreateMachineRequest, FlyError, ListMachines, Machine, MachineConfig, MachineState,
-    UpdateMachineRequest,
+    FlyError, ListMachines, Machine, MachineConfig, MachineState, UpdateMachineRequest,
 };
-use crate::reconcile::observed::META_OP;
 use crate::reconcile::recorded::AppRow;
 
 use super::machine_config::matches;
@@ -49,7 +46,7 @@ pub(super) async fn roll_back(ctx: &Ctx, row: &AppRow, at: At) -> Result<(), Exe
         set_state(ctx, row, at, None).await?;
         return Ok(());
     };
-    let Some(mut config) = point
+    let Some(config) = point
         .get("config")
         .and_then(|c| serde_json::from_value::<MachineConfig>(c.clone()).ok())
     else {
@@ -74,17 +71,9 @@ pub(super) async fn roll_back(ctx: &Ctx, row: &AppRow, at: At) -> Result<(), Exe
                 .filter(|r| !r.is_empty())
                 .unwrap_or(ctx.spec.region.as_str())
                 .to_string();
-            let op = Uuid::new_v4().to_string();
-            ctx.store.set_machine_op(row.id, &op).await?;
-            config.metadata.insert(META_OP.into(), op);
-            let req = CreateMachineRequest {
-                config: config.clone(),
-                region: Some(region),
-                min_secrets_version: secrets_version,
-                ..Default::default()
-            };
-            let m = ctx.fly.create_machine(app, &req).await?;
-            ctx.store.set_machine(row.id, Some(&m.id)).await?;
+            let m =
+                super::machine::create_from(ctx, row, (config.clone(), region), secrets_version)
+                    .await?;
             let v = m.version.clone();
             (m, v)
         }
