@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::faults::Faults;
+use super::images::ImageBehaviour;
 
 /// An organisation known to the simulator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -162,6 +163,10 @@ pub struct SimConfig {
     pub faults: Faults,
     /// Images whose checks never pass (stay `critical`).
     pub failing_images: Vec<String>,
+    /// Other image behaviours (a process that exits at once, a machine that ends `failed`); an
+    /// image named here is not looked up in `failing_images`.
+    #[serde(default)]
+    pub image_behaviours: BTreeMap<String, ImageBehaviour>,
     /// Regions accepted on machine create; anything else is rejected.
     pub regions: Vec<String>,
     /// Region used when a create names none ("near the API endpoint" [S4]).
@@ -189,6 +194,7 @@ impl Default for SimConfig {
             rate_limits: RateLimitConfig::default(),
             faults: Faults::default(),
             failing_images: Vec::new(),
+            image_behaviours: BTreeMap::new(),
             regions: [
                 "sin", "iad", "ams", "fra", "syd", "sjc", "lhr", "nrt", "ord", "cdg",
             ]

@@ -1,7 +1,7 @@
 //! Shared simulator state and the request pipeline every `/v1` call goes through:
 //! request id → auth → 429 burst / rate limit → pre-handler faults → handler → lost answer → log.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -17,6 +17,7 @@ use tokio::time::Duration;
 
 use super::config::{RateLimitConfig, SimConfig, Timings};
 use super::faults::{FaultState, PreFault};
+use super::images::ImageTable;
 use super::inspect::{self, CallRecord};
 use super::listener::KillSwitch;
 use super::ratelimit::RateLimiter;
@@ -32,7 +33,8 @@ pub(crate) struct Shared {
     /// Bumped on every state change; long-polls (`/wait`) watch it.
     pub changed: watch::Sender<u64>,
     pub timings: Mutex<Timings>,
-    pub failing_images: Mutex<HashSet<String>>,
+    /// What each image does once booted (`images.rs`).
+    pub images: Mutex<ImageTable>,
     /// Apps whose `/health` answer is forced (true = 200, false = 503), whatever their checks say.
     pub health_overrides: Mutex<HashMap<String, bool>>,
     /// Requests to the apps' own `/health` endpoints (never in the `/v1` call log).
@@ -77,7 +79,7 @@ impl Shared {
             world: Mutex::new(world),
             changed: watch::channel(0).0,
             timings: Mutex::new(cfg.timings.clone()),
-            failing_images: Mutex::new(cfg.failing_images.iter().cloned().collect()),
+            images: Mutex::new(ImageTable::new(&cfg.failing_images, &cfg.image_behaviours)),
             health_overrides: Mutex::new(HashMap::new()),
             health_hits: AtomicU64::new(0),
             faults: Mutex::new(FaultState::new(cfg.faults.clone(), cfg.seed)),

@@ -50,6 +50,9 @@ pub(crate) struct MachineEvent {
     pub status: String,
     pub source: String,
     pub timestamp: i64,
+    /// What caused it, where Fly says: an `exit` event carries `exit_event` [S1].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,10 +84,24 @@ pub(crate) struct Machine {
     /// The app's secrets version read at the last boot. Secrets are read when the VM boots; a
     /// running machine keeps them until updated or restarted (REFERENCE §4.3).
     pub booted_secrets_version: Option<u64>,
+    /// flyd restarts after exits since the last launch by a user (create, update, start): what the
+    /// restart policy's `max_retries` counts (REFERENCE §3.3).
+    pub restarts: u64,
 }
 
 impl Machine {
     pub fn set_state(&mut self, state: &str, event: &str, source: &str) {
+        self.set_state_because(state, event, source, None);
+    }
+
+    /// [`Machine::set_state`] with the event's `request` (e.g. an `exit_event`).
+    pub fn set_state_because(
+        &mut self,
+        state: &str,
+        event: &str,
+        source: &str,
+        request: Option<Value>,
+    ) {
         let now = Utc::now();
         self.state = state.to_string();
         self.updated_at = now;
@@ -94,6 +111,7 @@ impl Machine {
             status: state.to_string(),
             source: source.to_string(),
             timestamp: now.timestamp_millis(),
+            request,
         });
         if self.events.len() > 50 {
             self.events.remove(0);
