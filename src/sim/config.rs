@@ -171,6 +171,11 @@ pub struct SimConfig {
     pub regions: Vec<String>,
     /// Region used when a create names none ("near the API endpoint" [S4]).
     pub default_region: String,
+    /// A machine booted without `min_secrets_version` reads the app's secrets as they were this
+    /// long ago: the host's copy lags writes (REFERENCE §3.2, §4.1, §7). With the minimum it waits
+    /// for at least that version. Zero: every boot sees the latest secrets.
+    #[serde(default)]
+    pub secrets_lag: Duration,
     /// Seeds the fault RNG so runs are reproducible.
     pub seed: u64,
     /// Call-log entries kept (oldest dropped first).
@@ -202,6 +207,7 @@ impl Default for SimConfig {
             .map(|s| s.to_string())
             .collect(),
             default_region: "iad".into(),
+            secrets_lag: Duration::from_secs(1),
             seed: 42,
             max_call_log: 100_000,
             affinity_cookie_skips_window: false,
@@ -210,12 +216,13 @@ impl Default for SimConfig {
 }
 
 impl SimConfig {
-    /// Default config with zero delays/windows and no rate limits: for tests that exercise
-    /// something else and want speed.
+    /// Default config with zero delays/windows, no secrets lag and no rate limits: for tests that
+    /// exercise something else and want speed.
     pub fn fast() -> Self {
         SimConfig {
             timings: Timings::instant(),
             rate_limits: RateLimitConfig::disabled(),
+            secrets_lag: Duration::ZERO,
             ..SimConfig::default()
         }
     }

@@ -61,11 +61,12 @@ fn critical(c: &mut CheckStatus, now: chrono::DateTime<Utc>) {
 
 fn apply(sh: &Arc<Shared>, app: &str, id: &str, generation: u64, step: Step) {
     let images = lock(&sh.images).clone();
+    let secrets_lag = sh.secrets_lag();
     let mut world = lock(&sh.world);
     let Some(a) = world.apps.get_mut(app) else {
         return;
     };
-    let secrets_version = a.secrets_version;
+    let secrets_version = a.replica_secrets_version(secrets_lag);
     let Some(m) = a.machines.get_mut(id) else {
         return;
     };

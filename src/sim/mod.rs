@@ -18,8 +18,9 @@
 //! documented rate limits (1 req/s burst 3 per route class and machine/app; `machines.get` 5/s
 //! burst 10; `apps.delete` 100/min per org); small delays (create 100 ms, start 200 ms, stop and
 //! destroy 150 ms, update 100 ms, checks 300 ms, app delete 300 ms); consistency windows
-//! (post-create 404 150 ms, apps-list lag 100 ms, machine-list lag 100 ms); no faults; seed 42.
-//! [`SimConfig::fast`] zeroes every delay and window and turns rate limits off.
+//! (post-create 404 150 ms, apps-list lag 100 ms, machine-list lag 100 ms); a boot without
+//! `min_secrets_version` reads the app's secrets as of 1 s earlier; no faults; seed 42.
+//! [`SimConfig::fast`] zeroes every delay, window and lag and turns rate limits off.
 //!
 //! # Route classes (fault rules and rate-limit buckets)
 //! `apps.create`, `apps.get`, `apps.list`, `apps.delete`, `machines.create`, `machines.get`,
@@ -166,6 +167,11 @@ impl Sim {
     /// Replaces the timings; affects transitions scheduled from now on.
     pub fn set_timings(&self, timings: Timings) {
         *lock(&self.shared.timings) = timings;
+    }
+
+    /// Sets [`SimConfig::secrets_lag`] for boots from now on.
+    pub fn set_secrets_lag(&self, lag: Duration) {
+        *lock(&self.shared.secrets_lag) = lag;
     }
 
     /// Puts an app named `name` into `org` at once (no post-create window): a name squatted by

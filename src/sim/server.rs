@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     /// Bumped on every state change; long-polls (`/wait`) watch it.
     pub changed: watch::Sender<u64>,
     pub timings: Mutex<Timings>,
+    /// How far behind a host's copy of an app's secrets is (`SimConfig::secrets_lag`).
+    pub secrets_lag: Mutex<std::time::Duration>,
     /// What each image does once booted (`images.rs`).
     pub images: Mutex<ImageTable>,
     /// Apps whose `/health` answer is forced (true = 200, false = 503), whatever their checks say.
@@ -79,6 +81,7 @@ impl Shared {
             world: Mutex::new(world),
             changed: watch::channel(0).0,
             timings: Mutex::new(cfg.timings.clone()),
+            secrets_lag: Mutex::new(cfg.secrets_lag),
             images: Mutex::new(ImageTable::new(&cfg.failing_images, &cfg.image_behaviours)),
             health_overrides: Mutex::new(HashMap::new()),
             health_hits: AtomicU64::new(0),
@@ -107,6 +110,10 @@ impl Shared {
 
     pub fn timings(&self) -> Timings {
         lock(&self.timings).clone()
+    }
+
+    pub fn secrets_lag(&self) -> std::time::Duration {
+        *lock(&self.secrets_lag)
     }
 
     fn request_id(&self) -> String {

@@ -31,9 +31,10 @@ fn act(
     id: &str,
     f: impl FnOnce(&mut Machine, u64) -> Result<(Value, Option<Step>), ApiError>,
 ) -> ApiResult {
+    let secrets_lag = sh.secrets_lag();
     let mut world = lock(&sh.world);
     let a = app_for_mut(&mut world, caller, app)?;
-    let secrets_version = a.secrets_version;
+    let secrets_version = a.replica_secrets_version(secrets_lag);
     // Acting on a destroyed machine gives "machine not found" [S25].
     let m = a
         .machines
