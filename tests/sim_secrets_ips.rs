@@ -331,3 +331,81 @@ async fn assigning_an_ip_type_the_app_has_answers_as_configured() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_machine_booted_without_min_secrets_version_may_run_an_older_secrets_snapshot() {
+    // Every write in this test is newer than the host's copy of the secrets.
+    let api = Api::start(vyx_fleet::sim::SimConfig {
+        secrets_lag: std::time::Duration::from_secs(3600),
+        ..vyx_fleet::sim::SimConfig::fast()
+    })
+    .await;
+    api.create_app(APP).await;
+    let v1 = set_secret(&api, "first").await;
+    let m = api
+        .create_machine(APP, sim_support::machine_body("img:1"))
+        .await;
+    let bare = m["id"].as_str().expect("id").to_string();
+    let mut body = sim_support::machine_body("img:1");
+    body["min_secrets_version"] = json!(v1);
+    let m = api.create_machine(APP, body).await;
+    let pinned = m["id"].as_str().expect("id").to_string();
+    for id in [&bare, &pinned] {
+        assert_eq!(
+            api.wait_state(APP, id, "started").await.status,
+            StatusCode::OK
+        );
+    }
+    // The create without the minimum booted on the snapshot from before the write.
+    assert_eq!(booted(&api), [Some(0), Some(v1)]);
+    let snap = api.sim.snapshot();
+    let stale: Vec<&str> = snap
+        .app(APP)
+        .expect("app")
+        .machines_on_stale_secrets()
+        .iter()
+        .map(|m| m.id.as_str())
+        .collect();
+    assert_eq!(stale, [bare.as_str()]);
+
+    // An update is no different: without the minimum it may boot on the old snapshot again.
+    let v2 = set_secret(&api, "second").await;
+    for (id, min) in [(&bare, None), (&pinned, Some(v2))] {
+        let current = api.get(&machine_path(id)).await.body;
+        let mut req = json!({"config": current["config"], "current_version": current["version"]});
+        if let Some(min) = min {
+            req["min_secrets_version"] = json!(min);
+        }
+        let r = api.post(&machine_path(id), req).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        let w = api
+            .get(&format!(
+                "{}/wait?state=started&version={}&timeout=10",
+                machine_path(id),
+                r.body["version"].as_str().expect("version")
+            ))
+            .await;
+        assert_eq!(w.status, StatusCode::OK, "{:?}", w.body);
+    }
+    assert_eq!(booted(&api), [Some(0), Some(v2)]);
+
+    // Once the host's copy catches up, a restart without the minimum sees the latest.
+    api.sim.set_secrets_lag(std::time::Duration::ZERO);
+    let r = api
+        .post(&format!("{}/stop", machine_path(&bare)), json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        api.wait_state(APP, &bare, "stopped").await.status,
+        StatusCode::OK
+    );
+    let r = api
+        .post(&format!("{}/start", machine_path(&bare)), json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        api.wait_state(APP, &bare, "started").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(booted(&api), [Some(v2), Some(v2)]);
+}

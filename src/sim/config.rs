@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::faults::Faults;
+use super::images::ImageBehaviour;
 
 /// An organisation known to the simulator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -162,10 +163,19 @@ pub struct SimConfig {
     pub faults: Faults,
     /// Images whose checks never pass (stay `critical`).
     pub failing_images: Vec<String>,
+    /// Other image behaviours (a process that exits at once, a machine that ends `failed`); an
+    /// image named here is not looked up in `failing_images`.
+    #[serde(default)]
+    pub image_behaviours: BTreeMap<String, ImageBehaviour>,
     /// Regions accepted on machine create; anything else is rejected.
     pub regions: Vec<String>,
     /// Region used when a create names none ("near the API endpoint" [S4]).
     pub default_region: String,
+    /// A machine booted without `min_secrets_version` reads the app's secrets as they were this
+    /// long ago: the host's copy lags writes (REFERENCE §3.2, §4.1, §7). With the minimum it waits
+    /// for at least that version. Zero: every boot sees the latest secrets.
+    #[serde(default)]
+    pub secrets_lag: Duration,
     /// Seeds the fault RNG so runs are reproducible.
     pub seed: u64,
     /// Call-log entries kept (oldest dropped first).
@@ -189,6 +199,7 @@ impl Default for SimConfig {
             rate_limits: RateLimitConfig::default(),
             faults: Faults::default(),
             failing_images: Vec::new(),
+            image_behaviours: BTreeMap::new(),
             regions: [
                 "sin", "iad", "ams", "fra", "syd", "sjc", "lhr", "nrt", "ord", "cdg",
             ]
@@ -196,6 +207,7 @@ impl Default for SimConfig {
             .map(|s| s.to_string())
             .collect(),
             default_region: "iad".into(),
+            secrets_lag: Duration::from_secs(1),
             seed: 42,
             max_call_log: 100_000,
             affinity_cookie_skips_window: false,
@@ -204,12 +216,13 @@ impl Default for SimConfig {
 }
 
 impl SimConfig {
-    /// Default config with zero delays/windows and no rate limits: for tests that exercise
-    /// something else and want speed.
+    /// Default config with zero delays/windows, no secrets lag and no rate limits: for tests that
+    /// exercise something else and want speed.
     pub fn fast() -> Self {
         SimConfig {
             timings: Timings::instant(),
             rate_limits: RateLimitConfig::disabled(),
+            secrets_lag: Duration::ZERO,
             ..SimConfig::default()
         }
     }

@@ -1,6 +1,7 @@
 //! Inspection: snapshot of the whole platform and the call log, in process and under `/_sim/`
 //! (unauthenticated; test and demo plumbing, not part of the Fly API).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::faults::Faults;
+use super::images::ImageBehaviour;
 use super::routes::ApiError;
 use super::routes::apps::{insert_app, valid_app_name};
 use super::server::{Shared, lock};
@@ -61,6 +63,10 @@ pub struct MachineSnapshot {
     /// never booted, or booted with `skip_secrets`.
     #[serde(default)]
     pub secrets_version: Option<u64>,
+    /// Restarts flyd made after the process exited, since the last create, update or start
+    /// (`images.rs`).
+    #[serde(default)]
+    pub restarts: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -155,6 +161,7 @@ pub(crate) fn snapshot(sh: &Shared) -> Snapshot {
                         updated_at: m.updated_at,
                         min_secrets_version: m.min_secrets_version,
                         secrets_version: m.booted_secrets_version,
+                        restarts: m.restarts,
                     })
                     .collect(),
                 ips: a
@@ -291,6 +298,25 @@ async fn put_faults(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
     }
 }
 
+async fn get_image_behaviours(State(sh): State<Arc<Shared>>) -> Response {
+    let all: BTreeMap<String, ImageBehaviour> = lock(&sh.images)
+        .behaviours
+        .iter()
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    Json(all).into_response()
+}
+
+async fn put_image_behaviours(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
+    match json_body::<BTreeMap<String, ImageBehaviour>>(&body) {
+        Ok(all) => {
+            super::set_image_behaviours(&sh, all);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
 async fn put_failing_images(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {
     match json_body::<Vec<String>>(&body) {
         Ok(images) => {
@@ -316,5 +342,11 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route(
             "/_sim/failing_images",
             put(put_failing_images).post(put_failing_images),
+        )
+        .route(
+            "/_sim/image_behaviours",
+            get(get_image_behaviours)
+                .put(put_image_behaviours)
+                .post(put_image_behaviours),
         )
 }

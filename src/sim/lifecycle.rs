@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use chrono::Utc;
+use serde_json::json;
 
+use super::images::{ImageBehaviour, restarts_allowed};
 use super::routes::validate::check_names;
 use super::server::{Shared, lock};
 use super::state::CheckStatus;
@@ -17,14 +19,19 @@ pub(crate) enum Step {
     Boot,
     /// `replacing`/`updating` -> `starting` (after an update).
     Replaced,
-    /// `starting` -> `started`.
+    /// `starting` -> `started`, or `failed` for an image that fails.
     Started,
-    /// Checks settle: `passing`, or `critical` for failing images.
+    /// Checks settle: `passing`, or `critical` for images whose checks fail.
     Settle,
     /// `stopping` -> `stopped`.
     Stopped,
     /// `destroying` -> `destroyed`.
     Destroyed,
+    /// The process of an image that exits at once ends: `started` -> `stopped` (`images.rs`).
+    Exit,
+    /// flyd boots a machine whose process exited, under its restart policy: `stopped` ->
+    /// `starting`.
+    Restart,
 }
 
 pub(crate) fn schedule(sh: &Arc<Shared>, app: &str, id: &str, generation: u64, step: Step) {
@@ -32,7 +39,7 @@ pub(crate) fn schedule(sh: &Arc<Shared>, app: &str, id: &str, generation: u64, s
     let delay = match step {
         Step::Boot => t.machine_create,
         Step::Replaced => t.machine_update,
-        Step::Started => t.machine_start,
+        Step::Started | Step::Exit | Step::Restart => t.machine_start,
         Step::Settle => t.checks_settle,
         Step::Stopped => t.machine_stop,
         Step::Destroyed => t.machine_destroy,
@@ -46,24 +53,42 @@ pub(crate) fn schedule(sh: &Arc<Shared>, app: &str, id: &str, generation: u64, s
     });
 }
 
+fn critical(c: &mut CheckStatus, now: chrono::DateTime<Utc>) {
+    c.status = "critical".into();
+    c.output = "dial tcp: connection refused".into();
+    c.updated_at = now;
+}
+
 fn apply(sh: &Arc<Shared>, app: &str, id: &str, generation: u64, step: Step) {
-    let failing_images = lock(&sh.failing_images).clone();
+    let images = lock(&sh.images).clone();
+    let secrets_lag = sh.secrets_lag();
     let mut world = lock(&sh.world);
     let Some(a) = world.apps.get_mut(app) else {
         return;
     };
-    let secrets_version = a.secrets_version;
+    let secrets_version = a.replica_secrets_version(secrets_lag);
     let Some(m) = a.machines.get_mut(id) else {
         return;
     };
     if m.generation != generation {
         return;
     }
-    let failing = failing_images.contains(m.image());
+    let behaviour = images.of(m.image());
     let next = match step {
-        Step::Boot | Step::Replaced => {
+        Step::Boot | Step::Replaced | Step::Restart => {
             m.boot(secrets_version, "start", "flyd");
             Some(Step::Started)
+        }
+        Step::Started if behaviour == ImageBehaviour::Fails => {
+            // The VM never ran: `failed` is persistent until a start or a destroy [S6b].
+            m.set_state_because(
+                "failed",
+                "start",
+                "flyd",
+                Some(json!({"error": "failed to start VM: machine failed to boot"})),
+            );
+            m.checks.clear();
+            None
         }
         Step::Started => {
             m.set_state("started", "start", "flyd");
@@ -78,21 +103,50 @@ fn apply(sh: &Arc<Shared>, app: &str, id: &str, generation: u64, step: Step) {
                     updated_at: now,
                 })
                 .collect();
-            (!m.checks.is_empty()).then_some(Step::Settle)
+            if behaviour == ImageBehaviour::ExitsAtOnce {
+                // Dies before its first check runs.
+                Some(Step::Exit)
+            } else {
+                (!m.checks.is_empty()).then_some(Step::Settle)
+            }
         }
+        Step::Settle if m.state != "started" => None,
         Step::Settle => {
             let now = Utc::now();
             for c in &mut m.checks {
-                if failing {
-                    c.status = "critical".into();
-                    c.output = "dial tcp: connection refused".into();
-                } else {
+                if behaviour == ImageBehaviour::Healthy {
                     c.status = "passing".into();
                     c.output = "OK".into();
+                    c.updated_at = now;
+                } else {
+                    critical(c, now);
                 }
-                c.updated_at = now;
             }
             None
+        }
+        Step::Exit => {
+            let restarting = m.restarts < restarts_allowed(&m.config);
+            // flyd acts on its own here: whatever was scheduled for the run that ended is void.
+            m.generation += 1;
+            m.checks.clear();
+            m.set_state_because(
+                "stopped",
+                "exit",
+                "flyd",
+                Some(json!({"exit_event": {
+                    "exit_code": 1,
+                    "guest_exit_code": 1,
+                    "oom_killed": false,
+                    "requested_stop": false,
+                    "restarting": restarting,
+                }})),
+            );
+            if restarting {
+                m.restarts += 1;
+                Some(Step::Restart)
+            } else {
+                None
+            }
         }
         Step::Stopped => {
             m.set_state("stopped", "exit", "flyd");
@@ -105,30 +159,31 @@ fn apply(sh: &Arc<Shared>, app: &str, id: &str, generation: u64, step: Step) {
             None
         }
     };
+    let generation = m.generation;
     drop(world);
     if let Some(next) = next {
         schedule(sh, app, id, generation, next);
     }
 }
 
-/// Re-evaluates settled checks of running machines after the failing-image set changed.
+/// Re-evaluates settled checks of running machines after the image behaviours changed.
 pub(crate) fn refresh_checks(sh: &Shared) {
-    let failing = lock(&sh.failing_images).clone();
+    let images = lock(&sh.images).clone();
     let mut world = lock(&sh.world);
     let now = Utc::now();
     for app in world.apps.values_mut() {
         for m in app.machines.values_mut() {
-            let bad = failing.contains(m.image());
+            let bad = images.of(m.image()) == ImageBehaviour::ChecksCritical;
             for c in m.checks.iter_mut().filter(|c| c.status != "warning") {
                 let want = if bad { "critical" } else { "passing" };
                 if c.status != want {
-                    c.status = want.into();
-                    c.output = if bad {
-                        "dial tcp: connection refused".into()
+                    if bad {
+                        critical(c, now);
                     } else {
-                        "OK".into()
-                    };
-                    c.updated_at = now;
+                        c.status = "passing".into();
+                        c.output = "OK".into();
+                        c.updated_at = now;
+                    }
                 }
             }
         }

@@ -18,8 +18,9 @@
 //! documented rate limits (1 req/s burst 3 per route class and machine/app; `machines.get` 5/s
 //! burst 10; `apps.delete` 100/min per org); small delays (create 100 ms, start 200 ms, stop and
 //! destroy 150 ms, update 100 ms, checks 300 ms, app delete 300 ms); consistency windows
-//! (post-create 404 150 ms, apps-list lag 100 ms, machine-list lag 100 ms); no faults; seed 42.
-//! [`SimConfig::fast`] zeroes every delay and window and turns rate limits off.
+//! (post-create 404 150 ms, apps-list lag 100 ms, machine-list lag 100 ms); a boot without
+//! `min_secrets_version` reads the app's secrets as of 1 s earlier; no faults; seed 42.
+//! [`SimConfig::fast`] zeroes every delay, window and lag and turns rate limits off.
 //!
 //! # Route classes (fault rules and rate-limit buckets)
 //! `apps.create`, `apps.get`, `apps.list`, `apps.delete`, `machines.create`, `machines.get`,
@@ -32,7 +33,8 @@
 //! `POST /_sim/apps {"org","name"}` (seed), `DELETE /_sim/apps/{name}` (out-of-band delete, at
 //! once), `GET|PUT|POST /_sim/faults` ([`Faults`] JSON, e.g.
 //! `{"rules":[{"class":"apps.create","probability":0.5,"kind":"lost_answer","status":502}]}`),
-//! `PUT|POST /_sim/failing_images` (`["image:tag", ...]`).
+//! `PUT|POST /_sim/failing_images` (`["image:tag", ...]`), `GET|PUT|POST /_sim/image_behaviours`
+//! (`{"image:tag": "exits_at_once" | "fails" | "checks_critical" | "healthy"}`, replaces all).
 //!
 //! # Apps' own endpoints (not the Machines API: not rate limited, not in the call log)
 //! `GET /_sim/apps/{app}/health`: what `https://{app}.fly.dev/health` answers (`health.rs`).
@@ -40,6 +42,7 @@
 mod config;
 mod faults;
 mod health;
+mod images;
 mod inspect;
 mod lifecycle;
 mod listener;
@@ -48,6 +51,7 @@ mod routes;
 mod server;
 mod state;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +60,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{BucketConfig, OrgConfig, RateLimitConfig, SimConfig, Timings, TokenConfig};
 pub use faults::{FaultKind, FaultRule, Faults, IpRepeat};
+pub use images::ImageBehaviour;
 pub use inspect::{AppSnapshot, CallRecord, IpSnapshot, MachineSnapshot, SecretSnapshot, Snapshot};
 pub use state::CheckStatus;
 
@@ -110,8 +115,30 @@ impl Sim {
         lock(&self.shared.faults).set(faults);
     }
 
+    /// Images whose checks stay `critical` (replaces the list; an image given a behaviour by
+    /// [`Sim::set_image_behaviour`] keeps that behaviour).
     pub fn set_failing_images(&self, images: Vec<String>) {
         set_failing_images(&self.shared, images);
+    }
+
+    /// What machines booting `image` do from their next boot on ([`ImageBehaviour`]);
+    /// `Healthy` forgets the image's entry.
+    pub fn set_image_behaviour(&self, image: &str, behaviour: ImageBehaviour) {
+        {
+            let mut images = lock(&self.shared.images);
+            if behaviour == ImageBehaviour::Healthy {
+                images.behaviours.remove(image);
+            } else {
+                images.behaviours.insert(image.to_string(), behaviour);
+            }
+        }
+        lifecycle::refresh_checks(&self.shared);
+        self.shared.notify();
+    }
+
+    /// Replaces every image behaviour (not `failing_images`).
+    pub fn set_image_behaviours(&self, behaviours: BTreeMap<String, ImageBehaviour>) {
+        set_image_behaviours(&self.shared, behaviours);
     }
 
     /// Forces `app`'s own `/health` answer: `Some(false)` fails it while Fly's checks may pass,
@@ -140,6 +167,11 @@ impl Sim {
     /// Replaces the timings; affects transitions scheduled from now on.
     pub fn set_timings(&self, timings: Timings) {
         *lock(&self.shared.timings) = timings;
+    }
+
+    /// Sets [`SimConfig::secrets_lag`] for boots from now on.
+    pub fn set_secrets_lag(&self, lag: Duration) {
+        *lock(&self.shared.secrets_lag) = lag;
     }
 
     /// Puts an app named `name` into `org` at once (no post-create window): a name squatted by
@@ -212,7 +244,13 @@ impl Sim {
 }
 
 fn set_failing_images(sh: &Shared, images: Vec<String>) {
-    *lock(&sh.failing_images) = images.into_iter().collect();
+    lock(&sh.images).failing = images.into_iter().collect();
+    lifecycle::refresh_checks(sh);
+    sh.notify();
+}
+
+fn set_image_behaviours(sh: &Shared, behaviours: BTreeMap<String, ImageBehaviour>) {
+    lock(&sh.images).behaviours = behaviours.into_iter().collect();
     lifecycle::refresh_checks(sh);
     sh.notify();
 }

@@ -1,7 +1,7 @@
 //! Shared simulator state and the request pipeline every `/v1` call goes through:
 //! request id → auth → 429 burst / rate limit → pre-handler faults → handler → lost answer → log.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -17,6 +17,7 @@ use tokio::time::Duration;
 
 use super::config::{RateLimitConfig, SimConfig, Timings};
 use super::faults::{FaultState, PreFault};
+use super::images::ImageTable;
 use super::inspect::{self, CallRecord};
 use super::listener::KillSwitch;
 use super::ratelimit::RateLimiter;
@@ -32,7 +33,10 @@ pub(crate) struct Shared {
     /// Bumped on every state change; long-polls (`/wait`) watch it.
     pub changed: watch::Sender<u64>,
     pub timings: Mutex<Timings>,
-    pub failing_images: Mutex<HashSet<String>>,
+    /// How far behind a host's copy of an app's secrets is (`SimConfig::secrets_lag`).
+    pub secrets_lag: Mutex<std::time::Duration>,
+    /// What each image does once booted (`images.rs`).
+    pub images: Mutex<ImageTable>,
     /// Apps whose `/health` answer is forced (true = 200, false = 503), whatever their checks say.
     pub health_overrides: Mutex<HashMap<String, bool>>,
     /// Requests to the apps' own `/health` endpoints (never in the `/v1` call log).
@@ -77,7 +81,8 @@ impl Shared {
             world: Mutex::new(world),
             changed: watch::channel(0).0,
             timings: Mutex::new(cfg.timings.clone()),
-            failing_images: Mutex::new(cfg.failing_images.iter().cloned().collect()),
+            secrets_lag: Mutex::new(cfg.secrets_lag),
+            images: Mutex::new(ImageTable::new(&cfg.failing_images, &cfg.image_behaviours)),
             health_overrides: Mutex::new(HashMap::new()),
             health_hits: AtomicU64::new(0),
             faults: Mutex::new(FaultState::new(cfg.faults.clone(), cfg.seed)),
@@ -105,6 +110,10 @@ impl Shared {
 
     pub fn timings(&self) -> Timings {
         lock(&self.timings).clone()
+    }
+
+    pub fn secrets_lag(&self) -> std::time::Duration {
+        *lock(&self.secrets_lag)
     }
 
     fn request_id(&self) -> String {

@@ -50,6 +50,9 @@ pub(crate) struct MachineEvent {
     pub status: String,
     pub source: String,
     pub timestamp: i64,
+    /// What caused it, where Fly says: an `exit` event carries `exit_event` [S1].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,10 +84,24 @@ pub(crate) struct Machine {
     /// The app's secrets version read at the last boot. Secrets are read when the VM boots; a
     /// running machine keeps them until updated or restarted (REFERENCE §4.3).
     pub booted_secrets_version: Option<u64>,
+    /// flyd restarts after exits since the last launch by a user (create, update, start): what the
+    /// restart policy's `max_retries` counts (REFERENCE §3.3).
+    pub restarts: u64,
 }
 
 impl Machine {
     pub fn set_state(&mut self, state: &str, event: &str, source: &str) {
+        self.set_state_because(state, event, source, None);
+    }
+
+    /// [`Machine::set_state`] with the event's `request` (e.g. an `exit_event`).
+    pub fn set_state_because(
+        &mut self,
+        state: &str,
+        event: &str,
+        source: &str,
+        request: Option<Value>,
+    ) {
         let now = Utc::now();
         self.state = state.to_string();
         self.updated_at = now;
@@ -94,6 +111,7 @@ impl Machine {
             status: state.to_string(),
             source: source.to_string(),
             timestamp: now.timestamp_millis(),
+            request,
         });
         if self.events.len() > 50 {
             self.events.remove(0);
@@ -107,9 +125,12 @@ impl Machine {
             .unwrap_or_default()
     }
 
-    /// Enters `starting`: the host reads the app's secrets now (REFERENCE §4.3).
-    pub fn boot(&mut self, app_secrets_version: u64, event: &str, source: &str) {
-        self.booted_secrets_version = (!self.skip_secrets).then_some(app_secrets_version);
+    /// Enters `starting`: the host reads the app's secrets now (REFERENCE §4.3), from a replica
+    /// that holds `replica_secrets_version`; with `min_secrets_version` it waits for at least that
+    /// one (REFERENCE §3.2, §4.1).
+    pub fn boot(&mut self, replica_secrets_version: u64, event: &str, source: &str) {
+        let version = replica_secrets_version.max(self.min_secrets_version.unwrap_or(0));
+        self.booted_secrets_version = (!self.skip_secrets).then_some(version);
         self.set_state("starting", event, source);
     }
 
@@ -137,6 +158,9 @@ pub(crate) struct App {
     pub machines: BTreeMap<String, Machine>,
     pub secrets: BTreeMap<String, SecretEntry>,
     pub secrets_version: u64,
+    /// When each recent secrets version became current, oldest first: what a host's lagging copy
+    /// of the app's secrets holds (`App::replica_secrets_version`).
+    pub secrets_history: Vec<(Instant, u64)>,
     pub ips: Vec<IpEntry>,
     pub idempotency_key: Option<String>,
 }
@@ -161,6 +185,39 @@ impl App {
         } else {
             "pending"
         }
+    }
+
+    /// Records a secrets write: the next version becomes current now. History older than `lag` is
+    /// dropped but for the newest such entry, which a lagging replica still holds.
+    pub fn bump_secrets_version(&mut self, lag: std::time::Duration) -> u64 {
+        self.secrets_version += 1;
+        let now = Instant::now();
+        self.secrets_history.push((now, self.secrets_version));
+        if let Some(cutoff) = now.checked_sub(lag) {
+            let old = self
+                .secrets_history
+                .iter()
+                .take_while(|(t, _)| *t <= cutoff)
+                .count();
+            self.secrets_history.drain(..old.saturating_sub(1));
+        }
+        self.secrets_version
+    }
+
+    /// The secrets version a host boots with when the machine did not ask for a minimum: the one
+    /// current `lag` ago (REFERENCE §3.2, §4.1: without `min_secrets_version` a machine may boot
+    /// with an older snapshot; §7 "Secrets not applied"). An app younger than `lag` gives its first
+    /// version.
+    pub fn replica_secrets_version(&self, lag: std::time::Duration) -> u64 {
+        let Some(cutoff) = Instant::now().checked_sub(lag) else {
+            return self.secrets_history.first().map_or(0, |(_, v)| *v);
+        };
+        self.secrets_history
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= cutoff)
+            .or(self.secrets_history.first())
+            .map_or(self.secrets_version, |(_, v)| *v)
     }
 
     pub fn machine_count(&self) -> usize {

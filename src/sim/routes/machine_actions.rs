@@ -31,9 +31,10 @@ fn act(
     id: &str,
     f: impl FnOnce(&mut Machine, u64) -> Result<(Value, Option<Step>), ApiError>,
 ) -> ApiResult {
+    let secrets_lag = sh.secrets_lag();
     let mut world = lock(&sh.world);
     let a = app_for_mut(&mut world, caller, app)?;
-    let secrets_version = a.secrets_version;
+    let secrets_version = a.replica_secrets_version(secrets_lag);
     // Acting on a destroyed machine gives "machine not found" [S25].
     let m = a
         .machines
@@ -93,6 +94,7 @@ pub(crate) async fn start(
         match prev.as_str() {
             "stopped" | "created" | "suspended" | "failed" => {
                 m.generation += 1;
+                m.restarts = 0;
                 // A (re)start boots again and reads the app's current secrets [S3][S7].
                 m.boot(secrets_version, "start", "user");
                 Ok((json!({"previous_state": prev}), Some(Step::Started)))
@@ -151,8 +153,9 @@ const SETTLED: &[&str] = &[
     "destroyed",
 ];
 
-/// `GET .../wait?state=&timeout=&version=`: long-poll; 200 `{ok, state, version, event_id}`,
-/// 408 on timeout, 400 bad params. Timeout in seconds, default and maximum 60 [S1][S4][S9].
+/// `GET .../wait?state=&timeout=&version=&from_event_id=`: long-poll; 200 `{ok, state, version,
+/// event_id}`, 408 on timeout, 400 bad params. Timeout in seconds, default and maximum 60
+/// [S1][S4][S9].
 pub(crate) async fn wait(
     State(sh): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
@@ -195,6 +198,17 @@ pub(crate) async fn wait(
     let deadline = Instant::now() + Duration::from_secs(timeout);
     let mut changed = sh.changed.subscribe();
     let mut shutdown = sh.shutdown.subscribe();
+    // Only events after this one count [S1]; without `from_event_id`, events after the call began.
+    // A wait answers for a state the machine reached meanwhile even if it has left it since: a
+    // process that exits at once is `started` for a moment, and the waiter saw it boot.
+    let mut from = super::query_get(&q, "from_event_id")
+        .filter(|e| !e.is_empty())
+        .map(str::to_string);
+    let wanted = |state: &str| {
+        states
+            .iter()
+            .any(|s| s == state || (s == "settled" && SETTLED.contains(&state)))
+    };
     loop {
         {
             let world = lock(&sh.world);
@@ -206,22 +220,35 @@ pub(crate) async fn wait(
             if let Some(v) = &version
                 && *v != m.version
             {
-                // flyctl retries on "currently replaced" [S15].
+                // flyd answers 400 "currently replaced" for a version an update replaced, which
+                // flyctl retries after a fresh GET [S15].
                 return Err(if m.history.iter().any(|(hv, _)| hv == v) {
                     ApiError::bad_request(format!("machine {id} version {v} is currently replaced"))
                 } else {
                     ApiError::not_found(format!("machine {id} version {v} not found"))
                 });
             }
-            let hit = states
+            let from_id = from
+                .get_or_insert_with(|| m.events.last().map(|e| e.id.clone()).unwrap_or_default());
+            let since = m
+                .events
                 .iter()
-                .any(|s| *s == m.state || (s == "settled" && SETTLED.contains(&m.state.as_str())));
-            if hit {
+                .position(|e| e.id == *from_id)
+                .map_or(m.events.len(), |i| i + 1);
+            let reached = if wanted(&m.state) {
+                m.events.last().map(|e| (m.state.as_str(), e.id.as_str()))
+            } else {
+                m.events[since..]
+                    .iter()
+                    .find(|e| wanted(&e.status))
+                    .map(|e| (e.status.as_str(), e.id.as_str()))
+            };
+            if let Some((state, event_id)) = reached {
                 let body = json!({
                     "ok": true,
-                    "state": m.state,
+                    "state": state,
                     "version": m.version,
-                    "event_id": m.events.last().map(|e| e.id.clone()),
+                    "event_id": event_id,
                 });
                 return Ok(Json(body).into_response());
             }

@@ -205,6 +205,7 @@ pub(crate) async fn create(
         min_secrets_version,
         skip_secrets,
         booted_secrets_version: None,
+        restarts: 0,
     };
     m.set_state("created", "launch", "user");
     let json = machine_json(&m, false);
@@ -361,6 +362,7 @@ pub(crate) async fn update(
     m.history.push((old_version, old_cfg));
     m.min_secrets_version = min_secrets_version;
     m.skip_secrets = skip_secrets;
+    m.restarts = 0;
     m.generation += 1;
     let running = matches!(
         m.state.as_str(),

@@ -78,6 +78,7 @@ pub(crate) async fn set(
             )));
         }
     }
+    let lag = sh.secrets_lag();
     let mut world = lock(&sh.world);
     let a = app_for_mut(&mut world, &caller, &app)?;
     let now = Utc::now();
@@ -97,7 +98,7 @@ pub(crate) async fn set(
             }
         }
     }
-    a.secrets_version += 1;
+    a.bump_secrets_version(lag);
     let body = json!({
         "secrets": secrets_json(a, false),
         "version": a.secrets_version,
