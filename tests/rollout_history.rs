@@ -1,0 +1,314 @@
+//! Rollouts across history and with the user's own process failing, against PostgreSQL and the
+//! simulator: a new image whose process exits at once (or whose machine ends `failed`) harms one
+//! canary, which is rolled back and running again, the rollout halts with the true reason and no
+//! other app moves until an operator resumes; three rollouts in a row, the second with transient
+//! Fly failures on its first updates, leave every row describing what its machine runs.
+
+mod fleet_support;
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use fleet_support::{Fleet, IMAGE};
+use support::UserFixture;
+use uuid::Uuid;
+use vyx_fleet::db::rollout::{RolloutRecord, load_current, resume};
+use vyx_fleet::reconcile::plan::Finding;
+use vyx_fleet::sim::{FaultKind, FaultRule, Faults, ImageBehaviour};
+
+const V2: &str = "registry.fly.io/vyx-screener:v2";
+const V3: &str = "registry.fly.io/vyx-screener:v3";
+const CRASHING: &str = "registry.fly.io/vyx-screener:crashing";
+
+async fn fleet_of(n: usize, max_unavailable: &str) -> (Fleet, Vec<Uuid>) {
+    let fleet = Fleet::builder()
+        .var("ROLLOUT_SOAK", "1s")
+        .var("ROLLOUT_MAX_UNAVAILABLE", max_unavailable)
+        .var("MAX_CONCURRENCY", "8")
+        .start()
+        .await;
+    let mut users = Vec::new();
+    for _ in 0..n {
+        users.push(UserFixture::paid("pro").insert(&fleet.db.pool).await);
+    }
+    fleet.converge().await;
+    (fleet, users)
+}
+
+/// Passes back to back, as the daemon's loop runs them, until `done` holds for the current
+/// rollout. Returns it and how many passes found the halt newly (each would alert).
+async fn passes_until(
+    fleet: &Fleet,
+    deadline: Duration,
+    done: impl Fn(&RolloutRecord) -> bool,
+) -> (RolloutRecord, usize) {
+    let start = Instant::now();
+    let mut newly_halted = 0;
+    loop {
+        let report = fleet.pass().await;
+        newly_halted += report
+            .plan
+            .findings
+            .iter()
+            .filter(|f| matches!(f, Finding::RolloutHalted { newly: true, .. }))
+            .count();
+        let r = load_current(&fleet.db.pool)
+            .await
+            .unwrap()
+            .expect("a rollout");
+        if done(&r) {
+            return (r, newly_halted);
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "rollout not done within {deadline:?}: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn last_seq(fleet: &Fleet) -> u64 {
+    fleet.sim.calls().last().map_or(0, |c| c.seq)
+}
+
+/// Apps whose machine got an update (or a create) since `seq`, by app name.
+fn changed_apps(fleet: &Fleet, seq: u64) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for c in fleet.writes().into_iter().filter(|c| c.seq > seq) {
+        if matches!(c.class.as_str(), "machines.update" | "machines.create")
+            && c.status == Some(200)
+            && let Some(app) = c.path.split('/').nth(3)
+        {
+            *out.entry(app.to_string()).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// Each app's one live machine: (image, state).
+fn machines(fleet: &Fleet) -> BTreeMap<String, (String, String)> {
+    fleet
+        .apps()
+        .into_iter()
+        .map(|a| {
+            let live: Vec<_> = a
+                .machines
+                .iter()
+                .filter(|m| !matches!(m.state.as_str(), "destroyed" | "destroying"))
+                .collect();
+            assert_eq!(live.len(), 1, "{}: one machine, not {live:?}", a.name);
+            let image = live[0].config["image"].as_str().unwrap_or("").to_string();
+            (a.name.clone(), (image, live[0].state.clone()))
+        })
+        .collect()
+}
+
+async fn crashing_image_harms_one_canary_then_holds_until_resumed(behaviour: ImageBehaviour) {
+    let (mut fleet, _users) = fleet_of(8, "2").await;
+    let since = last_seq(&fleet);
+    fleet.sim.set_image_behaviour(CRASHING, behaviour);
+    fleet.reconfigure("USER_APP_IMAGE", CRASHING);
+
+    let (r, alerts) = passes_until(&fleet, Duration::from_secs(120), |r| {
+        r.halted && r.rolled_back == 1
+    })
+    .await;
+    assert_eq!(r.halt_kind.as_deref(), Some("canary_failed"), "{r:?}");
+    assert_eq!((r.moved, r.failed), (1, 1), "{r:?}");
+    let reason = r.halt_reason.clone().unwrap_or_default();
+    let want = match behaviour {
+        ImageBehaviour::Fails => "failed",
+        _ => "exited",
+    };
+    assert!(
+        reason.contains(want) && reason.contains("vyx-user-"),
+        "the halt names the canary and what happened to it: {reason}"
+    );
+
+    // More passes, as the loop would run them: the halt holds, nobody else moves, no new alert.
+    let mut more_alerts = 0;
+    for _ in 0..4 {
+        let report = fleet.pass().await;
+        more_alerts += report
+            .plan
+            .findings
+            .iter()
+            .filter(|f| matches!(f, Finding::RolloutHalted { newly: true, .. }))
+            .count();
+    }
+    assert_eq!(
+        alerts + more_alerts,
+        1,
+        "the halt is found (and alerted) once"
+    );
+    let changed = changed_apps(&fleet, since);
+    assert_eq!(changed.len(), 1, "only the canary was touched: {changed:?}");
+    let canary = changed.keys().next().unwrap().clone();
+    for (app, (image, state)) in machines(&fleet) {
+        assert_eq!(image, IMAGE, "{app} runs the last healthy image");
+        assert_eq!(state, "started", "{app} is running");
+    }
+    let row: (String, Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT status, docker_image, rollout_state FROM public.user_fly_apps \
+          WHERE fly_app_name = $1",
+    )
+    .bind(&canary)
+    .fetch_one(&fleet.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        row,
+        (
+            "active".to_string(),
+            Some(IMAGE.to_string()),
+            Some("rolled_back".to_string())
+        )
+    );
+
+    // An operator resumes: exactly one new canary tries the image, fails, and halts again.
+    let since = last_seq(&fleet);
+    resume(&fleet.db.pool, "test-operator")
+        .await
+        .unwrap()
+        .expect("a halted rollout to resume");
+    let (r, _) = passes_until(&fleet, Duration::from_secs(120), |r| {
+        r.halted && r.rolled_back == 2
+    })
+    .await;
+    assert_eq!(r.halt_kind.as_deref(), Some("canary_failed"), "{r:?}");
+    let changed = changed_apps(&fleet, since);
+    assert_eq!(
+        changed.len(),
+        1,
+        "one new canary after the resume: {changed:?}"
+    );
+    assert!(
+        !changed.contains_key(&canary),
+        "never the first canary again"
+    );
+    for (app, (image, state)) in machines(&fleet) {
+        assert_eq!(
+            (image.as_str(), state.as_str()),
+            (IMAGE, "started"),
+            "{app}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_image_whose_process_exits_at_once_harms_one_canary_and_halts_until_resumed() {
+    crashing_image_harms_one_canary_then_holds_until_resumed(ImageBehaviour::ExitsAtOnce).await;
+}
+
+#[tokio::test]
+async fn an_image_whose_machine_ends_failed_harms_one_canary_and_halts_until_resumed() {
+    crashing_image_harms_one_canary_then_holds_until_resumed(ImageBehaviour::Fails).await;
+}
+
+/// Every live row names the image its machine runs, and a row that moved in the current rollout
+/// records the machine's version as its move's.
+async fn rows_describe_their_machines(fleet: &Fleet) {
+    let running = machines(fleet);
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT fly_app_name, docker_image FROM public.user_fly_apps WHERE deleted_at IS NULL",
+    )
+    .fetch_all(&fleet.db.pool)
+    .await
+    .unwrap();
+    for (app, image) in rows {
+        assert_eq!(
+            image.as_deref(),
+            Some(running[&app].0.as_str()),
+            "{app}: the row names what runs"
+        );
+    }
+}
+
+#[tokio::test]
+async fn three_rollouts_in_a_row_leave_every_row_describing_what_its_machine_runs() {
+    let (mut fleet, _users) = fleet_of(4, "2").await;
+
+    // 1: a healthy image, all the way.
+    fleet.reconfigure("USER_APP_IMAGE", V2);
+    passes_until(&fleet, Duration::from_secs(120), |r| {
+        r.completed_at.is_some()
+    })
+    .await;
+    rows_describe_their_machines(&fleet).await;
+
+    // 2: the first updates fail with a 503, and one is performed with its answer lost. The
+    // moves recorded `moving` before their updates; the retries must send the update (or adopt
+    // the one Fly performed), not take rollout 1's machine version for this move's.
+    fleet.sim.set_faults(Faults {
+        rules: vec![FaultRule::new(
+            "machines.update",
+            1.0,
+            FaultKind::ServerError { status: 503 },
+        )],
+        ..Default::default()
+    });
+    fleet.reconfigure("USER_APP_IMAGE", V3);
+    for _ in 0..2 {
+        fleet.pass().await;
+    }
+    let (moving,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM public.user_fly_apps WHERE rollout_state = 'moving' \
+            AND rollout_id = (SELECT max(id) FROM vyx_fleet.rollout)",
+    )
+    .fetch_one(&fleet.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        moving, 1,
+        "the canary is recorded moving while its update fails"
+    );
+    fleet.sim.set_faults(Faults {
+        rules: vec![FaultRule::new(
+            "machines.update",
+            1.0,
+            FaultKind::LostAnswer { status: Some(502) },
+        )],
+        ..Default::default()
+    });
+    fleet.pass().await;
+    fleet.sim.set_faults(Faults::default());
+    let (r, _) = passes_until(&fleet, Duration::from_secs(120), |r| {
+        r.completed_at.is_some()
+    })
+    .await;
+    assert_eq!((r.moved, r.failed, r.halted), (4, 0, false), "{r:?}");
+    for (app, (image, state)) in machines(&fleet) {
+        assert_eq!((image.as_str(), state.as_str()), (V3, "started"), "{app}");
+    }
+    rows_describe_their_machines(&fleet).await;
+    // Each row's recorded version is the version its machine runs now.
+    let versions: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT fly_app_name, rollout_machine_version FROM public.user_fly_apps \
+          WHERE deleted_at IS NULL",
+    )
+    .fetch_all(&fleet.db.pool)
+    .await
+    .unwrap();
+    for (app, version) in versions {
+        let m = fleet.app(&app).unwrap().machines[0].clone();
+        assert_eq!(version, Some(m.version), "{app}");
+    }
+
+    // 3: a crashing image: one canary, rolled back onto V3, the rest untouched.
+    let since = last_seq(&fleet);
+    fleet
+        .sim
+        .set_image_behaviour(CRASHING, ImageBehaviour::ExitsAtOnce);
+    fleet.reconfigure("USER_APP_IMAGE", CRASHING);
+    passes_until(&fleet, Duration::from_secs(120), |r| {
+        r.halted && r.rolled_back == 1
+    })
+    .await;
+    let changed: BTreeSet<String> = changed_apps(&fleet, since).into_keys().collect();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    for (app, (image, state)) in machines(&fleet) {
+        assert_eq!((image.as_str(), state.as_str()), (V3, "started"), "{app}");
+    }
+    rows_describe_their_machines(&fleet).await;
+}
