@@ -341,6 +341,7 @@ async fn a_region_change_replaces_machines_make_before_break_in_waves() {
         .into_iter()
         .map(|(m, a)| (a, m))
         .collect();
+    let since = last_seq(&fleet);
     fleet.reconfigure("USER_APP_REGION", "ams");
     passes_until(&fleet, Duration::from_secs(120), |r| {
         r.completed_at.is_some()
@@ -370,8 +371,13 @@ async fn a_region_change_replaces_machines_make_before_break_in_waves() {
         .map(|(w, _)| w)
         .collect();
     assert_eq!(waves, BTreeSet::from([1, 2]));
-    // Make before break: each app's create comes before the destroy of its old machine.
-    let writes = fleet.writes();
+    // Make before break: each app's move creates its new machine before the destroy of its old
+    // one (the move's create, not the fleet's first one).
+    let writes: Vec<_> = fleet
+        .writes()
+        .into_iter()
+        .filter(|c| c.seq > since)
+        .collect();
     for (app, old_id) in &old {
         let create = writes.iter().position(|c| {
             c.class == "machines.create" && c.path.contains(app.as_str()) && c.status == Some(200)

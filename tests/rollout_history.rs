@@ -312,3 +312,94 @@ async fn three_rollouts_in_a_row_leave_every_row_describing_what_its_machine_run
     }
     rows_describe_their_machines(&fleet).await;
 }
+
+/// A leader that died in a region move's verdict wait left the new machine, healthy in the new
+/// region and unrecorded, beside the recorded old one. The next leader adopts it (found by the op
+/// id recorded before its create): no second new machine, the old one destroyed only after.
+#[tokio::test]
+async fn a_region_move_interrupted_in_its_verdict_wait_adopts_the_machine_it_made() {
+    use vyx_fleet::db::rollout::RowRolloutState;
+    use vyx_fleet::fly::{CreateMachineRequest, MachineConfig};
+    use vyx_fleet::reconcile::execute::machine_config::desired_config;
+
+    let (mut fleet, users) = fleet_of(2, "1").await;
+    fleet.reconfigure("USER_APP_REGION", "ams");
+    let row = fleet.row(users[0]).await;
+    let old = row.machine_id.clone().unwrap();
+    // What the interrupted move had written: the rollout, `moving`, the op id, then the create.
+    let target = vyx_fleet::reconcile::spec::spec_digest(&fleet.ctx.spec);
+    let rollout = fleet
+        .ctx
+        .store
+        .start_rollout(&target, &fleet.ctx.spec.image)
+        .await
+        .unwrap();
+    fleet
+        .ctx
+        .store
+        .set_app_rollout_state(
+            row.id,
+            rollout.id,
+            1,
+            RowRolloutState::Moving,
+            chrono::Utc::now(),
+            None,
+        )
+        .await
+        .unwrap();
+    let op = Uuid::new_v4().to_string();
+    fleet.ctx.store.set_machine_op(row.id, &op).await.unwrap();
+    let req = CreateMachineRequest {
+        config: desired_config(
+            MachineConfig::default(),
+            &fleet.ctx.spec,
+            &fleet.ctx.spec.image,
+            row.user_id,
+            &op,
+        ),
+        region: Some("ams".into()),
+        ..Default::default()
+    };
+    let made = fleet
+        .ctx
+        .fly
+        .create_machine(&row.fly_app_name, &req)
+        .await
+        .unwrap();
+    let since = last_seq(&fleet);
+
+    passes_until(&fleet, Duration::from_secs(120), |r| {
+        r.completed_at.is_some()
+    })
+    .await;
+    let app = fleet.app(&row.fly_app_name).unwrap();
+    let live: Vec<_> = app
+        .machines
+        .iter()
+        .filter(|m| !matches!(m.state.as_str(), "destroyed" | "destroying"))
+        .collect();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0].id, made.id, "the machine the interrupted move made");
+    assert_eq!(fleet.row(users[0]).await.machine_id, Some(made.id.clone()));
+    let writes: Vec<_> = fleet
+        .writes()
+        .into_iter()
+        .filter(|c| c.seq > since && c.path.contains(&row.fly_app_name))
+        .collect();
+    assert!(
+        !writes.iter().any(|c| c.class == "machines.create"),
+        "no second new machine: {writes:?}"
+    );
+    assert!(
+        !writes
+            .iter()
+            .any(|c| c.method == "DELETE" && c.path.contains(&made.id)),
+        "the healthy new machine is never destroyed"
+    );
+    assert!(
+        writes
+            .iter()
+            .any(|c| c.method == "DELETE" && c.path.contains(&old)),
+        "the old machine is destroyed"
+    );
+}

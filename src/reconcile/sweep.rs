@@ -68,16 +68,28 @@ impl Tick {
         let Tick::Full { report, .. } = self else {
             return None;
         };
-        match &report.plan.rollout.as_ref()?.decision.step {
+        let decision = &report.plan.rollout.as_ref()?.decision;
+        let hint = match &decision.step {
             Step::Advance { .. } => Some(soak + WAKE_SLACK),
             Step::Wait { until: Some(t) } => {
                 let left = (*t - chrono::Utc::now()).to_std().unwrap_or_default();
                 Some((left + WAKE_SLACK).max(MIN_WAKE))
             }
             Step::Wait { until: None } | Step::Complete | Step::Halted { .. } => None,
+        };
+        // A moving app is judged a little each pass: its verdict (a crash, checks critical past
+        // their grace) must not wait for a soak or an interval while its user is down.
+        let moving = decision.tally.moving > 0 || matches!(decision.step, Step::Advance { .. });
+        match (hint, moving) {
+            (Some(h), true) => Some(h.min(MOVING_POLL)),
+            (None, true) => Some(MOVING_POLL),
+            (h, false) => h,
         }
     }
 }
+
+/// How often passes come while an app is moving: its verdict is read each pass.
+const MOVING_POLL: Duration = Duration::from_secs(10);
 
 /// Margin after a soak's end (host clocks differ by a little; a tick that comes early only waits).
 const WAKE_SLACK: Duration = Duration::from_millis(500);
@@ -251,7 +263,10 @@ mod tests {
             wave: 2,
             apps: vec![],
         });
-        assert_eq!(started.wake_hint(soak), Some(soak + WAKE_SLACK));
+        // A wave just started: its apps are moving, judged again soon, not only at the soak's end.
+        assert_eq!(started.wake_hint(soak), Some(MOVING_POLL));
+        let short = Duration::from_secs(2);
+        assert_eq!(started.wake_hint(short), Some(short + WAKE_SLACK));
         let end = chrono::Utc::now() + chrono::Duration::seconds(20);
         let soaking = full_with(Step::Wait { until: Some(end) });
         let hint = soaking.wake_hint(soak).expect("a soak end");

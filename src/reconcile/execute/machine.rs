@@ -65,9 +65,27 @@ pub(super) async fn ensure_machine(
         row.machine_op_id.is_some()
             && m.metadata().and_then(|md| md.get(META_OP)) == row.machine_op_id.as_ref()
     };
-    let keep_machine = listed
-        .iter()
-        .find(|m| row.machine_id.as_deref() == Some(m.id.as_str()))
+    // A healthy machine already in the target region (a make-before-break whose new machine was
+    // never recorded: the leader died in its verdict wait) is the one to keep: keeping the old one
+    // would destroy a working machine, then replace the old one with a third.
+    let moved_healthy = (!keep)
+        .then(|| {
+            listed.iter().find(|m| {
+                m.region == ctx.spec.region
+                    && m.is_healthy()
+                    && row.machine_id.as_deref() != Some(m.id.as_str())
+                    && listed
+                        .iter()
+                        .all(|o| o.id == m.id || o.region != ctx.spec.region)
+            })
+        })
+        .flatten();
+    let keep_machine = moved_healthy
+        .or_else(|| {
+            listed
+                .iter()
+                .find(|m| row.machine_id.as_deref() == Some(m.id.as_str()))
+        })
         .or_else(|| listed.iter().find(|m| op_matches(m)))
         .or_else(|| listed.first())
         .cloned();
@@ -113,15 +131,17 @@ pub(super) async fn ensure_machine(
         });
     }
     if current.region != ctx.spec.region {
-        // Region cannot change in place (REFERENCE §3.4): replace the machine.
-        warn!(machine_id = %current.id, from = %current.region, to = %ctx.spec.region, "region drift; replacing machine");
-        match ctx.fly.delete_machine(app, &current.id, true).await {
-            Ok(()) | Err(FlyError::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-        ctx.store.clear_machine(row.id).await?;
+        // Region cannot change in place (REFERENCE §3.4): a new machine there, and the old one
+        // destroyed only once the new one passed its checks, so the user is never without one.
+        warn!(machine_id = %current.id, from = %current.region, to = %ctx.spec.region, "region drift; replacing machine, make before break");
         let row = reload(ctx, row.id).await?;
-        return fresh(create_machine(ctx, &row, image, secrets_version).await);
+        return match super::replace::make_before_break(ctx, &row, &current, image).await? {
+            Ok(new_id) => Ok(Ensured {
+                machine: ctx.fly.get_machine(app, &new_id).await?,
+                fresh: false,
+            }),
+            Err(why) => Err(ExecError::Unhealthy(why)),
+        };
     }
     let base = current.config.clone().unwrap_or_default();
     let op = row

@@ -26,10 +26,11 @@ use uuid::Uuid;
 use super::converge::reload;
 use super::machine_config::desired_config;
 use super::rollout::{At, verdict};
-use super::{Ctx, ExecError};
+use super::{Ctx, ExecError, wait};
 use crate::db::apps::Event;
 use crate::db::rollout::RowRolloutState;
-use crate::fly::{CreateMachineRequest, FlyError, Machine, MachineConfig};
+use crate::fly::{CreateMachineRequest, FlyError, ListMachines, Machine, MachineConfig};
+use crate::reconcile::observed::META_OP;
 use crate::reconcile::recorded::AppRow;
 use crate::reconcile::spec::config_digest;
 
@@ -70,6 +71,11 @@ pub(super) async fn make_before_break(
     image: &str,
 ) -> Result<Result<String, String>, ExecError> {
     let app = row.fly_app_name.as_str();
+    if let Some(made) = made_before(ctx, row, old).await? {
+        // The create went out before a crash or a lost answer: judge that machine, make no other.
+        info!(machine_id = %made.id, "replacement found by its op id; adopting it");
+        return judge_and_swap(ctx, row, old, made).await;
+    }
     let op = Uuid::new_v4().to_string();
     ctx.store.set_machine_op(row.id, &op).await?;
     let req = CreateMachineRequest {
@@ -92,6 +98,58 @@ pub(super) async fn make_before_break(
             return Ok(Err(format!("replacement refused: {}", e.kind())));
         }
     };
+    judge_and_swap(ctx, row, old, new).await
+}
+
+/// A machine of the app in the target region carrying the op id the row recorded before its
+/// create. The old machine carrying that op means no create is pending; otherwise the list may
+/// not show the new machine yet (REFERENCE §7), so it is looked for a moment before concluding.
+async fn made_before(ctx: &Ctx, row: &AppRow, old: &Machine) -> Result<Option<Machine>, ExecError> {
+    let Some(op) = row.machine_op_id.as_deref() else {
+        return Ok(None);
+    };
+    if old
+        .metadata()
+        .and_then(|md| md.get(META_OP))
+        .map(String::as_str)
+        == Some(op)
+    {
+        return Ok(None);
+    }
+    let found = wait::until(
+        ctx.timeouts.list_lag,
+        "the replacement in the list",
+        || async {
+            let listed = ctx
+                .fly
+                .list_machines(&row.fly_app_name, &ListMachines::default())
+                .await?;
+            Ok(listed.into_iter().find(|m| {
+                m.id != old.id
+                    && !m.state.is_gone()
+                    && m.region == ctx.spec.region
+                    && m.metadata()
+                        .and_then(|md| md.get(META_OP))
+                        .map(String::as_str)
+                        == Some(op)
+            }))
+        },
+    )
+    .await;
+    match found {
+        Ok(m) => Ok(Some(m)),
+        Err(ExecError::StillWaiting(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+async fn judge_and_swap(
+    ctx: &Ctx,
+    row: &AppRow,
+    old: &Machine,
+    new: Machine,
+) -> Result<Result<String, String>, ExecError> {
+    let app = row.fly_app_name.as_str();
     match verdict(ctx, row, &new.id, new.version.as_deref()).await? {
         Ok(_) => {}
         Err(why) => {
