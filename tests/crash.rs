@@ -400,3 +400,59 @@ fn a_crash_while_rebuilding_an_app_deleted_out_of_band_still_restores_secrets_an
         },
     );
 }
+
+/// The same crash in a second rollout: the first rollout's per-app state (its machine version
+/// above all) must not make the resumed move skip its update or judge the old machine.
+#[test]
+fn a_crash_during_a_second_rollouts_move_resumes_on_that_rollouts_own_state() {
+    each_point(
+        &[
+            fp::ROLLOUT_MOVING_RECORDED,
+            fp::UPDATE_MACHINE_BEFORE,
+            fp::UPDATE_MACHINE_AFTER_CALL,
+            fp::ROLLOUT_VERDICT_BEFORE_RECORD,
+        ],
+        |point| async move {
+            const V2: &str = "registry.fly.io/vyx-screener:v2";
+            const V3: &str = "registry.fly.io/vyx-screener:v3";
+            let mut fleet = Fleet::start().await;
+            let users = paid_users(&fleet, 2).await;
+            fleet.converge().await;
+            fleet.reconfigure("USER_APP_IMAGE", V2);
+            fleet.converge().await;
+            fleet.sim.clear_calls();
+            fleet.reconfigure("USER_APP_IMAGE", V3);
+            crash_at(&fleet, point).await;
+            fleet.converge().await;
+            assert_invariants(&fleet, &users, &[], point).await;
+            let mut updates: BTreeMap<String, usize> = BTreeMap::new();
+            for c in fleet
+                .writes()
+                .iter()
+                .filter(|c| c.class == "machines.update" && c.write_applied)
+            {
+                *updates.entry(c.path.clone()).or_default() += 1;
+            }
+            assert_eq!(updates.len(), 2, "[{point}] {updates:?}");
+            assert!(updates.values().all(|n| *n == 1), "[{point}] {updates:?}");
+            for u in &users {
+                let row = fleet.row(*u).await;
+                let machine = fleet.app(&row.fly_app_name).unwrap().machines[0].clone();
+                assert_eq!(machine.config["image"], V3, "[{point}]");
+                assert_eq!(row.docker_image.as_deref(), Some(V3), "[{point}]");
+                let (version,): (Option<String>,) = sqlx::query_as(
+                    "SELECT rollout_machine_version FROM public.user_fly_apps WHERE id = $1",
+                )
+                .bind(row.id)
+                .fetch_one(&fleet.db.pool)
+                .await
+                .unwrap();
+                assert_eq!(
+                    version,
+                    Some(machine.version),
+                    "[{point}] the row's version is this move's"
+                );
+            }
+        },
+    );
+}
