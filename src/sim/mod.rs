@@ -25,7 +25,8 @@
 //! # Route classes (fault rules and rate-limit buckets)
 //! `apps.create`, `apps.get`, `apps.list`, `apps.delete`, `machines.create`, `machines.get`,
 //! `machines.list`, `machines.update`, `machines.stop`, `machines.start`, `machines.delete`,
-//! `machines.wait`, `secrets.list`, `secrets.set`, `ips.list`, `ips.create`, `ips.delete`,
+//! `machines.wait`, `machines.lease`, `secrets.list`, `secrets.set`, `ips.list`, `ips.create`,
+//! `ips.delete`,
 //! `orgs.machines`, `other`; `*` in a [`FaultRule`] matches all.
 //!
 //! # Inspection over HTTP (no auth, not rate limited, not logged)
@@ -33,7 +34,8 @@
 //! `POST /_sim/apps {"org","name"}` (seed), `DELETE /_sim/apps/{name}` (out-of-band delete, at
 //! once), `GET|PUT|POST /_sim/faults` ([`Faults`] JSON, e.g.
 //! `{"rules":[{"class":"apps.create","probability":0.5,"kind":"lost_answer","status":502}]}`),
-//! `PUT|POST /_sim/failing_images` (`["image:tag", ...]`), `GET|PUT|POST /_sim/image_behaviours`
+//! `POST|DELETE /_sim/apps/{app}/machines/{id}/lease` (`{"owner","ttl"}` → `{"nonce"}`: a lease
+//! held by someone else), `PUT|POST /_sim/failing_images` (`["image:tag", ...]`), `GET|PUT|POST /_sim/image_behaviours`
 //! (`{"image:tag": "exits_at_once" | "fails" | "checks_critical" | "healthy"}`, replaces all).
 //!
 //! # Apps' own endpoints (not the Machines API: not rate limited, not in the call log)
@@ -167,6 +169,24 @@ impl Sim {
     /// Replaces the timings; affects transitions scheduled from now on.
     pub fn set_timings(&self, timings: Timings) {
         *lock(&self.shared.timings) = timings;
+    }
+
+    /// Takes a lease on a machine as someone else would (an operator's `fly deploy`): until it
+    /// expires or [`Sim::end_lease`], changes without its nonce answer 409 (REFERENCE §3.10).
+    /// The nonce, or `None` when there is no such live machine or a lease is already held.
+    pub fn take_lease(
+        &self,
+        app: &str,
+        machine_id: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Option<String> {
+        inspect::take_lease(&self.shared, app, machine_id, owner, ttl)
+    }
+
+    /// Ends whatever lease the machine has, as its expiry would. False if it had none.
+    pub fn end_lease(&self, app: &str, machine_id: &str) -> bool {
+        inspect::end_lease(&self.shared, app, machine_id)
     }
 
     /// Sets [`SimConfig::secrets_lag`] for boots from now on.

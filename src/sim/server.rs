@@ -151,17 +151,21 @@ impl Shared {
         } else {
             Vec::new()
         };
+        // Tokens carry no user here: one owner per token, without the token in it.
+        let owner = format!("token-{}@sim.fly.io", &super::state::sha256_hex(token)[..8]);
         if let Some(orgs) = self.tokens.get(token) {
             return Some(Caller {
                 orgs: orgs.clone(),
                 affinity,
                 window_401: false,
+                owner,
             });
         }
         self.any_token_org.as_ref().map(|o| Caller {
             orgs: vec![o.clone()],
             affinity,
             window_401: false,
+            owner,
         })
     }
 }
@@ -231,6 +235,7 @@ pub(crate) fn classify(method: &Method, path: &str) -> RouteInfo {
         ["v1", "apps", a, "machines", id, "stop"] => ("machines.stop", Some(a), Some(id)),
         ["v1", "apps", a, "machines", id, "start"] => ("machines.start", Some(a), Some(id)),
         ["v1", "apps", a, "machines", id, "wait"] => ("machines.wait", Some(a), Some(id)),
+        ["v1", "apps", a, "machines", id, "lease"] => ("machines.lease", Some(a), Some(id)),
         ["v1", "apps", a, "secrets"] if m == "GET" => ("secrets.list", Some(a), None),
         ["v1", "apps", a, "secrets"] if m == "POST" => ("secrets.set", Some(a), None),
         ["v1", "apps", a, "ip_assignments"] if m == "GET" => ("ips.list", Some(a), None),
@@ -401,7 +406,7 @@ async fn method_not_allowed() -> Response {
 }
 
 pub(crate) fn router(sh: Arc<Shared>) -> Router {
-    use routes::{apps, ips, machine_actions as ma, machines, orgs, secrets};
+    use routes::{apps, ips, leases, machine_actions as ma, machines, orgs, secrets};
     let v1 = Router::new()
         .route("/v1/apps", get(apps::list).post(apps::create))
         .route("/v1/apps/{app}", get(apps::show).delete(apps::destroy))
@@ -418,6 +423,12 @@ pub(crate) fn router(sh: Arc<Shared>) -> Router {
         .route("/v1/apps/{app}/machines/{id}/stop", post(ma::stop))
         .route("/v1/apps/{app}/machines/{id}/start", post(ma::start))
         .route("/v1/apps/{app}/machines/{id}/wait", get(ma::wait))
+        .route(
+            "/v1/apps/{app}/machines/{id}/lease",
+            get(leases::show)
+                .post(leases::create)
+                .delete(leases::release),
+        )
         .route(
             "/v1/apps/{app}/secrets",
             get(secrets::list).post(secrets::set),

@@ -55,6 +55,18 @@ pub(crate) struct MachineEvent {
     pub request: Option<Value>,
 }
 
+/// A machine lease (REFERENCE §3.10): whoever presents `nonce` may change the machine.
+#[derive(Debug, Clone)]
+pub(crate) struct Lease {
+    pub nonce: String,
+    pub owner: String,
+    pub description: String,
+    pub expires: Instant,
+    pub expires_at: DateTime<Utc>,
+    /// The machine's version when the lease was taken (the spec's `Lease.version` [S1]).
+    pub version: String,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Machine {
     pub id: String,
@@ -75,7 +87,8 @@ pub(crate) struct Machine {
     pub listed_at: Instant,
     /// Bumped by every user action; a scheduled transition of an older generation is void.
     pub generation: u64,
-    pub nonce: Option<String>,
+    /// The machine lease, if one was taken (REFERENCE §3.10); over once `expires` passes.
+    pub lease: Option<Lease>,
     /// From the create/update that made the current version: boot only with app secrets at least
     /// this version (REFERENCE §3.2, §4.1).
     pub min_secrets_version: Option<u64>,
@@ -132,6 +145,11 @@ impl Machine {
         let version = replica_secrets_version.max(self.min_secrets_version.unwrap_or(0));
         self.booted_secrets_version = (!self.skip_secrets).then_some(version);
         self.set_state("starting", event, source);
+    }
+
+    /// The lease, unless there is none or it has expired.
+    pub fn active_lease(&self) -> Option<&Lease> {
+        self.lease.as_ref().filter(|l| Instant::now() < l.expires)
     }
 
     /// `metadata.<k>` of the config, as a string.
