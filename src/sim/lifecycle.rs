@@ -73,6 +73,7 @@ fn apply(sh: &Arc<Shared>, app: &str, id: &str, generation: u64, step: Step) {
     if m.generation != generation {
         return;
     }
+    m.remember();
     let behaviour = images.of(m.image());
     let next = match step {
         Step::Boot | Step::Replaced | Step::Restart => {

@@ -49,6 +49,7 @@ mod inspect;
 mod lifecycle;
 mod listener;
 mod ratelimit;
+mod replica;
 mod routes;
 mod server;
 mod state;
@@ -187,6 +188,13 @@ impl Sim {
     /// Ends whatever lease the machine has, as its expiry would. False if it had none.
     pub fn end_lease(&self, app: &str, machine_id: &str) -> bool {
         inspect::end_lease(&self.shared, app, machine_id)
+    }
+
+    /// Sets [`SimConfig::stale_list_reads`]: from now on that share of list calls shows machines
+    /// as they were `machine_list_lag` ago, changes made since included.
+    pub fn set_stale_list_reads(&self, share: f64) {
+        *lock(&self.shared.stale_list_reads) = share;
+        replica::keep_past(&self.shared, share > 0.0);
     }
 
     /// Sets [`SimConfig::secrets_lag`] for boots from now on.

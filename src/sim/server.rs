@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     /// Bumped on every state change; long-polls (`/wait`) watch it.
     pub changed: watch::Sender<u64>,
     pub timings: Mutex<Timings>,
+    /// Share of list calls served by a lagging replica (`replica.rs`).
+    pub stale_list_reads: Mutex<f64>,
     /// How far behind a host's copy of an app's secrets is (`SimConfig::secrets_lag`).
     pub secrets_lag: Mutex<std::time::Duration>,
     /// What each image does once booted (`images.rs`).
@@ -82,6 +84,7 @@ impl Shared {
             changed: watch::channel(0).0,
             timings: Mutex::new(cfg.timings.clone()),
             secrets_lag: Mutex::new(cfg.secrets_lag),
+            stale_list_reads: Mutex::new(cfg.stale_list_reads),
             images: Mutex::new(ImageTable::new(&cfg.failing_images, &cfg.image_behaviours)),
             health_overrides: Mutex::new(HashMap::new()),
             health_hits: AtomicU64::new(0),

@@ -55,6 +55,15 @@ pub(crate) struct MachineEvent {
     pub request: Option<Value>,
 }
 
+/// Copies of a machine as it was before its recent changes, oldest first, each with the instant it
+/// stopped being current: what a list replica that lags still serves (`replica.rs`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Past {
+    /// Copies that stopped being current longer ago than this are dropped.
+    pub keep: std::time::Duration,
+    pub copies: Vec<(Instant, Machine)>,
+}
+
 /// A machine lease (REFERENCE §3.10): whoever presents `nonce` may change the machine.
 #[derive(Debug, Clone)]
 pub(crate) struct Lease {
@@ -97,6 +106,8 @@ pub(crate) struct Machine {
     /// The app's secrets version read at the last boot. Secrets are read when the VM boots; a
     /// running machine keeps them until updated or restarted (REFERENCE §4.3).
     pub booted_secrets_version: Option<u64>,
+    /// Earlier copies of this machine, kept while stale list reads are on (`replica.rs`).
+    pub past: Option<Box<Past>>,
     /// flyd restarts after exits since the last launch by a user (create, update, start): what the
     /// restart policy's `max_retries` counts (REFERENCE §3.3).
     pub restarts: u64,

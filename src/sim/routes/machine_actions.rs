@@ -44,6 +44,7 @@ fn act(
         .filter(|m| m.state != "destroyed")
         .ok_or_else(ApiError::machine_not_found)?;
     leases::check(m, leases::nonce(headers))?;
+    m.remember();
     let (body, step) = f(m, secrets_version)?;
     let generation = m.generation;
     drop(world);

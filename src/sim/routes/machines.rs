@@ -19,6 +19,7 @@ use super::{
     parse_query, query_bool, query_get, query_limit,
 };
 use crate::sim::lifecycle::{self, Step};
+use crate::sim::replica;
 use crate::sim::server::{Shared, lock};
 use crate::sim::state::{App, Machine, new_machine_id, new_version_id, rfc3339, sha256_hex};
 
@@ -172,7 +173,9 @@ pub(crate) async fn create(
             ));
         }
     };
-    let listed_at = Instant::now() + sh.timings().machine_list_lag;
+    let list_lag = sh.timings().machine_list_lag;
+    let listed_at = Instant::now() + list_lag;
+    let keep_past = *lock(&sh.stale_list_reads) > 0.0;
 
     let mut world = lock(&sh.world);
     let seq = world.next_seq();
@@ -210,6 +213,7 @@ pub(crate) async fn create(
         skip_secrets,
         booted_secrets_version: None,
         restarts: 0,
+        past: keep_past.then(|| replica::past(list_lag)),
     };
     m.set_state("created", "launch", "user");
     let mut json = machine_json(&m, false);
@@ -258,12 +262,14 @@ pub(crate) async fn list(
         .filter_map(|(k, v)| Some((k.strip_prefix("metadata.")?, v.as_str())))
         .collect();
     let now = Instant::now();
+    let lag = replica::read_lag(&sh);
     let world = lock(&sh.world);
     let app = app_for(&world, &caller, &app_name)?;
     let mut ms: Vec<&Machine> = app
         .machines
         .values()
         .filter(|m| now >= m.listed_at) // list reads lag writes [S15]
+        .map(|m| m.as_of(lag))
         .filter(|m| include_deleted || m.state != "destroyed") // [S25]
         .filter(|m| states.is_empty() || states.contains(&m.state.as_str()))
         .filter(|m| region.is_none_or(|r| r == m.region))
@@ -376,6 +382,7 @@ pub(crate) async fn update(
         return Err(ApiError::bad_request("name cannot be changed"));
     }
     let skip_launch = get_bool(&body, "skip_launch")?;
+    m.remember();
     let old_version = std::mem::replace(&mut m.version, new_version_id());
     let old_cfg = std::mem::replace(&mut m.config, cfg);
     m.history.push((old_version, old_cfg));
