@@ -41,6 +41,7 @@
 //! # Apps' own endpoints (not the Machines API: not rate limited, not in the call log)
 //! `GET /_sim/apps/{app}/health`: what `https://{app}.fly.dev/health` answers (`health.rs`).
 
+mod clock;
 mod config;
 mod faults;
 mod health;
@@ -195,6 +196,37 @@ impl Sim {
     pub fn set_stale_list_reads(&self, share: f64) {
         *lock(&self.shared.stale_list_reads) = share;
         replica::keep_past(&self.shared, share > 0.0);
+    }
+
+    /// The platform's clock: what `updated_at` stamps and the `Date` header say now.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.shared.clock.now()
+    }
+
+    /// Moves the platform's clock (forward, or back with a negative delta): stamps from now on
+    /// carry it, so a test can put time between two changes without waiting.
+    pub fn advance_clock(&self, by: chrono::TimeDelta) {
+        self.shared.clock.advance(by);
+    }
+
+    /// Puts one machine on a host whose clock is `skew` off the platform's: its changes from now
+    /// on are stamped with it. False if there is no such machine.
+    pub fn set_host_clock_skew(
+        &self,
+        app: &str,
+        machine_id: &str,
+        skew: chrono::TimeDelta,
+    ) -> bool {
+        let mut world = lock(&self.shared.world);
+        let Some(m) = world
+            .apps
+            .get_mut(app)
+            .and_then(|a| a.machines.get_mut(machine_id))
+        else {
+            return false;
+        };
+        m.host_skew = skew;
+        true
     }
 
     /// Sets [`SimConfig::secrets_lag`] for boots from now on.

@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     /// Bumped on every state change; long-polls (`/wait`) watch it.
     pub changed: watch::Sender<u64>,
     pub timings: Mutex<Timings>,
+    /// The platform's clock (`clock.rs`).
+    pub clock: Arc<super::clock::Clock>,
     /// Share of list calls served by a lagging replica (`replica.rs`).
     pub stale_list_reads: Mutex<f64>,
     /// How far behind a host's copy of an app's secrets is (`SimConfig::secrets_lag`).
@@ -85,6 +87,7 @@ impl Shared {
             timings: Mutex::new(cfg.timings.clone()),
             secrets_lag: Mutex::new(cfg.secrets_lag),
             stale_list_reads: Mutex::new(cfg.stale_list_reads),
+            clock: Arc::default(),
             images: Mutex::new(ImageTable::new(&cfg.failing_images, &cfg.image_behaviours)),
             health_overrides: Mutex::new(HashMap::new()),
             health_hits: AtomicU64::new(0),
@@ -262,6 +265,14 @@ fn with_request_id(mut resp: Response, id: &str) -> Response {
     resp
 }
 
+/// The answer's `Date`, on the platform's clock rather than the host's.
+fn with_date(mut resp: Response, sh: &Shared) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&super::clock::http_date(sh.clock.now())) {
+        resp.headers_mut().insert("date", v);
+    }
+    resp
+}
+
 fn too_many(retry_after: Option<u64>) -> Response {
     // 429 body/headers are undocumented [S2][S15]; the error body keeps clients' decoding uniform.
     let mut resp =
@@ -397,7 +408,7 @@ async fn pipeline(State(sh): State<Arc<Shared>>, mut req: Request, next: Next) -
     let dropped = rec.fault.as_deref().is_some_and(|f| f.ends_with("drop"));
     rec.status = (!dropped).then_some(resp.status().as_u16());
     sh.log(rec);
-    with_request_id(resp, &request_id)
+    with_date(with_request_id(resp, &request_id), &sh)
 }
 
 async fn fallback() -> Response {

@@ -106,6 +106,10 @@ pub(crate) struct Machine {
     /// The app's secrets version read at the last boot. Secrets are read when the VM boots; a
     /// running machine keeps them until updated or restarted (REFERENCE §4.3).
     pub booted_secrets_version: Option<u64>,
+    /// The platform's clock, shared by every machine of one simulator (`clock.rs`).
+    pub clock: std::sync::Arc<super::clock::Clock>,
+    /// How far this machine's host clock is off the platform's: its stamps carry it.
+    pub host_skew: chrono::TimeDelta,
     /// Earlier copies of this machine, kept while stale list reads are on (`replica.rs`).
     pub past: Option<Box<Past>>,
     /// flyd restarts after exits since the last launch by a user (create, update, start): what the
@@ -126,7 +130,7 @@ impl Machine {
         source: &str,
         request: Option<Value>,
     ) {
-        let now = Utc::now();
+        let now = self.now();
         self.state = state.to_string();
         self.updated_at = now;
         self.events.push(MachineEvent {
@@ -156,6 +160,13 @@ impl Machine {
         let version = replica_secrets_version.max(self.min_secrets_version.unwrap_or(0));
         self.booted_secrets_version = (!self.skip_secrets).then_some(version);
         self.set_state("starting", event, source);
+    }
+
+    /// What this machine's host stamps now (`updated_at`, events, checks), to the millisecond:
+    /// the precision the JSON shows, so a stamp read back and sent as `updated_after` is the stamp.
+    pub fn now(&self) -> DateTime<Utc> {
+        use chrono::SubsecRound;
+        (self.clock.now() + self.host_skew).trunc_subsecs(3)
     }
 
     /// The lease, unless there is none or it has expired.

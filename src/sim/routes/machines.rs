@@ -8,7 +8,6 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
-use chrono::Utc;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -191,7 +190,7 @@ pub(crate) async fn create(
     }
     let (min_secrets_version, skip_secrets) = secrets_request(app, &body)?;
     let id = new_machine_id();
-    let now = Utc::now();
+    let now = chrono::SubsecRound::trunc_subsecs(sh.clock.now(), 3);
     let mut m = Machine {
         name: name.unwrap_or_else(|| machine_name(&id)),
         id: id.clone(),
@@ -214,6 +213,8 @@ pub(crate) async fn create(
         booted_secrets_version: None,
         restarts: 0,
         past: keep_past.then(|| replica::past(list_lag)),
+        clock: sh.clock.clone(),
+        host_skew: chrono::TimeDelta::zero(),
     };
     m.set_state("created", "launch", "user");
     let mut json = machine_json(&m, false);
@@ -400,7 +401,7 @@ pub(crate) async fn update(
         let state = if running { "replacing" } else { "updating" };
         m.set_state(state, "update", "user");
     } else {
-        m.updated_at = Utc::now();
+        m.updated_at = m.now();
     }
     let (json, generation) = (machine_json(m, false), m.generation);
     drop(world);
