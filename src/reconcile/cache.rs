@@ -67,12 +67,15 @@ use super::observe::{
 use super::observed::{Observation, ObservedApp};
 use crate::fly::{App, FlyClient, FlyError, ListOrgMachines, OrgMachine};
 
-/// How far before the watermark each delta starts (see Assumptions).
+/// How far before the watermark each delta starts (see Assumptions); the default of
+/// [`ObserveCache::with_overlap`].
 pub const OVERLAP: Duration = Duration::from_secs(60);
 
 /// Observed Fly state shared by the passes of one process (and its executors).
 pub struct ObserveCache {
     resync_interval: Duration,
+    /// How far before the watermark each delta starts ([`OVERLAP`] unless set).
+    overlap: Duration,
     /// Held by the one observer (full list or delta) at work; never needed to read `state`.
     listing: tokio::sync::Mutex<()>,
     /// Locked only to read, merge one page or swap (a plain mutex: never held across an await).
@@ -110,10 +113,18 @@ impl ObserveCache {
     pub fn new(resync_interval: Duration) -> ObserveCache {
         ObserveCache {
             resync_interval,
+            overlap: OVERLAP,
             listing: tokio::sync::Mutex::new(()),
             state: Mutex::new(None),
             generation: AtomicU64::new(0),
         }
+    }
+
+    /// Deltas start `overlap` before the watermark instead of [`OVERLAP`]: tests that put less
+    /// than a minute of Fly's time between changes set it to see a delta leave machines out.
+    pub fn with_overlap(mut self, overlap: Duration) -> ObserveCache {
+        self.overlap = overlap;
+        self
     }
 
     /// The state; a panic elsewhere while it was held leaves nothing half-merged that matters
@@ -194,7 +205,7 @@ impl ObserveCache {
         watermark: Option<DateTime<Utc>>,
     ) -> Result<crate::fly::OrgMachineList, FlyError> {
         match fly
-            .list_org_machines_partial_with(org, &delta_query(watermark))
+            .list_org_machines_partial_with(org, &delta_query(watermark, self.overlap))
             .await
         {
             Ok(d) => Ok(d),
@@ -546,11 +557,11 @@ fn with_errors(obs: Arc<Observation>, error_regions: Vec<String>) -> Arc<Observa
     Arc::new(obs)
 }
 
-/// The delta list from `watermark - OVERLAP`, destroyed machines included.
-fn delta_query(watermark: Option<DateTime<Utc>>) -> ListOrgMachines {
+/// The delta list from `watermark - overlap`, destroyed machines included.
+fn delta_query(watermark: Option<DateTime<Utc>>, overlap: Duration) -> ListOrgMachines {
     ListOrgMachines {
         updated_after: watermark.map(|w| {
-            let from = w - chrono::Duration::from_std(OVERLAP).unwrap_or_default();
+            let from = w - chrono::Duration::from_std(overlap).unwrap_or_default();
             from.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
         }),
         include_deleted: Some(true),

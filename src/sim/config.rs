@@ -176,6 +176,11 @@ pub struct SimConfig {
     /// for at least that version. Zero: every boot sees the latest secrets.
     #[serde(default)]
     pub secrets_lag: Duration,
+    /// Share of machine list calls (per app and org-wide) served by a replica `machine_list_lag`
+    /// behind, which still shows machines as they were before recent updates and destroys
+    /// (REFERENCE §3.9, §7; `replica.rs`). 0 (the default): only new machines lag.
+    #[serde(default)]
+    pub stale_list_reads: f64,
     /// Seeds the fault RNG so runs are reproducible.
     pub seed: u64,
     /// Call-log entries kept (oldest dropped first).
@@ -208,6 +213,7 @@ impl Default for SimConfig {
             .collect(),
             default_region: "iad".into(),
             secrets_lag: Duration::from_secs(1),
+            stale_list_reads: 0.0,
             seed: 42,
             max_call_log: 100_000,
             affinity_cookie_skips_window: false,

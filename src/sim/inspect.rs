@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 
 use super::faults::Faults;
 use super::images::ImageBehaviour;
-use super::routes::ApiError;
 use super::routes::apps::{insert_app, valid_app_name};
+use super::routes::{ApiError, leases};
 use super::server::{Shared, lock};
 use super::state::{CheckStatus, IpEntry, sha256_hex};
 
@@ -219,6 +219,77 @@ pub(crate) fn remove_app(sh: &Shared, name: &str) -> bool {
     removed
 }
 
+/// A lease taken out of band by `owner`; its nonce, unless the machine is missing or leased.
+pub(crate) fn take_lease(
+    sh: &Shared,
+    app: &str,
+    id: &str,
+    owner: &str,
+    ttl: std::time::Duration,
+) -> Option<String> {
+    let mut world = lock(&sh.world);
+    let m = world
+        .apps
+        .get_mut(app)?
+        .machines
+        .get_mut(id)
+        .filter(|m| m.state != "destroyed")?;
+    if m.active_lease().is_some() {
+        return None;
+    }
+    let lease = leases::acquire(m, None, owner, "taken out of band", ttl).ok()?;
+    drop(world);
+    sh.notify();
+    Some(lease.nonce)
+}
+
+pub(crate) fn end_lease(sh: &Shared, app: &str, id: &str) -> bool {
+    let mut world = lock(&sh.world);
+    let Some(m) = world.apps.get_mut(app).and_then(|a| a.machines.get_mut(id)) else {
+        return false;
+    };
+    let had = m.active_lease().is_some();
+    m.lease = None;
+    drop(world);
+    sh.notify();
+    had
+}
+
+#[derive(Deserialize)]
+struct LeaseReq {
+    owner: String,
+    ttl: u64,
+}
+
+async fn post_lease(
+    State(sh): State<Arc<Shared>>,
+    axum::extract::Path((app, id)): axum::extract::Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let req: LeaseReq = match json_body(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let ttl = std::time::Duration::from_secs(req.ttl);
+    match take_lease(&sh, &app, &id, &req.owner, ttl) {
+        Some(nonce) => (StatusCode::CREATED, Json(json!({"nonce": nonce}))).into_response(),
+        None => {
+            ApiError::new(StatusCode::CONFLICT, "no such machine, or it is leased").into_response()
+        }
+    }
+}
+
+async fn delete_lease(
+    State(sh): State<Arc<Shared>>,
+    axum::extract::Path((app, id)): axum::extract::Path<(String, String)>,
+) -> Response {
+    if end_lease(&sh, &app, &id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        ApiError::not_found("no lease").into_response()
+    }
+}
+
 async fn delete_app(
     State(sh): State<Arc<Shared>>,
     axum::extract::Path(name): axum::extract::Path<String>,
@@ -335,6 +406,10 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/_sim/health_hits", get(get_health_hits))
         .route("/_sim/apps", post(post_app))
         .route("/_sim/apps/{name}", axum::routing::delete(delete_app))
+        .route(
+            "/_sim/apps/{name}/machines/{id}/lease",
+            post(post_lease).delete(delete_lease),
+        )
         .route(
             "/_sim/faults",
             get(get_faults).put(put_faults).post(put_faults),

@@ -73,6 +73,7 @@ fn apply(sh: &Arc<Shared>, app: &str, id: &str, generation: u64, step: Step) {
     if m.generation != generation {
         return;
     }
+    m.remember();
     let behaviour = images.of(m.image());
     let next = match step {
         Step::Boot | Step::Replaced | Step::Restart => {
@@ -92,7 +93,7 @@ fn apply(sh: &Arc<Shared>, app: &str, id: &str, generation: u64, step: Step) {
         }
         Step::Started => {
             m.set_state("started", "start", "flyd");
-            let now = Utc::now();
+            let now = m.now();
             // `started` only means the VM booted; checks report later [S24].
             m.checks = check_names(&m.config)
                 .into_iter()
@@ -112,7 +113,7 @@ fn apply(sh: &Arc<Shared>, app: &str, id: &str, generation: u64, step: Step) {
         }
         Step::Settle if m.state != "started" => None,
         Step::Settle => {
-            let now = Utc::now();
+            let now = m.now();
             for c in &mut m.checks {
                 if behaviour == ImageBehaviour::Healthy {
                     c.status = "passing".into();
@@ -170,9 +171,9 @@ fn apply(sh: &Arc<Shared>, app: &str, id: &str, generation: u64, step: Step) {
 pub(crate) fn refresh_checks(sh: &Shared) {
     let images = lock(&sh.images).clone();
     let mut world = lock(&sh.world);
-    let now = Utc::now();
     for app in world.apps.values_mut() {
         for m in app.machines.values_mut() {
+            let now = m.now();
             let bad = images.of(m.image()) == ImageBehaviour::ChecksCritical;
             for c in m.checks.iter_mut().filter(|c| c.status != "warning") {
                 let want = if bad { "critical" } else { "passing" };

@@ -25,7 +25,8 @@
 //! # Route classes (fault rules and rate-limit buckets)
 //! `apps.create`, `apps.get`, `apps.list`, `apps.delete`, `machines.create`, `machines.get`,
 //! `machines.list`, `machines.update`, `machines.stop`, `machines.start`, `machines.delete`,
-//! `machines.wait`, `secrets.list`, `secrets.set`, `ips.list`, `ips.create`, `ips.delete`,
+//! `machines.wait`, `machines.lease`, `secrets.list`, `secrets.set`, `ips.list`, `ips.create`,
+//! `ips.delete`,
 //! `orgs.machines`, `other`; `*` in a [`FaultRule`] matches all.
 //!
 //! # Inspection over HTTP (no auth, not rate limited, not logged)
@@ -33,12 +34,14 @@
 //! `POST /_sim/apps {"org","name"}` (seed), `DELETE /_sim/apps/{name}` (out-of-band delete, at
 //! once), `GET|PUT|POST /_sim/faults` ([`Faults`] JSON, e.g.
 //! `{"rules":[{"class":"apps.create","probability":0.5,"kind":"lost_answer","status":502}]}`),
-//! `PUT|POST /_sim/failing_images` (`["image:tag", ...]`), `GET|PUT|POST /_sim/image_behaviours`
+//! `POST|DELETE /_sim/apps/{app}/machines/{id}/lease` (`{"owner","ttl"}` → `{"nonce"}`: a lease
+//! held by someone else), `PUT|POST /_sim/failing_images` (`["image:tag", ...]`), `GET|PUT|POST /_sim/image_behaviours`
 //! (`{"image:tag": "exits_at_once" | "fails" | "checks_critical" | "healthy"}`, replaces all).
 //!
 //! # Apps' own endpoints (not the Machines API: not rate limited, not in the call log)
 //! `GET /_sim/apps/{app}/health`: what `https://{app}.fly.dev/health` answers (`health.rs`).
 
+mod clock;
 mod config;
 mod faults;
 mod health;
@@ -47,6 +50,7 @@ mod inspect;
 mod lifecycle;
 mod listener;
 mod ratelimit;
+mod replica;
 mod routes;
 mod server;
 mod state;
@@ -167,6 +171,62 @@ impl Sim {
     /// Replaces the timings; affects transitions scheduled from now on.
     pub fn set_timings(&self, timings: Timings) {
         *lock(&self.shared.timings) = timings;
+    }
+
+    /// Takes a lease on a machine as someone else would (an operator's `fly deploy`): until it
+    /// expires or [`Sim::end_lease`], changes without its nonce answer 409 (REFERENCE §3.10).
+    /// The nonce, or `None` when there is no such live machine or a lease is already held.
+    pub fn take_lease(
+        &self,
+        app: &str,
+        machine_id: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Option<String> {
+        inspect::take_lease(&self.shared, app, machine_id, owner, ttl)
+    }
+
+    /// Ends whatever lease the machine has, as its expiry would. False if it had none.
+    pub fn end_lease(&self, app: &str, machine_id: &str) -> bool {
+        inspect::end_lease(&self.shared, app, machine_id)
+    }
+
+    /// Sets [`SimConfig::stale_list_reads`]: from now on that share of list calls shows machines
+    /// as they were `machine_list_lag` ago, changes made since included.
+    pub fn set_stale_list_reads(&self, share: f64) {
+        *lock(&self.shared.stale_list_reads) = share;
+        replica::keep_past(&self.shared, share > 0.0);
+    }
+
+    /// The platform's clock: what `updated_at` stamps and the `Date` header say now.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.shared.clock.now()
+    }
+
+    /// Moves the platform's clock (forward, or back with a negative delta): stamps from now on
+    /// carry it, so a test can put time between two changes without waiting.
+    pub fn advance_clock(&self, by: chrono::TimeDelta) {
+        self.shared.clock.advance(by);
+    }
+
+    /// Puts one machine on a host whose clock is `skew` off the platform's: its changes from now
+    /// on are stamped with it. False if there is no such machine.
+    pub fn set_host_clock_skew(
+        &self,
+        app: &str,
+        machine_id: &str,
+        skew: chrono::TimeDelta,
+    ) -> bool {
+        let mut world = lock(&self.shared.world);
+        let Some(m) = world
+            .apps
+            .get_mut(app)
+            .and_then(|a| a.machines.get_mut(machine_id))
+        else {
+            return false;
+        };
+        m.host_skew = skew;
+        true
     }
 
     /// Sets [`SimConfig::secrets_lag`] for boots from now on.

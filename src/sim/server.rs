@@ -33,6 +33,10 @@ pub(crate) struct Shared {
     /// Bumped on every state change; long-polls (`/wait`) watch it.
     pub changed: watch::Sender<u64>,
     pub timings: Mutex<Timings>,
+    /// The platform's clock (`clock.rs`).
+    pub clock: Arc<super::clock::Clock>,
+    /// Share of list calls served by a lagging replica (`replica.rs`).
+    pub stale_list_reads: Mutex<f64>,
     /// How far behind a host's copy of an app's secrets is (`SimConfig::secrets_lag`).
     pub secrets_lag: Mutex<std::time::Duration>,
     /// What each image does once booted (`images.rs`).
@@ -82,6 +86,8 @@ impl Shared {
             changed: watch::channel(0).0,
             timings: Mutex::new(cfg.timings.clone()),
             secrets_lag: Mutex::new(cfg.secrets_lag),
+            stale_list_reads: Mutex::new(cfg.stale_list_reads),
+            clock: Arc::default(),
             images: Mutex::new(ImageTable::new(&cfg.failing_images, &cfg.image_behaviours)),
             health_overrides: Mutex::new(HashMap::new()),
             health_hits: AtomicU64::new(0),
@@ -151,17 +157,21 @@ impl Shared {
         } else {
             Vec::new()
         };
+        // Tokens carry no user here: one owner per token, without the token in it.
+        let owner = format!("token-{}@sim.fly.io", &super::state::sha256_hex(token)[..8]);
         if let Some(orgs) = self.tokens.get(token) {
             return Some(Caller {
                 orgs: orgs.clone(),
                 affinity,
                 window_401: false,
+                owner,
             });
         }
         self.any_token_org.as_ref().map(|o| Caller {
             orgs: vec![o.clone()],
             affinity,
             window_401: false,
+            owner,
         })
     }
 }
@@ -231,6 +241,7 @@ pub(crate) fn classify(method: &Method, path: &str) -> RouteInfo {
         ["v1", "apps", a, "machines", id, "stop"] => ("machines.stop", Some(a), Some(id)),
         ["v1", "apps", a, "machines", id, "start"] => ("machines.start", Some(a), Some(id)),
         ["v1", "apps", a, "machines", id, "wait"] => ("machines.wait", Some(a), Some(id)),
+        ["v1", "apps", a, "machines", id, "lease"] => ("machines.lease", Some(a), Some(id)),
         ["v1", "apps", a, "secrets"] if m == "GET" => ("secrets.list", Some(a), None),
         ["v1", "apps", a, "secrets"] if m == "POST" => ("secrets.set", Some(a), None),
         ["v1", "apps", a, "ip_assignments"] if m == "GET" => ("ips.list", Some(a), None),
@@ -250,6 +261,14 @@ pub(crate) fn classify(method: &Method, path: &str) -> RouteInfo {
 fn with_request_id(mut resp: Response, id: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(id) {
         resp.headers_mut().insert("fly-request-id", v);
+    }
+    resp
+}
+
+/// The answer's `Date`, on the platform's clock rather than the host's.
+fn with_date(mut resp: Response, sh: &Shared) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&super::clock::http_date(sh.clock.now())) {
+        resp.headers_mut().insert("date", v);
     }
     resp
 }
@@ -389,7 +408,7 @@ async fn pipeline(State(sh): State<Arc<Shared>>, mut req: Request, next: Next) -
     let dropped = rec.fault.as_deref().is_some_and(|f| f.ends_with("drop"));
     rec.status = (!dropped).then_some(resp.status().as_u16());
     sh.log(rec);
-    with_request_id(resp, &request_id)
+    with_date(with_request_id(resp, &request_id), &sh)
 }
 
 async fn fallback() -> Response {
@@ -401,7 +420,7 @@ async fn method_not_allowed() -> Response {
 }
 
 pub(crate) fn router(sh: Arc<Shared>) -> Router {
-    use routes::{apps, ips, machine_actions as ma, machines, orgs, secrets};
+    use routes::{apps, ips, leases, machine_actions as ma, machines, orgs, secrets};
     let v1 = Router::new()
         .route("/v1/apps", get(apps::list).post(apps::create))
         .route("/v1/apps/{app}", get(apps::show).delete(apps::destroy))
@@ -418,6 +437,12 @@ pub(crate) fn router(sh: Arc<Shared>) -> Router {
         .route("/v1/apps/{app}/machines/{id}/stop", post(ma::stop))
         .route("/v1/apps/{app}/machines/{id}/start", post(ma::start))
         .route("/v1/apps/{app}/machines/{id}/wait", get(ma::wait))
+        .route(
+            "/v1/apps/{app}/machines/{id}/lease",
+            get(leases::show)
+                .post(leases::create)
+                .delete(leases::release),
+        )
         .route(
             "/v1/apps/{app}/secrets",
             get(secrets::list).post(secrets::set),

@@ -55,6 +55,27 @@ pub(crate) struct MachineEvent {
     pub request: Option<Value>,
 }
 
+/// Copies of a machine as it was before its recent changes, oldest first, each with the instant it
+/// stopped being current: what a list replica that lags still serves (`replica.rs`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Past {
+    /// Copies that stopped being current longer ago than this are dropped.
+    pub keep: std::time::Duration,
+    pub copies: Vec<(Instant, Machine)>,
+}
+
+/// A machine lease (REFERENCE §3.10): whoever presents `nonce` may change the machine.
+#[derive(Debug, Clone)]
+pub(crate) struct Lease {
+    pub nonce: String,
+    pub owner: String,
+    pub description: String,
+    pub expires: Instant,
+    pub expires_at: DateTime<Utc>,
+    /// The machine's version when the lease was taken (the spec's `Lease.version` [S1]).
+    pub version: String,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Machine {
     pub id: String,
@@ -75,7 +96,8 @@ pub(crate) struct Machine {
     pub listed_at: Instant,
     /// Bumped by every user action; a scheduled transition of an older generation is void.
     pub generation: u64,
-    pub nonce: Option<String>,
+    /// The machine lease, if one was taken (REFERENCE §3.10); over once `expires` passes.
+    pub lease: Option<Lease>,
     /// From the create/update that made the current version: boot only with app secrets at least
     /// this version (REFERENCE §3.2, §4.1).
     pub min_secrets_version: Option<u64>,
@@ -84,6 +106,12 @@ pub(crate) struct Machine {
     /// The app's secrets version read at the last boot. Secrets are read when the VM boots; a
     /// running machine keeps them until updated or restarted (REFERENCE §4.3).
     pub booted_secrets_version: Option<u64>,
+    /// The platform's clock, shared by every machine of one simulator (`clock.rs`).
+    pub clock: std::sync::Arc<super::clock::Clock>,
+    /// How far this machine's host clock is off the platform's: its stamps carry it.
+    pub host_skew: chrono::TimeDelta,
+    /// Earlier copies of this machine, kept while stale list reads are on (`replica.rs`).
+    pub past: Option<Box<Past>>,
     /// flyd restarts after exits since the last launch by a user (create, update, start): what the
     /// restart policy's `max_retries` counts (REFERENCE §3.3).
     pub restarts: u64,
@@ -102,7 +130,7 @@ impl Machine {
         source: &str,
         request: Option<Value>,
     ) {
-        let now = Utc::now();
+        let now = self.now();
         self.state = state.to_string();
         self.updated_at = now;
         self.events.push(MachineEvent {
@@ -132,6 +160,18 @@ impl Machine {
         let version = replica_secrets_version.max(self.min_secrets_version.unwrap_or(0));
         self.booted_secrets_version = (!self.skip_secrets).then_some(version);
         self.set_state("starting", event, source);
+    }
+
+    /// What this machine's host stamps now (`updated_at`, events, checks), to the millisecond:
+    /// the precision the JSON shows, so a stamp read back and sent as `updated_after` is the stamp.
+    pub fn now(&self) -> DateTime<Utc> {
+        use chrono::SubsecRound;
+        (self.clock.now() + self.host_skew).trunc_subsecs(3)
+    }
+
+    /// The lease, unless there is none or it has expired.
+    pub fn active_lease(&self) -> Option<&Lease> {
+        self.lease.as_ref().filter(|l| Instant::now() < l.expires)
     }
 
     /// `metadata.<k>` of the config, as a string.

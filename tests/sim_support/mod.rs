@@ -55,10 +55,36 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> Result<Resp, reqwest::Error> {
+        self.try_send_with(method, path, body, &[]).await
+    }
+
+    /// A call with extra request headers (e.g. `fly-machine-lease-nonce`).
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        self.try_send_with(method, path, body, headers)
+            .await
+            .unwrap_or_else(|e| panic!("transport error on {path}: {e}"))
+    }
+
+    pub async fn try_send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Resp, reqwest::Error> {
         let mut rb = self
             .http
             .request(method, format!("{}{}", self.base, path))
             .header("authorization", format!("Bearer {}", self.token));
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
         if let Some(b) = body {
             rb = rb.json(&b);
         }

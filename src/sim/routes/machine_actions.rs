@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use super::leases;
 use super::validate::{SIGNALS, parse_duration};
 use super::{
     ApiError, ApiResult, Caller, app_for, app_for_mut, parse_body, parse_query, query_bool,
@@ -23,12 +24,13 @@ fn precondition(msg: String) -> ApiError {
     ApiError::new(StatusCode::PRECONDITION_FAILED, msg)
 }
 
-/// Runs `f` on a live (not destroyed) machine of a visible app, then schedules what it returns.
+/// Runs `f` on a live (not destroyed) machine of a visible app, unless another holder's lease
+/// forbids it (REFERENCE §3.10), then schedules what `f` returns.
 fn act(
     sh: &Arc<Shared>,
     caller: &Caller,
-    app: &str,
-    id: &str,
+    (app, id): (&str, &str),
+    headers: &HeaderMap,
     f: impl FnOnce(&mut Machine, u64) -> Result<(Value, Option<Step>), ApiError>,
 ) -> ApiResult {
     let secrets_lag = sh.secrets_lag();
@@ -41,6 +43,8 @@ fn act(
         .get_mut(id)
         .filter(|m| m.state != "destroyed")
         .ok_or_else(ApiError::machine_not_found)?;
+    leases::check(m, leases::nonce(headers))?;
+    m.remember();
     let (body, step) = f(m, secrets_version)?;
     let generation = m.generation;
     drop(world);
@@ -57,6 +61,7 @@ pub(crate) async fn stop(
     State(sh): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
     let body = parse_body(&body, true)?;
@@ -70,16 +75,18 @@ pub(crate) async fn stop(
     {
         return Err(ApiError::bad_request(format!("invalid timeout {t}")));
     }
-    act(&sh, &caller, &app, &id, |m, _| match m.state.as_str() {
-        "started" | "starting" | "replacing" | "updating" => {
-            m.generation += 1;
-            m.set_state("stopping", "stop", "user");
-            Ok((json!({"ok": true}), Some(Step::Stopped)))
+    act(&sh, &caller, (&app, &id), &headers, |m, _| {
+        match m.state.as_str() {
+            "started" | "starting" | "replacing" | "updating" => {
+                m.generation += 1;
+                m.set_state("stopping", "stop", "user");
+                Ok((json!({"ok": true}), Some(Step::Stopped)))
+            }
+            "destroying" => Err(precondition(
+                "failed_precondition: unable to stop machine, it is being destroyed".into(),
+            )),
+            _ => Ok((json!({"ok": true}), None)),
         }
-        "destroying" => Err(precondition(
-            "failed_precondition: unable to stop machine, it is being destroyed".into(),
-        )),
-        _ => Ok((json!({"ok": true}), None)),
     })
 }
 
@@ -88,8 +95,9 @@ pub(crate) async fn start(
     State(sh): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> ApiResult {
-    act(&sh, &caller, &app, &id, |m, secrets_version| {
+    act(&sh, &caller, (&app, &id), &headers, |m, secrets_version| {
         let prev = m.state.clone();
         match prev.as_str() {
             "stopped" | "created" | "suspended" | "failed" => {
@@ -114,10 +122,12 @@ pub(crate) async fn destroy(
     Extension(caller): Extension<Caller>,
     Path((app, id)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> ApiResult {
     let q = parse_query(raw.as_deref());
     let force = query_bool(&q, "force")? || query_bool(&q, "kill")?;
-    act(&sh, &caller, &app, &id, |m, _| match m.state.as_str() {
+    act(&sh, &caller, (&app, &id), &headers, |m, _| {
+        match m.state.as_str() {
         "destroying" => Ok((json!({"ok": true}), None)),
         "stopped" | "suspended" | "created" | "failed" => {
             m.generation += 1;
@@ -133,6 +143,7 @@ pub(crate) async fn destroy(
             "failed_precondition: unable to destroy machine, not currently stopped or suspended"
                 .into(),
         )),
+    }
     })
 }
 

@@ -1,22 +1,24 @@
 //! `/v1/apps/{app}/machines`: create, list, get, update [S1][S4].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
-use chrono::Utc;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use super::leases;
 use super::validate::validate_config;
 use super::{
     ApiError, ApiResult, Caller, app_for, app_for_mut, decode_cursor, encode_cursor, parse_body,
     parse_query, query_bool, query_get, query_limit,
 };
 use crate::sim::lifecycle::{self, Step};
+use crate::sim::replica;
 use crate::sim::server::{Shared, lock};
 use crate::sim::state::{App, Machine, new_machine_id, new_version_id, rfc3339, sha256_hex};
 
@@ -38,7 +40,8 @@ fn image_ref(image: &str) -> Value {
     })
 }
 
-/// Machine JSON (§3.5). `summary` omits config, checks, events, host_status, nonce [S1].
+/// Machine JSON (§3.5). `summary` omits config, checks, events, host_status [S1]. The create
+/// answer adds `nonce`, a read with `include_leases` adds `lease`.
 pub(crate) fn machine_json(m: &Machine, summary: bool) -> Value {
     let mut v = json!({
         "id": m.id,
@@ -62,9 +65,6 @@ pub(crate) fn machine_json(m: &Machine, summary: bool) -> Value {
         // `checks` may be absent until the first check runs [S1].
         if !m.checks.is_empty() {
             v["checks"] = json!(m.checks);
-        }
-        if let Some(n) = &m.nonce {
-            v["nonce"] = Value::from(n.as_str());
         }
     }
     v
@@ -163,12 +163,18 @@ pub(crate) async fn create(
     }
     let name = get_str(&body, "name")?.map(str::to_string);
     let skip_launch = get_bool(&body, "skip_launch")?;
-    let lease = match body.get("lease_ttl") {
-        None | Some(Value::Null) => false,
-        Some(v) if v.as_u64().is_some() => true,
-        Some(_) => return Err(ApiError::bad_request("lease_ttl must be an integer")),
+    let lease_ttl = match body.get("lease_ttl") {
+        None | Some(Value::Null) => None,
+        Some(v) if v.as_u64().is_some_and(|t| t > 0) => v.as_u64(),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "lease_ttl must be a positive integer",
+            ));
+        }
     };
-    let listed_at = Instant::now() + sh.timings().machine_list_lag;
+    let list_lag = sh.timings().machine_list_lag;
+    let listed_at = Instant::now() + list_lag;
+    let keep_past = *lock(&sh.stale_list_reads) > 0.0;
 
     let mut world = lock(&sh.world);
     let seq = world.next_seq();
@@ -184,7 +190,7 @@ pub(crate) async fn create(
     }
     let (min_secrets_version, skip_secrets) = secrets_request(app, &body)?;
     let id = new_machine_id();
-    let now = Utc::now();
+    let now = chrono::SubsecRound::trunc_subsecs(sh.clock.now(), 3);
     let mut m = Machine {
         name: name.unwrap_or_else(|| machine_name(&id)),
         id: id.clone(),
@@ -201,14 +207,22 @@ pub(crate) async fn create(
         updated_at: now,
         listed_at,
         generation: 1,
-        nonce: lease.then(|| uuid::Uuid::new_v4().simple().to_string()),
+        lease: None,
         min_secrets_version,
         skip_secrets,
         booted_secrets_version: None,
         restarts: 0,
+        past: keep_past.then(|| replica::past(list_lag)),
+        clock: sh.clock.clone(),
+        host_skew: chrono::TimeDelta::zero(),
     };
     m.set_state("created", "launch", "user");
-    let json = machine_json(&m, false);
+    let mut json = machine_json(&m, false);
+    if let Some(ttl) = lease_ttl {
+        // `lease_ttl` takes a lease on the new machine; only this answer carries its nonce [S1].
+        let lease = leases::acquire(&mut m, None, &caller.owner, "", Duration::from_secs(ttl))?;
+        json["nonce"] = Value::from(lease.nonce);
+    }
     app.machines.insert(id.clone(), m);
     drop(world);
     if !skip_launch {
@@ -249,12 +263,14 @@ pub(crate) async fn list(
         .filter_map(|(k, v)| Some((k.strip_prefix("metadata.")?, v.as_str())))
         .collect();
     let now = Instant::now();
+    let lag = replica::read_lag(&sh);
     let world = lock(&sh.world);
     let app = app_for(&world, &caller, &app_name)?;
     let mut ms: Vec<&Machine> = app
         .machines
         .values()
         .filter(|m| now >= m.listed_at) // list reads lag writes [S15]
+        .map(|m| m.as_of(lag))
         .filter(|m| include_deleted || m.state != "destroyed") // [S25]
         .filter(|m| states.is_empty() || states.contains(&m.state.as_str()))
         .filter(|m| region.is_none_or(|r| r == m.region))
@@ -293,7 +309,15 @@ pub(crate) async fn show(
         .get(&id)
         .ok_or_else(ApiError::machine_not_found)?;
     match query_get(&q, "version").filter(|v| !v.is_empty() && *v != m.version) {
-        None => Ok(Json(machine_json(m, false)).into_response()),
+        None => {
+            let mut v = machine_json(m, false);
+            if query_bool(&q, "include_leases")?
+                && let Some(l) = m.active_lease()
+            {
+                v["lease"] = leases::lease_json(l, false);
+            }
+            Ok(Json(v).into_response())
+        }
         Some(v) => {
             let (_, cfg) = m
                 .history
@@ -316,6 +340,7 @@ pub(crate) async fn update(
     State(sh): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     Path((app_name, id)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
     let mut body = parse_body(&body, false)?;
@@ -333,6 +358,7 @@ pub(crate) async fn update(
             "failed_precondition: machine is being destroyed",
         ));
     }
+    leases::check(m, leases::nonce(&headers))?;
     if let Some(cv) = get_str(&body, "current_version")?
         && cv != m.version
     {
@@ -357,6 +383,7 @@ pub(crate) async fn update(
         return Err(ApiError::bad_request("name cannot be changed"));
     }
     let skip_launch = get_bool(&body, "skip_launch")?;
+    m.remember();
     let old_version = std::mem::replace(&mut m.version, new_version_id());
     let old_cfg = std::mem::replace(&mut m.config, cfg);
     m.history.push((old_version, old_cfg));
@@ -374,7 +401,7 @@ pub(crate) async fn update(
         let state = if running { "replacing" } else { "updating" };
         m.set_state(state, "update", "user");
     } else {
-        m.updated_at = Utc::now();
+        m.updated_at = m.now();
     }
     let (json, generation) = (machine_json(m, false), m.generation);
     drop(world);

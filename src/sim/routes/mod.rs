@@ -2,6 +2,7 @@
 
 pub(crate) mod apps;
 pub(crate) mod ips;
+pub(crate) mod leases;
 pub(crate) mod machine_actions;
 pub(crate) mod machines;
 pub(crate) mod orgs;
@@ -24,6 +25,8 @@ pub(crate) struct Caller {
     pub affinity: Vec<String>,
     /// Inside a post-create window this call is answered 401, not 404 ([`crate::sim::Faults`]).
     pub window_401: bool,
+    /// Who takes a lease with this token (the spec's `Lease.owner`, a user identifier [S1]).
+    pub owner: String,
 }
 
 impl Caller {

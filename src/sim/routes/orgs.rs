@@ -97,8 +97,10 @@ pub(crate) async fn machines(
     let region = query_get(&q, "region").filter(|r| !r.is_empty());
     // Regions that did not answer: reported, and their machines missing (REFERENCE §3.9).
     let error_regions = lock(&sh.faults).faults.error_regions.clone();
+    let lag = crate::sim::replica::read_lag(&sh);
     let filter = Filter {
         now: Instant::now(),
+        lag,
         include_deleted,
         states,
         region,
@@ -134,7 +136,7 @@ pub(crate) async fn machines(
         .iter()
         .filter_map(|(_, id, app)| {
             let a = world.apps.get(app)?;
-            Some((a.name.as_str(), a.machines.get(id)?))
+            Some((a.name.as_str(), a.machines.get(id)?.as_of(lag)))
         })
         .collect();
     let last = listed.last().map(|(_, m)| *m);
@@ -160,6 +162,8 @@ const APPS_PER_HOLD: usize = 2_000;
 /// Which machines the query lists.
 struct Filter<'a> {
     now: Instant,
+    /// This call's replica is this far behind (`replica.rs`).
+    lag: std::time::Duration,
     include_deleted: bool,
     states: Vec<&'a str>,
     region: Option<&'a str>,
@@ -218,7 +222,11 @@ impl Page {
             if app.org != org {
                 continue;
             }
-            for m in app.machines.values().filter(|m| filter.lists(m)) {
+            let seen = app.machines.values().filter(|m| filter.now >= m.listed_at);
+            for m in seen
+                .map(|m| m.as_of(filter.lag))
+                .filter(|m| filter.lists(m))
+            {
                 self.offer(m.updated_at.timestamp_micros(), &m.id, name);
             }
         }
