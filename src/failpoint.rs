@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 
 /// Every failpoint, in the order the operations pass them.
 pub const ALL: &[&str] = &[
+    PASS_ACTION_BEFORE_CLAIM,
     PROVISION_ROW_RESERVED,
     PROVISION_APP_CREATE_BEFORE,
     PROVISION_APP_CREATE_AFTER_CALL,
@@ -45,6 +46,9 @@ pub const ALL: &[&str] = &[
     ORPHAN_DELETE_AFTER_RECORD,
 ];
 
+/// A full pass holds a concurrency slot for its next action and has not yet claimed the action's
+/// user: where a planned action waits while the world moves on (a re-upgrade, an override).
+pub const PASS_ACTION_BEFORE_CLAIM: &str = "pass.action.before_claim";
 pub const PROVISION_ROW_RESERVED: &str = "provision.row.after_record";
 pub const PROVISION_APP_CREATE_BEFORE: &str = "provision.app_create.before_call";
 pub const PROVISION_APP_CREATE_AFTER_CALL: &str = "provision.app_create.after_call";
@@ -83,6 +87,29 @@ enum Armed {
     Hang(Arc<Notify>),
     /// `std::process::abort()`: a real crash of a real process.
     Abort,
+    /// Signal the test, then wait until it lets go (see [`Paused`]).
+    Pause(Paused),
+}
+
+/// A failpoint armed to pause: tasks that reach it wait until [`Paused::release`], then go on as if
+/// nothing were armed. Lets a test change the world at a named instant and then watch what the
+/// controller does with a decision made before the change.
+#[derive(Clone)]
+pub struct Paused {
+    reached: Arc<Notify>,
+    go: Arc<tokio::sync::Semaphore>,
+}
+
+impl Paused {
+    /// Returns once a task has reached the failpoint (at once if one already did).
+    pub async fn reached(&self) {
+        self.reached.notified().await
+    }
+
+    /// Lets every waiting task, and every later one, through.
+    pub fn release(&self) {
+        self.go.close();
+    }
 }
 
 static ANY_ARMED: AtomicBool = AtomicBool::new(false);
@@ -117,6 +144,11 @@ pub async fn hit(name: &'static str) {
             notify.notify_one();
             std::future::pending::<()>().await;
         }
+        Some(Armed::Pause(paused)) => {
+            paused.reached.notify_one();
+            // Closed by `release`: the acquire then fails at once, for this task and every later one.
+            let _ = paused.go.acquire().await;
+        }
     }
 }
 
@@ -139,6 +171,20 @@ pub fn arm_hang_on_this_thread(name: &str) -> Arc<Notify> {
         Armed::Hang(notify.clone()),
     );
     notify
+}
+
+/// Arm `name` to pause, for tasks polled on the calling thread only (as [`arm_hang_on_this_thread`]).
+pub fn arm_pause_on_this_thread(name: &str) -> Paused {
+    let paused = Paused {
+        reached: Arc::new(Notify::new()),
+        go: Arc::new(tokio::sync::Semaphore::new(0)),
+    };
+    set(
+        Some(std::thread::current().id()),
+        name,
+        Armed::Pause(paused.clone()),
+    );
+    paused
 }
 
 pub fn arm_abort(name: &str) {

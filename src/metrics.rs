@@ -61,6 +61,9 @@ pub mod outcome {
     pub const FAILED: &str = "failed";
     /// Lost the lease mid-action; a deposed leader's write was refused.
     pub const FENCED: &str = "fenced";
+    /// Planned by a full pass from an older read and dropped under the user's claim: the user's
+    /// facts (subscription, override) no longer call for it.
+    pub const STALE: &str = "stale";
 }
 
 /// The `user_fly_apps.status` values, each always exported (0 when absent).

@@ -10,7 +10,7 @@ use crate::db::apps::Store;
 use crate::fly::{ClientOptions, DEFAULT_LIST_PAGE_SIZE, FlyClient, FlyError, RateLimits};
 use crate::reconcile::cache::ObserveCache;
 use crate::reconcile::desired::PaidPolicy;
-use crate::reconcile::execute::{Ctx, Slot, Timeouts};
+use crate::reconcile::execute::{Ctx, Slot, Timeouts, Wanted};
 use crate::reconcile::pass::{PassConfig, PlanSettingsTemplate};
 use crate::reconcile::queue::WorkQueue;
 use crate::reconcile::spec::AppSpec;
@@ -94,16 +94,29 @@ pub fn ctx(s: &Settings, pool: sqlx::PgPool, fly: FlyClient) -> Ctx {
         users: WorkQueue::new(),
         health_url_template: s.operations.health_url_template.as_str().into(),
         slot: Slot::default(),
+        wanted: Wanted {
+            policy: paid_policy(s),
+            deprovision_grace: chrono_duration(s.deprovision_grace),
+        },
     }
 }
 
+/// Who counts as paying: `PAID_TIERS` and `PAID_STATUSES`.
+pub fn paid_policy(s: &Settings) -> PaidPolicy {
+    PaidPolicy {
+        tiers: s.paid_tiers.clone(),
+        statuses: s.paid_statuses.clone(),
+    }
+}
+
+fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
 pub fn pass_config(s: &Settings) -> PassConfig {
-    let chrono = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+    let chrono = chrono_duration;
     PassConfig {
-        policy: PaidPolicy {
-            tiers: s.paid_tiers.clone(),
-            statuses: s.paid_statuses.clone(),
-        },
+        policy: paid_policy(s),
         plan: PlanSettingsTemplate {
             deprovision_grace: chrono(s.deprovision_grace),
             orphan_grace: chrono(s.orphan_grace),

@@ -317,6 +317,7 @@ impl Store {
         for b in binds {
             q = match b {
                 Bind::Text(v) => q.bind(v),
+                Bind::TextList(v) => q.bind(v),
                 Bind::Int(v) => q.bind(v),
                 Bind::Float(v) => q.bind(v),
             };
@@ -605,18 +606,56 @@ impl Store {
             .await
     }
 
+    /// Starts a deprovision: the row → `deprovisioning`. Returns `false`, changing nothing, unless the
+    /// row is, at this instant, a live row whose user is unwanted and whose grace is over:
+    /// - `unwanted_since` is set and `unwanted_since + grace` has passed (a targeted run that cancelled
+    ///   the deprovision cleared it; one that restarted it moved it);
+    /// - no override keeps the user: `present`, `paused`, and any value nobody understands (read as
+    ///   paused) all do; `absent` lets the deprovision go whatever the subscription;
+    /// - without an override, no subscription is paid under `wanted.policy`.
+    ///
+    /// Why in SQL, in the fenced write itself: the deprovision was planned from a read of the fleet
+    /// that may be minutes old when a slot frees up for it; the user may have re-upgraded, an admin
+    /// may have paused them, since. The caller must not touch Fly when this returns `false`.
     pub async fn mark_deprovisioning(
         &self,
         row_id: Uuid,
+        wanted: &crate::reconcile::execute::Wanted,
         events: &[Event],
-    ) -> Result<(), StoreError> {
-        self.update(
-            row_id,
-            "status = 'deprovisioning', unwanted_since = COALESCE(unwanted_since, now())",
-            vec![],
-            events,
-        )
-        .await
+    ) -> Result<bool, StoreError> {
+        let grace_ms = wanted
+            .deprovision_grace
+            .num_milliseconds()
+            .clamp(0, i64::MAX / 2);
+        let res = self
+            .update_where(
+                row_id,
+                "status = 'deprovisioning'",
+                "a.deleted_at IS NULL \
+                 AND a.status IN ('active', 'provisioning', 'error') \
+                 AND a.unwanted_since IS NOT NULL \
+                 AND a.unwanted_since + $3 * interval '1 millisecond' <= now() \
+                 AND NOT EXISTS (SELECT 1 FROM vyx_fleet.user_fly_app_overrides o \
+                                  WHERE o.user_id = a.user_id AND o.desired IS DISTINCT FROM 'absent') \
+                 AND (EXISTS (SELECT 1 FROM vyx_fleet.user_fly_app_overrides o \
+                               WHERE o.user_id = a.user_id AND o.desired = 'absent') \
+                      OR NOT EXISTS (SELECT 1 FROM public.user_subscriptions s \
+                                      WHERE s.user_id = a.user_id \
+                                        AND s.tier = ANY($4) AND s.status = ANY($5)))",
+                vec![
+                    Bind::Int(Some(grace_ms)),
+                    Bind::TextList(wanted.policy.tiers.clone()),
+                    Bind::TextList(wanted.policy.statuses.clone()),
+                ],
+                events,
+            )
+            .await;
+        match res {
+            Ok(()) => Ok(true),
+            // The fence holds, so the guard (or the row's existence) said no.
+            Err(StoreError::Conflict) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// The app is confirmed gone (404): soft-delete. The row stays for `signals.fly_app_id` and for a
@@ -725,6 +764,7 @@ fn retry_millis(retry_in: std::time::Duration) -> i64 {
 
 enum Bind {
     Text(Option<String>),
+    TextList(Vec<String>),
     Int(Option<i64>),
     Float(Option<f64>),
 }

@@ -8,7 +8,9 @@
 //! 2. The leader calls [`renew`] every `renew_every` (well under `ttl`); `false` means it lost the lease:
 //!    it must stop writing at once and go back to 1.
 //! 3. Every controller write carries `AND vyx_fleet.fence($term)`, so a deposed leader that has not yet
-//!    noticed writes nothing.
+//!    noticed writes nothing. The fence locks the lease row FOR KEY SHARE: a change of term (FOR UPDATE,
+//!    `term` being part of a key) waits for in-flight fenced writes; a renewal (FOR NO KEY UPDATE)
+//!    does not.
 //! 4. On shutdown the leader calls [`release`]; a standby's next [`try_acquire`] succeeds immediately.
 //!
 //! # Guarantees
@@ -98,10 +100,22 @@ pub async fn try_acquire(
 ) -> Result<Option<i64>, DbError> {
     // ON CONFLICT DO UPDATE locks the row and re-checks the WHERE on its latest version, so two
     // replicas racing for an expired lease cannot both win. The upsert also recreates a deleted row.
+    //
+    // It locks *before* judging its WHERE, and since the statement may change `term` (a key column)
+    // that lock is FOR UPDATE: it waits for every in-flight write fenced with the current term (that
+    // wait is what keeps a deposed leader's write from landing after a takeover). A standby asking
+    // while someone else's lease is live must not queue there, bounded only by the same
+    // `lock_timeout` as the writes it waits for: the `NOT EXISTS` reads the row without a lock and
+    // offers no row to insert, so no conflict arises and nothing is locked. If the lease expires
+    // between that read and the next attempt, the next attempt takes it.
     let term: Option<i64> = bounded(
         sqlx::query_scalar(
             "INSERT INTO vyx_fleet.lease AS l (name, holder, term, expires_at)
-         VALUES ($1, $2, 1, clock_timestamp() + $3 * interval '1 millisecond')
+         SELECT $1::text, $2::text, 1, clock_timestamp() + $3 * interval '1 millisecond'
+          WHERE NOT EXISTS (
+                SELECT 1 FROM vyx_fleet.lease o
+                 WHERE o.name = $1 AND o.holder IS DISTINCT FROM $2
+                   AND o.expires_at > clock_timestamp())
          ON CONFLICT (name) DO UPDATE
             SET holder = EXCLUDED.holder,
                 term = CASE
@@ -126,6 +140,12 @@ pub async fn try_acquire(
 
 /// Extends the lease held by `holder` under `term`. `false` means the lease was lost (taken over, released
 /// or expired): the caller must stop writing and go back to [`try_acquire`].
+///
+/// It changes no key column, so it takes
+/// FOR NO KEY UPDATE on the row, which does not conflict with the fence's FOR KEY SHARE: a renewal never
+/// waits for a fenced write, however long that write is blocked elsewhere (see the fence's migration,
+/// `20261207000100_fence_key_share.sql`). Leadership therefore does not depend on which of two equal
+/// `lock_timeout`s fires first.
 pub async fn renew(pool: &PgPool, holder: &str, term: i64, ttl: Duration) -> Result<bool, DbError> {
     let done = bounded(
         sqlx::query(

@@ -7,7 +7,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use super::desired::{PaidPolicy, desired};
+use super::desired::{Intent, PaidPolicy, desired};
 use super::execute::{self, Ctx, Outcome, Slot};
 use super::plan::{Action, Finding, Plan, PlanInput, PlanSettings, plan};
 use super::rollout::WaveSettings;
@@ -330,8 +330,10 @@ async fn execute_plan(ctx: &Ctx, cfg: &PassConfig, metrics: &Metrics, plan: Plan
             Ok(p) => p,
             Err(_) => break,
         };
+        crate::failpoint::hit(crate::failpoint::PASS_ACTION_BEFORE_CLAIM).await;
         // A user a targeted run is working on is left to it: it reads everything afresh.
-        let claim = match super::targeted::action_user(&action) {
+        let user = super::targeted::action_user(&action);
+        let claim = match user {
             Some(user) => match ctx.users.claim(user) {
                 Some(c) => Some(c),
                 None => continue,
@@ -342,9 +344,23 @@ async fn execute_plan(ctx: &Ctx, cfg: &PassConfig, metrics: &Metrics, plan: Plan
             slot: Slot::holding(permit),
             ..ctx.clone()
         };
+        let policy = cfg.policy.clone();
         set.spawn(
             async move {
-                let outcome = execute::run(&ctx, &action).await;
+                let outcome = match user {
+                    Some(user) => match still_fits(&ctx, &policy, &action, user).await {
+                        Ok(true) => Some(execute::run(&ctx, &action).await),
+                        Ok(false) => {
+                            info!(%user, action = action.kind(), "planned action no longer fits the user; dropped");
+                            None
+                        }
+                        Err(e) => {
+                            warn!(%user, action = action.kind(), error = %e, "could not re-read the user; action left to a later pass");
+                            None
+                        }
+                    },
+                    None => Some(execute::run(&ctx, &action).await),
+                };
                 drop(claim);
                 ctx.slot.release();
                 (action.kind(), outcome)
@@ -358,7 +374,8 @@ async fn execute_plan(ctx: &Ctx, cfg: &PassConfig, metrics: &Metrics, plan: Plan
     };
     while let Some(res) = set.join_next().await {
         match res {
-            Ok((kind, outcome)) => {
+            Ok((kind, None)) => metrics.record_action(kind, crate::metrics::outcome::STALE),
+            Ok((kind, Some(outcome))) => {
                 metrics.record_action(kind, outcome.as_str());
                 if let Outcome::Retry { kind, fly: true } = outcome {
                     metrics.record_fly_error(kind);
@@ -374,4 +391,41 @@ async fn execute_plan(ctx: &Ctx, cfg: &PassConfig, metrics: &Metrics, plan: Plan
         }
     }
     report
+}
+
+/// Whether `action`, planned from a read of the whole fleet that may be minutes old, still fits its
+/// user now. Called under the user's claim, right before the action's first write, with the user's
+/// own facts re-read by primary key: a converge, rollout step or repair needs the user wanted
+/// (`Present`: a fresh `paused` override or a downgrade drops it), a grace start or a deprovision
+/// needs the user unwanted (a re-upgrade or a `present`/`paused` override drops it). A deprovision
+/// is left to the write that starts it, which re-checks the grace and the facts in SQL, in one
+/// statement with the write.
+async fn still_fits(
+    ctx: &Ctx,
+    policy: &PaidPolicy,
+    action: &Action,
+    user: uuid::Uuid,
+) -> Result<bool, sqlx::Error> {
+    let needs = match action {
+        Action::Converge { .. }
+        | Action::Rollout { .. }
+        | Action::Repair { .. }
+        | Action::CancelDeprovision { .. } => Intent::Present,
+        Action::MarkUnwanted { .. } => Intent::Absent,
+        // Judged by the fenced write that starts it, in SQL with the grace (see
+        // `Store::mark_deprovisioning`); one that already started runs to the end whoever wants the
+        // user now (the planner plans it for wanted users too), so the intent alone cannot judge it.
+        Action::Deprovision { .. } => return Ok(true),
+        Action::SyncOrphans { .. } | Action::DeleteOrphan { .. } => return Ok(true),
+    };
+    let facts: Vec<_> = apps::load_desired_facts_for_user(ctx.store.pool(), user)
+        .await?
+        .into_iter()
+        .collect();
+    let (desired, _) = desired(&facts, policy);
+    let now = desired
+        .get(&user)
+        .map(|i| i.intent)
+        .unwrap_or(Intent::Absent);
+    Ok(now == needs)
 }

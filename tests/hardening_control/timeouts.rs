@@ -1,27 +1,61 @@
-//! Point 5: a stuck lock holder cannot wedge leadership or billing.
+//! A stuck lock holder cannot wedge leadership or billing.
 
 #[allow(unused_imports)]
 use super::*;
 
-/// Polls until some backend waits on a lock (the blocked statement is in place). A condition, not a
-/// timing: the guard only stops a broken build from hanging the suite.
-async fn until_a_backend_waits_on_a_lock(pool: &sqlx::PgPool) {
+/// The backend of the caller's own connection.
+async fn backend_pid(conn: &mut sqlx::PgConnection) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+/// Polls until a backend waits on a lock that `holder` holds, and returns that backend. Only this
+/// test's own backends can be blocked by `holder` (other tests share the cluster, not the
+/// transaction), so a lock wait elsewhere in the cluster cannot end the wait early. A condition, not
+/// a timing: the guard only stops a broken build from hanging the suite.
+async fn until_blocked_by(pool: &sqlx::PgPool, holder: i32) -> i32 {
     guard(async {
         loop {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+            let waiter: Option<i32> = sqlx::query_scalar(
+                "SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)) LIMIT 1",
             )
-            .fetch_one(pool)
+            .bind(holder)
+            .fetch_optional(pool)
             .await
             .unwrap();
-            if n > 0 {
-                return;
+            if let Some(pid) = waiter {
+                return pid;
             }
-            tokio::task::yield_now().await;
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     })
     .await
+}
+
+/// Whether `waiter` is, right now, waiting on a lock that `holder` holds.
+async fn is_blocked_by(pool: &sqlx::PgPool, waiter: i32, holder: i32) -> bool {
+    sqlx::query_scalar("SELECT $2 = ANY(pg_blocking_pids($1))")
+        .bind(waiter)
+        .bind(holder)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// A pool whose writes wait for locks far longer than the test runs. With the daemon's own
+/// `lock_timeout` the blocked write would give up after a few seconds and free the lease row, so a
+/// renewal that (wrongly) queued behind it would still pass, on a loaded machine, by outlasting it:
+/// the test could not tell. A write that never gives up leaves only one way to pass.
+async fn patient_pool(fleet: &Fleet) -> sqlx::PgPool {
+    let limits = vyx_fleet::db::SessionLimits {
+        lock_timeout: std::time::Duration::from_secs(600),
+        statement_timeout: std::time::Duration::from_secs(600),
+    };
+    vyx_fleet::db::connect_with_limits(&fleet.db.url, 2, limits)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -30,26 +64,27 @@ async fn an_idle_transaction_holding_an_app_row_does_not_wedge_lease_renewal() {
     let user = paid(&fleet, 1).await[0];
     fleet.converge().await;
     let row = fleet.row(user).await;
-    // The controller's pool, configured as the daemon configures it.
+    // The leader's lease calls go through a pool configured as the daemon configures it.
     let pool = vyx_fleet::db::connect(&fleet.db.url, 4).await.unwrap();
-    let store = Store::new(pool.clone(), fleet.term);
+    let store = Store::new(patient_pool(&fleet).await, fleet.term);
 
     // An admin's psql session: a row lock, then idle.
     let mut admin = fleet.db.pool.begin().await.unwrap();
+    let admin_pid = backend_pid(&mut admin).await;
     sqlx::query("SELECT 1 FROM public.user_fly_apps WHERE id = $1 FOR UPDATE")
         .bind(row.id)
         .execute(&mut *admin)
         .await
         .unwrap();
 
-    // A fenced write blocks on that row while holding the fence's share lock on the lease row.
+    // A fenced write blocks on that row, holding the fence's lock on the lease row.
     let write = tokio::spawn({
         let store = store.clone();
         async move { store.mark_unwanted(row.id, &[]).await }
     });
-    until_a_backend_waits_on_a_lock(&fleet.db.pool).await;
+    let writer = until_blocked_by(&fleet.db.pool, admin_pid).await;
 
-    // The leader's renewal and a standby's attempt both answer while the admin still idles.
+    // The leader's renewal and a standby's attempt both answer while the write is still blocked.
     let renewed = guard(lease::renew(
         &pool,
         &fleet.holder,
@@ -65,9 +100,88 @@ async fn an_idle_transaction_holding_an_app_row_does_not_wedge_lease_renewal() {
     ))
     .await;
     assert!(matches!(standby, Ok(None)), "{standby:?}");
+    assert!(
+        is_blocked_by(&fleet.db.pool, writer, admin_pid).await,
+        "the write was still blocked when the lease calls answered: they did not wait for it"
+    );
+
+    // Once the admin lets go, the write (fenced with a term that is still valid) goes through.
+    admin.rollback().await.unwrap();
     let write = guard(write).await.unwrap();
+    assert!(write.is_ok(), "{write:?}");
+    assert!(fleet.row(user).await.unwanted_since.is_some());
+}
+
+#[tokio::test]
+async fn a_fenced_write_blocked_by_an_idle_transaction_gives_up_with_the_daemons_limits() {
+    let fleet = Fleet::start().await;
+    let user = paid(&fleet, 1).await[0];
+    fleet.converge().await;
+    let row = fleet.row(user).await;
+    let pool = vyx_fleet::db::connect(&fleet.db.url, 4).await.unwrap();
+    let store = Store::new(pool.clone(), fleet.term);
+
+    let mut admin = fleet.db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM public.user_fly_apps WHERE id = $1 FOR UPDATE")
+        .bind(row.id)
+        .execute(&mut *admin)
+        .await
+        .unwrap();
+    // The admin idles for as long as the write takes: only the write's own `lock_timeout` ends it.
+    let write = guard(store.mark_unwanted(row.id, &[])).await;
     assert!(write.is_err(), "the blocked write gives up: {write:?}");
     admin.rollback().await.unwrap();
+    assert!(fleet.row(user).await.unwanted_since.is_none());
+}
+
+#[tokio::test]
+async fn a_change_of_term_waits_for_a_write_fenced_with_the_old_term() {
+    let fleet = Fleet::start().await;
+    let user = paid(&fleet, 1).await[0];
+    fleet.converge().await;
+    let row = fleet.row(user).await;
+    let store = Store::new(patient_pool(&fleet).await, fleet.term);
+
+    let mut admin = fleet.db.pool.begin().await.unwrap();
+    let admin_pid = backend_pid(&mut admin).await;
+    sqlx::query("SELECT 1 FROM public.user_fly_apps WHERE id = $1 FOR UPDATE")
+        .bind(row.id)
+        .execute(&mut *admin)
+        .await
+        .unwrap();
+    let write = tokio::spawn({
+        let store = store.clone();
+        async move { store.mark_unwanted(row.id, &[]).await }
+    });
+    let writer = until_blocked_by(&fleet.db.pool, admin_pid).await;
+
+    // Another replica takes over (a new term) while the old term's write is in flight: the takeover
+    // must wait for that write, or the deposed leader's write would land after it.
+    let patient = patient_pool(&fleet).await;
+    let mut usurper = patient.acquire().await.unwrap().detach();
+    let usurper_pid = backend_pid(&mut usurper).await;
+    let takeover = tokio::spawn(async move {
+        sqlx::query(
+            "UPDATE vyx_fleet.lease SET holder = 'usurper', term = term + 1,
+                    expires_at = clock_timestamp() + interval '1 hour'
+              WHERE name = 'controller'",
+        )
+        .execute(&mut usurper)
+        .await
+    });
+    let blocker = until_blocked_by(&fleet.db.pool, writer).await;
+    assert_eq!(
+        blocker, usurper_pid,
+        "the takeover waits for the fenced write"
+    );
+
+    admin.rollback().await.unwrap();
+    let write = guard(write).await.unwrap();
+    assert!(write.is_ok(), "{write:?}");
+    guard(takeover).await.unwrap().unwrap();
+    // The old term's next write changes nothing.
+    store.cancel_unwanted(row.id, &[]).await.unwrap_err();
+    assert!(fleet.row(user).await.unwanted_since.is_some());
 }
 
 #[tokio::test]

@@ -257,18 +257,20 @@ async fn failures_are_logged_at_warn_with_request_id_and_without_secrets() {
         ),
         answer(404, r#"{"error":"nope"}"#),
     ];
-    let (_stub, c) = stub(canned.iter().cycle().take(6).cloned().collect()).await;
+    let (_stub, c) = stub(canned.iter().cycle().take(4).cloned().collect()).await;
     let values = [("K".to_owned(), Some(Secret::new("s3cr3t-value")))].into();
-    // A callsite first registered by a concurrent test thread may have cached "nobody listens"
-    // (tracing registers callsites once, racily); once registered, a rebuild fixes that.
-    for _ in 0..3 {
-        tracing::callsite::rebuild_interest_cache();
-        c.set_secrets("app", &values).await.unwrap_err();
-        c.get_machine("app", "m1").await.unwrap_err();
-        if String::from_utf8_lossy(&logs.0.lock().unwrap()).contains("status=404") {
-            break;
-        }
-    }
+    // tracing caches each callsite's interest when the callsite is first hit, from the dispatchers
+    // alive at that instant, and a concurrent test thread can make that first registration cache
+    // "nobody listens" for this thread's subscriber too. So: hit every callsite of both paths once
+    // (registration done, whatever it cached), recompute every cached interest while this test's
+    // subscriber is alive, then forget that warm-up and judge only the second, measured run. No
+    // retry loop: the measured run is the only one asserted on.
+    c.set_secrets("app", &values).await.unwrap_err();
+    c.get_machine("app", "m1").await.unwrap_err();
+    tracing::callsite::rebuild_interest_cache();
+    logs.0.lock().unwrap().clear();
+    c.set_secrets("app", &values).await.unwrap_err();
+    c.get_machine("app", "m1").await.unwrap_err();
     let out = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(out.contains("WARN"), "{out}");
     assert!(

@@ -1,8 +1,12 @@
 //! Take a user's app away; keep everything else.
 //!
 //! # Expected flow
-//! 1. Row → `deprovisioning` (event `deprovision_started`). From here the deprovision runs to the end
-//!    even if the user is wanted again; the next pass then provisions afresh with the same row/name.
+//! 1. Row → `deprovisioning` (event `deprovision_started`), by a fenced write that re-checks in SQL
+//!    that the row is still unwanted past its grace and that no override or paid subscription wants
+//!    the user now ([`crate::db::apps::Store::mark_deprovisioning`]). If it changes no row the
+//!    deprovision ends here, before any Fly call. From a successful write on, the deprovision runs to
+//!    the end even if the user is wanted again; the next pass then provisions afresh with the same
+//!    row/name.
 //! 2. `GET /v1/apps/{name}`: 404, confirmed by a second 404 a moment later → step 5. 403, or an
 //!    app in another org → not ours: never touched, step 5 (our app is gone either way).
 //! 3. Stop each machine gracefully (SIGTERM, Fly's timeout); a slow stop does not block the delete.
@@ -14,6 +18,9 @@
 //!
 //! # Guarantees
 //! - Only the app named in the row, in our org, with the managed prefix, is deleted (invariant 1).
+//! - A deprovision planned before the user was wanted again (a re-upgrade, a `present` or `paused`
+//!   override, a cancelled grace) sends no stop and no delete: step 1 decides on the database as it
+//!   is when the step runs, not as the plan read it.
 //! - The row is soft-deleted, never removed; user data in Supabase is never touched (invariant 5).
 //!
 //! # Assumptions
@@ -57,7 +64,16 @@ pub(super) async fn deprovision(ctx: &Ctx, row_id: Uuid) -> Result<(), ExecError
         Some(RowStatus::Deprovisioning) => {}
         Some(RowStatus::Active | RowStatus::Provisioning | RowStatus::Error) => {
             let ev = Event::new("deprovision_started", serde_json::json!({"app": app}));
-            ctx.store.mark_deprovisioning(row.id, &[ev]).await?;
+            if !ctx
+                .store
+                .mark_deprovisioning(row.id, &ctx.wanted, &[ev])
+                .await?
+            {
+                // Planned from an older read: the user is wanted again, paused, or its grace was
+                // restarted. Nothing was written, so nothing is sent to Fly.
+                info!(app = %app, "deprovision no longer due; app kept");
+                return Ok(());
+            }
             hit(fp::DEPROVISION_MARKED).await;
             info!(app = %app, "deprovisioning");
         }

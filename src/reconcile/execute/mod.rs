@@ -26,6 +26,7 @@ use tracing::{Instrument, info, info_span, warn};
 use uuid::Uuid;
 
 use super::cache::ObserveCache;
+use super::desired::PaidPolicy;
 use super::plan::{Action, ConvergeReason};
 use super::queue::WorkQueue;
 use super::recorded::RowStatus;
@@ -68,6 +69,16 @@ impl Default for Timeouts {
     }
 }
 
+/// Who is wanted (`PAID_TIERS`, `PAID_STATUSES`) and how long an unwanted user's app waits
+/// (`DEPROVISION_GRACE`). A deletion is planned from a read of the fleet that may be minutes old by
+/// the time it runs; the write that starts it re-checks both in SQL against the user's rows as they
+/// are at that instant, so a deprovision planned before a re-upgrade or an override deletes nothing.
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    pub policy: PaidPolicy,
+    pub deprovision_grace: chrono::Duration,
+}
+
 /// Everything an executor needs; cheap to clone into tasks.
 #[derive(Clone)]
 pub struct Ctx {
@@ -87,6 +98,8 @@ pub struct Ctx {
     pub health_url_template: Arc<str>,
     /// The pass's concurrency slot this action holds (none outside a full pass).
     pub slot: Slot,
+    /// What the write that starts a deprovision re-checks (see [`Wanted`]).
+    pub wanted: Wanted,
 }
 
 /// One of a full pass's `MAX_CONCURRENCY` slots, held by the action it was given to
