@@ -106,10 +106,13 @@ fn summary(d: &DashboardData, now: DateTime<Utc>) -> Markup {
                 code { (d.image) } br;
                 span.notice { (s.on_image) " of " (s.live) " live apps run it" }
             }))
+            // From `vyx_fleet.rollout` itself, not the leader's last pass record, which lags it.
             (card("Rollout", html! {
-                @match &s.rollout_halted {
-                    Some(img) => span.bad #rollout-halted { "halted: " code { (img) } },
-                    None => span.ok { "not halted" },
+                @match &d.rollout {
+                    Some(r) if r.halted => span.bad #rollout-halted { "halted: " code { (r.target_image) } },
+                    Some(r) if r.completed_at.is_some() => span.ok { "complete" },
+                    Some(_) => span.warn { "in progress" },
+                    None => span.notice { "none yet" },
                 }
             }))
             (card("Breaker", html! {

@@ -18,6 +18,7 @@
 
 mod activity;
 mod auth;
+mod contrast;
 mod controls;
 mod dashboard;
 mod held;

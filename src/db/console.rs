@@ -248,8 +248,6 @@ pub(crate) struct Summary {
     pub on_image: i64,
     pub leader: Option<String>,
     pub last_pass_at: Option<DateTime<Utc>>,
-    /// The image whose rollout the leader's last pass found halted.
-    pub rollout_halted: Option<String>,
 }
 
 /// Counts for [`Summary`]; a handful of aggregate statements whatever the fleet size.
@@ -295,7 +293,7 @@ pub(crate) async fn load_summary(
         crate::db::DbError::Query(q) => q,
         other => sqlx::Error::Protocol(other.to_string()),
     })?;
-    let (last_pass_at, rollout_halted) = pass_record(pool).await?;
+    let (last_pass_at, _) = pass_record(pool).await?;
     Ok(Summary {
         by_status,
         by_health,
@@ -306,7 +304,6 @@ pub(crate) async fn load_summary(
         on_image,
         leader: lease.live_holder().map(str::to_string),
         last_pass_at,
-        rollout_halted,
     })
 }
 
