@@ -47,6 +47,10 @@ struct Demo {
     vars: HashMap<String, String>,
     deadline: Instant,
     controller: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    /// Shared by every controller the story starts and the console's `/healthz` and `/metrics`, so
+    /// they report the running controller (not a second, idle one).
+    health: Health,
+    metrics: Metrics,
 }
 
 fn say(line: impl AsRef<str>) {
@@ -118,6 +122,8 @@ async fn story(
         vars,
         deadline: Instant::now() + timeout,
         controller: None,
+        health: Health::new(Duration::from_secs(60)),
+        metrics: Metrics::new(),
     };
     let r = demo.play().await;
     demo.stop_controller().await;
@@ -191,26 +197,24 @@ impl Demo {
     }
 
     /// The admin console on `127.0.0.1:9090` (another free port if that one is taken), with a
-    /// one-off admin token printed here, so the story can be steered from a browser afterwards.
+    /// demo admin whose token is printed here, so the story can be steered from a browser afterwards.
     async fn serve_console(&self) -> Result<JoinHandle<std::io::Result<()>>, String> {
-        let token: String = {
-            use rand::Rng;
-            let mut rng = rand::rng();
-            (0..40)
-                .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
-                .collect()
-        };
         let mut vars = self.vars.clone();
         vars.insert("USER_APP_IMAGE".into(), IMAGE_V2.into());
-        vars.insert("ADMIN_TOKEN".into(), token.clone());
         let s = Settings::from_map(&vars, None).map_err(|e| e.to_string())?;
+        let token = match crate::db::admins::add(&self.pool, "demo", "demo")
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            crate::db::admins::Added::Token(t) => t,
+            crate::db::admins::Added::Exists => return Err("demo admin exists already".into()),
+        };
         let console = crate::admin::ConsoleState::new(
             self.pool.clone(),
             crate::admin::ConsoleConfig::from_settings(&s),
         );
-        let state =
-            crate::http::HttpState::new(Health::new(Duration::from_secs(60)), Metrics::new())
-                .with_console(console);
+        let state = crate::http::HttpState::new(self.health.clone(), self.metrics.clone())
+            .with_console(console);
         let listener = match tokio::net::TcpListener::bind("127.0.0.1:9090").await {
             Ok(l) => l,
             Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -219,7 +223,7 @@ impl Demo {
         };
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         say(format!(
-            "admin console: http://{addr}/  (sign in with any name and the demo token {token})"
+            "admin console: http://{addr}/  (sign in as the admin \"demo\" with the token {token})"
         ));
         Ok(tokio::spawn(crate::http::serve_listener(
             listener,
@@ -240,8 +244,8 @@ impl Demo {
                 interval: s.reconcile_interval,
                 ..LoopConfig::default()
             },
-            metrics: Metrics::new(),
-            health: Health::new(Duration::from_secs(60)),
+            metrics: self.metrics.clone(),
+            health: self.health.clone(),
             holder: wiring::holder_id(),
         };
         let (tx, rx) = watch::channel(false);

@@ -162,10 +162,11 @@ pub fn router(state: HttpState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
         .with_state(state);
-    match console {
+    let all = match console {
         Some(c) => probes.merge(crate::admin::router(c)),
         None => probes,
-    }
+    };
+    all.layer(axum::middleware::from_fn(crate::admin::security_headers))
 }
 
 /// Binds `addr` and serves until `shutdown` completes (then finishes in-flight requests).
@@ -188,7 +189,9 @@ pub async fn serve_listener(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(addr = %addr, "http: serving /healthz /readyz /metrics and the console at /");
     }
-    axum::serve(listener, router(state))
+    // The peer address keys the console's sign-in throttle.
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

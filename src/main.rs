@@ -48,9 +48,24 @@ enum Command {
         #[command(subcommand)]
         command: RolloutCommand,
     },
-    /// Allow the deletions the blast-radius breaker is holding back (consumed by the next pass
-    /// that deletes).
-    ConfirmDeletions,
+    /// Allow the deletions the blast-radius breaker is holding back: prints exactly what it confirms
+    /// and confirms only that.
+    ConfirmDeletions {
+        /// Print the held set and its version; confirm nothing.
+        #[arg(long)]
+        list: bool,
+        /// Confirm only these held apps (comma-separated).
+        #[arg(long, value_delimiter = ',', value_name = "APP,...")]
+        apps: Vec<String>,
+        /// Confirm only if the held set is still this version (as `--list` printed it).
+        #[arg(long, value_name = "VERSION")]
+        expect: Option<String>,
+    },
+    /// The console's admins, each signed in under their own name.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// The main job on embedded defaults: a throwaway PostgreSQL, the built-in Fly simulator, and
     /// seeded users whose tiers change while you watch.
     Demo {
@@ -73,6 +88,16 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Add an admin and print their console token once (only its hash is stored).
+    Add { name: String },
+    /// Revoke an admin: their token stops working and their sessions end.
+    Revoke { name: String },
+    /// Every admin, active or revoked, with their last sign-in.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -101,7 +126,15 @@ fn main() -> ExitCode {
             Command::Reconcile { once, dry_run } => cli::reconcile(cfg, once, dry_run).await,
             Command::Migrate => cli::migrate(cfg).await,
             Command::Status { json } => cli::status(cfg, json).await,
-            Command::ConfirmDeletions => cli::confirm_deletions(cfg).await,
+            Command::ConfirmDeletions { list, apps, expect } => {
+                let args = cli::ConfirmArgs { list, apps, expect };
+                cli::confirm_deletions(cfg, args).await
+            }
+            Command::Admin { command } => match command {
+                AdminCommand::Add { name } => cli::admin_add(cfg, &name).await,
+                AdminCommand::Revoke { name } => cli::admin_revoke(cfg, &name).await,
+                AdminCommand::List => cli::admin_list(cfg).await,
+            },
             Command::Rollout {
                 command: RolloutCommand::Resume,
             } => cli::rollout_resume(cfg).await,

@@ -1,5 +1,6 @@
 //! End to end in headless Chromium: `vyx-fleet run` against PostgreSQL and the Fly simulator, the
-//! console driven over WebDriver as an admin would. Screenshots go to `target/test-artifacts/`.
+//! console driven over WebDriver as an admin would. Screenshots go to `target/test-artifacts/` (the
+//! ones in `docs/` are copies).
 //! Under CI the browser must be there; elsewhere the test skips with a notice when it is not.
 
 mod bin_support;
@@ -8,7 +9,7 @@ mod support;
 
 use bin_support::{Daemon, World, secs, wait_until};
 use console_support::webdriver::Browser;
-use console_support::{ADMIN_TOKEN, encode, override_of};
+use console_support::{add_admin, encode, hold_deletions, inert_env, override_of};
 use serde_json::Value;
 use sqlx::PgPool;
 use support::{UserFixture, set_subscription};
@@ -85,6 +86,14 @@ async fn attack_page(console: &str, user: Uuid) -> String {
     format!("http://localhost:{port}/")
 }
 
+/// Signs the browser in with a named admin's token; waits for the page it lands on.
+async fn sign_in(b: &Browser, base: &str, token: &str) {
+    b.goto(&format!("{base}/signin")).await;
+    b.fill("#token", token).await;
+    b.click("form.signin button[type=submit]").await;
+    wait_text(b, "header", "signed in as").await;
+}
+
 #[tokio::test]
 async fn an_admin_finds_pauses_and_provisions_users_from_the_page_and_forgeries_change_nothing() {
     let Some(b) = Browser::start_or_skip("console browser test").await else {
@@ -96,12 +105,27 @@ async fn an_admin_finds_pauses_and_provisions_users_from_the_page_and_forgeries_
     let bob = user(&pool, "elite", "bob@example.test").await;
     let eve = user(&pool, "pro", XSS_EMAIL).await;
     let frank = user(&pool, "free", "frank@example.test").await;
-    let env = world.env.clone().with("ADMIN_TOKEN", ADMIN_TOKEN);
-    let d = Daemon::spawn(&env, "browser-admin");
+    let token = add_admin(&pool, "Ada Admin").await;
+    let d = Daemon::spawn(&world.env, "browser-admin");
     for u in [alice, bob, eve] {
         world.wait_provisioned(u, secs(90)).await;
     }
     let base = format!("http://{}", d.http_addr);
+
+    // Nothing with user data before signing in: the dashboard and a user page both end at the
+    // sign-in form, which brings the admin back where they were going.
+    for path in ["/".to_string(), format!("/users/{alice}")] {
+        b.goto(&format!("{base}{path}")).await;
+        wait_text(&b, "h1", "Sign in").await;
+        assert_eq!(
+            b.execute("return document.body.innerText.includes('alice@')")
+                .await,
+            false
+        );
+    }
+    b.fill("#token", &token).await;
+    b.click("form.signin button[type=submit]").await;
+    wait_text(&b, "#user-title", "alice@example.test").await;
 
     // The table is the database.
     b.goto(&format!("{base}/")).await;
@@ -142,11 +166,6 @@ async fn an_admin_finds_pauses_and_provisions_users_from_the_page_and_forgeries_
         .await;
     assert_eq!(only, serde_json::json!([alice.to_string()]));
 
-    // Signing in.
-    b.goto(&format!("{base}/signin")).await;
-    b.fill("#name", "Ada Admin").await;
-    b.fill("#token", ADMIN_TOKEN).await;
-    b.click("button[type=submit]").await;
     wait_text(&b, "header", "signed in as Ada Admin").await;
 
     // Pausing Bob: the override records the admin, and the app is then left alone even though
@@ -180,7 +199,14 @@ async fn an_admin_finds_pauses_and_provisions_users_from_the_page_and_forgeries_
     );
     b.goto(&format!("{base}/users/{bob}")).await;
     wait_text(&b, "#override", "billing dispute").await;
-    b.screenshot("user-paused").await;
+    // The change is in the timeline beside the events, with who and why, and on the Activity page.
+    wait_text(&b, "#timeline li.action", "Ada Admin override").await;
+    wait_text(&b, "#timeline li.action", "follows tier → paused").await;
+    wait_text(&b, "#timeline li.action", "billing dispute").await;
+    b.screenshot("user-page").await;
+    b.goto(&format!("{base}/activity")).await;
+    wait_text(&b, "#activity", "billing dispute").await;
+    wait_text(&b, "#activity", "bob@example.test").await;
 
     // Provisioning Frank, a free user without an app, found through the search.
     b.goto(&format!("{base}/?q=frank")).await;
@@ -228,37 +254,143 @@ async fn an_admin_finds_pauses_and_provisions_users_from_the_page_and_forgeries_
     wait_text(&b, "body", "forbidden").await;
     assert_eq!(override_of(&pool, alice).await, None);
 
-    // Read-only: a replica without ADMIN_TOKEN draws no controls and refuses a forged POST.
-    let ro = Daemon::spawn(&world.env, "browser-readonly");
-    let ro_base = format!("http://{}", ro.http_addr);
-    wait_until("the read-only console answers", secs(60), || async {
-        match http.get(format!("{ro_base}/")).send().await {
+    // Revoking the admin ends the browser's session at once (on every replica: it is a row).
+    let revoked = vyx_fleet::db::admins::revoke(&pool, "Ada Admin", "test")
+        .await
+        .unwrap();
+    assert!(revoked);
+    b.goto(&format!("{base}/users/{alice}")).await;
+    wait_text(&b, "h1", "Sign in").await;
+    let replay = http
+        .get(format!("{base}/"))
+        .header("cookie", format!("vyx_admin={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        replay.url().path().starts_with("/signin"),
+        "{:?}",
+        replay.url()
+    );
+}
+
+/// A halted rollout and deletions the breaker holds, written as the leader would have left them (the
+/// daemon's Fly API is dead, so no pass changes them under the test).
+async fn halted_rollout(pool: &PgPool) {
+    sqlx::query(
+        "INSERT INTO vyx_fleet.rollout (target_digest, target_image, waves_done, moved, failed,
+                                        halted, halt_kind, halt_reason, halted_at)
+         VALUES ('d1', 'registry.fly.io/vyx-screener:bb-2', 1, 1, 1, true, 'canary_failed',
+                 'canary vyx-user-canary1 failed its health check on the new spec', now())",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_stale_confirmation_is_refused_the_fresh_page_confirms_its_set_and_resume_works() {
+    let Some(b) = Browser::start_or_skip("console held-deletions browser test").await else {
+        return;
+    };
+    let db = support::migrated_db().await;
+    let pool = db.pool.clone();
+    let mut held = Vec::new();
+    for i in 0..10 {
+        let u = user(&pool, "free", &format!("lapsed{i:02}@example.test")).await;
+        held.push((format!("vyx-user-lapse{i:02}"), Some(u)));
+    }
+    let refs: Vec<(&str, Option<Uuid>)> = held.iter().map(|(a, u)| (a.as_str(), *u)).collect();
+    hold_deletions(&pool, &refs).await;
+    halted_rollout(&pool).await;
+    let token = add_admin(&pool, "Grace").await;
+    let d = Daemon::spawn(&inert_env(&db.url), "browser-held");
+    let base = format!("http://{}", d.http_addr);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    wait_until("the console answers", secs(60), || async {
+        match http.get(format!("{base}/signin")).send().await {
             Ok(r) if r.status().is_success() => Ok(()),
             other => Err(format!("{other:?}")),
         }
     })
     .await;
-    b.goto(&format!("{ro_base}/users/{alice}")).await;
-    wait_text(&b, "header", "read-only").await;
-    assert_eq!(
-        b.execute("return document.querySelectorAll('form[method=post]').length")
-            .await,
-        0
-    );
-    b.screenshot("read-only").await;
-    let forged = http
-        .post(format!("{ro_base}/controls/override"))
-        .header("cookie", format!("vyx_admin={cookie}"))
-        .header("origin", &ro_base)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(encode(&[
-            ("user_id", &alice.to_string()),
-            ("desired", "absent"),
-            ("reason", "x"),
-        ]))
-        .send()
+    sign_in(&b, &base, &token).await;
+
+    b.goto(&format!("{base}/")).await;
+    wait_text(&b, "#held-deletions h2", "(10)").await;
+    wait_text(&b, "#held-table", "lapsed00@example.test").await;
+    wait_text(&b, "#held-table", "free / active is not a paid one").await;
+    b.screenshot("held-deletions").await;
+
+    // While the admin reads ten, the breaker holds fifteen more: the click confirms nothing.
+    let mut more = Vec::new();
+    for i in 10..25 {
+        more.push((format!("vyx-user-lapse{i:02}"), None));
+    }
+    let refs: Vec<(&str, Option<Uuid>)> = more.iter().map(|(a, u)| (a.as_str(), *u)).collect();
+    hold_deletions(&pool, &refs).await;
+    b.click("#confirm-deletions").await;
+    wait_text(&b, "#held-changed", "changed since your page was drawn").await;
+    let confirmed = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM vyx_fleet.held_deletions WHERE confirmed_at IS NOT NULL",
+        )
+        .fetch_one(&pool)
         .await
-        .unwrap();
-    assert_eq!(forged.status().as_u16(), 403);
-    assert_eq!(override_of(&pool, alice).await, None);
+        .unwrap()
+    };
+    assert_eq!(confirmed().await, 0);
+    // The refusal shows the set as it is now; confirming from it covers exactly those 25.
+    wait_text(&b, "#held-deletions h2", "(25)").await;
+    b.click("#confirm-deletions").await;
+    wait_text(&b, "#flash", "exactly the deletions shown").await;
+    assert_eq!(confirmed().await, 25);
+
+    // Resume the halted rollout from the console, with a reason the trail keeps.
+    wait_text(&b, "#halt-reason", "canary vyx-user-canary1 failed").await;
+    b.screenshot("rollout-halted").await;
+    b.fill("#resume-reason", "bad health endpoint fixed in bb-2.1")
+        .await;
+    b.click("#resume-rollout").await;
+    wait_text(&b, "#flash", "Rollout resumed").await;
+    let (halted, by): (bool, Option<String>) =
+        sqlx::query_as("SELECT halted, resumed_by FROM vyx_fleet.rollout")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((halted, by.as_deref()), (false, Some("Grace")));
+    b.goto(&format!("{base}/activity")).await;
+    wait_text(&b, "#activity", "rollout resume").await;
+    wait_text(&b, "#activity", "bad health endpoint fixed").await;
+    b.screenshot("activity").await;
+
+    // At 400 px wide the page does not scroll sideways (wide tables scroll inside their box), and
+    // the skip link leads to the content.
+    b.set_window_size(400, 900).await;
+    for path in ["/", &format!("/users/{}", held[0].1.unwrap())] {
+        b.goto(&format!("{base}{path}")).await;
+        wait_text(&b, "header", "signed in as").await;
+        let overflow = b
+            .execute("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            .await;
+        // What sticks out, for the failure message.
+        let wide = b
+            .execute(
+                "const w = document.documentElement.clientWidth;
+                 return [...document.querySelectorAll('body *')]
+                   .filter(e => e.getBoundingClientRect().right > w + 1)
+                   .map(e => e.tagName + '#' + e.id + '.' + e.className).slice(0, 8)",
+            )
+            .await;
+        assert_eq!(
+            overflow, 0,
+            "{path} scrolls sideways at 400 px by {overflow}: {wide}"
+        );
+    }
+    assert_eq!(
+        b.execute("return document.querySelector('a.skip').getAttribute('href')")
+            .await,
+        "#main"
+    );
+    b.screenshot("user-page-400px").await;
 }

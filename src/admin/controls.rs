@@ -1,32 +1,53 @@
-//! POST handlers: sign-in/out and the controls. Every control checks, in this order, that controls
-//! are on (`ADMIN_TOKEN` set), that the request comes from this origin, that a session cookie
-//! verifies and that the form's CSRF token is that session's; any failure answers 403 before anything
-//! is read from or written to the database. The admin's name goes into the row (`created_by`,
-//! `confirmed_by`) and into the log line.
+//! POST handlers: sign-in/out and the controls. Every control checks, in this order, that the request
+//! comes from the console's own origin, that its cookie names a live session and that the form's CSRF
+//! token is that session's; any failure answers 403 before anything is written. The admin's name goes
+//! into the trail row written with the effect (`vyx_fleet.admin_actions`) and into the log line.
 
-use std::collections::HashMap;
+use std::net::SocketAddr;
 
+use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use maud::html;
 use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::auth::{self, Session};
-use super::pages::{html_response, session, signin_page};
+use super::hosts;
+use super::pages::{html_response, safe_next, session, signin_page};
+use super::view::page;
 use super::{ConsoleState, unavailable};
-use crate::db::breaker;
+use crate::db::admins::{self, Principal};
 use crate::db::console_user::{self, Desired};
 
 /// Longest reason accepted for an override.
-const REASON_MAX: usize = 500;
+pub(crate) const REASON_MAX: usize = 500;
 
-fn form(body: &Bytes) -> HashMap<String, String> {
-    form_urlencoded::parse(body).into_owned().collect()
+/// A form's fields in order; a name may repeat (the held set's `app`).
+pub(crate) struct Form(Vec<(String, String)>);
+
+impl Form {
+    pub fn parse(body: &Bytes) -> Form {
+        Form(form_urlencoded::parse(body).into_owned().collect())
+    }
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn all(&self, key: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
 }
 
-fn forbidden(why: &'static str) -> Response {
+pub(crate) fn forbidden(why: &'static str) -> Response {
     (
         StatusCode::FORBIDDEN,
         [(header::CACHE_CONTROL, "no-store")],
@@ -35,104 +56,166 @@ fn forbidden(why: &'static str) -> Response {
         .into_response()
 }
 
-fn bad_request(why: String) -> Response {
+pub(crate) fn bad_request(why: String) -> Response {
     (StatusCode::BAD_REQUEST, format!("bad request: {why}")).into_response()
 }
 
-/// Why a control was refused before it did anything (small, so `Result`s stay cheap).
-enum Refusal {
-    Forbidden(&'static str),
-    BadRequest(&'static str),
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        match self {
-            Refusal::Forbidden(why) => forbidden(why),
-            Refusal::BadRequest(why) => bad_request(why.to_string()),
-        }
-    }
+/// A session that ended between drawing the form and posting it: say so, and give back what was
+/// typed so the admin does not lose it.
+fn session_ended(form: &Form) -> Response {
+    let reason = form.get("reason").filter(|r| !r.trim().is_empty());
+    html_response(
+        StatusCode::FORBIDDEN,
+        page(
+            "Session ended",
+            None,
+            None,
+            html! {
+                h1 { "Your session has ended" }
+                p { "Nothing was changed. " a href="/signin" { "Sign in again" } ", then submit the form once more." }
+                @if let Some(r) = reason {
+                    p { "The reason you typed:" }
+                    pre #typed-reason { (r) }
+                }
+            },
+        ),
+    )
 }
 
 /// The checks every control makes before touching anything; `Err` is the reply.
-fn guard(
+pub(crate) async fn guard(
     state: &ConsoleState,
     headers: &HeaderMap,
-    form: &HashMap<String, String>,
-) -> Result<Session, Refusal> {
-    if state.keys.is_none() {
-        return Err(Refusal::Forbidden(
-            "controls are off (ADMIN_TOKEN is not set)",
-        ));
-    }
-    if !auth::same_origin(headers) {
+    form: &Form,
+) -> Result<Session, Response> {
+    if !hosts::same_origin(headers, &state.hosts) {
         warn!("console: control refused: cross-origin or origin-less request");
-        return Err(Refusal::Forbidden("cross-origin request"));
+        return Err(forbidden("cross-origin request"));
     }
-    let Some(session) = session(state, headers) else {
-        return Err(Refusal::Forbidden("not signed in"));
+    let session = match session(state, headers).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err(session_ended(form)),
+        Err(e) => return Err(unavailable("session", e)),
     };
-    let sent = form.get("csrf").map(String::as_str).unwrap_or("");
-    if !auth::csrf_matches(&session, sent) {
+    if !auth::csrf_matches(&session, form.get("csrf").unwrap_or("")) {
         warn!(admin = %session.name, "console: control refused: missing or wrong CSRF token");
-        return Err(Refusal::Forbidden("missing or wrong CSRF token"));
+        return Err(forbidden("missing or wrong CSRF token"));
     }
     Ok(session)
 }
 
-fn user_id(form: &HashMap<String, String>) -> Result<Uuid, Refusal> {
+/// A form field that does not hold what the control needs (small, so `Result`s stay cheap).
+pub(crate) struct BadField(String);
+
+impl IntoResponse for BadField {
+    fn into_response(self) -> Response {
+        bad_request(self.0)
+    }
+}
+
+pub(crate) fn user_id(form: &Form) -> Result<Uuid, BadField> {
     form.get("user_id")
         .and_then(|u| Uuid::parse_str(u.trim()).ok())
-        .ok_or(Refusal::BadRequest("user_id is not a user id"))
+        .ok_or_else(|| BadField("user_id is not a user id".into()))
 }
 
-/// The signed-in admin and the form's user, for the controls that act on one user.
-fn admin_and_user(
-    state: &ConsoleState,
-    headers: &HeaderMap,
-    form: &HashMap<String, String>,
-) -> Result<(Session, Uuid), Refusal> {
-    Ok((guard(state, headers, form)?, user_id(form)?))
+/// A required one-line reason: it goes into the trail and the log line, where a newline could fake
+/// another entry.
+pub(crate) fn reason(form: &Form) -> Result<&str, BadField> {
+    let r = form.get("reason").map(str::trim).unwrap_or("");
+    if r.is_empty() || r.chars().count() > REASON_MAX || r.chars().any(char::is_control) {
+        return Err(BadField(format!(
+            "a reason is required (one line, at most {REASON_MAX} characters)"
+        )));
+    }
+    Ok(r)
 }
 
-fn back_to_user(user: Uuid) -> Response {
-    Redirect::to(&format!("/users/{user}")).into_response()
+pub(crate) fn back_to_user(user: Uuid, done: &str) -> Response {
+    Redirect::to(&format!("/users/{user}?done={done}")).into_response()
 }
 
 pub(crate) async fn signin(
     State(state): State<ConsoleState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(keys) = state.keys.clone() else {
-        return forbidden("controls are off (ADMIN_TOKEN is not set)");
-    };
-    if !auth::same_origin(&headers) {
+    if !hosts::same_origin(&headers, &state.hosts) {
         return forbidden("cross-origin request");
     }
-    if !state.limiter.allow() {
-        warn!("console: sign-in refused: too many attempts");
+    let form = Form::parse(&body);
+    let next = safe_next(form.get("next")).to_string();
+    let break_glass = state.keys.is_some();
+    let client = state
+        .throttle
+        .client(&headers, peer.map(|Extension(ConnectInfo(addr))| addr));
+    if !state.throttle.may_try(client) {
+        if let Some(dropped) = state.throttle.log_refusal() {
+            warn!(client = ?client, dropped, "console: sign-in refused: too many wrong tokens from this client");
+        }
         return html_response(
             StatusCode::TOO_MANY_REQUESTS,
-            signin_page(Some("Too many sign-in attempts; wait a minute.")),
+            signin_page(
+                Some("Too many wrong tokens from here; wait a minute."),
+                &next,
+                break_glass,
+            ),
         );
     }
-    let form = form(&body);
-    let name = form.get("name").map(|n| n.trim()).unwrap_or("");
-    let token = form.get("token").map(String::as_str).unwrap_or("");
-    if !auth::valid_name(name) {
+    let token = form.get("token").unwrap_or("");
+    let who = match admins::admin_for_token(&state.pool, token).await {
+        Ok(Some(name)) => Some(Principal::Named(name)),
+        Ok(None) => match &state.keys {
+            Some(k) if k.token_matches(token) => {
+                let typed = form.get("name").map(str::trim).unwrap_or("");
+                if !auth::valid_name(typed) {
+                    return html_response(
+                        StatusCode::BAD_REQUEST,
+                        signin_page(
+                            Some(
+                                "The break-glass token needs your name (one line, at most 64 characters).",
+                            ),
+                            &next,
+                            break_glass,
+                        ),
+                    );
+                }
+                Some(Principal::BreakGlass {
+                    display: format!("{typed} (break-glass)"),
+                    key: k.session_key().to_vec(),
+                })
+            }
+            _ => None,
+        },
+        Err(e) => return unavailable("sign-in", e),
+    };
+    let Some(who) = who else {
+        state.throttle.failed(client);
+        if let Some(dropped) = state.throttle.log_refusal() {
+            warn!(client = ?client, dropped, "console: sign-in refused: wrong token");
+        }
         return html_response(
-            StatusCode::BAD_REQUEST,
-            signin_page(Some("Give your name (one line, at most 64 characters).")),
+            StatusCode::UNAUTHORIZED,
+            signin_page(Some("Wrong token."), &next, break_glass),
         );
-    }
-    if !keys.token_matches(token) {
-        warn!(admin = %name, "console: sign-in refused: wrong token");
-        return html_response(StatusCode::UNAUTHORIZED, signin_page(Some("Wrong token.")));
-    }
+    };
+    let ttl = auth::SESSION_TTL.as_secs() as i64;
+    let cookie = match admins::open_session(&state.pool, &who, ttl).await {
+        Ok(c) => c,
+        Err(e) => return unavailable("sign-in", e),
+    };
+    let name = match &who {
+        Principal::Named(n) => n.as_str(),
+        Principal::BreakGlass { display, .. } => display.as_str(),
+    };
     info!(admin = %name, "console: admin signed in");
-    let cookie = auth::set_cookie(&keys.issue(name));
-    ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+    let secure = hosts::request_scheme(&headers) == "https";
+    (
+        [(header::SET_COOKIE, auth::set_cookie(&cookie, secure))],
+        Redirect::to(&next),
+    )
+        .into_response()
 }
 
 pub(crate) async fn signout(
@@ -140,14 +223,20 @@ pub(crate) async fn signout(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let session = match guard(&state, &headers, &form(&body)) {
+    let session = match guard(&state, &headers, &Form::parse(&body)).await {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return r,
     };
+    if let Some(cookie) = auth::cookie_value(&headers)
+        && let Err(e) = admins::end_session(&state.pool, cookie).await
+    {
+        return unavailable("sign-out", e);
+    }
     info!(admin = %session.name, "console: admin signed out");
+    let secure = hosts::request_scheme(&headers) == "https";
     (
-        [(header::SET_COOKIE, auth::clear_cookie())],
-        Redirect::to("/"),
+        [(header::SET_COOKIE, auth::clear_cookie(secure))],
+        Redirect::to("/signin"),
     )
         .into_response()
 }
@@ -157,36 +246,31 @@ pub(crate) async fn set_override(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = form(&body);
-    let (admin, user) = match admin_and_user(&state, &headers, &form) {
-        Ok(x) => x,
-        Err(r) => return r.into_response(),
+    let form = Form::parse(&body);
+    let admin = match guard(&state, &headers, &form).await {
+        Ok(s) => s,
+        Err(r) => return r,
     };
-    let Some(desired) = form.get("desired").and_then(|d| Desired::parse(d)) else {
+    let (user, reason) = match (user_id(&form), reason(&form)) {
+        (Ok(u), Ok(r)) => (u, r),
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
+    };
+    let Some(desired) = form.get("desired").and_then(Desired::parse) else {
         return bad_request("desired must be present, absent or paused".into());
     };
-    let reason = form.get("reason").map(|r| r.trim()).unwrap_or("");
-    // One line: the reason goes into the log line too, where a newline could fake another entry.
-    if reason.is_empty()
-        || reason.chars().count() > REASON_MAX
-        || reason.chars().any(char::is_control)
-    {
-        return bad_request(format!(
-            "a reason is required (one line, at most {REASON_MAX} characters)"
-        ));
-    }
     match console_user::user_exists(&state.pool, user).await {
         Ok(true) => {}
         Ok(false) => return bad_request("no such user".into()),
         Err(e) => return unavailable("override", e),
     }
     if let Err(e) =
-        console_user::set_override(&state.pool, user, desired, reason, &admin.name).await
+        console_user::set_override(&state.pool, user, desired, reason, &admin.name, "override")
+            .await
     {
         return unavailable("override", e);
     }
     info!(admin = %admin.name, user_id = %user, desired = desired.as_str(), reason, "console: override set");
-    back_to_user(user)
+    back_to_user(user, "override")
 }
 
 pub(crate) async fn clear_override(
@@ -194,15 +278,22 @@ pub(crate) async fn clear_override(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = form(&body);
-    let (admin, user) = match admin_and_user(&state, &headers, &form) {
-        Ok(x) => x,
+    let form = Form::parse(&body);
+    let admin = match guard(&state, &headers, &form).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let user = match user_id(&form) {
+        Ok(u) => u,
         Err(r) => return r.into_response(),
     };
-    match console_user::clear_override(&state.pool, user).await {
+    let why = form.get("reason").map(str::trim).filter(|r| {
+        !r.is_empty() && r.chars().count() <= REASON_MAX && !r.chars().any(char::is_control)
+    });
+    match console_user::clear_override(&state.pool, user, why, &admin.name).await {
         Ok(removed) => {
             info!(admin = %admin.name, user_id = %user, removed, "console: override cleared");
-            back_to_user(user)
+            back_to_user(user, "cleared")
         }
         Err(e) => unavailable("clear override", e),
     }
@@ -213,34 +304,72 @@ pub(crate) async fn retry(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = form(&body);
-    let (admin, user) = match admin_and_user(&state, &headers, &form) {
-        Ok(x) => x,
+    let form = Form::parse(&body);
+    let admin = match guard(&state, &headers, &form).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let user = match user_id(&form) {
+        Ok(u) => u,
         Err(r) => return r.into_response(),
     };
-    match console_user::retry_now(&state.pool, user).await {
+    match console_user::retry_now(&state.pool, user, &admin.name).await {
         Ok(cleared) => {
             info!(admin = %admin.name, user_id = %user, cleared, "console: retry now");
-            back_to_user(user)
+            back_to_user(user, if cleared { "retry" } else { "no-backoff" })
         }
         Err(e) => unavailable("retry", e),
     }
 }
 
-pub(crate) async fn confirm_deletions(
+/// Resume: clears the current rollout's halt, recorded with what the halt said.
+pub(crate) async fn rollout_resume(
     State(state): State<ConsoleState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let admin = match guard(&state, &headers, &form(&body)) {
+    let form = Form::parse(&body);
+    let admin = match guard(&state, &headers, &form).await {
         Ok(s) => s,
+        Err(r) => return r,
+    };
+    let reason = match reason(&form) {
+        Ok(r) => r,
         Err(r) => return r.into_response(),
     };
-    match breaker::confirm_held(&state.pool, &admin.name).await {
-        Ok(count) => {
-            info!(admin = %admin.name, count, "console: held deletions confirmed");
-            Redirect::to("/").into_response()
+    match resume_recorded(&state, &admin.name, reason).await {
+        Ok(Some(image)) => {
+            info!(admin = %admin.name, image, reason, "console: rollout resumed");
+            Redirect::to("/?done=resumed").into_response()
         }
-        Err(e) => unavailable("confirm deletions", e),
+        Ok(None) => Redirect::to("/?done=not-halted").into_response(),
+        Err(e) => unavailable("rollout resume", e),
     }
+}
+
+async fn resume_recorded(
+    state: &ConsoleState,
+    by: &str,
+    reason: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let mut tx = state.pool.begin().await?;
+    let before: Option<String> = sqlx::query_scalar(
+        "SELECT coalesce(halt_reason, 'halted') FROM vyx_fleet.rollout
+          WHERE id = (SELECT max(id) FROM vyx_fleet.rollout) AND halted FOR UPDATE",
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(before) = before else {
+        return Ok(None);
+    };
+    let Some(r) = crate::db::rollout::resume(&mut *tx, by).await? else {
+        return Ok(None);
+    };
+    let a = admins::Action::new(by, "rollout_resume")
+        .reason(reason)
+        .before(&format!("halted: {before}"))
+        .after(&format!("resumed {}", r.target_image));
+    admins::record(&mut tx, &a).await?;
+    tx.commit().await?;
+    Ok(Some(r.target_image))
 }

@@ -3,8 +3,9 @@
 use chrono::{DateTime, Utc};
 use maud::{Markup, html};
 
+use super::auth::Session;
 use super::pages::{DashboardData, HEALTH_FILTERS, STATUS_FILTERS};
-use super::view::{Viewer, ago, badge, cost, csrf_field, fly_app_url, size, time};
+use super::view::{ago, badge, csrf_field, fly_app_url, row_cost, size, time};
 use crate::db::console::{AppQuery, PAGE_SIZE, SortKey};
 
 /// The table's columns: header, and the sort key behind it.
@@ -50,11 +51,13 @@ fn link(q: &AppQuery, sort: SortKey, desc: bool, page: i64) -> String {
     format!("/?{}", u.query().unwrap_or(""))
 }
 
-pub(crate) fn render(d: &DashboardData, viewer: &Viewer<'_>, now: DateTime<Utc>) -> Markup {
+pub(crate) fn render(d: &DashboardData, admin: &Session, now: DateTime<Utc>) -> Markup {
     html! {
         h1 { "Fleet" }
+        p.notice #as-of { "Data as of " (time(Some(now))) ". " a href="" { "Refresh" } }
         (summary(d, now))
-        (held_panel(d, viewer))
+        (super::held::panel(&d.held, admin))
+        (rollout_panel(d, admin))
         h2 { "Apps" }
         (filters(&d.query))
         (table(d))
@@ -103,10 +106,13 @@ fn summary(d: &DashboardData, now: DateTime<Utc>) -> Markup {
                 code { (d.image) } br;
                 span.notice { (s.on_image) " of " (s.live) " live apps run it" }
             }))
+            // From `vyx_fleet.rollout` itself, not the leader's last pass record, which lags it.
             (card("Rollout", html! {
-                @match &s.rollout_halted {
-                    Some(img) => span.bad #rollout-halted { "halted: " code { (img) } },
-                    None => span.ok { "not halted" },
+                @match &d.rollout {
+                    Some(r) if r.halted => span.bad #rollout-halted { "halted: " code { (r.target_image) } },
+                    Some(r) if r.completed_at.is_some() => span.ok { "complete" },
+                    Some(_) => span.warn { "in progress" },
+                    None => span.notice { "none yet" },
                 }
             }))
             (card("Breaker", html! {
@@ -124,35 +130,38 @@ fn summary(d: &DashboardData, now: DateTime<Utc>) -> Markup {
     }
 }
 
-fn held_panel(d: &DashboardData, viewer: &Viewer<'_>) -> Markup {
-    if d.held.is_empty() {
+/// The current rollout: progress, and while halted the reason recorded and a Resume button.
+fn rollout_panel(d: &DashboardData, s: &Session) -> Markup {
+    let Some(r) = &d.rollout else {
         return html! {};
-    }
+    };
+    let state = if r.halted {
+        "halted"
+    } else if r.completed_at.is_some() {
+        "complete"
+    } else {
+        "in progress"
+    };
     html! {
-        div.panel.alert #held-deletions {
-            h2 { "Deletions held back by the blast-radius breaker" }
-            p { "Confirming lets exactly these deletions go ahead (like " code { "vyx-fleet confirm-deletions" } ")." }
-            table {
-                thead { tr { th { "App" } th { "Kind" } th { "User" } th { "Held since" } th { "Confirmed" } } }
-                tbody {
-                    @for h in &d.held {
-                        tr {
-                            td { a href=(fly_app_url(&h.app_name)) { (h.app_name) } }
-                            td { (h.kind) }
-                            td { @match h.user_id { Some(u) => a href={ "/users/" (u) } { (u) }, None => "–" } }
-                            td { (time(Some(h.held_at))) }
-                            td { @match (&h.confirmed_at, &h.confirmed_by) {
-                                (Some(t), by) => { (time(Some(*t))) " by " (by.as_deref().unwrap_or("?")) },
-                                _ => span.bad { "no" },
-                            } }
-                        }
-                    }
-                }
+        section.panel.alert[r.halted] #rollout aria-labelledby="rollout-title" {
+            h2 #rollout-title { "Rollout of " code { (r.target_image) } ": " span #rollout-state { (state) } }
+            p {
+                (r.waves_done) " wave(s), " (r.moved) " app(s) moved, " (r.failed) " failed, "
+                (r.rolled_back) " rolled back; started " (time(Some(r.started_at)))
+                @if let (Some(by), Some(at)) = (&r.resumed_by, r.resumed_at) { "; last resumed by " (by) " at " (time(Some(at))) }
             }
-            @if let Some(s) = viewer.session() {
-                form.controls method="post" action="/controls/confirm-deletions" {
+            @if r.halted {
+                p.bad #halt-reason {
+                    "Halted" @if let Some(t) = r.halted_at { " since " (time(Some(t))) } ": "
+                    (r.halt_reason.as_deref().unwrap_or("no reason recorded"))
+                }
+                form.controls #resume-form method="post" action="/controls/rollout/resume" {
                     (csrf_field(s))
-                    button.danger #confirm-deletions type="submit" { "Confirm these deletions" }
+                    div {
+                        label for="resume-reason" { "Why it is safe to go on (required)" }
+                        input #resume-reason name="reason" required maxlength="500" size="40";
+                    }
+                    button.primary #resume-rollout type="submit" { "Resume the rollout" }
                 }
             }
         }
@@ -195,11 +204,15 @@ fn filters(q: &AppQuery) -> Markup {
 fn table(d: &DashboardData) -> Markup {
     let q = &d.query;
     html! {
-        table #apps {
+        @if d.rows.is_empty() {
+            p #no-rows { "No app matches." @if q.status.is_some() || q.health.is_some() || q.text.is_some() { " " a href="/" { "Clear the filters" } } }
+        }
+        div.scroll { table #apps {
             thead { tr {
                 @for (title, key) in COLUMNS {
                     @let active = q.sort == key;
-                    th data-sort=(key.name()) {
+                    @let order = if !active { "none" } else if q.desc { "descending" } else { "ascending" };
+                    th scope="col" data-sort=(key.name()) aria-sort=(order) {
                         a href=(link(q, key, active && !q.desc, 0)) {
                             (title)
                             @if active { @if q.desc { " ▼" } @else { " ▲" } }
@@ -219,7 +232,7 @@ fn table(d: &DashboardData) -> Markup {
                         td { code title=(r.image.as_deref().unwrap_or("")) { (r.image_tag.as_deref().or(r.image.as_deref()).unwrap_or("–")) } }
                         td { (r.region.as_deref().unwrap_or("–")) }
                         td { (size(r.cpu_count, r.memory_mb)) }
-                        td.num { (cost(r.monthly_cost_usd)) }
+                        td.num { (row_cost(r)) }
                         td.err {
                             @if let Some(k) = &r.last_error_kind { code { (k) } " " }
                             (r.error_message.as_deref().unwrap_or(""))
@@ -230,7 +243,7 @@ fn table(d: &DashboardData) -> Markup {
                     }
                 }
             }
-        }
+        } }
     }
 }
 

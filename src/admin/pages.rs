@@ -3,18 +3,19 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
 use maud::{Markup, html};
 use uuid::Uuid;
 
 use super::auth::{self, Session};
-use super::view::{Viewer, page};
+use super::view::{flash_message, page};
 use super::{ConsoleState, QUERY_TIMEOUT, dashboard, unavailable, user_page};
-use crate::db::breaker::{self, HeldDeletion};
-use crate::db::console::{self, AppQuery, ConsoleRow, SortKey, Summary, UserHit};
+use crate::db::admins;
+use crate::db::console::{self, AppQuery, ConsoleRow, HeldView, SortKey, Summary, UserHit};
 use crate::db::console_user;
+use crate::db::rollout::RolloutRecord;
 
 /// Row statuses the filter offers (`live` = every row not soft-deleted).
 pub(crate) const STATUS_FILTERS: [&str; 6] = [
@@ -31,17 +32,49 @@ const TEXT_MAX: usize = 200;
 /// Users without an app listed under the table when the text filter matches them.
 const USER_HITS: i64 = 20;
 
-/// The signed-in session, if the console has controls and the cookie verifies.
-pub(crate) fn session(state: &ConsoleState, headers: &HeaderMap) -> Option<Session> {
-    let keys = state.keys.as_ref()?;
-    keys.verify(auth::cookie_value(headers)?)
+/// The signed-in admin, if the request's cookie names a live session.
+pub(crate) async fn session(
+    state: &ConsoleState,
+    headers: &HeaderMap,
+) -> Result<Option<Session>, sqlx::Error> {
+    let Some(cookie) = auth::cookie_value(headers) else {
+        return Ok(None);
+    };
+    let key = state.keys.as_ref().map(|k| k.session_key());
+    Ok(admins::session(&state.pool, cookie, key)
+        .await?
+        .map(|r| Session {
+            name: r.display_name,
+            csrf: r.csrf,
+        }))
 }
 
-pub(crate) fn viewer<'a>(state: &ConsoleState, session: Option<&'a Session>) -> Viewer<'a> {
-    match (state.keys.is_some(), session) {
-        (false, _) => Viewer::ReadOnly,
-        (true, None) => Viewer::Anonymous,
-        (true, Some(s)) => Viewer::Admin(s),
+/// The signed-in admin, or the reply for everyone else: the sign-in page, coming back to `uri` after.
+pub(crate) async fn require(
+    state: &ConsoleState,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Session, Response> {
+    match session(state, headers).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => {
+            let next = uri.path_and_query().map_or("/", |p| p.as_str());
+            let target = format!("/signin?next={}", encode_component(next));
+            Err(Redirect::to(&target).into_response())
+        }
+        Err(e) => Err(unavailable("session", e)),
+    }
+}
+
+fn encode_component(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Where to go after signing in: a path of this console only (never `//host` or a full URL).
+pub(crate) fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
+        _ => "/",
     }
 }
 
@@ -51,14 +84,6 @@ pub(crate) fn html_response(code: StatusCode, markup: Markup) -> Response {
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
-            // Nothing on these pages is meant to run script or be framed.
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
-                 frame-ancestors 'none'; base-uri 'none'",
-            ),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            (header::REFERRER_POLICY, "same-origin"),
         ],
         markup.into_string(),
     )
@@ -96,7 +121,8 @@ pub(crate) fn parse_query(params: &HashMap<String, String>) -> AppQuery {
 
 pub(crate) struct DashboardData {
     pub summary: Summary,
-    pub held: Vec<HeldDeletion>,
+    pub held: Vec<HeldView>,
+    pub rollout: Option<RolloutRecord>,
     pub rows: Vec<ConsoleRow>,
     pub total: i64,
     pub query: AppQuery,
@@ -106,14 +132,21 @@ pub(crate) struct DashboardData {
 
 async fn load_dashboard(
     state: &ConsoleState,
-    query: AppQuery,
+    mut query: AppQuery,
 ) -> Result<DashboardData, sqlx::Error> {
     let pool = &state.pool;
     let cfg = &state.cfg;
     let summary =
         console::load_summary(pool, &cfg.image, &cfg.paid_tiers, &cfg.paid_statuses).await?;
-    let held = breaker::load_held(pool).await?;
-    let (rows, total) = console::load_page(pool, &query).await?;
+    let held = console::load_held_view(pool).await?;
+    let rollout = crate::db::rollout::load_current(pool).await?;
+    let (mut rows, mut total) = console::load_page(pool, &query).await?;
+    let last_page = (total.max(1) - 1) / console::PAGE_SIZE;
+    if query.page > last_page {
+        // A page past the end (an old link, a typed number) shows the last one, not "rows 0-…".
+        query.page = last_page;
+        (rows, total) = console::load_page(pool, &query).await?;
+    }
     let user_hits = match &query.text {
         Some(t) => console::users_without_app(pool, t, USER_HITS).await?,
         None => Vec::new(),
@@ -121,6 +154,7 @@ async fn load_dashboard(
     Ok(DashboardData {
         summary,
         held,
+        rollout,
         rows,
         total,
         query,
@@ -132,31 +166,40 @@ async fn load_dashboard(
 pub(crate) async fn dashboard(
     State(state): State<ConsoleState>,
     headers: HeaderMap,
+    uri: Uri,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
+    let admin = match require(&state, &headers, &uri).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
     let query = parse_query(&params);
     let data = match tokio::time::timeout(QUERY_TIMEOUT, load_dashboard(&state, query)).await {
         Ok(Ok(d)) => d,
         Ok(Err(e)) => return unavailable("dashboard", e),
         Err(_) => return unavailable("dashboard", "timed out"),
     };
-    let session = session(&state, &headers);
-    let viewer = viewer(&state, session.as_ref());
-    let body = dashboard::render(&data, &viewer, Utc::now());
-    html_response(StatusCode::OK, page("Fleet", &viewer, body))
+    let flash = params.get("done").and_then(|d| flash_message(d));
+    let body = dashboard::render(&data, &admin, Utc::now());
+    html_response(StatusCode::OK, page("Fleet", Some(&admin), flash, body))
 }
 
 pub(crate) async fn user(
     State(state): State<ConsoleState>,
     headers: HeaderMap,
+    uri: Uri,
     Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let session = session(&state, &headers);
-    let viewer = viewer(&state, session.as_ref());
+    let admin = match require(&state, &headers, &uri).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let me = Some(&admin);
     let Ok(user_id) = Uuid::parse_str(&id) else {
         return html_response(
             StatusCode::NOT_FOUND,
-            page("No such user", &viewer, html! { p { "Not a user id." } }),
+            page("No such user", me, None, html! { p { "Not a user id." } }),
         );
     };
     let loaded =
@@ -168,7 +211,8 @@ pub(crate) async fn user(
                 StatusCode::NOT_FOUND,
                 page(
                     "No such user",
-                    &viewer,
+                    me,
+                    None,
                     html! { p { "No user " code { (user_id) } " in auth.users." } },
                 ),
             );
@@ -181,40 +225,47 @@ pub(crate) async fn user(
         .email
         .clone()
         .unwrap_or_else(|| user_id.to_string());
-    let body = user_page::render(&data, &viewer, Utc::now());
-    html_response(StatusCode::OK, page(&title, &viewer, body))
+    let flash = params.get("done").and_then(|d| flash_message(d));
+    let body = user_page::render(&data, &admin, Utc::now());
+    html_response(StatusCode::OK, page(&title, me, flash, body))
 }
 
-pub(crate) async fn signin_form(State(state): State<ConsoleState>, headers: HeaderMap) -> Response {
-    if state.keys.is_none() {
-        return html_response(
-            StatusCode::FORBIDDEN,
-            page(
-                "Read-only",
-                &Viewer::ReadOnly,
-                html! { p { "Controls are off: ADMIN_TOKEN is not set on this daemon." } },
-            ),
-        );
+pub(crate) async fn signin_form(
+    State(state): State<ConsoleState>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let next = safe_next(params.get("next").map(String::as_str)).to_string();
+    match session(&state, &headers).await {
+        Ok(Some(_)) => Redirect::to(&next).into_response(),
+        Ok(None) => html_response(
+            StatusCode::OK,
+            signin_page(None, &next, state.keys.is_some()),
+        ),
+        Err(e) => unavailable("session", e),
     }
-    if session(&state, &headers).is_some() {
-        return Redirect::to("/").into_response();
-    }
-    html_response(StatusCode::OK, signin_page(None))
 }
 
-pub(crate) fn signin_page(problem: Option<&str>) -> Markup {
+pub(crate) fn signin_page(problem: Option<&str>, next: &str, break_glass: bool) -> Markup {
     page(
         "Sign in",
-        &Viewer::Anonymous,
+        None,
+        None,
         html! {
             h1 { "Sign in" }
-            @if let Some(p) = problem { p.bad { (p) } }
-            form.panel method="post" action="/signin" {
-                label for="name" { "Your name (recorded with every action)" }
-                input #name name="name" required maxlength="64" autocomplete="name";
-                label for="token" { "ADMIN_TOKEN" }
+            @if let Some(p) = problem { p.bad #signin-problem role="alert" { (p) } }
+            form.panel.signin method="post" action="/signin" {
+                input type="hidden" name="next" value=(next);
+                label for="token" { "Your admin token" }
                 input #token name="token" type="password" required autocomplete="current-password";
-                " "
+                p.notice { "From " code { "vyx-fleet admin add YOUR-NAME" } " (printed once). Every action is recorded under that name." }
+                @if break_glass {
+                    details {
+                        summary { "Break-glass ADMIN_TOKEN" }
+                        label for="name" { "Your name (recorded with every action)" }
+                        input #name name="name" maxlength="64" autocomplete="name";
+                    }
+                }
                 button.primary type="submit" { "Sign in" }
             }
         },

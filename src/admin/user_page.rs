@@ -4,10 +4,40 @@
 use chrono::{DateTime, Utc};
 use maud::{Markup, html};
 
-use super::view::{Viewer, ago, badge, cost, csrf_field, fly_app_url, size, time};
-use crate::db::console_user::UserPage;
+use super::activity::describe;
+use super::auth::Session;
+use super::view::{ago, badge, csrf_field, fly_app_url, row_cost, size, time};
+use crate::db::admins::ActionRow;
+use crate::db::console_user::{EventRow, UserPage};
 
-pub(crate) fn render(d: &UserPage, viewer: &Viewer<'_>, now: DateTime<Utc>) -> Markup {
+/// One timeline entry: what the controller recorded, or what an admin did.
+enum Entry<'a> {
+    Event(&'a EventRow),
+    Action(&'a ActionRow),
+}
+
+impl Entry<'_> {
+    fn at(&self) -> DateTime<Utc> {
+        match self {
+            Entry::Event(e) => e.created_at,
+            Entry::Action(a) => a.at,
+        }
+    }
+}
+
+/// Events and admin actions in one list, newest first.
+fn timeline(d: &UserPage) -> Vec<Entry<'_>> {
+    let mut all: Vec<Entry<'_>> = d
+        .events
+        .iter()
+        .map(Entry::Event)
+        .chain(d.actions.iter().map(Entry::Action))
+        .collect();
+    all.sort_by_key(|e| std::cmp::Reverse(e.at()));
+    all
+}
+
+pub(crate) fn render(d: &UserPage, admin: &Session, now: DateTime<Utc>) -> Markup {
     let f = &d.facts;
     html! {
         h1 #user-title { (f.email.as_deref().unwrap_or("(no email)")) }
@@ -28,22 +58,24 @@ pub(crate) fn render(d: &UserPage, viewer: &Viewer<'_>, now: DateTime<Utc>) -> M
             }
         }
         (row_panel(d, now))
-        @if let Some(s) = viewer.session() { (controls(d, s)) }
-        @else if matches!(viewer, Viewer::Anonymous) {
-            p.notice { a href="/signin" { "Sign in" } " to provision, deprovision, pause or retry." }
-        }
-        h2 { "Timeline (newest first)" }
-        @if d.events.is_empty() { p.notice { "No events." } }
+        (controls(d, admin))
+        h2 { "Timeline (newest first): events and admin actions" }
+        @if d.events.is_empty() && d.actions.is_empty() { p.notice #no-events { "Nothing has happened to this user yet." } }
         ol.timeline #timeline {
-            @for e in &d.events {
-                li class=[e.event_type.ends_with("_failed").then_some("failed")] {
-                    (time(Some(e.created_at)))
-                    strong { (e.event_type) }
-                    @if let Some(s) = &e.status { " → " (badge(s)) }
-                    @if let Some(err) = &e.error_details { pre.bad { (err) } }
-                    @if let Some(m) = e.metadata.as_ref().filter(|m| !m.is_null() && m.as_object().is_none_or(|o| !o.is_empty())) {
-                        pre { (m.to_string()) }
-                    }
+            @for entry in timeline(d) {
+                @match entry {
+                    Entry::Event(e) => li class=[e.event_type.ends_with("_failed").then_some("failed")] {
+                        (time(Some(e.created_at)))
+                        strong { (e.event_type) }
+                        @if let Some(s) = &e.status { " → " (badge(s)) }
+                        @if let Some(err) = &e.error_details { pre.bad { (err) } }
+                        @if let Some(m) = e.metadata.as_ref().filter(|m| !m.is_null() && m.as_object().is_none_or(|o| !o.is_empty())) {
+                            pre { (m.to_string()) }
+                        }
+                    },
+                    Entry::Action(a) => li.action {
+                        (time(Some(a.at))) span.badge.b-present { "admin" } " " (describe(a))
+                    },
                 }
             }
         }
@@ -62,7 +94,7 @@ fn row_panel(d: &UserPage, now: DateTime<Utc>) -> Markup {
                 dt { "Health" } dd { (badge(&r.health)) }
                 dt { "Image" } dd { code { (r.image.as_deref().unwrap_or("–")) } }
                 dt { "Region / size" } dd { (r.region.as_deref().unwrap_or("–")) " / " (size(r.cpu_count, r.memory_mb)) }
-                dt { "Monthly cost" } dd { (cost(r.monthly_cost_usd)) }
+                dt { "Monthly cost" } dd { (row_cost(r)) }
                 dt { "Last error" } dd.err {
                     @if let Some(k) = &r.last_error_kind { code { (k) } " " }
                     (r.error_message.as_deref().unwrap_or("none"))
@@ -83,7 +115,8 @@ fn row_panel(d: &UserPage, now: DateTime<Utc>) -> Markup {
                         @if m.machine_op_id.is_some() && m.machine_id.is_none() { " (create pending)" } }
                     dt { "IPs" } dd { (if m.ips_ready { "v6 + shared v4 assigned" } else { "not yet assigned" }) }
                     dt { "Deployed" } dd { (time(m.deployed_at)) }
-                    dt { "Last health check" } dd { (time(m.last_health_check)) }
+                    // The column changes when health changes, not at every probe.
+                    dt { "Health since" } dd { (time(m.last_health_check)) }
                     dt { "Config digest" } dd { code { (m.config_digest.as_deref().map(|c| &c[..c.len().min(16)]).unwrap_or("–")) } }
                     @if let Some(t) = m.unwanted_since { dt { "Unwanted since" } dd.warn { (time(Some(t))) } }
                     dt { "Row created" } dd { (time(m.created_at)) }
@@ -93,7 +126,7 @@ fn row_panel(d: &UserPage, now: DateTime<Utc>) -> Markup {
     }
 }
 
-fn controls(d: &UserPage, s: &super::auth::Session) -> Markup {
+fn controls(d: &UserPage, s: &Session) -> Markup {
     let user = d.facts.user_id.to_string();
     let in_backoff = d
         .row
@@ -107,10 +140,12 @@ fn controls(d: &UserPage, s: &super::auth::Session) -> Markup {
                 input type="hidden" name="user_id" value=(user);
                 div {
                     label for="desired" { "Override" }
+                    // Starts at what is in force, so submitting unchanged changes nothing by accident.
+                    @let now = d.override_.as_ref().map(|o| o.desired.as_str());
                     select #desired name="desired" {
-                        option value="present" { "present: provision now" }
-                        option value="absent" { "absent: deprovision" }
-                        option value="paused" { "paused: leave alone" }
+                        option value="present" selected[now == Some("present")] { "present: provision now" }
+                        option value="absent" selected[now == Some("absent")] { "absent: deprovision" }
+                        option value="paused" selected[now == Some("paused") || now.is_none()] { "paused: leave alone" }
                     }
                 }
                 div {
@@ -123,6 +158,8 @@ fn controls(d: &UserPage, s: &super::auth::Session) -> Markup {
                 form method="post" action="/controls/override/clear" {
                     (csrf_field(s))
                     input type="hidden" name="user_id" value=(user);
+                    label.sr for="clear-reason" { "Reason for clearing" }
+                    input #clear-reason name="reason" maxlength="500" placeholder="reason (optional)";
                     button #clear-override type="submit" { "Clear override (follow the tier)" }
                 }
             }

@@ -6,55 +6,69 @@ use maud::{DOCTYPE, Markup, html};
 
 use super::auth::Session;
 
-/// Who is looking: shapes the header and whether controls are drawn.
-pub(crate) enum Viewer<'a> {
-    /// `ADMIN_TOKEN` is not set: no controls anywhere.
-    ReadOnly,
-    /// Controls exist but this browser has not signed in.
-    Anonymous,
-    Admin(&'a Session),
-}
-
-impl Viewer<'_> {
-    pub fn session(&self) -> Option<&Session> {
-        match self {
-            Viewer::Admin(s) => Some(s),
-            _ => None,
-        }
-    }
-}
-
-pub(crate) fn page(title: &str, viewer: &Viewer<'_>, body: Markup) -> Markup {
+/// The frame of every page. `admin` is `None` only on the sign-in page; `flash` is the message left
+/// by the action that led here.
+pub(crate) fn page(
+    title: &str,
+    admin: Option<&Session>,
+    flash: Option<&str>,
+    body: Markup,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="color-scheme" content="light dark";
                 title { (title) " · vyx-fleet" }
                 link rel="stylesheet" href="/static/console.css";
             }
             body {
+                a.skip href="#main" { "Skip to content" }
                 header {
                     a href="/" { "vyx-fleet console" }
+                    @if admin.is_some() {
+                        nav aria-label="Sections" {
+                            a href="/" { "Fleet" }
+                            a href="/activity" { "Activity" }
+                        }
+                    }
                     span.who {
-                        @match viewer {
-                            Viewer::ReadOnly => "read-only (ADMIN_TOKEN not set)",
-                            Viewer::Anonymous => a href="/signin" { "sign in for controls" },
-                            Viewer::Admin(s) => {
-                                "signed in as " (s.name) " "
-                                form method="post" action="/signout" {
-                                    (csrf_field(s))
-                                    button type="submit" { "sign out" }
-                                }
-                            },
+                        @if let Some(s) = admin {
+                            "signed in as " strong #who { (s.name) } " "
+                            form method="post" action="/signout" {
+                                (csrf_field(s))
+                                button type="submit" { "sign out" }
+                            }
                         }
                     }
                 }
-                main { (body) }
+                main #main {
+                    @if let Some(f) = flash { p.flash #flash role="status" { (f) } }
+                    (body)
+                }
+                footer.notice { "All times are UTC." }
             }
         }
     }
+}
+
+/// The message shown after an action, by the code its redirect carries (a fixed set: a link cannot
+/// make the console say something of its choosing).
+pub(crate) fn flash_message(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "override" => "Override saved; the controller acts on it now.",
+        "cleared" => "Override cleared; the user follows their tier again.",
+        "retry" => "Backoff ended; the controller retries now.",
+        "no-backoff" => "Nothing to retry: the app was not waiting.",
+        "kept" => "Kept: an override `present` replaces the deletion.",
+        "confirmed" => "Confirmed: exactly the deletions shown may go ahead now.",
+        "nothing-held" => "Nothing to confirm: the breaker holds no deletions any more.",
+        "resumed" => "Rollout resumed; the next pass starts a new canary wave.",
+        "not-halted" => "Nothing to resume: the rollout is not halted.",
+        _ => return None,
+    })
 }
 
 pub(crate) fn csrf_field(s: &Session) -> Markup {
@@ -73,7 +87,7 @@ pub(crate) fn badge(word: &str) -> Markup {
 
 pub(crate) fn time(t: Option<DateTime<Utc>>) -> Markup {
     match t {
-        Some(t) => html! { time datetime=(t.to_rfc3339()) { (t.format("%Y-%m-%d %H:%M:%S")) } },
+        Some(t) => html! { time datetime=(t.to_rfc3339()) { (t.format("%Y-%m-%d %H:%M:%S UTC")) } },
         None => html! { "–" },
     }
 }
@@ -91,6 +105,14 @@ pub(crate) fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
 
 pub(crate) fn cost(c: Option<f64>) -> String {
     c.map_or_else(|| "–".to_string(), |c| format!("${c:.2}"))
+}
+
+/// A soft-deleted app costs nothing, whatever its row last estimated.
+pub(crate) fn row_cost(r: &crate::db::console::ConsoleRow) -> String {
+    if r.deleted_at.is_some() || r.status == "deleted" {
+        return "$0.00".into();
+    }
+    cost(r.monthly_cost_usd)
 }
 
 pub(crate) fn size(cpus: Option<i32>, memory_mb: Option<i32>) -> String {
@@ -117,7 +139,8 @@ mod tests {
         };
         let out = page(
             "<t>",
-            &Viewer::Admin(&s),
+            Some(&s),
+            Some("<i>done</i>"),
             html! { p { ("<script>alert(1)</script>") } },
         )
         .into_string();
@@ -127,6 +150,7 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("&lt;b&gt;x&lt;/b&gt;"), "{out}");
+        assert!(out.contains("&lt;i&gt;done&lt;/i&gt;"), "{out}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The commands behind `main.rs`. Each returns the process exit code: 0 success, 1 runtime failure,
 //! 2 bad settings (one line naming the key).
 
+mod admin;
 mod orgs;
 mod rollout;
 mod status;
@@ -21,6 +22,10 @@ use crate::reconcile::leadership::{RenewConfig, run_once};
 use crate::reconcile::pass::plan_pass;
 use crate::{telemetry, wiring};
 
+pub use admin::{
+    ConfirmArgs, add as admin_add, confirm as confirm_deletions, list as admin_list,
+    revoke as admin_revoke,
+};
 pub use rollout::resume as rollout_resume;
 pub use status::status;
 
@@ -256,43 +261,6 @@ pub async fn migrate(cfg: Option<&Path>) -> u8 {
         }
         Err(e) => {
             error!(error = %e, "migrations failed");
-            EXIT_FAILURE
-        }
-    }
-}
-
-pub async fn confirm_deletions(cfg: Option<&Path>) -> u8 {
-    let database = match config::load_database(cfg) {
-        Ok(u) => u,
-        Err(e) => {
-            eprintln!("{e}");
-            return EXIT_CONFIG;
-        }
-    };
-    let pool = match db::connect_db(&database, 2).await {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("cannot connect to the database: {e}");
-            return EXIT_FAILURE;
-        }
-    };
-    let by = std::env::var("USER")
-        .map(|u| format!("cli:{u}"))
-        .unwrap_or_else(|_| "cli".into());
-    match db::breaker::confirm_held(&pool, &by).await {
-        Ok(0) => {
-            println!("nothing to confirm: the blast-radius breaker holds no deletions");
-            0
-        }
-        Ok(n) => {
-            println!(
-                "confirmed {n} held deletion(s) for {} minutes: those apps, and no others, may now be deleted",
-                db::breaker::CONFIRMATION_TTL_MINUTES
-            );
-            0
-        }
-        Err(e) => {
-            eprintln!("cannot record the confirmation: {e}");
             EXIT_FAILURE
         }
     }

@@ -44,7 +44,7 @@ pub const REQUIRED_KEYS: [&str; 4] = [
 
 /// Every key vyx-fleet reads from the environment or the file, in validation order. (`RUST_LOG` is
 /// read from the environment only, by [`crate::telemetry`]; the file refuses it.)
-pub const KNOWN_KEYS: [&str; 34] = [
+pub const KNOWN_KEYS: [&str; 36] = [
     "DATABASE_URL",
     "FLY_API_TOKEN",
     "FLY_ORG_SLUG",
@@ -74,6 +74,8 @@ pub const KNOWN_KEYS: [&str; 34] = [
     "HTTP_ADDR",
     "LOG_FORMAT",
     "ADMIN_TOKEN",
+    "ADMIN_ALLOWED_HOSTS",
+    "ADMIN_TRUST_FLY_CLIENT_IP",
     "ALERT_WEBHOOK_URL",
     "ALERT_REPEAT_INTERVAL",
     "ALERT_UNHEALTHY_AFTER",
@@ -153,6 +155,12 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Enables the dashboard's controls; at least 32 characters.
     pub admin_token: Option<Secret>,
+    /// `Host` names the console answers (`ADMIN_ALLOWED_HOSTS`, comma-separated; `*.suffix` allowed);
+    /// `None`: the console's defaults (see `admin::hosts`).
+    pub admin_allowed_hosts: Option<Vec<String>>,
+    /// Key sign-in throttling by `Fly-Client-IP` (`ADMIN_TRUST_FLY_CLIENT_IP=true`): only behind Fly's
+    /// proxy, which sets it; anywhere else a client could pick its own key.
+    pub admin_trust_fly_client_ip: bool,
     /// Slack/Discord-style incoming webhook for alerts; the URL is the credential.
     pub alert_webhook_url: Option<Secret>,
     /// No alert kind messages more often than this (start, update or clear).
@@ -364,6 +372,12 @@ impl Settings {
         if let Some(t) = &admin_token {
             check("ADMIN_TOKEN", rules::admin_token(t.expose()))?;
         }
+        let admin_allowed_hosts = match src.optional("ADMIN_ALLOWED_HOSTS")? {
+            Some(v) => Some(check("ADMIN_ALLOWED_HOSTS", rules::host_list(&v))?),
+            None => None,
+        };
+        let trust = src.or_default("ADMIN_TRUST_FLY_CLIENT_IP", "false")?;
+        let admin_trust_fly_client_ip = check("ADMIN_TRUST_FLY_CLIENT_IP", rules::boolean(&trust))?;
         let alert_webhook_url = src.optional("ALERT_WEBHOOK_URL")?.map(Secret::new);
         if let Some(u) = &alert_webhook_url {
             check("ALERT_WEBHOOK_URL", rules::webhook_url(u.expose()))?;
@@ -405,6 +419,8 @@ impl Settings {
             http_addr,
             log_format,
             admin_token,
+            admin_allowed_hosts,
+            admin_trust_fly_client_ip,
             alert_webhook_url,
             alert_repeat_interval,
             alert_unhealthy_after,

@@ -297,6 +297,42 @@ pub fn retry_threshold(value: &str) -> Result<i32, String> {
     }
 }
 
+/// `ADMIN_ALLOWED_HOSTS`: comma-separated host names without scheme, port or path; `*.suffix` allows
+/// every name under `suffix`. Lower-cased.
+pub fn host_list(value: &str) -> Result<Vec<String>, String> {
+    let hosts: Vec<String> = value
+        .split(',')
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect();
+    if hosts.is_empty() {
+        return Err("names no host (e.g. `localhost,127.0.0.1,*.internal`)".into());
+    }
+    for h in &hosts {
+        let name = h.strip_prefix("*.").unwrap_or(h);
+        let ok = !name.is_empty()
+            && !name.contains('*')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b));
+        if !ok {
+            return Err(format!(
+                "`{h}` is not a host name (no scheme, port or path; `*.` only as a prefix)"
+            ));
+        }
+    }
+    Ok(hosts)
+}
+
+/// `true`/`false` (also `1`/`0`, `yes`/`no`).
+pub fn boolean(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err("must be true or false".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,42 +23,165 @@ pub struct HeldDeletion {
     pub confirmed_by: Option<String>,
 }
 
+const HELD_SELECT: &str = "SELECT app_name, user_id, kind, held_at,
+        CASE WHEN confirmed_at > now() - make_interval(mins => $1) THEN confirmed_at END
+            AS confirmed_at,
+        CASE WHEN confirmed_at > now() - make_interval(mins => $1) THEN confirmed_by END
+            AS confirmed_by
+   FROM vyx_fleet.held_deletions
+  ORDER BY held_at, app_name";
+
 /// Every held deletion, oldest first; an expired confirmation reads as none.
 pub async fn load_held(pool: &PgPool) -> Result<Vec<HeldDeletion>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT app_name, user_id, kind, held_at,
-                CASE WHEN confirmed_at > now() - make_interval(mins => $1) THEN confirmed_at END
-                    AS confirmed_at,
-                CASE WHEN confirmed_at > now() - make_interval(mins => $1) THEN confirmed_by END
-                    AS confirmed_by
-           FROM vyx_fleet.held_deletions
-          ORDER BY held_at, app_name",
-    )
-    .bind(CONFIRMATION_TTL_MINUTES)
-    .fetch_all(pool)
-    .await
+    sqlx::query_as(HELD_SELECT)
+        .bind(CONFIRMATION_TTL_MINUTES)
+        .fetch_all(pool)
+        .await
 }
 
-/// An operator's confirmation (`confirm-deletions`, the dashboard): covers exactly the deletions held
-/// now, and nothing that trips the breaker later. Returns how many it covers. Not fenced: it is an
-/// operator's write, like an override; the leader reads it on the pass the NOTIFY brings forward.
-pub async fn confirm_held(pool: &PgPool, by: &str) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE vyx_fleet.held_deletions
-            SET confirmed_at = now(), confirmed_by = $1",
+/// The version of a held set the confirmer was shown: a digest of its app names, sorted. The form and
+/// `confirm-deletions --expect` carry it back, so a confirmation of a set that has changed since is
+/// refused instead of covering deletions nobody saw.
+pub fn held_version<'a>(apps: impl IntoIterator<Item = &'a str>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut names: Vec<&str> = apps.into_iter().collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut h = Sha256::new();
+    for n in names {
+        h.update(n.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What a confirmer saw and means to confirm.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// The whole held set as it was shown (and its version, when the confirmer has it): confirmed
+    /// only while the set holds nothing else.
+    Whole {
+        shown: &'a [String],
+        version: Option<&'a str>,
+    },
+    /// Exactly these apps, named one by one (`confirm-deletions --apps`): those still held are
+    /// confirmed, whatever else is held.
+    Only(&'a [String]),
+}
+
+/// What an operator's confirmation did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Confirmation {
+    /// These held deletions (every one the confirmer named that is still held) may go ahead now.
+    Confirmed(Vec<HeldDeletion>),
+    /// The held set has deletions the confirmer was not shown (it grew or was replaced, or the
+    /// version they saw is not the current one): nothing was confirmed. The current set is returned
+    /// to be shown instead.
+    Changed {
+        held: Vec<HeldDeletion>,
+        version: String,
+    },
+    /// The breaker holds nothing (any more).
+    NothingHeld,
+}
+
+/// An operator's confirmation (`confirm-deletions`, the console) of exactly the deletions they were
+/// shown (invariant 6).
+///
+/// # Guarantees
+/// - Only apps the confirmer named are confirmed, and only those still held.
+/// - For [`Scope::Whole`]: if anything held now is missing from what was shown, or the version given
+///   is not the version of what was shown, nothing is confirmed ([`Confirmation::Changed`]).
+/// - The check and the write happen under a lock that keeps the leader from adding to the held set
+///   meanwhile, in one transaction with the trail's rows (one per app, `by` as the admin).
+/// - The leader is woken (`NOTIFY`, on commit) to act on it now rather than at its next interval.
+///
+/// Not fenced: it is an operator's write, like an override.
+pub async fn confirm_exact(
+    pool: &PgPool,
+    scope: Scope<'_>,
+    by: &str,
+) -> Result<Confirmation, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // SHARE ROW EXCLUSIVE conflicts with the leader's inserts and deletes: the set cannot move
+    // between the comparison and the update below.
+    sqlx::query("LOCK TABLE vyx_fleet.held_deletions IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
+    let held: Vec<HeldDeletion> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("{HELD_SELECT} FOR UPDATE")))
+            .bind(CONFIRMATION_TTL_MINUTES)
+            .fetch_all(&mut *tx)
+            .await?;
+    if held.is_empty() {
+        return Ok(Confirmation::NothingHeld);
+    }
+    let current = held_version(held.iter().map(|h| h.app_name.as_str()));
+    let shown = match scope {
+        Scope::Whole { shown, version } => {
+            // A set that only shrank since the confirmer read it holds nothing they did not see.
+            let unseen = held.iter().any(|h| !shown.contains(&h.app_name));
+            let inconsistent =
+                version.is_some_and(|v| v != held_version(shown.iter().map(String::as_str)));
+            if unseen || inconsistent {
+                return Ok(Confirmation::Changed {
+                    held,
+                    version: current,
+                });
+            }
+            shown
+        }
+        Scope::Only(apps) => apps,
+    };
+    let confirmed: Vec<HeldDeletion> = sqlx::query_as(
+        "UPDATE vyx_fleet.held_deletions SET confirmed_at = now(), confirmed_by = $1
+          WHERE app_name = ANY($2)
+          RETURNING app_name, user_id, kind, held_at, confirmed_at, confirmed_by",
     )
     .bind(by)
-    .execute(pool)
+    .bind(shown)
+    .fetch_all(&mut *tx)
     .await?;
-    // The leader acts on it now rather than at its next interval (a hint; `reconcile/wake.rs`).
-    if done.rows_affected() > 0 {
+    for h in &confirmed {
+        let mut a = crate::db::admins::Action::new(by, "confirm_deletion")
+            .app(&h.app_name)
+            .before(&format!("held ({})", h.kind))
+            .after("confirmed");
+        if let Some(u) = h.user_id {
+            a = a.user(u);
+        }
+        crate::db::admins::record(&mut tx, &a).await?;
+    }
+    if !confirmed.is_empty() {
+        // A hint delivered on commit (`reconcile/wake.rs`).
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(crate::reconcile::controller::NOTIFY_CHANNEL)
             .bind(crate::reconcile::wake::DELETIONS_CONFIRMED)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
     }
-    Ok(done.rows_affected())
+    tx.commit().await?;
+    Ok(Confirmation::Confirmed(confirmed))
+}
+
+/// Confirms the held set exactly as it is read inside the same transaction: for callers that show
+/// nothing first (tests, scripts that already decided). Returns how many it covers.
+pub async fn confirm_held(pool: &PgPool, by: &str) -> Result<u64, sqlx::Error> {
+    let held = load_held(pool).await?;
+    let names: Vec<String> = held.into_iter().map(|h| h.app_name).collect();
+    let scope = Scope::Whole {
+        shown: &names,
+        version: None,
+    };
+    match confirm_exact(pool, scope, by).await? {
+        Confirmation::Confirmed(c) => Ok(c.len() as u64),
+        Confirmation::NothingHeld => Ok(0),
+        // It grew between the two reads: confirm nothing rather than something unread.
+        Confirmation::Changed { .. } => Ok(0),
+    }
 }
 
 /// The sliding window the breaker counts deletions over.

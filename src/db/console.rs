@@ -248,8 +248,6 @@ pub(crate) struct Summary {
     pub on_image: i64,
     pub leader: Option<String>,
     pub last_pass_at: Option<DateTime<Utc>>,
-    /// The image whose rollout the leader's last pass found halted.
-    pub rollout_halted: Option<String>,
 }
 
 /// Counts for [`Summary`]; a handful of aggregate statements whatever the fleet size.
@@ -295,7 +293,7 @@ pub(crate) async fn load_summary(
         crate::db::DbError::Query(q) => q,
         other => sqlx::Error::Protocol(other.to_string()),
     })?;
-    let (last_pass_at, rollout_halted) = pass_record(pool).await?;
+    let (last_pass_at, _) = pass_record(pool).await?;
     Ok(Summary {
         by_status,
         by_health,
@@ -306,7 +304,6 @@ pub(crate) async fn load_summary(
         on_image,
         leader: lease.live_holder().map(str::to_string),
         last_pass_at,
-        rollout_halted,
     })
 }
 
@@ -354,6 +351,67 @@ pub(crate) async fn record_pass(
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// One held deletion as the console shows it: the app, whose it is, and why it is going.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct HeldView {
+    pub app_name: String,
+    pub user_id: Option<Uuid>,
+    pub kind: String,
+    pub held_at: DateTime<Utc>,
+    pub confirmed_at: Option<DateTime<Utc>>,
+    pub confirmed_by: Option<String>,
+    pub email: Option<String>,
+    pub tier: Option<String>,
+    pub subscription_status: Option<String>,
+    pub override_desired: Option<String>,
+    pub override_reason: Option<String>,
+    pub override_by: Option<String>,
+}
+
+impl HeldView {
+    /// Why the controller wants this app gone, in the words an admin checks it against.
+    pub fn why(&self) -> String {
+        if self.kind == "orphan" {
+            return "orphan: no live row owns this app".into();
+        }
+        match self.override_desired.as_deref() {
+            Some("absent") => format!(
+                "override absent by {}: {}",
+                self.override_by.as_deref().unwrap_or("?"),
+                self.override_reason.as_deref().unwrap_or("")
+            ),
+            _ => match (&self.tier, &self.subscription_status) {
+                (Some(t), Some(s)) => format!("subscription {t} / {s} is not a paid one"),
+                _ => "no subscription (free)".into(),
+            },
+        }
+    }
+}
+
+/// The held set with each user's facts, in the breaker's order (oldest hold first). An expired
+/// confirmation reads as none, as in [`crate::db::breaker::load_held`].
+pub(crate) async fn load_held_view(pool: &PgPool) -> Result<Vec<HeldView>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT h.app_name, h.user_id, h.kind, h.held_at,
+                CASE WHEN h.confirmed_at > now() - make_interval(mins => $1) THEN h.confirmed_at END
+                    AS confirmed_at,
+                CASE WHEN h.confirmed_at > now() - make_interval(mins => $1) THEN h.confirmed_by END
+                    AS confirmed_by,
+                coalesce(p.email, u.email) AS email, s.tier, s.status AS subscription_status,
+                o.desired AS override_desired, o.reason AS override_reason,
+                o.created_by AS override_by
+           FROM vyx_fleet.held_deletions h
+           LEFT JOIN auth.users u ON u.id = h.user_id
+           LEFT JOIN public.user_profiles p ON p.id = h.user_id
+           LEFT JOIN public.user_subscriptions s ON s.user_id = h.user_id
+           LEFT JOIN vyx_fleet.user_fly_app_overrides o ON o.user_id = h.user_id
+          ORDER BY h.held_at, h.app_name",
+    )
+    .bind(crate::db::breaker::CONFIRMATION_TTL_MINUTES)
+    .fetch_all(pool)
+    .await
 }
 
 #[cfg(test)]

@@ -2,9 +2,10 @@
 //! write is one an admin could run by hand in SQL; the reconcile loop reads them on its next pass.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use super::admins::{self, Action};
 use super::console::ConsoleRow;
 
 /// What an override asks for (`vyx_fleet.user_fly_app_overrides.desired`).
@@ -85,6 +86,8 @@ pub(crate) struct UserPage {
     pub machine: Option<MachineRecord>,
     pub override_: Option<Override>,
     pub events: Vec<EventRow>,
+    /// What admins did about this user (override history included), newest first.
+    pub actions: Vec<admins::ActionRow>,
 }
 
 /// Newest events shown on the user page.
@@ -144,23 +147,43 @@ pub(crate) async fn load_user(
     .bind(TIMELINE_LIMIT)
     .fetch_all(pool)
     .await?;
+    let actions = admins::user_actions(pool, user_id, TIMELINE_LIMIT).await?;
     Ok(Some(UserPage {
         facts,
         row,
         machine,
         override_,
         events,
+        actions,
     }))
 }
 
-/// Sets (or replaces) the user's override; the table's NOTIFY trigger starts a pass at once.
+/// The override now in force for `user_id`, read under a row lock so the trail's "before" is what
+/// the write replaced.
+async fn current_override(
+    tx: &mut Transaction<'_, Postgres>,
+    user_id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT desired FROM vyx_fleet.user_fly_app_overrides WHERE user_id = $1 FOR UPDATE",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// Sets (or replaces) the user's override, and records who, why and what it replaced in the trail,
+/// in one transaction; the table's NOTIFY trigger starts a pass at once.
 pub(crate) async fn set_override(
     pool: &PgPool,
     user_id: Uuid,
     desired: Desired,
     reason: &str,
     by: &str,
+    action: &'static str,
 ) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let before = current_override(&mut tx, user_id).await?;
     sqlx::query(
         "INSERT INTO vyx_fleet.user_fly_app_overrides (user_id, desired, reason, created_by, created_at)
          VALUES ($1, $2, $3, $4, now())
@@ -172,39 +195,83 @@ pub(crate) async fn set_override(
     .bind(desired.as_str())
     .bind(reason)
     .bind(by)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    let a = Action::new(by, action)
+        .user(user_id)
+        .reason(reason)
+        .before(before.as_deref().unwrap_or(NO_OVERRIDE))
+        .after(desired.as_str());
+    admins::record(&mut tx, &a).await?;
+    tx.commit().await
 }
 
-/// Removes the override (the user follows the tier again). `false` if there was none.
-pub(crate) async fn clear_override(pool: &PgPool, user_id: Uuid) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM vyx_fleet.user_fly_app_overrides WHERE user_id = $1")
+/// How the trail names "no override: follows the tier".
+const NO_OVERRIDE: &str = "follows tier";
+
+/// Removes the override (the user follows the tier again), recorded in the trail with what it was.
+/// `false` if there was none (nothing is recorded then).
+pub(crate) async fn clear_override(
+    pool: &PgPool,
+    user_id: Uuid,
+    reason: Option<&str>,
+    by: &str,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let Some(before) = current_override(&mut tx, user_id).await? else {
+        return Ok(false);
+    };
+    sqlx::query("DELETE FROM vyx_fleet.user_fly_app_overrides WHERE user_id = $1")
         .bind(user_id)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
-    Ok(done.rows_affected() > 0)
+    let mut a = Action::new(by, "override_clear")
+        .user(user_id)
+        .before(&before)
+        .after(NO_OVERRIDE);
+    if let Some(r) = reason {
+        a = a.reason(r);
+    }
+    admins::record(&mut tx, &a).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
-/// "Retry now": ends the row's backoff. The row table has no NOTIFY trigger, so one is sent by hand
-/// (as an admin could) to wake the leader instead of waiting for the interval. `false` if the live row
-/// was not waiting.
-pub(crate) async fn retry_now(pool: &PgPool, user_id: Uuid) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE public.user_fly_apps SET next_attempt_at = NULL
-          WHERE user_id = $1 AND deleted_at IS NULL AND next_attempt_at IS NOT NULL",
+/// "Retry now": ends the row's backoff, recorded in the trail. The row table has no NOTIFY trigger,
+/// so one is sent by hand (delivered on commit) to wake the leader instead of waiting for the
+/// interval. `false` if the live row was not waiting.
+pub(crate) async fn retry_now(pool: &PgPool, user_id: Uuid, by: &str) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let was: Option<(String, DateTime<Utc>)> = sqlx::query_as(
+        "UPDATE public.user_fly_apps a SET next_attempt_at = NULL
+           FROM (SELECT id, next_attempt_at FROM public.user_fly_apps
+                  WHERE user_id = $1 AND deleted_at IS NULL AND next_attempt_at IS NOT NULL
+                  FOR UPDATE) old
+          WHERE a.id = old.id
+          RETURNING a.fly_app_name, old.next_attempt_at",
     )
     .bind(user_id)
-    .execute(pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    if done.rows_affected() > 0 {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(crate::reconcile::controller::NOTIFY_CHANNEL)
-            .bind(user_id.to_string())
-            .execute(pool)
-            .await?;
-    }
-    Ok(done.rows_affected() > 0)
+    let Some((app, next)) = was else {
+        return Ok(false);
+    };
+    let a = Action::new(by, "retry_now")
+        .user(user_id)
+        .app(&app)
+        .before(&format!(
+            "backoff until {}",
+            next.format("%Y-%m-%d %H:%M:%S UTC")
+        ))
+        .after("retry now");
+    admins::record(&mut tx, &a).await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(crate::reconcile::controller::NOTIFY_CHANNEL)
+        .bind(user_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 pub(crate) async fn user_exists(pool: &PgPool, user_id: Uuid) -> Result<bool, sqlx::Error> {

@@ -3,6 +3,7 @@
 //! Everything here runs with runtime-bound queries (`sqlx::query`), never the compile-time checked
 //! macros: there is no database at build time.
 
+pub mod admins;
 pub mod alerts;
 pub mod apps;
 pub mod breaker;

@@ -157,7 +157,10 @@ pub async fn load_user_progress(
 
 /// `vyx-fleet rollout resume`: clears the current rollout's halt and forgives the failures so far.
 /// Returns the rollout it resumed, or `None` when nothing was halted.
-pub async fn resume(pool: &PgPool, by: &str) -> Result<Option<RolloutRecord>, sqlx::Error> {
+pub async fn resume<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    by: &str,
+) -> Result<Option<RolloutRecord>, sqlx::Error> {
     sqlx::query_as(concat!(
         "UPDATE vyx_fleet.rollout \
             SET halted = false, halt_kind = NULL, halt_reason = NULL, halted_at = NULL, \
@@ -168,7 +171,7 @@ pub async fn resume(pool: &PgPool, by: &str) -> Result<Option<RolloutRecord>, sq
         columns!()
     ))
     .bind(by)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
 }
 

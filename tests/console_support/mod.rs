@@ -13,8 +13,19 @@ use uuid::Uuid;
 
 use crate::bin_support::{BinEnv, free_port, wait_until};
 
-/// A valid `ADMIN_TOKEN` (at least 32 characters); no output may ever contain it.
+/// A valid break-glass `ADMIN_TOKEN` (at least 32 characters); no output may ever contain it.
 pub const ADMIN_TOKEN: &str = "console-test-admin-token-0123456789abcdef";
+
+/// Adds a named admin (as `vyx-fleet admin add` does) and returns their token.
+pub async fn add_admin(pool: &PgPool, name: &str) -> String {
+    match vyx_fleet::db::admins::add(pool, name, "test")
+        .await
+        .unwrap()
+    {
+        vyx_fleet::db::admins::Added::Token(t) => t,
+        other => panic!("admin {name}: {other:?}"),
+    }
+}
 
 /// A Fly API base URL nobody listens on: every pass fails at its first Fly call and writes nothing,
 /// so the rows a test inserted stay exactly as written.
@@ -41,12 +52,22 @@ pub struct Console {
 }
 
 impl Console {
-    /// `addr` is the daemon's `HTTP_ADDR`; waits until the dashboard answers.
+    /// `addr` is the daemon's `HTTP_ADDR`; waits until the sign-in page answers.
     pub async fn connect(addr: std::net::SocketAddr) -> Console {
+        Console::connect_from(addr, None).await
+    }
+
+    /// A client whose connections leave from `local` (another loopback address is another client
+    /// to the console's throttle).
+    pub async fn connect_from(
+        addr: std::net::SocketAddr,
+        local: Option<std::net::IpAddr>,
+    ) -> Console {
         let client = reqwest::Client::builder()
             .no_proxy()
             .cookie_store(true)
             .redirect(reqwest::redirect::Policy::none())
+            .local_address(local)
             .build()
             .unwrap();
         let c = Console {
@@ -54,7 +75,7 @@ impl Console {
             client,
         };
         wait_until("the console answers", Duration::from_secs(60), || async {
-            match c.client.get(format!("{}/", c.base)).send().await {
+            match c.client.get(format!("{}/signin", c.base)).send().await {
                 Ok(r) if r.status().as_u16() == 200 => Ok(()),
                 Ok(r) => Err(format!("status {}", r.status())),
                 Err(e) => Err(e.to_string()),
@@ -116,9 +137,55 @@ impl Console {
         Self::reply(req.send().await.expect("POST")).await
     }
 
-    pub async fn sign_in(&self, name: &str, token: &str) -> Reply {
+    /// A form POST with exactly these extra headers (no `Origin` unless given).
+    pub async fn post_with_headers(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(encode(form));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Self::reply(req.send().await.expect("POST")).await
+    }
+
+    /// Signs in with a named admin's token.
+    pub async fn sign_in(&self, token: &str) -> Reply {
+        self.post("/signin", &[("token", token)]).await
+    }
+
+    /// Signs in with the break-glass `ADMIN_TOKEN` under a typed name.
+    pub async fn sign_in_break_glass(&self, name: &str, token: &str) -> Reply {
         self.post("/signin", &[("name", name), ("token", token)])
             .await
+    }
+
+    /// A GET with extra headers (e.g. another `Host`).
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self.client.get(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Self::reply(req.send().await.expect("GET")).await
+    }
+
+    /// A GET carrying exactly this session cookie (a copied cookie replayed from elsewhere).
+    pub async fn get_with_cookie(&self, path: &str, cookie: &str) -> Reply {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let req = client
+            .get(format!("{}{path}", self.base))
+            .header("cookie", format!("vyx_admin={cookie}"));
+        Self::reply(req.send().await.expect("GET")).await
     }
 
     /// The CSRF token embedded in a page rendered for a signed-in admin.
@@ -132,6 +199,12 @@ pub fn encode(form: &[(&str, &str)]) -> String {
     form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form)
         .finish()
+}
+
+/// The cookie's value in a `Set-Cookie` header.
+pub fn cookie_in(set_cookie: &str) -> String {
+    let v = set_cookie.strip_prefix("vyx_admin=").expect("our cookie");
+    v[..v.find(';').unwrap_or(v.len())].to_string()
 }
 
 pub fn csrf_in(html: &str) -> Option<String> {

@@ -225,6 +225,16 @@ impl Browser {
         .await
     }
 
+    /// Resizes the browser window (the page's viewport follows).
+    pub async fn set_window_size(&self, width: u32, height: u32) {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        )
+        .await;
+    }
+
     /// A cookie's value as the browser holds it (HttpOnly ones included).
     pub async fn cookie(&self, name: &str) -> Option<String> {
         let all = self.call(reqwest::Method::GET, "/cookie", None).await;
