@@ -86,7 +86,7 @@ pub fn org_slug(value: &str) -> Result<(), String> {
 /// An image pinned by a tag other than `latest`, or by a digest (`name@sha256:...`). A moving
 /// reference is refused: the rollout follows the configured string, so re-pushing `:latest` would
 /// reach no machine, while a machine that restarts might pull the new image unseen (the old edge
-/// functions' stale deploys, issue 7).
+/// functions' stale deploys).
 pub fn image(value: &str) -> Result<(), String> {
     if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(

@@ -1,4 +1,4 @@
-//! Health probing and repair state (issue 7 item 6): the per-app columns of migration
+//! Health probing and repair state: the per-app columns of migration
 //! `20261130000600_health_repair.sql`, read once per pass for the planner, written by the prober
 //! (transitions only, one statement per round) and the repair executor (fenced like every leader
 //! write).

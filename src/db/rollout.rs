@@ -1,4 +1,4 @@
-//! The rollout's persisted state (issue 7): `vyx_fleet.rollout` (one row per target, the current one
+//! The rollout's persisted state: `vyx_fleet.rollout` (one row per target, the current one
 //! is the highest id) and the per-app progress columns of `user_fly_apps`.
 //!
 //! The leader's writes are fenced with `vyx_fleet.fence($term)` like `db::apps`: a deposed leader's

@@ -1,4 +1,4 @@
-//! The sweep's one statement (issue 9): which users may need work now, and whether anything needs
+//! The sweep's one statement: which users may need work now, and whether anything needs
 //! the whole fleet's picture. Computed in SQL so the daemon receives the candidates, not the fleet.
 //!
 //! # Guarantees

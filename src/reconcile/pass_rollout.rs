@@ -1,4 +1,4 @@
-//! The pass's rollout bookkeeping (issue 7): before planning, the current rollout (the configured
+//! The pass's rollout bookkeeping: before planning, the current rollout (the configured
 //! spec is the target; the leader records a new target) and each row's recorded progress; after
 //! planning, the halt, the counts and the gauges. The per-app states are the executors' writes.
 

@@ -1,4 +1,4 @@
-//! The planner's health part (issue 7 item 6): which unhealthy apps to repair. Probing is not
+//! The planner's health part: which unhealthy apps to repair. Probing is not
 //! planned: the prober (`prober.rs`) probes beside the passes and records the verdicts this reads.
 //! Pure: the pass reads each row's repair state (`db::health`) and passes it in.
 //!

@@ -1,4 +1,4 @@
-//! The planner's rollout part (issue 7): turns each live row's standing (new, under repair, on the
+//! The planner's rollout part: turns each live row's standing (new, under repair, on the
 //! target, drifted from it) and its recorded progress into the wave decision's input, calls
 //! [`decide`](super::rollout::decide), and turns the decision into actions. Pure like the planner:
 //! the pass loads the rollout row and the per-app progress and passes them in.

@@ -1,4 +1,4 @@
-//! The health prober (invariant 9; issue 9 item 4): a task beside the passes, started by the
+//! The health prober (invariant 9): a task beside the passes, started by the
 //! controller while it leads, that probes every live app's own health endpoint once per
 //! `HEALTH_PROBE_INTERVAL` and writes only what changed.
 //!

@@ -1,4 +1,4 @@
-//! A deduplicated per-user work queue with bounded concurrency (issue 9 item 3), modelled on
+//! A deduplicated per-user work queue with bounded concurrency, modelled on
 //! client-go's `workqueue` (queue, dirty and processing sets) and kube-rs's `controller::runner`
 //! (never the same object twice at once).
 //!
@@ -222,7 +222,7 @@ mod tests {
         assert!(q.is_empty());
     }
 
-    /// The measured problem of issue 9: one machine slow to start held every other user for two
+    /// The problem this solves, measured: one machine slow to start held every other user for two
     /// minutes. Here it holds one of two slots; the other nine users finish in a few seconds.
     #[tokio::test(start_paused = true)]
     async fn a_slow_user_holds_only_its_own_slot_and_at_most_max_run_at_once() {

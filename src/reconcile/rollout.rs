@@ -1,4 +1,4 @@
-//! The wave decision of a progressive rollout (issue 7): given where each app stands on the target
+//! The wave decision of a progressive rollout: given where each app stands on the target
 //! spec, which apps move next, when to halt, which failed apps go back. Pure like the planner: no
 //! I/O, no clock (`now` comes in), so every rule is a unit or property test. The executors that act
 //! on it, and the wiring into the pass, are described in `docs/ROLLOUT.md`.

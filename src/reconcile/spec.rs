@@ -60,7 +60,7 @@ pub fn secrets_digest(secrets: &BTreeMap<String, Secret>) -> String {
     hex(&h.finalize())
 }
 
-/// The identity of the machine spec every app should run (issue 7): image, guest, region, env,
+/// The identity of the machine spec every app should run: image, guest, region, env,
 /// services/checks layout ([`config_digest`]) and the secrets the machine must boot with
 /// ([`secrets_digest`]). Any change to it is a rollout: apps move to it in waves. Stored per row
 /// (`spec_digest`, what the app runs) and in `vyx_fleet.rollout` (the target).

@@ -1,4 +1,4 @@
-//! The interval tick (issue 9): a sweep whose steady cost follows changes, not fleet size. A full
+//! The interval tick: a sweep whose steady cost follows changes, not fleet size. A full
 //! pass reads and plans the whole fleet; a quiet tick needs neither.
 //!
 //! # Expected flow

@@ -1,4 +1,4 @@
-//! Reconcile one user, at once, outside the pass (issue 9 item 3): what a NOTIFY triggers through
+//! Reconcile one user, at once, outside the pass: what a NOTIFY triggers through
 //! the [`super::queue`].
 //!
 //! # Expected flow

@@ -128,7 +128,7 @@ pub(super) async fn converge(
         vec![healthy_ev, done_ev]
     };
     ctx.store.mark_active(row.id, &events).await?;
-    // What runs healthily now is what a later rollout rolls this app back to (issue 7).
+    // What runs healthily now is what a later rollout rolls this app back to.
     let applied = crate::reconcile::spec::AppSpec {
         image: image.to_string(),
         ..(*ctx.spec).clone()

@@ -1,4 +1,4 @@
-//! One app's health verdict, and one machine's config drift (invariant 9; issue 9 item 4). The
+//! One app's health verdict, and one machine's config drift (invariant 9). The
 //! prober (`reconcile/prober.rs`) schedules them and writes what they find in batches.
 //!
 //! # Expected flow

@@ -1,4 +1,4 @@
-//! The repair ladder's steps for an app that stayed unhealthy (issue 7 item 6; the planner picks
+//! The repair ladder's steps for an app that stayed unhealthy (the planner picks
 //! the step and bounds them per pass, `plan_health`).
 //!
 //! # Expected flow

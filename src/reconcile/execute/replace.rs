@@ -1,4 +1,4 @@
-//! Make-before-break (issue 7): move an app's machine to another region, or replace it, without a
+//! Make-before-break: move an app's machine to another region, or replace it, without a
 //! moment in which the user has no running machine.
 //!
 //! # Expected flow

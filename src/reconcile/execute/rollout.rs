@@ -1,4 +1,4 @@
-//! One app's steps in a rollout (issue 7): move it to the target spec, judge it on the machine's
+//! One app's steps in a rollout: move it to the target spec, judge it on the machine's
 //! new version, keep judging it through the soak, settle it, or put it back on its last healthy
 //! spec. The waves, the soak clock and the halt are the planner's (`plan_rollout`, `rollout`).
 //!
