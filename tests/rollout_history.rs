@@ -403,3 +403,90 @@ async fn a_region_move_interrupted_in_its_verdict_wait_adopts_the_machine_it_mad
         "the old machine is destroyed"
     );
 }
+
+/// While a rollout is halted, nothing of the halted spec reaches anyone: a new paying user gets
+/// the spec the fleet last ran healthily, and an app whose machine stopped is started on its own
+/// spec, not updated to the target.
+#[tokio::test]
+async fn while_halted_a_new_user_and_a_repair_get_the_last_healthy_spec() {
+    use vyx_fleet::fly::StopMachineRequest;
+    let (mut fleet, users) = fleet_of(3, "1").await;
+    fleet
+        .sim
+        .set_image_behaviour(CRASHING, ImageBehaviour::ExitsAtOnce);
+    fleet.reconfigure("USER_APP_IMAGE", CRASHING);
+    passes_until(&fleet, Duration::from_secs(120), |r| {
+        r.halted && r.rolled_back == 1
+    })
+    .await;
+    let since = last_seq(&fleet);
+
+    // An app the rollout never reached goes down, and a new user pays.
+    let mut pending = None;
+    for u in &users {
+        let row = fleet.row(*u).await;
+        let (state,): (Option<String>,) =
+            sqlx::query_as("SELECT rollout_state FROM public.user_fly_apps WHERE id = $1")
+                .bind(row.id)
+                .fetch_one(&fleet.db.pool)
+                .await
+                .unwrap();
+        if state.is_none() {
+            pending = Some(row);
+        }
+    }
+    let pending = pending.expect("an app the halted rollout has not moved");
+    fleet
+        .ctx
+        .fly
+        .stop_machine(
+            &pending.fly_app_name,
+            pending.machine_id.as_deref().unwrap(),
+            &StopMachineRequest::default(),
+        )
+        .await
+        .unwrap();
+    let newcomer = UserFixture::paid("elite").insert(&fleet.db.pool).await;
+    fleet.relist().await;
+    for _ in 0..30 {
+        fleet.pass().await;
+        let running = machines(&fleet);
+        let new_row = fleet.maybe_row(newcomer).await;
+        let done = new_row.is_some_and(|r| {
+            running
+                .get(&r.fly_app_name)
+                .is_some_and(|(_, state)| state == "started")
+        }) && running[&pending.fly_app_name].1 == "started";
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let running = machines(&fleet);
+    let new_row = fleet.row(newcomer).await;
+    assert_eq!(
+        running[&new_row.fly_app_name],
+        (IMAGE.to_string(), "started".to_string()),
+        "the new user runs the last healthy image, not the halted one"
+    );
+    assert_eq!(new_row.docker_image.as_deref(), Some(IMAGE));
+    assert_eq!(
+        running[&pending.fly_app_name],
+        (IMAGE.to_string(), "started".to_string()),
+        "the stopped app is started on its own spec"
+    );
+    let updates: Vec<_> = fleet
+        .writes()
+        .into_iter()
+        .filter(|c| c.seq > since && c.class == "machines.update")
+        .collect();
+    assert!(
+        updates.is_empty(),
+        "no machine updated while halted: {updates:?}"
+    );
+    let r = load_current(&fleet.db.pool).await.unwrap().unwrap();
+    assert!(
+        r.halted && r.moved == 1,
+        "still halted, nobody else moved: {r:?}"
+    );
+}

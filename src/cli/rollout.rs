@@ -214,6 +214,8 @@ mod tests {
             resumed_at: None,
             completed_at: None,
             updated_at: t,
+            target_spec: None,
+            base_spec: None,
         }
     }
 

@@ -34,6 +34,10 @@ pub struct RolloutRecord {
     pub resumed_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// The target's non-secret spec (`StoredSpec`), and the last spec the fleet ran healthily
+    /// before this rollout; `None` for rollouts recorded before they were kept.
+    pub target_spec: Option<serde_json::Value>,
+    pub base_spec: Option<serde_json::Value>,
 }
 
 impl RolloutRecord {
@@ -65,7 +69,7 @@ macro_rules! columns {
     () => {
         "id, target_digest, target_image, started_at, waves_done, moved, failed, rolled_back, \
          failures_forgiven, halted, halt_kind, halt_reason, halted_at, resumed_by, resumed_at, \
-         completed_at, updated_at"
+         completed_at, updated_at, target_spec, base_spec"
     };
 }
 
@@ -206,9 +210,27 @@ impl Store {
         target_digest: &str,
         target_image: &str,
     ) -> Result<RolloutRecord, StoreError> {
+        self.start_rollout_of(target_digest, target_image, None)
+            .await
+    }
+
+    /// [`start_rollout`](Self::start_rollout) recording the target's non-secret spec. The new
+    /// rollout's base is the spec the fleet last ran healthily: the previous rollout's target if
+    /// it completed unhalted, else that rollout's own base.
+    pub async fn start_rollout_of(
+        &self,
+        target_digest: &str,
+        target_image: &str,
+        target_spec: Option<&serde_json::Value>,
+    ) -> Result<RolloutRecord, StoreError> {
         let started: Option<RolloutRecord> = sqlx::query_as(concat!(
-            "INSERT INTO vyx_fleet.rollout (target_digest, target_image) \
-             SELECT $1, $2 WHERE vyx_fleet.fence($3) \
+            "INSERT INTO vyx_fleet.rollout (target_digest, target_image, target_spec, base_spec) \
+             SELECT $1, $2, $4, \
+                    (SELECT CASE WHEN p.completed_at IS NOT NULL AND NOT p.halted \
+                                 THEN p.target_spec ELSE p.base_spec END \
+                       FROM vyx_fleet.rollout p \
+                      WHERE p.id = (SELECT max(id) FROM vyx_fleet.rollout)) \
+              WHERE vyx_fleet.fence($3) \
                 AND NOT EXISTS (SELECT 1 FROM vyx_fleet.rollout \
                                  WHERE id = (SELECT max(id) FROM vyx_fleet.rollout) \
                                    AND target_digest = $1) \
@@ -218,6 +240,7 @@ impl Store {
         .bind(target_digest)
         .bind(target_image)
         .bind(self.term())
+        .bind(target_spec)
         .fetch_optional(self.pool())
         .await?;
         if let Some(r) = started {

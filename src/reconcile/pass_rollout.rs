@@ -7,7 +7,7 @@ use super::pass::{PassConfig, PassError};
 use super::plan::Plan;
 use super::plan_rollout::RolloutInput;
 use super::rollout::{HaltReason, Rollout, Step};
-use super::spec::spec_digest;
+use super::spec::{StoredSpec, spec_digest};
 use crate::db::{apps, rollout as rollout_db};
 use crate::metrics::Metrics;
 
@@ -41,7 +41,12 @@ async fn load(
     let pool = ctx.store.pool();
     let target = spec_digest(&ctx.spec);
     let record = if start {
-        match ctx.store.start_rollout(&target, &ctx.spec.image).await {
+        let stored = serde_json::to_value(StoredSpec::of(&ctx.spec)).ok();
+        match ctx
+            .store
+            .start_rollout_of(&target, &ctx.spec.image, stored.as_ref())
+            .await
+        {
             Ok(r) => Some(r),
             Err(apps::StoreError::Sql(e)) => return Err(e.into()),
             // Fenced or raced: plan as a dry run; the executors' fenced writes stop anything.

@@ -86,6 +86,9 @@ pub enum ConvergeTo {
     /// the rollout has not moved yet, or of any app while the rollout is halted. Repairing onto the
     /// target would move the app outside the waves, or spread a change the rollout halted.
     Current,
+    /// The spec the fleet last ran healthily (the halted rollout's base): a user who never ran
+    /// anything, while the rollout is halted. The target when no base is recorded.
+    LastHealthy,
 }
 
 impl ConvergeTo {
@@ -93,6 +96,7 @@ impl ConvergeTo {
         match self {
             Self::Target => "target",
             Self::Current => "current",
+            Self::LastHealthy => "last_healthy",
         }
     }
 }
@@ -300,7 +304,11 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                         user_id,
                         row_id: None,
                         reason: ConvergeReason::New,
-                        to: ConvergeTo::Target,
+                        to: if halted {
+                            ConvergeTo::LastHealthy
+                        } else {
+                            ConvergeTo::Target
+                        },
                     });
                     continue;
                 };
@@ -374,18 +382,22 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                         })
                     }
                     RowStatus::Deleted => {
-                        out.actions
-                            .push(converge(ConvergeReason::Reupgrade, ConvergeTo::Target));
+                        let to = if halted {
+                            ConvergeTo::LastHealthy
+                        } else {
+                            ConvergeTo::Target
+                        };
+                        out.actions.push(converge(ConvergeReason::Reupgrade, to));
                     }
                     // A row in error on the rollout's spec is its rollout's to roll back.
                     RowStatus::Provisioning | RowStatus::Error if in_wave => {}
                     // An app that once ran healthily resumes on what it ran while the rollout is
                     // halted; one that never did has nothing older to run.
                     RowStatus::Provisioning | RowStatus::Error => {
-                        let to = if halted && row.docker_image.is_some() {
-                            ConvergeTo::Current
-                        } else {
-                            ConvergeTo::Target
+                        let to = match (halted, row.docker_image.is_some()) {
+                            (true, true) => ConvergeTo::Current,
+                            (true, false) => ConvergeTo::LastHealthy,
+                            (false, _) => ConvergeTo::Target,
                         };
                         out.actions.push(converge(ConvergeReason::Resume, to))
                     }

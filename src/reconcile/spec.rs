@@ -89,6 +89,45 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The non-secret parts of a spec, as a rollout records its target (`vyx_fleet.rollout`), so a
+/// later rollout can fall back to it while halted. Secret values are never in it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredSpec {
+    pub image: String,
+    pub region: String,
+    pub cpus: u32,
+    pub memory_mb: u32,
+    pub supabase_url: Option<String>,
+    /// The layout this version builds; a stored spec of another layout cannot be rebuilt whole.
+    pub layout: u32,
+}
+
+impl StoredSpec {
+    pub fn of(spec: &AppSpec) -> StoredSpec {
+        StoredSpec {
+            image: spec.image.clone(),
+            region: spec.region.clone(),
+            cpus: spec.cpus,
+            memory_mb: spec.memory_mb,
+            supabase_url: spec.supabase_url.clone(),
+            layout: LAYOUT_VERSION,
+        }
+    }
+
+    /// The spec to converge to: these parts over `current` (its org and secrets; the old secret
+    /// values are not known). `None` when this version cannot build it (another layout).
+    pub fn over(&self, current: &AppSpec) -> Option<AppSpec> {
+        (self.layout == LAYOUT_VERSION).then(|| AppSpec {
+            image: self.image.clone(),
+            region: self.region.clone(),
+            cpus: self.cpus,
+            memory_mb: self.memory_mb,
+            supabase_url: self.supabase_url.clone(),
+            ..current.clone()
+        })
+    }
+}
+
 /// Rough monthly cost of one always-on machine, REFERENCE §8: shared-cpu-1x 256 MB ≈ $1.94/month,
 /// each extra shared vCPU the same again, extra RAM ≈ $5 per GB-month. A floor, not an invoice.
 pub fn monthly_cost_estimate_usd(cpus: u32, memory_mb: u32) -> f64 {

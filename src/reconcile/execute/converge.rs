@@ -53,7 +53,9 @@ use crate::failpoint::{self as fp, hit};
 use crate::fly::{FlyError, IpType};
 use crate::reconcile::plan::{ConvergeReason, ConvergeTo};
 use crate::reconcile::recorded::{AppRow, RowStatus};
-use crate::reconcile::spec::{config_digest, monthly_cost_estimate_usd, secrets_digest};
+use crate::reconcile::spec::{
+    StoredSpec, config_digest, monthly_cost_estimate_usd, secrets_digest,
+};
 
 pub(super) async fn converge(
     ctx: &Ctx,
@@ -62,6 +64,23 @@ pub(super) async fn converge(
     reason: &ConvergeReason,
     to: ConvergeTo,
 ) -> Result<(), ExecError> {
+    // An app with no machine and no rollback point has nothing of its own to keep.
+    let to = match (to, row_id) {
+        (ConvergeTo::Current, Some(id)) => {
+            let row = reload(ctx, id).await?;
+            let point = crate::db::rollout::load_rollback_point(ctx.store.pool(), id).await?;
+            if row.machine_id.is_none() && point.is_none() {
+                ConvergeTo::LastHealthy
+            } else {
+                to
+            }
+        }
+        _ => to,
+    };
+    if to == ConvergeTo::LastHealthy {
+        let ctx = &last_healthy(ctx).await?;
+        return Box::pin(converge(ctx, user_id, row_id, reason, ConvergeTo::Target)).await;
+    }
     let (row, keep) = ensure_row(ctx, user_id, row_id, reason, to).await?;
     let image = match (&keep, &row.docker_image) {
         (true, Some(current)) => current.clone(),
@@ -145,6 +164,22 @@ pub(super) async fn converge(
     hit(fp::CONVERGE_AFTER_RECORD).await;
     info!(app = %row.fly_app_name, machine_id = %machine.id, "app active and healthy");
     Ok(())
+}
+
+/// The executor context with the spec the fleet last ran healthily (the current rollout's base) in
+/// place of the target; the target itself when none is recorded or this version cannot build it.
+async fn last_healthy(ctx: &Ctx) -> Result<Ctx, ExecError> {
+    let base = crate::db::rollout::load_current(ctx.store.pool())
+        .await?
+        .and_then(|r| r.base_spec)
+        .and_then(|v| serde_json::from_value::<StoredSpec>(v).ok())
+        .and_then(|b| b.over(&ctx.spec));
+    let mut out = ctx.clone();
+    if let Some(spec) = base {
+        info!(image = %spec.image, "rollout halted: converging on the fleet's last healthy spec");
+        out.spec = std::sync::Arc::new(spec);
+    }
+    Ok(out)
 }
 
 pub(super) async fn reload(ctx: &Ctx, row_id: Uuid) -> Result<AppRow, ExecError> {
