@@ -490,3 +490,74 @@ async fn while_halted_a_new_user_and_a_repair_get_the_last_healthy_spec() {
         "still halted, nobody else moved: {r:?}"
     );
 }
+
+/// The soak's end is judged too: an app whose checks went critical just as its soak ran out is a
+/// failure, not the app's new rollback point.
+#[tokio::test]
+async fn an_app_that_turns_unhealthy_as_its_soak_ends_fails_instead_of_settling() {
+    let mut fleet = Fleet::builder()
+        .var("ROLLOUT_SOAK", "1h")
+        .var("ROLLOUT_MAX_UNAVAILABLE", "1")
+        .start()
+        .await;
+    let user = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    fleet.converge().await;
+    fleet.reconfigure("USER_APP_IMAGE", V2);
+    let row = fleet.row(user).await;
+    let state = |pool: sqlx::PgPool, id: Uuid| async move {
+        let (s,): (Option<String>,) =
+            sqlx::query_as("SELECT rollout_state FROM public.user_fly_apps WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        s
+    };
+    for _ in 0..100 {
+        if state(fleet.db.pool.clone(), row.id).await.as_deref() == Some("soaking") {
+            break;
+        }
+        fleet.pass().await;
+    }
+    assert_eq!(
+        state(fleet.db.pool.clone(), row.id).await.as_deref(),
+        Some("soaking")
+    );
+    fleet
+        .sim
+        .set_image_behaviour(V2, ImageBehaviour::ChecksCritical);
+    let critical = fleet.app(&row.fly_app_name).unwrap().machines[0]
+        .checks
+        .iter()
+        .any(|c| c.status == "critical");
+    assert!(
+        critical,
+        "the simulator turned the running machine's checks critical"
+    );
+    // The soak runs out: move its start back past ROLLOUT_SOAK.
+    sqlx::query(
+        "UPDATE public.user_fly_apps SET rollout_state_at = rollout_state_at - interval '2 hours' \
+          WHERE id = $1",
+    )
+    .bind(row.id)
+    .execute(&fleet.db.pool)
+    .await
+    .unwrap();
+    let (r, _) = passes_until(&fleet, Duration::from_secs(60), |r| {
+        r.halted && r.rolled_back == 1
+    })
+    .await;
+    assert_eq!(r.halt_kind.as_deref(), Some("canary_failed"), "{r:?}");
+    let (healthy_image,): (Option<String>,) =
+        sqlx::query_as("SELECT healthy_image FROM public.user_fly_apps WHERE id = $1")
+            .bind(row.id)
+            .fetch_one(&fleet.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        healthy_image.as_deref(),
+        Some(IMAGE),
+        "the rollback point stays"
+    );
+    assert_eq!(machines(&fleet)[&row.fly_app_name].0, IMAGE);
+}

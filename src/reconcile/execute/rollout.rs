@@ -121,7 +121,16 @@ pub(super) async fn run(
             Ok(())
         }
         RolloutStep::Settle => {
-            let m = get(ctx, &row, &machine_id).await?;
+            // The soak's last look: what becomes the rollback point must be healthy now, on the
+            // version the move made, or a later failure would roll back onto a broken spec.
+            let Some(m) = get_in_flight(ctx, &row, &machine_id).await? else {
+                let why = "machine vanished on the new spec";
+                return fail(ctx, &row, at(RowRolloutState::Failed), why).await;
+            };
+            if !healthy_on(&m, version.as_deref()) {
+                let why = verdict::describe(&m, version.as_deref());
+                return fail(ctx, &row, at(RowRolloutState::Failed), &why).await;
+            }
             let digest = spec_digest(&ctx.spec);
             let image = ctx.spec.image.clone();
             ctx.store
