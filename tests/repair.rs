@@ -167,7 +167,42 @@ async fn a_replacement_that_passes_its_checks_takes_over_and_the_old_machine_is_
     .execute(&fleet.db.pool)
     .await
     .unwrap();
+    // Fly agrees the machine is failing (a repair acts on nothing less); the replacement, once
+    // created, comes up healthy: the image recovers as soon as its create is seen.
+    fleet.sim.set_image_behaviour(
+        fleet_support::IMAGE,
+        vyx_fleet::sim::ImageBehaviour::ChecksCritical,
+    );
+    let seq = fleet.sim.calls().last().map_or(0, |c| c.seq);
+    let base = fleet.sim.base_url();
+    let heal = tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        loop {
+            let calls: Vec<vyx_fleet::sim::CallRecord> = http
+                .get(format!("{base}/_sim/calls"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if calls
+                .iter()
+                .any(|c| c.seq > seq && c.class == "machines.create")
+            {
+                // No behaviour left for any image: the replacement boots healthy.
+                http.put(format!("{base}/_sim/image_behaviours"))
+                    .json(&serde_json::json!({}))
+                    .send()
+                    .await
+                    .unwrap();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
     let report = fleet.pass().await;
+    heal.abort();
     assert!(
         report
             .plan
@@ -192,4 +227,46 @@ async fn a_replacement_that_passes_its_checks_takes_over_and_the_old_machine_is_
         .collect();
     assert_eq!(live.len(), 1, "{live:?}");
     assert_eq!(Some(live[0].id.as_str()), row.machine_id.as_deref());
+}
+
+/// An app recorded unhealthy whose machine Fly reports healthy (the endpoint failed for a reason a
+/// restart cannot fix, or the record is older than a move that healed it) is not restarted or
+/// replaced: the repair step confirms through Fly first and clears the record.
+#[tokio::test]
+async fn a_repair_is_not_taken_when_flys_checks_say_the_machine_is_healthy() {
+    let fleet = Fleet::builder().var("REPAIR_AFTER", "2s").start().await;
+    let user = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    fleet.converge().await;
+    let row = fleet.row(user).await;
+    sqlx::query(
+        "UPDATE public.user_fly_apps SET health_status = 'unhealthy', \
+                unhealthy_since = now() - interval '1 hour' WHERE id = $1",
+    )
+    .bind(row.id)
+    .execute(&fleet.db.pool)
+    .await
+    .unwrap();
+    fleet.sim.clear_calls();
+    passes_until(
+        &fleet,
+        Duration::from_secs(30),
+        "the record cleared",
+        || async { fleet.row(user).await.health_status.as_deref() == Some("healthy") },
+    )
+    .await;
+    let writes = fleet.writes();
+    assert!(
+        writes.iter().all(|c| !matches!(
+            c.class.as_str(),
+            "machines.stop" | "machines.start" | "machines.create" | "machines.delete"
+        )),
+        "nothing restarted or replaced: {writes:?}"
+    );
+    let evs = events(&fleet, user).await;
+    assert_eq!(
+        count(&evs, "recovery_attempted", Some("restart")),
+        0,
+        "{evs:?}"
+    );
+    let _ = IMAGE;
 }

@@ -51,6 +51,19 @@ pub(super) async fn repair(ctx: &Ctx, row_id: Uuid, step: RepairStep) -> Result<
         }
         Err(e) => return Err(e.into()),
     };
+    // The unhealthy record may rest on the app's endpoint alone (an outage of our own egress or
+    // of the edge keeps it failing), or be a verdict older than a move that since made the app
+    // healthy: a repair acts only when Fly itself says the machine is failing.
+    if m.is_healthy() {
+        warn!(machine_id = %machine_id, step = step.as_str(), "repair: Fly's checks pass; the unhealthy record is cleared, nothing restarted");
+        let ev = Event::new(
+            "health_check_passed",
+            json!({"machine_id": machine_id, "source": "fly", "before": step.as_str()}),
+        );
+        ctx.store.record_health(row.id, true, &[ev]).await?;
+        ctx.store.record_probe(row.id, true).await?;
+        return Ok(());
+    }
     ctx.store.record_repair_step(row.id, step.as_str()).await?;
     let ev = Event::new(
         "recovery_attempted",
