@@ -25,7 +25,8 @@ use uuid::Uuid;
 
 use super::converge::reload;
 use super::machine_config::desired_config;
-use super::rollout::{At, verdict};
+use super::rollout::At;
+use super::verdict::wait_for;
 use super::{Ctx, ExecError, wait};
 use crate::db::apps::Event;
 use crate::db::rollout::RowRolloutState;
@@ -150,7 +151,7 @@ async fn judge_and_swap(
     new: Machine,
 ) -> Result<Result<String, String>, ExecError> {
     let app = row.fly_app_name.as_str();
-    match verdict(ctx, row, &new.id, new.version.as_deref()).await? {
+    match wait_for(ctx, row, &new.id, new.version.as_deref()).await? {
         Ok(_) => {}
         Err(why) => {
             warn!(machine_id = %new.id, reason = %why, "replacement unhealthy; destroying it, the old one keeps serving");

@@ -29,7 +29,8 @@
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::rollout::{At, passed_event, set_state, verdict};
+use super::rollout::{At, passed_event, set_state};
+use super::verdict::wait_for;
 use super::{Ctx, ExecError};
 use crate::db::apps::Event;
 use crate::db::rollout::load_rollback_point;
@@ -117,7 +118,7 @@ pub(super) async fn roll_back(ctx: &Ctx, row: &AppRow, at: At) -> Result<(), Exe
         )
         .await?;
     set_state(ctx, row, at, version.as_deref()).await?;
-    match verdict(ctx, row, &machine.id, version.as_deref()).await? {
+    match wait_for(ctx, row, &machine.id, version.as_deref()).await? {
         Ok(_) => {
             ctx.store
                 .mark_active(row.id, &passed_event(row, &machine.id))

@@ -46,7 +46,7 @@ use uuid::Uuid;
 
 use super::converge::{ensure_secrets, reload};
 use super::machine_config::{desired_config, matches};
-use super::verdict::{self, Verdict};
+use super::verdict::{self, Verdict, healthy_on};
 use super::{Ctx, ExecError, wait};
 use crate::db::apps::Event;
 use crate::db::rollout::{RowRolloutState, Running, load_row_progress};
@@ -321,50 +321,6 @@ async fn judge(
         }
         Err(why) => fail(ctx, row, at(RowRolloutState::Failed), &why).await,
     }
-}
-
-/// Wait for the machine to be `started` with every check passing on `version` (a rollback or a
-/// replacement, which wait within their step). `Ok(Err(why))` is a verdict of failure; `Err` an
-/// error to retry.
-pub(super) async fn verdict(
-    ctx: &Ctx,
-    row: &AppRow,
-    machine_id: &str,
-    version: Option<&str>,
-) -> Result<Result<Machine, String>, ExecError> {
-    let patience = ctx.timeouts.machine_started + ctx.timeouts.healthy;
-    let started = tokio::time::Instant::now();
-    let r = wait::until(patience, "the new version to pass its checks", || async {
-        match ctx.fly.get_machine(&row.fly_app_name, machine_id).await {
-            Ok(m) => Ok(match verdict::judge(&m, version, started.elapsed()) {
-                Verdict::Healthy => Some(Ok(m)),
-                Verdict::Failed(why) => Some(Err(why)),
-                Verdict::Pending => None,
-            }),
-            Err(FlyError::NotFound { .. }) => Ok(Some(Err("machine vanished".to_string()))),
-            Err(e) if e.is_transient() => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    })
-    .await;
-    match r {
-        Ok(v) => Ok(v),
-        Err(ExecError::StillWaiting(_)) => {
-            let m = get(ctx, row, machine_id).await?;
-            Ok(Err(format!(
-                "not healthy within {}s: {}",
-                patience.as_secs(),
-                verdict::describe(&m, version)
-            )))
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Healthy on the version the update returned: `started`, every check present and passing.
-pub(super) fn healthy_on(m: &Machine, version: Option<&str>) -> bool {
-    let on_version = version.is_none_or(|v| m.version.as_deref() == Some(v));
-    on_version && m.is_healthy()
 }
 
 pub(super) async fn fail(ctx: &Ctx, row: &AppRow, at: At, why: &str) -> Result<(), ExecError> {

@@ -11,11 +11,14 @@
 //!   from the start of the move (a check that never passes is not worth the whole start budget).
 //!
 //! It is **healthy** when `started` with every configured check present and passing. Anything else
-//! is still pending; the caller's deadline decides when pending becomes failed.
+//! is still pending; the caller's deadline decides when pending becomes failed. [`wait_for`] is
+//! that wait for the steps that hold their slot through it (a rollback, a replacement).
 
 use std::time::Duration;
 
-use crate::fly::{Machine, MachineState};
+use super::{Ctx, ExecError, wait};
+use crate::fly::{FlyError, Machine, MachineState};
+use crate::reconcile::recorded::AppRow;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -108,6 +111,50 @@ pub(crate) fn describe(m: &Machine, version: Option<&str>) -> String {
         m.state.as_str(),
         failing.join(", ")
     )
+}
+
+/// Wait for the machine to be `started` with every check passing on `version` (a rollback or a
+/// replacement, which wait within their step). `Ok(Err(why))` is a verdict of failure; `Err` an
+/// error to retry.
+pub(super) async fn wait_for(
+    ctx: &Ctx,
+    row: &AppRow,
+    machine_id: &str,
+    version: Option<&str>,
+) -> Result<Result<Machine, String>, ExecError> {
+    let patience = ctx.timeouts.machine_started + ctx.timeouts.healthy;
+    let started = tokio::time::Instant::now();
+    let r = wait::until(patience, "the new version to pass its checks", || async {
+        match ctx.fly.get_machine(&row.fly_app_name, machine_id).await {
+            Ok(m) => Ok(match judge(&m, version, started.elapsed()) {
+                Verdict::Healthy => Some(Ok(m)),
+                Verdict::Failed(why) => Some(Err(why)),
+                Verdict::Pending => None,
+            }),
+            Err(FlyError::NotFound { .. }) => Ok(Some(Err("machine vanished".to_string()))),
+            Err(e) if e.is_transient() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await;
+    match r {
+        Ok(v) => Ok(v),
+        Err(ExecError::StillWaiting(_)) => {
+            let m = super::rollout::get(ctx, row, machine_id).await?;
+            Ok(Err(format!(
+                "not healthy within {}s: {}",
+                patience.as_secs(),
+                describe(&m, version)
+            )))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Healthy on the version the update returned: `started`, every check present and passing.
+pub(super) fn healthy_on(m: &Machine, version: Option<&str>) -> bool {
+    let on_version = version.is_none_or(|v| m.version.as_deref() == Some(v));
+    on_version && m.is_healthy()
 }
 
 #[cfg(test)]
