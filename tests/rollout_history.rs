@@ -561,3 +561,59 @@ async fn an_app_that_turns_unhealthy_as_its_soak_ends_fails_instead_of_settling(
     );
     assert_eq!(machines(&fleet)[&row.fly_app_name].0, IMAGE);
 }
+
+/// A figure, not a pass/fail check (run with `--ignored --nocapture`): at default settings
+/// (`RECONCILE_INTERVAL` 30 s, the default check of grace 10 s and interval 15 s), how long a canary
+/// whose checks never pass runs the new spec before its rollback update, with the daemon's loop
+/// pacing the passes.
+#[tokio::test]
+#[ignore = "a measurement of about a minute of wall time; prints the figure"]
+async fn measure_how_long_a_canary_whose_checks_never_pass_stays_on_the_new_spec() {
+    use tokio::sync::watch;
+    let mut fleet = Fleet::builder().start().await;
+    for _ in 0..3 {
+        UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    }
+    fleet.converge().await;
+    vyx_fleet::db::lease::release(&fleet.db.pool, &fleet.holder, fleet.term)
+        .await
+        .unwrap();
+    let since = last_seq(&fleet);
+    fleet
+        .sim
+        .set_image_behaviour(CRASHING, ImageBehaviour::ChecksCritical);
+    fleet.reconfigure("USER_APP_IMAGE", CRASHING);
+    // The daemon's own patience, not the harness's short one.
+    fleet.ctx.timeouts = vyx_fleet::reconcile::execute::Timeouts::default();
+    let controller = fleet.controller(Duration::from_secs(30));
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(async move { controller.run(rx).await });
+    // Watch the machines: when the canary starts running the new image, and when it is back.
+    let start = Instant::now();
+    let mut moved: Option<(String, Instant)> = None;
+    let back = loop {
+        let running = machines(&fleet);
+        match &moved {
+            None => {
+                moved = running
+                    .iter()
+                    .find(|(_, (image, _))| image == CRASHING)
+                    .map(|(app, _)| (app.clone(), Instant::now()));
+            }
+            Some((app, _)) if running[app].0 == IMAGE => break Instant::now(),
+            Some(_) => {}
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "no rollback seen"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = stop.send(true);
+    let _ = task.await;
+    let moved_at = moved.unwrap().1;
+    println!(
+        "canary on the new spec for {:.1} s (its machine's config, as the simulator shows it)",
+        (back - moved_at).as_secs_f64()
+    );
+}

@@ -323,6 +323,10 @@ async fn judge(
     }
 }
 
+/// Record the app `failed` on the target, then roll it back at once: every failed app goes back
+/// (halted or not), and its user is down until it does, so the rollback does not wait for the next
+/// pass. A rollback that fails on a Fly error leaves the app `failed`; the planner's `Back` step
+/// retries it.
 pub(super) async fn fail(ctx: &Ctx, row: &AppRow, at: At, why: &str) -> Result<(), ExecError> {
     warn!(reason = %why, wave = at.1, "rollout: app failed on the target");
     set_state(ctx, row, at, None).await?;
@@ -331,7 +335,9 @@ pub(super) async fn fail(ctx: &Ctx, row: &AppRow, at: At, why: &str) -> Result<(
         json!({"operation": "rollout", "wave": at.1, "reason": why}),
     );
     ctx.store.record_health(row.id, false, &[ev]).await?;
-    Ok(())
+    let row = reload(ctx, row.id).await?;
+    let (id, wave, _) = at;
+    super::rollback::roll_back(ctx, &row, (id, wave, RowRolloutState::RolledBack)).await
 }
 
 pub(super) async fn set_state(
