@@ -578,7 +578,6 @@ async fn measure_how_long_a_canary_whose_checks_never_pass_stays_on_the_new_spec
     vyx_fleet::db::lease::release(&fleet.db.pool, &fleet.holder, fleet.term)
         .await
         .unwrap();
-    let since = last_seq(&fleet);
     fleet
         .sim
         .set_image_behaviour(CRASHING, ImageBehaviour::ChecksCritical);
