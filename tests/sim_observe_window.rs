@@ -132,3 +132,23 @@ async fn a_delta_leaves_unchanged_machines_out_and_catches_a_change_stamped_with
     // The watermark moved past the machines that did not change: the delta left them out.
     assert_eq!(w.last_delta_lists().await, w.ids(&[1, 2]));
 }
+
+#[tokio::test]
+async fn one_host_clock_an_hour_ahead_does_not_blind_the_deltas_that_follow() {
+    let w = world(3).await;
+    let cache = ObserveCache::new(Duration::from_secs(3600));
+    w.observe(&cache, ObserveKind::Full).await;
+
+    let (app, id) = &w.machines[0];
+    assert!(w.api.sim.set_host_clock_skew(app, id, TimeDelta::hours(1)));
+    w.stop(0).await;
+    let obs = w.observe(&cache, ObserveKind::Delta).await;
+    assert_eq!(w.state_in(&obs, 0), "stopped");
+
+    // A change on a host with the right time, two minutes later: more than the overlap behind
+    // the skewed stamp, still the newest change Fly has.
+    w.api.sim.advance_clock(TimeDelta::minutes(2));
+    w.stop(1).await;
+    let obs = w.observe(&cache, ObserveKind::Delta).await;
+    assert_eq!(w.state_in(&obs, 1), "stopped", "the delta saw the change");
+}

@@ -174,6 +174,8 @@ pub(crate) struct Answer {
     pub request_id: Option<String>,
     /// `fly-next-cursor` header (machine list pagination).
     pub next_cursor: Option<String>,
+    /// The `Date` header: the API's clock when it answered (whole seconds).
+    pub date: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Answer {
@@ -315,6 +317,9 @@ impl FlyClient {
         call.request_id = header_str(resp.headers(), "fly-request-id", 256);
         // A cursor is opaque: passed on whole, never truncated.
         let next_cursor = header_str(resp.headers(), "fly-next-cursor", 64 * 1024);
+        let date = header_str(resp.headers(), "date", 64)
+            .and_then(|d| chrono::DateTime::parse_from_rfc2822(&d).ok())
+            .map(|d| d.with_timezone(&chrono::Utc));
         let retry_after = resp
             .headers()
             .get(RETRY_AFTER)
@@ -338,6 +343,7 @@ impl FlyClient {
                 body,
                 request_id: call.request_id,
                 next_cursor,
+                date,
             });
         }
         // An error body that is too long or breaks off is still an error of this status.

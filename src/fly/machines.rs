@@ -139,26 +139,29 @@ impl FlyClient {
         partial_ok: bool,
     ) -> Result<OrgMachineList, FlyError> {
         let mut machines = Vec::new();
-        let error_regions = self
+        let pages = self
             .org_machines_pages(org_slug, q, partial_ok, |page| machines.extend(page))
             .await?;
         Ok(OrgMachineList {
             machines,
-            error_regions,
+            error_regions: pages.error_regions,
+            served_at: pages.served_at,
         })
     }
 
     /// [`FlyClient::list_org_machines_partial_with`] handing each page to `each` as it arrives
     /// (the observation cache keeps a compact form and never holds the whole answer). Returns the
-    /// regions Fly could not list, sorted; without `partial_ok` any is an error.
+    /// regions Fly could not list, sorted (without `partial_ok` any is an error), and the `Date`
+    /// of the first page.
     pub async fn org_machines_pages(
         &self,
         org_slug: &str,
         q: &ListOrgMachines,
         partial_ok: bool,
         mut each: impl FnMut(Vec<OrgMachine>),
-    ) -> Result<Vec<String>, FlyError> {
+    ) -> Result<OrgPages, FlyError> {
         let mut error_regions: Vec<String> = Vec::new();
+        let mut served_at = None;
         let mut cursor: Option<String> = None;
         let mut seen = HashSet::new();
         for _ in 0..MAX_PAGES {
@@ -180,6 +183,7 @@ impl FlyClient {
                 &cursor,
             );
             let answer = self.execute(&r).await?;
+            served_at = served_at.or(answer.date);
             let page: OrgMachinesPage = decode(Route::ListOrgMachines, &answer)?;
             if !page.error_regions.is_empty() && !partial_ok {
                 return Err(FlyError::Incomplete {
@@ -196,7 +200,10 @@ impl FlyClient {
             match page.next_cursor.filter(|c| !c.is_empty()) {
                 None => {
                     error_regions.sort();
-                    return Ok(error_regions);
+                    return Ok(OrgPages {
+                        error_regions,
+                        served_at,
+                    });
                 }
                 Some(c) if !seen.insert(c.clone()) => {
                     return Err(pagination_loop(Route::ListOrgMachines, &answer));
@@ -368,4 +375,16 @@ pub struct OrgMachineList {
     pub machines: Vec<OrgMachine>,
     /// Regions whose machines are missing from `machines`, sorted.
     pub error_regions: Vec<String>,
+    /// The API's clock (`Date`) when it answered the first page: no change it lists can have
+    /// happened later, whatever a host's clock stamped on it.
+    pub served_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// [`FlyClient::org_machines_pages`]'s outcome.
+#[derive(Debug, Clone, Default)]
+pub struct OrgPages {
+    /// Regions Fly could not list, sorted.
+    pub error_regions: Vec<String>,
+    /// As [`OrgMachineList::served_at`].
+    pub served_at: Option<chrono::DateTime<chrono::Utc>>,
 }

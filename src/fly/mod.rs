@@ -38,7 +38,7 @@ pub use gate::WriteGate;
 pub use machine::{
     CheckStatus, ImageRef, Machine, MachineState, OrgMachine, OrgMachineConfig, WaitResult,
 };
-pub use machines::{ListOrgMachines, OrgMachineList};
+pub use machines::{ListOrgMachines, OrgMachineList, OrgPages};
 pub use ratelimit::{BucketSpec, RateLimiter, RateLimits};
 pub use route::Route;
 pub use types::{

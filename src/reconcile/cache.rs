@@ -7,11 +7,14 @@
 //! 1. **Full list** (the first pass, a new lease term, after any observe error, or when the resync
 //!    is due): apps by org and machines by org, every page ([`super::observe::full_list`]). The
 //!    cache keeps the managed apps and their live machines, the term it was built under, and the
-//!    *watermark*: the largest machine `updated_at` Fly has shown us (Fly's own clock, never ours).
+//!    *watermark*: the largest machine `updated_at` Fly has shown us (Fly's own clock, never ours),
+//!    but never past the API's `Date` when the list began (one host's clock far ahead must not
+//!    blind the deltas).
 //! 2. **Delta** (every other pass): one org machine list with `updated_after = watermark - OVERLAP`
 //!    and `include_deleted=true`. A machine in a gone state (`destroyed`, `destroying`, ...) is
 //!    dropped; any other replaces the cached copy unless that copy is newer; a machine of an app the
-//!    cache does not hold adds that app. The watermark moves to the newest `updated_at` seen.
+//!    cache does not hold adds that app. The watermark moves to the newest `updated_at` seen, bounded
+//!    by the delta's `Date` in the same way.
 //! 3. **Resync**: the next full list is due `RESYNC_INTERVAL` after the last one, minus up to 10%
 //!    jitter. It catches what no machine shows: an app without machines, or an app deleted by hand
 //!    (its machines vanish with it, so no delta reports them). A resync within the term refreshes
@@ -181,6 +184,7 @@ impl ObserveCache {
         for m in delta.machines {
             changed |= cached.apply(m);
         }
+        cached.bound_watermark(delta.served_at);
         if changed {
             self.bump();
         }
@@ -272,6 +276,7 @@ impl ObserveCache {
                 ObserveKind::Full,
             ));
         }
+        fresh.bound_watermark(outcome.served_at);
         fresh.log_full();
         let obs = fresh.obs.clone();
         *guard = Some(fresh);
@@ -305,6 +310,7 @@ impl ObserveCache {
         for app in obs.apps.values_mut() {
             app.machines.retain(|m| sink.machines.contains(&m.id));
         }
+        c.bound_watermark(outcome.served_at);
         c.resync_at = Instant::now() + jittered(self.resync_interval);
         c.log_full();
         c.obs.clone()
@@ -403,6 +409,7 @@ impl ObserveCache {
                 changed.insert(app);
             }
         }
+        cached.bound_watermark(delta.served_at);
         if !delta.error_regions.is_empty() {
             *guard = None;
             self.bump();
@@ -477,6 +484,18 @@ impl Cached {
             self.watermark = Some(self.watermark.map_or(t, |w| w.max(t)));
         }
         merge_machine(Arc::make_mut(&mut self.obs), &self.prefix, m) == Merge::Changed
+    }
+
+    /// After a listing: the watermark never runs ahead of the API's clock when the listing began
+    /// (`served_at`, its `Date`). Hosts stamp `updated_at`; one stamping from a clock far ahead
+    /// would otherwise start every later delta past the changes made meanwhile, until the resync.
+    /// A change the listing shows cannot have happened after it was served.
+    fn bound_watermark(&mut self, served_at: Option<DateTime<Utc>>) {
+        if let (Some(w), Some(at)) = (self.watermark, served_at)
+            && w > at
+        {
+            self.watermark = Some(at);
+        }
     }
 
     fn add_apps(&mut self, page: &[App]) {

@@ -26,6 +26,8 @@ pub(crate) struct ListOutcome {
     pub error_regions: Vec<String>,
     /// Machines were listed app by app (no org-wide list): no watermark to follow deltas from.
     pub per_app: bool,
+    /// The API's clock when the org list began (its first page's `Date`).
+    pub served_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Every page of both lists (the cache's full list and resync; [`super::cache`]). On error the
@@ -48,7 +50,10 @@ pub(crate) async fn full_list(
         .org_machines_pages(org, &all, true, |page| sink.machines(page))
         .await;
     match listed {
-        Ok(error_regions) => {
+        Ok(crate::fly::OrgPages {
+            error_regions,
+            served_at,
+        }) => {
             if !error_regions.is_empty() {
                 warn!(
                     regions = %error_regions.join(","),
@@ -58,6 +63,7 @@ pub(crate) async fn full_list(
             Ok(ListOutcome {
                 error_regions,
                 per_app: false,
+                served_at,
             })
         }
         // An API without the org-wide list: one list per managed app instead (costlier, correct).
@@ -67,6 +73,7 @@ pub(crate) async fn full_list(
             Ok(ListOutcome {
                 error_regions: vec![],
                 per_app: true,
+                served_at: None,
             })
         }
         Err(e) => Err(e),

@@ -219,42 +219,6 @@ pub(crate) fn remove_app(sh: &Shared, name: &str) -> bool {
     removed
 }
 
-/// A lease taken out of band by `owner`; its nonce, unless the machine is missing or leased.
-pub(crate) fn take_lease(
-    sh: &Shared,
-    app: &str,
-    id: &str,
-    owner: &str,
-    ttl: std::time::Duration,
-) -> Option<String> {
-    let mut world = lock(&sh.world);
-    let m = world
-        .apps
-        .get_mut(app)?
-        .machines
-        .get_mut(id)
-        .filter(|m| m.state != "destroyed")?;
-    if m.active_lease().is_some() {
-        return None;
-    }
-    let lease = leases::acquire(m, None, owner, "taken out of band", ttl).ok()?;
-    drop(world);
-    sh.notify();
-    Some(lease.nonce)
-}
-
-pub(crate) fn end_lease(sh: &Shared, app: &str, id: &str) -> bool {
-    let mut world = lock(&sh.world);
-    let Some(m) = world.apps.get_mut(app).and_then(|a| a.machines.get_mut(id)) else {
-        return false;
-    };
-    let had = m.active_lease().is_some();
-    m.lease = None;
-    drop(world);
-    sh.notify();
-    had
-}
-
 #[derive(Deserialize)]
 struct LeaseReq {
     owner: String,
@@ -271,7 +235,7 @@ async fn post_lease(
         Err(e) => return e.into_response(),
     };
     let ttl = std::time::Duration::from_secs(req.ttl);
-    match take_lease(&sh, &app, &id, &req.owner, ttl) {
+    match leases::take_out_of_band(&sh, &app, &id, &req.owner, ttl) {
         Some(nonce) => (StatusCode::CREATED, Json(json!({"nonce": nonce}))).into_response(),
         None => {
             ApiError::new(StatusCode::CONFLICT, "no such machine, or it is leased").into_response()
@@ -283,7 +247,7 @@ async fn delete_lease(
     State(sh): State<Arc<Shared>>,
     axum::extract::Path((app, id)): axum::extract::Path<(String, String)>,
 ) -> Response {
-    if end_lease(&sh, &app, &id) {
+    if leases::end_out_of_band(&sh, &app, &id) {
         StatusCode::NO_CONTENT.into_response()
     } else {
         ApiError::not_found("no lease").into_response()

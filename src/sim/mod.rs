@@ -1,8 +1,15 @@
 //! Fly Machines API simulator, written from `fly-api/REFERENCE.md` and the OpenAPI spec, not
-//! from any client: apps, machines (async lifecycle, wait, checks), secrets, IP assignments, with
-//! the platform's rough edges on tap: global app names, post-create 404s, list lag, rate limits,
-//! and injected faults (5xx, 408, spurious 404, dropped connections, lost answers, latency, 429
-//! bursts).
+//! from any client: apps, machines (async lifecycle, wait, checks, leases), secrets, IP
+//! assignments, with the platform's rough edges on tap: global app names, post-create 404s, list
+//! lag (new machines always; updates and destroys with [`SimConfig::stale_list_reads`]), boots on
+//! an older secrets snapshot without `min_secrets_version` ([`SimConfig::secrets_lag`]), rate
+//! limits, and injected faults (5xx, 408, spurious 404, dropped connections, lost answers, latency,
+//! 429 bursts).
+//!
+//! For the tests of what a bad release does: [`ImageBehaviour`] (checks critical, a process that
+//! exits at once under Fly's restart policy, a machine that ends `failed`; `images.rs`); another
+//! holder's lease ([`Sim::take_lease`], `routes/leases.rs`); the platform's clock and one host's
+//! clock ([`Sim::advance_clock`], [`Sim::set_host_clock_skew`]; `clock.rs`).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -26,8 +33,7 @@
 //! `apps.create`, `apps.get`, `apps.list`, `apps.delete`, `machines.create`, `machines.get`,
 //! `machines.list`, `machines.update`, `machines.stop`, `machines.start`, `machines.delete`,
 //! `machines.wait`, `machines.lease`, `secrets.list`, `secrets.set`, `ips.list`, `ips.create`,
-//! `ips.delete`,
-//! `orgs.machines`, `other`; `*` in a [`FaultRule`] matches all.
+//! `ips.delete`, `orgs.machines`, `other`; `*` in a [`FaultRule`] matches all.
 //!
 //! # Inspection over HTTP (no auth, not rate limited, not logged)
 //! `GET /_sim/snapshot`, `GET /_sim/calls`, `DELETE /_sim/calls` (or `POST /_sim/calls/clear`),
@@ -35,8 +41,9 @@
 //! once), `GET|PUT|POST /_sim/faults` ([`Faults`] JSON, e.g.
 //! `{"rules":[{"class":"apps.create","probability":0.5,"kind":"lost_answer","status":502}]}`),
 //! `POST|DELETE /_sim/apps/{app}/machines/{id}/lease` (`{"owner","ttl"}` → `{"nonce"}`: a lease
-//! held by someone else), `PUT|POST /_sim/failing_images` (`["image:tag", ...]`), `GET|PUT|POST /_sim/image_behaviours`
-//! (`{"image:tag": "exits_at_once" | "fails" | "checks_critical" | "healthy"}`, replaces all).
+//! held by someone else), `PUT|POST /_sim/failing_images` (`["image:tag", ...]`),
+//! `GET|PUT|POST /_sim/image_behaviours` (`{"image:tag": "exits_at_once" | "fails" |
+//! "checks_critical" | "healthy"}`, replaces all).
 //!
 //! # Apps' own endpoints (not the Machines API: not rate limited, not in the call log)
 //! `GET /_sim/apps/{app}/health`: what `https://{app}.fly.dev/health` answers (`health.rs`).
@@ -183,12 +190,12 @@ impl Sim {
         owner: &str,
         ttl: Duration,
     ) -> Option<String> {
-        inspect::take_lease(&self.shared, app, machine_id, owner, ttl)
+        routes::leases::take_out_of_band(&self.shared, app, machine_id, owner, ttl)
     }
 
     /// Ends whatever lease the machine has, as its expiry would. False if it had none.
     pub fn end_lease(&self, app: &str, machine_id: &str) -> bool {
-        inspect::end_lease(&self.shared, app, machine_id)
+        routes::leases::end_out_of_band(&self.shared, app, machine_id)
     }
 
     /// Sets [`SimConfig::stale_list_reads`]: from now on that share of list calls shows machines

@@ -407,6 +407,10 @@ pub(super) async fn stop_gracefully(ctx: &Ctx, app: &str, m: &Machine) -> Result
         Err(e) => return Err(e.into()),
     }
     hit(fp::DEPROVISION_STOP_AFTER_CALL).await;
+    // The version waited on: `m` may be an older copy than Fly's (lists lag updates, REFERENCE
+    // §3.9, §7), or someone may update the machine meanwhile.
+    let version = std::sync::Mutex::new(m.version.clone());
+    let current = || version.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let r = wait::until(ctx.timeouts.machine_stopped, "machine to stop", || async {
         match ctx
             .fly
@@ -414,7 +418,7 @@ pub(super) async fn stop_gracefully(ctx: &Ctx, app: &str, m: &Machine) -> Result
                 app,
                 &m.id,
                 &["stopped", "destroyed"],
-                m.version.as_deref(),
+                current().as_deref(),
                 std::time::Duration::from_secs(10),
             )
             .await
@@ -422,6 +426,20 @@ pub(super) async fn stop_gracefully(ctx: &Ctx, app: &str, m: &Machine) -> Result
             Ok(_) | Err(FlyError::NotFound { .. }) => Ok(Some(())),
             Err(FlyError::Timeout { .. }) => Ok(None),
             Err(e) if e.is_transient() => Ok(None),
+            // 400: that version is "currently replaced". flyctl re-reads the machine and waits
+            // again (REFERENCE §3.8); so do we, on the version it runs now.
+            Err(FlyError::Invalid { .. }) => match ctx.fly.get_machine(app, &m.id).await {
+                Ok(now) if now.state.is_gone() || now.state == MachineState::Stopped => {
+                    Ok(Some(()))
+                }
+                Ok(now) => {
+                    *version.lock().unwrap_or_else(|p| p.into_inner()) = now.version;
+                    Ok(None)
+                }
+                Err(FlyError::NotFound { .. }) => Ok(Some(())),
+                Err(e) if e.is_transient() => Ok(None),
+                Err(e) => Err(e.into()),
+            },
             Err(e) => Err(e.into()),
         }
     })

@@ -19,7 +19,6 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
-use chrono::Utc;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -70,7 +69,8 @@ pub(crate) fn acquire(
     // A year is as good as forever here, and keeps the clock arithmetic in range.
     let ttl = ttl.min(Duration::from_secs(365 * 86_400));
     let expires = Instant::now() + ttl;
-    let expires_at = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
+    // On the platform's clock, like the `Date` the caller compares it with.
+    let expires_at = m.clock.now() + chrono::Duration::from_std(ttl).unwrap_or_default();
     let lease = match m.active_lease() {
         Some(l) => Lease {
             expires,
@@ -88,6 +88,42 @@ pub(crate) fn acquire(
     };
     m.lease = Some(lease.clone());
     Ok(lease)
+}
+
+/// A lease taken out of band by `owner`; its nonce, unless the machine is missing or leased.
+pub(crate) fn take_out_of_band(
+    sh: &Shared,
+    app: &str,
+    id: &str,
+    owner: &str,
+    ttl: Duration,
+) -> Option<String> {
+    let mut world = lock(&sh.world);
+    let m = world
+        .apps
+        .get_mut(app)?
+        .machines
+        .get_mut(id)
+        .filter(|m| m.state != "destroyed")?;
+    if m.active_lease().is_some() {
+        return None;
+    }
+    let lease = acquire(m, None, owner, "taken out of band", ttl).ok()?;
+    drop(world);
+    sh.notify();
+    Some(lease.nonce)
+}
+
+pub(crate) fn end_out_of_band(sh: &Shared, app: &str, id: &str) -> bool {
+    let mut world = lock(&sh.world);
+    let Some(m) = world.apps.get_mut(app).and_then(|a| a.machines.get_mut(id)) else {
+        return false;
+    };
+    let had = m.active_lease().is_some();
+    m.lease = None;
+    drop(world);
+    sh.notify();
+    had
 }
 
 /// The spec's flat `Lease` [S1]; `with_nonce` only for its holder.
