@@ -170,16 +170,33 @@ async fn a_failing_endpoint_is_confirmed_with_one_machine_read_recorded_once_and
 async fn an_endpoint_failing_while_flys_checks_pass_is_read_through_the_api_but_not_recorded() {
     let (fleet, users) = fleet_of(1).await;
     let app = fleet.row(users[0]).await.fly_app_name;
-    let _prober = fleet.prober();
+    // Driven round by round rather than through the background task: a round returns only once
+    // its confirming read and any verdict it wrote are done, so "not recorded" is judged after the
+    // decision, not merely after the read that precedes it.
+    let mut prober =
+        vyx_fleet::reconcile::prober::Prober::new(fleet.ctx.clone(), Duration::from_secs(1));
     fleet.sim.clear_calls();
 
     fleet.sim.set_app_health(&app, Some(false));
-    probes(&fleet, 3).await;
-    wait_until("read through the API", || async {
-        machine_reads(&fleet, &app) >= 1
-    })
-    .await;
+    let start = Instant::now();
+    let round = loop {
+        let round = prober
+            .round(tokio::time::Instant::now())
+            .await
+            .expect("a round");
+        if round.confirm_reads > 0 {
+            break round;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no confirming read within 30s"
+        );
+        tokio::time::sleep(prober.tick()).await;
+    };
 
+    assert_eq!(machine_reads(&fleet, &app), 1, "read through the API");
+    assert_eq!(round.written, 0, "{round:?}");
+    assert!(round.transitions.is_empty(), "{round:?}");
     assert_eq!(
         fleet.row(users[0]).await.health_status.as_deref(),
         Some("healthy")
