@@ -41,7 +41,7 @@ use rand::{Rng, SeedableRng};
 use sqlx::PgPool;
 use support::UserFixture;
 use uuid::Uuid;
-use vyx_fleet::sim::{FaultKind, FaultRule, Faults, SimConfig};
+use vyx_fleet::sim::{CallRecord, FaultKind, FaultRule, Faults, SimConfig};
 
 #[derive(Debug, Clone)]
 struct Params {
@@ -686,19 +686,39 @@ async fn chaos(p: Params) {
         c.fig.oob_deleted.len()
     );
     if let Some(n) = c.p.page_size {
-        let calls = c.world.sim.calls();
-        let later_pages = |class: &str| {
+        // Whether a full list ran while more than `n` apps and machines existed depends on where
+        // the random kills fell (a leader's first full list finds an empty fleet). The daemons keep
+        // running with a short RESYNC_INTERVAL and the converged fleet is larger than a page, so
+        // wait for the lists to page rather than assume they already did; the deadline is a hang
+        // guard only.
+        let later_pages = |calls: &[CallRecord], class: &str| {
             calls
                 .iter()
                 .filter(|r| r.class == class && r.path.contains("cursor="))
                 .count()
         };
-        let (apps, machines) = (later_pages("apps.list"), later_pages("orgs.machines"));
+        assert!(
+            s.apps > n as usize,
+            "the fleet spans more than one page: {s:?}"
+        );
+        let deadline = Instant::now() + secs(120);
+        let (apps, machines) = loop {
+            let calls = c.world.sim.calls();
+            let seen = (
+                later_pages(&calls, "apps.list"),
+                later_pages(&calls, "orgs.machines"),
+            );
+            if (seen.0 > 0 && seen.1 > 0) || Instant::now() >= deadline {
+                break seen;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         println!("later list pages read: apps {apps}, org machines {machines}");
         assert!(
             apps > 0 && machines > 0,
             "the daemons paged through lists of {n}"
         );
+        let calls = c.world.sim.calls();
         assert!(
             calls
                 .iter()

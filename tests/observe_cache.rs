@@ -116,14 +116,24 @@ async fn a_machine_destroyed_by_hand_is_seen_through_the_delta_and_replaced() {
 
 #[tokio::test]
 async fn an_app_deleted_by_hand_is_caught_by_the_resync_and_not_before() {
+    // Two observation caches over one fleet, each already past its first full list: one whose
+    // resync is an hour away (its next looks are deltas, however slow the machine), one whose
+    // resync is a second away (due by the time the test sleeps a second: a lower bound, never an
+    // upper one). The first shows what a delta cannot see, the second that the resync sees it.
     let fleet = Fleet::builder()
         .var("RECONCILE_INTERVAL", "1s")
-        .var("RESYNC_INTERVAL", "3s")
+        .var("RESYNC_INTERVAL", "1h")
         .start()
         .await;
     let users = paid(&fleet, 2).await;
     fleet.converge().await;
-    // A fresh full list now, so the next resync is 2.7-3 s away.
+    let soon = Ctx {
+        observed: std::sync::Arc::new(vyx_fleet::reconcile::cache::ObserveCache::new(
+            Duration::from_secs(1),
+        )),
+        ..fleet.ctx.clone()
+    };
+    let _ = plan_pass(&soon, &fleet.pass_cfg).await.unwrap();
     fleet.relist().await;
     fleet.pass().await;
     let app = fleet.row(users[0]).await.fly_app_name;
@@ -135,11 +145,12 @@ async fn an_app_deleted_by_hand_is_caught_by_the_resync_and_not_before() {
         !converges_user(&plan.actions, users[0]),
         "no machine event tells of a deleted app: {plan:?}"
     );
-    assert!(fleet.sim.calls().iter().all(is_delta));
+    let calls = fleet.sim.calls();
+    assert!(calls.iter().all(is_delta), "{calls:?}");
 
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     fleet.sim.clear_calls();
-    let plan = fleet.plan().await;
+    let plan = plan_pass(&soon, &fleet.pass_cfg).await.unwrap();
     assert!(converges_user(&plan.actions, users[0]), "{plan:?}");
     let calls = fleet.sim.calls();
     assert_eq!(
@@ -148,6 +159,7 @@ async fn an_app_deleted_by_hand_is_caught_by_the_resync_and_not_before() {
         "the resync lists in full"
     );
 
+    fleet.relist().await;
     fleet.converge().await;
     assert!(fleet.app(&app).is_some(), "the app is back");
     live_machine(&fleet, &app);

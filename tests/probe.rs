@@ -170,16 +170,33 @@ async fn a_failing_endpoint_is_confirmed_with_one_machine_read_recorded_once_and
 async fn an_endpoint_failing_while_flys_checks_pass_is_read_through_the_api_but_not_recorded() {
     let (fleet, users) = fleet_of(1).await;
     let app = fleet.row(users[0]).await.fly_app_name;
-    let _prober = fleet.prober();
+    // Driven round by round rather than through the background task: a round returns only once
+    // its confirming read and any verdict it wrote are done, so "not recorded" is judged after the
+    // decision, not merely after the read that precedes it.
+    let mut prober =
+        vyx_fleet::reconcile::prober::Prober::new(fleet.ctx.clone(), Duration::from_secs(1));
     fleet.sim.clear_calls();
 
     fleet.sim.set_app_health(&app, Some(false));
-    probes(&fleet, 3).await;
-    wait_until("read through the API", || async {
-        machine_reads(&fleet, &app) >= 1
-    })
-    .await;
+    let start = Instant::now();
+    let round = loop {
+        let round = prober
+            .round(tokio::time::Instant::now())
+            .await
+            .expect("a round");
+        if round.confirm_reads > 0 {
+            break round;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no confirming read within 30s"
+        );
+        tokio::time::sleep(prober.tick()).await;
+    };
 
+    assert_eq!(machine_reads(&fleet, &app), 1, "read through the API");
+    assert_eq!(round.written, 0, "{round:?}");
+    assert!(round.transitions.is_empty(), "{round:?}");
     assert_eq!(
         fleet.row(users[0]).await.health_status.as_deref(),
         Some("healthy")
@@ -192,9 +209,23 @@ async fn config_changed_behind_our_back_is_found_from_the_org_list_and_put_right
     let (fleet, users) = fleet_of(1).await;
     let row = fleet.row(users[0]).await;
     let machine_id = row.machine_id.clone().unwrap();
-    let _prober = fleet.prober();
-    // The prober has looked at the fleet once: what it sees from now on is change.
-    probes(&fleet, 1).await;
+    // Driven round by round: a round returns once its drift reads are done, so the test judges
+    // what the prober did, not how soon a background task got to it.
+    let mut prober =
+        vyx_fleet::reconcile::prober::Prober::new(fleet.ctx.clone(), Duration::from_secs(1));
+    // The prober has looked at the fleet once (a round that probed had viewed the machines first):
+    // what it sees from now on is change.
+    let start = Instant::now();
+    while prober
+        .round(tokio::time::Instant::now())
+        .await
+        .expect("a round")
+        .probed
+        == 0
+    {
+        assert!(start.elapsed() < Duration::from_secs(30), "never probed");
+        tokio::time::sleep(prober.tick()).await;
+    }
 
     // Someone edits the machine with flyctl: another env, same image and size.
     let m = fleet
@@ -223,16 +254,27 @@ async fn config_changed_behind_our_back_is_found_from_the_org_list_and_put_right
 
     // Passes observe by delta; the machine's new version in the list makes the prober read it.
     let start = Instant::now();
-    while fleet.row(users[0]).await.config_digest.is_some() {
-        assert!(start.elapsed() < Duration::from_secs(30), "drift not found");
+    loop {
         let report = fleet.pass().await;
         assert!(
             report.plan.actions.iter().all(|a| a.kind() != "probe"),
             "{:?}",
             report.plan.actions
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let round = prober
+            .round(tokio::time::Instant::now())
+            .await
+            .expect("a round");
+        if round.drift_reads > 0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "drift not found");
+        tokio::time::sleep(prober.tick()).await;
     }
+    assert!(
+        fleet.row(users[0]).await.config_digest.is_none(),
+        "the drift read marked the row for a converge"
+    );
     let calls = fleet.sim.calls();
     assert!(calls.iter().all(|c| c.class != "ips.list"), "{calls:?}");
     assert!(

@@ -11,10 +11,19 @@ use support::{UserFixture, set_subscription};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use vyx_fleet::db::lease;
+use vyx_fleet::failpoint as fp;
 use vyx_fleet::http::Health;
 use vyx_fleet::reconcile::controller::Controller;
 use vyx_fleet::reconcile::targeted::run_user;
-use vyx_fleet::sim::{FaultKind, FaultRule, Faults};
+
+/// Disarms this thread's failpoints however the test ends.
+struct Disarm;
+
+impl Drop for Disarm {
+    fn drop(&mut self) {
+        fp::disarm_this_thread();
+    }
+}
 
 fn controller(fleet: &Fleet, health: Health) -> Controller {
     // An hour between ticks: only the leader's first tick and the NOTIFY queue act.
@@ -42,32 +51,24 @@ async fn an_upgrade_during_a_slow_pass_is_served_before_the_pass_ends() {
     lease::release(&fleet.db.pool, &fleet.holder, fleet.term)
         .await
         .unwrap();
-    // The pass's one user hangs in `create app` for 8 s.
+    // The leader's first pass plans this user's provisioning and then stays stopped before acting
+    // on it until the test lets it go: a pass as slow as the test needs, without a clock.
+    let _disarm = Disarm;
+    let slow_pass = fp::arm_pause_on_this_thread(fp::PASS_ACTION_BEFORE_CLAIM);
     let slow = UserFixture::paid("pro").insert(&fleet.db.pool).await;
-    fleet.sim.set_faults(Faults {
-        rules: vec![FaultRule::new(
-            "apps.create",
-            1.0,
-            FaultKind::Latency { ms: 8000 },
-        )],
-        ..Faults::default()
-    });
     let health = Health::new(Duration::from_secs(60));
     let c = controller(&fleet, health.clone());
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(async move { c.run(rx).await });
-    eventually(
-        Duration::from_secs(10),
-        "the slow create in flight",
-        || async { fleet.sim.in_flight() >= 1 },
-    )
-    .await;
-    fleet.sim.set_faults(Faults::default());
+    tokio::time::timeout(Duration::from_secs(60), slow_pass.reached())
+        .await
+        .expect("the leader's first pass reaches its actions");
 
     let upgraded = UserFixture::free().insert(&fleet.db.pool).await;
     set_subscription(&fleet.db.pool, upgraded, "elite", "active").await;
+    // The deadline only stops a broken build from hanging the suite; the order is the assertion.
     eventually(
-        Duration::from_secs(7),
+        Duration::from_secs(60),
         "the upgraded user served",
         || async {
             fleet
@@ -78,15 +79,13 @@ async fn an_upgrade_during_a_slow_pass_is_served_before_the_pass_ends() {
     )
     .await;
     assert!(
-        fleet
-            .maybe_row(slow)
-            .await
-            .is_none_or(|r| r.status != "active"),
-        "served while the pass still waited on the slow user"
+        fleet.maybe_row(slow).await.is_none(),
+        "served while the pass still held its plan, before it touched the slow user"
     );
 
+    slow_pass.release();
     eventually(
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         "the slow user served too",
         || async {
             fleet

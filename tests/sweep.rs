@@ -237,12 +237,20 @@ async fn a_machine_destroyed_by_hand_is_repaired_through_the_delta_and_the_queue
     );
 }
 
-/// Issue 9 item 4: the queue's runner has its own `MAX_CONCURRENCY` slots, so a full pass that
-/// holds every one of its own (a migration, a rollout) does not delay a NOTIFY's user.
+/// The queue's runner has its own `MAX_CONCURRENCY` slots, so a full pass that holds every one of
+/// its own (a migration, a rollout) does not delay a NOTIFY's user.
 #[tokio::test]
 async fn an_upgrade_is_served_while_a_full_pass_holds_all_its_slots() {
     use std::time::Duration;
-    use vyx_fleet::sim::{FaultKind, FaultRule, Faults};
+    use vyx_fleet::failpoint as fp;
+
+    /// Disarms this thread's failpoints however the test ends.
+    struct Disarm;
+    impl Drop for Disarm {
+        fn drop(&mut self) {
+            fp::disarm_this_thread();
+        }
+    }
 
     let mut fleet = Fleet::start().await;
     fleet.pass_cfg.max_concurrency = 1;
@@ -250,30 +258,21 @@ async fn an_upgrade_is_served_while_a_full_pass_holds_all_its_slots() {
         .await
         .unwrap();
     let slow = paid(&fleet, 2).await;
-    fleet.sim.set_faults(Faults {
-        rules: vec![FaultRule::new(
-            "apps.create",
-            1.0,
-            FaultKind::Latency { ms: 8000 },
-        )],
-        ..Faults::default()
-    });
+    // The leader's first pass takes its only slot for its first action and stays there until the
+    // test lets it go: the pass holds all its slots for as long as the test needs, without a clock.
+    let _disarm = Disarm;
+    let busy = fp::arm_pause_on_this_thread(fp::PASS_ACTION_BEFORE_CLAIM);
     let c = fleet.controller(Duration::from_secs(3600));
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move { c.run(rx).await });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while fleet.sim.in_flight() < 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the pass's slow create never started"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    fleet.sim.set_faults(Faults::default());
+    tokio::time::timeout(Duration::from_secs(60), busy.reached())
+        .await
+        .expect("the leader's first pass takes its slot");
 
     let upgraded = UserFixture::free().insert(&fleet.db.pool).await;
     set_subscription(&fleet.db.pool, upgraded, "elite", "active").await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(7);
+    // The deadline only stops a broken build from hanging the suite; the order is the assertion.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while fleet
         .maybe_row(upgraded)
         .await
@@ -285,17 +284,11 @@ async fn an_upgrade_is_served_while_a_full_pass_holds_all_its_slots() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let still_waiting = [
-        fleet.maybe_row(slow[0]).await,
-        fleet.maybe_row(slow[1]).await,
-    ]
-    .iter()
-    .filter(|r| r.as_ref().is_none_or(|r| r.status != "active"))
-    .count();
     assert!(
-        still_waiting >= 1,
-        "served while the pass still held its only slot"
+        fleet.maybe_row(slow[0]).await.is_none() && fleet.maybe_row(slow[1]).await.is_none(),
+        "served while the pass still held its only slot, before it touched its users"
     );
+    busy.release();
     stop.send(true).unwrap();
     task.await.unwrap();
 }

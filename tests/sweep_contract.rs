@@ -94,34 +94,84 @@ async fn seed_user(fleet: &Fleet, rng: &mut StdRng, target: &Targets) {
     .unwrap();
 }
 
+/// A paying user whose app is on target and has been unhealthy for an hour, its restart an hour
+/// old: the repair ladder's next step is a replace. Random states reach it too rarely to rely on.
+async fn seed_replace_due(fleet: &Fleet, target: &Targets) {
+    let user = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    sqlx::query(
+        "INSERT INTO public.user_fly_apps (user_id, fly_app_name, fly_org_slug, status, region, \
+           docker_image, health_status, machine_id, ips_ready, config_digest, secrets_digest, \
+           spec_digest, unhealthy_since, repair_step, repair_step_at, last_probed_at) \
+         VALUES ($1, $2, $3, 'active', $4, $5, 'unhealthy', $6, true, $7, $8, $9, \
+           now() - interval '1 hour', 'restart', now() - interval '1 hour', now())",
+    )
+    .bind(user)
+    .bind(vyx_fleet::reconcile::naming::candidate(
+        &fleet.ctx.prefix,
+        user,
+        0,
+    ))
+    .bind(fleet_support::ORG)
+    .bind(&fleet.ctx.spec.region)
+    .bind(&fleet.ctx.spec.image)
+    .bind(format!("m{}", user.simple()))
+    .bind(&target.config)
+    .bind(&target.secrets)
+    .bind(&target.spec)
+    .execute(&fleet.db.pool)
+    .await
+    .unwrap();
+}
+
 struct Targets {
     spec: String,
     config: String,
     secrets: String,
 }
 
-/// What Fly shows when nothing changed since the last observation: every live row's recorded
-/// machine, running what the row says.
-fn observation_matching(rows: &[AppRow], fleet: &Fleet) -> Observation {
+/// What Fly shows: every live row's recorded machine, running what the row says, except where the
+/// seed changes it behind the controller's back (a machine stopped, edited to another image,
+/// destroyed, or joined by a second one). Returns the observation and the apps whose machines
+/// changed, which is what the sweep's changed-machine list hands the work list.
+fn observation_varied(
+    rows: &[AppRow],
+    fleet: &Fleet,
+    rng: &mut StdRng,
+) -> (Observation, Vec<String>) {
     let mut obs = Observation::default();
+    let mut changed = Vec::new();
     for r in rows.iter().filter(|r| r.is_live()) {
-        let machines = r
-            .machine_id
-            .iter()
-            .map(|id| ObservedMachine {
-                id: id.clone(),
-                state: "started".into(),
-                region: r.region.clone().unwrap_or_default(),
-                image: r.docker_image.clone().unwrap_or_default(),
-                cpus: Some(fleet.ctx.spec.cpus),
-                memory_mb: Some(fleet.ctx.spec.memory_mb),
-                cpu_kind: Some("shared".into()),
-                user_id: Some(r.user_id),
-                op: None,
-                version: None,
-                updated_at: None,
-            })
-            .collect();
+        let machine = |id: &str| ObservedMachine {
+            id: id.to_string(),
+            state: "started".into(),
+            region: r.region.clone().unwrap_or_default(),
+            image: r.docker_image.clone().unwrap_or_default(),
+            cpus: Some(fleet.ctx.spec.cpus),
+            memory_mb: Some(fleet.ctx.spec.memory_mb),
+            cpu_kind: Some("shared".into()),
+            user_id: Some(r.user_id),
+            op: None,
+            version: None,
+            updated_at: None,
+        };
+        let mut machines: Vec<ObservedMachine> =
+            r.machine_id.iter().map(|id| machine(id)).collect();
+        // Half unchanged; the rest one change each (an app with no recorded machine can only gain one).
+        let change = if rng.random_bool(0.5) {
+            0
+        } else {
+            rng.random_range(1..5)
+        };
+        match (change, machines.first_mut()) {
+            (1, Some(m)) => m.state = "stopped".into(),
+            (2, Some(m)) => m.image = "registry.fly.io/edited-by-hand:v0".into(),
+            (3, Some(_)) => machines.clear(),
+            (4, _) => machines.push(machine(&format!("dup{}", r.user_id.simple()))),
+            _ => {}
+        }
+        if change != 0 && (change == 4 || r.machine_id.is_some()) {
+            changed.push(r.fly_app_name.clone());
+        }
         obs.apps.insert(
             r.fly_app_name.clone(),
             ObservedApp {
@@ -130,11 +180,11 @@ fn observation_matching(rows: &[AppRow], fleet: &Fleet) -> Observation {
             },
         );
     }
-    obs
+    (obs, changed)
 }
 
-/// The planner over the whole database state (and an unchanged Fly).
-async fn full_plan(fleet: &Fleet) -> Plan {
+/// The planner over the whole database state and `observed`.
+async fn full_plan(fleet: &Fleet, observed: impl FnOnce(&[AppRow]) -> Observation) -> Plan {
     let pool = &fleet.db.pool;
     let facts = apps::load_desired_facts(pool).await.unwrap();
     let (desired, _) = desired(&facts, &fleet.pass_cfg.policy);
@@ -158,7 +208,7 @@ async fn full_plan(fleet: &Fleet) -> Plan {
         recorded,
     };
     let settings = plan_settings(&fleet.ctx, &fleet.pass_cfg);
-    let observed = observation_matching(&rows, fleet);
+    let observed = observed(&rows);
     plan(&PlanInput {
         now,
         settings: &settings,
@@ -174,7 +224,8 @@ async fn full_plan(fleet: &Fleet) -> Plan {
 }
 
 /// The contract that keeps the SQL filter and the planner from drifting apart: over varied
-/// database states, every user the planner gives a per-user action is on the work list, and every
+/// database states and varied Fly states (machines stopped, edited, destroyed or duplicated behind
+/// the controller's back, reported as the changed-machine list reports them), every user the planner gives a per-user action is on the work list, and every
 /// action only a full pass may take comes with fleet-level work on the list.
 #[tokio::test]
 async fn the_work_list_holds_every_user_the_planner_would_act_on() {
@@ -210,8 +261,19 @@ async fn the_work_list_holds_every_user_the_planner_would_act_on() {
         for _ in 0..40 {
             seed_user(&fleet, &mut rng, &target).await;
         }
-        let plan = full_plan(&fleet).await;
-        let list = work_list(&fleet.ctx, &fleet.pass_cfg, &[]).await.unwrap();
+        for _ in 0..2 {
+            seed_replace_due(&fleet, &target).await;
+        }
+        let mut changed = Vec::new();
+        let plan = full_plan(&fleet, |rows| {
+            let (obs, c) = observation_varied(rows, &fleet, &mut rng);
+            changed = c;
+            obs
+        })
+        .await;
+        let list = work_list(&fleet.ctx, &fleet.pass_cfg, &changed)
+            .await
+            .unwrap();
         let listed: BTreeSet<Uuid> = list.iter().filter_map(|e| e.user).collect();
         let fleet_level: BTreeSet<Option<Uuid>> = list
             .iter()
@@ -251,6 +313,7 @@ async fn the_work_list_holds_every_user_the_planner_would_act_on() {
         "cancel_deprovision",
         "deprovision",
         "repair_restart",
+        "repair_replace",
     ] {
         assert!(
             checked.get(kind).is_some_and(|n| *n > 0),

@@ -64,3 +64,70 @@ async fn one_confirmation_lets_every_held_deletion_through_even_across_passes() 
         assert_eq!(fleet.row(*u).await.status, "deleted");
     }
 }
+
+/// The window slides: deletions older than an hour stop counting. Time is moved in the deletion
+/// log itself (the breaker judges it on the database clock), not waited for.
+#[tokio::test]
+async fn deletions_that_leave_the_window_stop_counting() {
+    let fleet = Fleet::start().await;
+    let users = paid(&fleet, 20).await;
+    fleet.converge().await;
+    // Five deletions: exactly the limit (max(5, 10 % of 20)).
+    for u in &users[..5] {
+        set_subscription(&fleet.db.pool, *u, "free", "cancelled").await;
+    }
+    fleet.converge().await;
+    assert_eq!(fleet.apps().len(), 15);
+    let age = |minutes: i32| {
+        let pool = fleet.db.pool.clone();
+        async move {
+            sqlx::query(
+                "UPDATE vyx_fleet.deletions SET deleted_at = deleted_at - make_interval(mins => $1)",
+            )
+            .bind(minutes)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    let would_delete = |findings: &[Finding]| {
+        findings.iter().find_map(|f| match f {
+            Finding::DeletionsBlocked { would_delete, .. } => Some(*would_delete),
+            _ => None,
+        })
+    };
+
+    // 59 minutes on, the five still count: one more deletion is a sixth, and is held.
+    age(59).await;
+    set_subscription(&fleet.db.pool, users[5], "free", "cancelled").await;
+    fleet.pass().await;
+    let report = fleet.pass().await;
+    assert_eq!(
+        would_delete(&report.plan.findings),
+        Some(1),
+        "{:?}",
+        report.plan.findings
+    );
+    assert_eq!(fleet.apps().len(), 15);
+
+    // Past the hour they leave the window: three more deletions (with the held one, four) are
+    // within the limit and go through. The held one stays held: only an operator lets it go.
+    age(2).await;
+    for u in &users[6..9] {
+        set_subscription(&fleet.db.pool, *u, "free", "cancelled").await;
+    }
+    fleet.pass().await;
+    let report = fleet.pass().await;
+    assert_eq!(
+        would_delete(&report.plan.findings),
+        Some(1),
+        "{:?}",
+        report.plan.findings
+    );
+    fleet.converge().await;
+    assert_eq!(fleet.apps().len(), 12);
+    for u in &users[6..9] {
+        assert_eq!(fleet.row(*u).await.status, "deleted");
+    }
+    assert_eq!(fleet.row(users[5]).await.status, "active", "still held");
+}
