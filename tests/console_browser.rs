@@ -364,6 +364,17 @@ async fn a_stale_confirmation_is_refused_the_fresh_page_confirms_its_set_and_res
     wait_text(&b, "#activity", "bad health endpoint fixed").await;
     b.screenshot("activity").await;
 
+    // A pass failure the alert loop announced: the dashboard leads with it.
+    sqlx::query(
+        "INSERT INTO vyx_fleet.alerts (kind, active, started_at) VALUES ('fly_token_refused', true, now())",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    b.goto(&format!("{base}/")).await;
+    wait_text(&b, "#cannot-reconcile", "Fly refuses the API token").await;
+    b.screenshot("dashboard-cannot-reconcile").await;
+
     // At 400 px wide the page does not scroll sideways (wide tables scroll inside their box), and
     // the skip link leads to the content.
     b.set_window_size(400, 900).await;

@@ -242,3 +242,36 @@ async fn keep_and_retry_act_on_one_user_and_each_leaves_its_row_in_the_timeline(
         .await;
     assert!(rewrite.is_err());
 }
+
+#[tokio::test]
+async fn an_override_absent_takes_a_confirm_page_before_it_is_written() {
+    let db = migrated_db().await;
+    let u = UserFixture::paid("pro").insert(&db.pool).await;
+    let d = Daemon::spawn(&inert_env(&db.url), "confirm-absent");
+    let c = Console::connect(d.http_addr).await;
+    let token = add_admin(&db.pool, "Lin").await;
+    assert_eq!(c.sign_in(&token).await.status, 303);
+    let csrf = c.csrf().await;
+    let user = u.to_string();
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("user_id", user.as_str()),
+        ("desired", "absent"),
+        ("reason", "chargeback"),
+    ];
+    let first = c.post("/controls/override", &form).await;
+    assert_eq!(first.status, 200);
+    assert!(first.body.contains("Deprovision this user") && first.body.contains("chargeback"));
+    assert_eq!(
+        console_support::override_of(&db.pool, u).await,
+        None,
+        "nothing yet"
+    );
+    let mut confirmed = form.to_vec();
+    confirmed.push(("confirmed", "yes"));
+    assert_eq!(c.post("/controls/override", &confirmed).await.status, 303);
+    assert_eq!(
+        console_support::override_of(&db.pool, u).await,
+        Some(("absent".into(), "chargeback".into(), "Lin".into()))
+    );
+}

@@ -263,6 +263,10 @@ pub(crate) async fn set_override(
         Ok(false) => return bad_request("no such user".into()),
         Err(e) => return unavailable("override", e),
     }
+    // Deprovisioning deletes the user's app: one more page, with what will happen, before it does.
+    if desired == Desired::Absent && form.get("confirmed") != Some("yes") {
+        return confirm_absent(&admin, user, reason);
+    }
     if let Err(e) =
         console_user::set_override(&state.pool, user, desired, reason, &admin.name, "override")
             .await
@@ -372,4 +376,33 @@ async fn resume_recorded(
     admins::record(&mut tx, &a).await?;
     tx.commit().await?;
     Ok(Some(r.target_image))
+}
+
+/// The confirm step of an override `absent`: says what it does and re-posts the same form.
+fn confirm_absent(admin: &Session, user: Uuid, reason: &str) -> Response {
+    html_response(
+        StatusCode::OK,
+        page(
+            "Confirm deprovision",
+            Some(admin),
+            None,
+            html! {
+                h1 { "Deprovision this user's app?" }
+                p.bad #confirm-absent {
+                    "An override " code { "absent" } " deletes the user's Fly app (after "
+                    code { "DEPROVISION_GRACE" } "), whatever their subscription, until it is cleared."
+                }
+                p { "User " a href={ "/users/" (user) } { code { (user) } } ". Reason: " q { (reason) } }
+                form.controls method="post" action="/controls/override" {
+                    (super::view::csrf_field(admin))
+                    input type="hidden" name="user_id" value=(user);
+                    input type="hidden" name="desired" value="absent";
+                    input type="hidden" name="reason" value=(reason);
+                    input type="hidden" name="confirmed" value="yes";
+                    button.danger #confirm-absent-button type="submit" { "Yes, deprovision" }
+                    a href={ "/users/" (user) } { "Cancel" }
+                }
+            },
+        ),
+    )
 }

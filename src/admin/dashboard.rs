@@ -54,10 +54,15 @@ fn link(q: &AppQuery, sort: SortKey, desc: bool, page: i64) -> String {
 pub(crate) fn render(d: &DashboardData, admin: &Session, now: DateTime<Utc>) -> Markup {
     html! {
         h1 { "Fleet" }
-        p.notice #as-of { "Data as of " (time(Some(now))) ". " a href="" { "Refresh" } }
+        (super::oncall::banner(&d.oncall))
+        p.notice #as-of {
+            "Data as of " (time(Some(now))) ". " a href="" { "Refresh" } " · "
+            a href="/?refresh=30" { "refresh every 30 s" }
+        }
         (summary(d, now))
         (super::held::panel(&d.held, admin))
         (rollout_panel(d, admin))
+        (super::oncall::panels(&d.oncall, admin))
         h2 { "Apps" }
         (filters(&d.query))
         (table(d))

@@ -23,6 +23,7 @@ mod controls;
 mod dashboard;
 mod held;
 mod hosts;
+mod oncall;
 mod pages;
 mod throttle;
 mod user_page;
@@ -56,6 +57,8 @@ pub struct ConsoleConfig {
     /// Fly sets `FLY_APP_NAME` in every machine: its `<app>.fly.dev` joins the default allowlist.
     pub fly_app_name: Option<String>,
     pub trust_fly_client_ip: bool,
+    /// When an orphan is deleted after it is first seen (the on-call panel says when).
+    pub orphan_grace: Duration,
 }
 
 impl ConsoleConfig {
@@ -68,6 +71,7 @@ impl ConsoleConfig {
             allowed_hosts: s.admin_allowed_hosts.clone(),
             fly_app_name: std::env::var("FLY_APP_NAME").ok(),
             trust_fly_client_ip: s.admin_trust_fly_client_ip,
+            orphan_grace: s.orphan_grace,
         }
     }
 }

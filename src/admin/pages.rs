@@ -123,6 +123,7 @@ pub(crate) struct DashboardData {
     pub summary: Summary,
     pub held: Vec<HeldView>,
     pub rollout: Option<RolloutRecord>,
+    pub oncall: crate::db::oncall::OnCall,
     pub rows: Vec<ConsoleRow>,
     pub total: i64,
     pub query: AppQuery,
@@ -140,6 +141,7 @@ async fn load_dashboard(
         console::load_summary(pool, &cfg.image, &cfg.paid_tiers, &cfg.paid_statuses).await?;
     let held = console::load_held_view(pool).await?;
     let rollout = crate::db::rollout::load_current(pool).await?;
+    let oncall = crate::db::oncall::load(pool, cfg.orphan_grace.as_secs_f64()).await?;
     let (mut rows, mut total) = console::load_page(pool, &query).await?;
     let last_page = (total.max(1) - 1) / console::PAGE_SIZE;
     if query.page > last_page {
@@ -155,6 +157,7 @@ async fn load_dashboard(
         summary,
         held,
         rollout,
+        oncall,
         rows,
         total,
         query,
@@ -181,7 +184,18 @@ pub(crate) async fn dashboard(
     };
     let flash = params.get("done").and_then(|d| flash_message(d));
     let body = dashboard::render(&data, &admin, Utc::now());
-    html_response(StatusCode::OK, page("Fleet", Some(&admin), flash, body))
+    let mut resp = html_response(StatusCode::OK, page("Fleet", Some(&admin), flash, body));
+    // Opt-in auto-refresh for a wall screen: the `Refresh` header needs no script.
+    if let Some(secs) = params
+        .get("refresh")
+        .and_then(|r| r.parse::<u32>().ok())
+        .filter(|s| (10..=600).contains(s))
+        && let Ok(v) = header::HeaderValue::from_str(&secs.to_string())
+    {
+        resp.headers_mut()
+            .insert(header::HeaderName::from_static("refresh"), v);
+    }
+    resp
 }
 
 pub(crate) async fn user(

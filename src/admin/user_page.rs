@@ -89,6 +89,10 @@ fn row_panel(d: &UserPage, now: DateTime<Utc>) -> Markup {
     html! {
         div.panel #row {
             h2 { "App " a href=(fly_app_url(&r.app_name)) { (r.app_name) } }
+            p.notice #fly-links {
+                "On Fly: " a href={ (fly_app_url(&r.app_name)) "/monitoring" } { "logs" } " · "
+                a href={ (fly_app_url(&r.app_name)) "/metrics" } { "metrics" }
+            }
             dl.facts {
                 dt { "Status" } dd #row-status { (badge(&r.status)) @if r.deleted_at.is_some() { " (soft-deleted " (time(r.deleted_at)) ")" } }
                 dt { "Health" } dd { (badge(&r.health)) }

@@ -13,6 +13,8 @@ pub(crate) const PAGE_SIZE: i64 = 50;
 /// `vyx_fleet.settings` keys the leader writes after every pass (see [`record_pass`]).
 const LAST_PASS_KEY: &str = "last_pass_at";
 const ROLLOUT_HALTED_KEY: &str = "rollout_halted";
+/// Why the leader's last pass failed (`cause`), empty after a pass that worked; `updated_at` is when.
+const PASS_FAILURE_KEY: &str = "last_pass_failure";
 
 /// One row of the app table (`vyx_fleet.app_console`).
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -340,7 +342,7 @@ pub(crate) async fn record_pass(
     sqlx::query(
         "INSERT INTO vyx_fleet.settings (key, value, updated_at)
          SELECT k, v, now() FROM (VALUES ($1, to_char(now() AT TIME ZONE 'UTC',
-                    'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')), ($2, $3)) AS t (k, v)
+                    'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')), ($2, $3), ($5, '')) AS t (k, v)
           WHERE vyx_fleet.fence($4)
          ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
     )
@@ -348,9 +350,42 @@ pub(crate) async fn record_pass(
     .bind(ROLLOUT_HALTED_KEY)
     .bind(rollout_halted.unwrap_or(""))
     .bind(term)
+    .bind(PASS_FAILURE_KEY)
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Called by the leader when a pass fails: why (a fixed word, never an error's text), for the alert
+/// that names the cause. Fenced like [`record_pass`].
+pub(crate) async fn record_pass_failure(
+    pool: &PgPool,
+    term: i64,
+    cause: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO vyx_fleet.settings (key, value, updated_at)
+         SELECT $1, $2, now() WHERE vyx_fleet.fence($3)
+         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+    )
+    .bind(PASS_FAILURE_KEY)
+    .bind(cause)
+    .bind(term)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The cause of the last pass's failure and when, unless a pass has worked since.
+pub(crate) async fn pass_failure(
+    pool: &PgPool,
+) -> Result<Option<(String, DateTime<Utc>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT value, updated_at FROM vyx_fleet.settings WHERE key = $1 AND value <> ''",
+    )
+    .bind(PASS_FAILURE_KEY)
+    .fetch_optional(pool)
+    .await
 }
 
 /// One held deletion as the console shows it: the app, whose it is, and why it is going.

@@ -237,7 +237,7 @@ impl Controller {
                             Ok(Tick::Queued { .. }) => {
                                 crate::alerts::record_pass(&pool, term, &Default::default())
                             }
-                            Err(_) => {}
+                            Err(e) => crate::alerts::record_failure(&pool, term, e),
                         }
                         break matches!(r, Ok(Tick::Full { ref report, .. }) if report.fenced)
                     }

@@ -18,7 +18,11 @@
 //! - A message whose delivery fails after its retries is lost (logged); the claim is not undone, so
 //!   the other replica does not send it either.
 
+mod causes;
+
 use std::time::Duration;
+
+pub use causes::{PassFailure, record_failure};
 
 use serde_json::json;
 use sqlx::PgPool;
@@ -43,18 +47,25 @@ pub enum AlertKind {
     ConvergeFailing,
     /// Apps under the managed prefix that no row owns.
     OrphansFound,
-    /// No pass recorded for longer than the leader's staleness window.
+    /// No pass recorded for longer than the leader's staleness window, and no failure either.
     LeaderSilent,
+    /// Fly refuses the API token: every pass is skipped.
+    FlyTokenRefused,
+    /// No successful pass for longer than the leader's staleness window, while passes are attempted
+    /// and fail (named by cause).
+    PassesFailing,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 6] = [
+    pub const ALL: [AlertKind; 8] = [
         AlertKind::BreakerHolding,
         AlertKind::RolloutHalted,
         AlertKind::AppsUnhealthy,
         AlertKind::ConvergeFailing,
         AlertKind::OrphansFound,
         AlertKind::LeaderSilent,
+        AlertKind::FlyTokenRefused,
+        AlertKind::PassesFailing,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +76,8 @@ impl AlertKind {
             AlertKind::ConvergeFailing => "converge_failing",
             AlertKind::OrphansFound => "orphans_found",
             AlertKind::LeaderSilent => "leader_silent",
+            AlertKind::FlyTokenRefused => "fly_token_refused",
+            AlertKind::PassesFailing => "passes_failing",
         }
     }
 
@@ -76,6 +89,8 @@ impl AlertKind {
             AlertKind::ConvergeFailing => "no user's converge keeps failing",
             AlertKind::OrphansFound => "no orphan app is left",
             AlertKind::LeaderSilent => "the leader records passes again",
+            AlertKind::FlyTokenRefused => "Fly accepts the API token again",
+            AlertKind::PassesFailing => "reconcile passes succeed again",
         }
     }
 }
@@ -133,8 +148,22 @@ fn name_apps(apps: &[AppRef]) -> String {
     parts.join(", ")
 }
 
+/// What a firing alert concerns, bounded whatever the fleet size: the count and a digest of the
+/// sorted names (a change of names re-announces; 10,000 names do not become a 10,000-name row).
 fn subject_of(names: impl Iterator<Item = String>) -> String {
-    names.collect::<Vec<_>>().join(",")
+    use sha2::{Digest, Sha256};
+    let mut names: Vec<String> = names.collect();
+    names.sort_unstable();
+    let mut h = Sha256::new();
+    for n in &names {
+        h.update(n.as_bytes());
+        h.update(b"\n");
+    }
+    let digest: String = h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{} {digest}", names.len())
 }
 
 /// `kind`'s condition now; `started` is when this process began (a fleet with no pass recorded yet is
@@ -177,10 +206,25 @@ async fn evaluate(
                 ),
             })
         }
-        AlertKind::RolloutHalted => console::pass_record(pool).await?.1.map(|image| Firing {
-            subject: image.clone(),
-            text: format!("the rollout of {image} is halted: too many apps on it are unhealthy"),
-        }),
+        // The halt as the rollout recorded it (kind and sentence), not a guess at its cause.
+        AlertKind::RolloutHalted => crate::db::rollout::load_current(pool)
+            .await?
+            .filter(|r| r.halted)
+            .map(|r| Firing {
+                subject: format!(
+                    "{} {}",
+                    r.target_image,
+                    r.halted_at.map(|t| t.timestamp()).unwrap_or_default()
+                ),
+                text: format!(
+                    "the rollout of {} is halted{}: {}. After checking, resume it on the dashboard                      or run `vyx-fleet rollout resume`",
+                    r.target_image,
+                    r.halted_at
+                        .map(|t| format!(" since {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+                        .unwrap_or_default(),
+                    r.halt_reason.as_deref().unwrap_or("no reason recorded")
+                ),
+            }),
         AlertKind::AppsUnhealthy => apps_firing(
             store::unhealthy_apps(pool, cfg.unhealthy_after).await?,
             &format!(
@@ -217,7 +261,9 @@ async fn evaluate(
             let since = last.unwrap_or(started);
             let stale =
                 chrono::Duration::from_std(cfg.leader_stale_after).unwrap_or(chrono::Duration::MAX);
-            (now - since > stale).then(|| Firing {
+            // A leader that records failures is not silent: its failures have alerts of their own.
+            let failing = recent_failure(pool, now, stale).await?.is_some();
+            (now - since > stale && !failing).then(|| Firing {
                 subject: String::new(),
                 text: match last {
                     Some(t) => format!(
@@ -228,7 +274,56 @@ async fn evaluate(
                 },
             })
         }
+        AlertKind::FlyTokenRefused => {
+            let now = store::db_now(pool).await?;
+            let stale =
+                chrono::Duration::from_std(cfg.leader_stale_after).unwrap_or(chrono::Duration::MAX);
+            recent_failure(pool, now, stale)
+                .await?
+                .filter(|(cause, _)| *cause == PassFailure::FlyTokenRefused)
+                .map(|(cause, at)| Firing {
+                    subject: String::new(),
+                    text: format!(
+                        "{} (last refused at {})",
+                        cause.advice(),
+                        at.format("%Y-%m-%d %H:%M:%S UTC")
+                    ),
+                })
+        }
+        AlertKind::PassesFailing => {
+            let now = store::db_now(pool).await?;
+            let last = console::pass_record(pool).await?.0;
+            let stale =
+                chrono::Duration::from_std(cfg.leader_stale_after).unwrap_or(chrono::Duration::MAX);
+            let since = last.unwrap_or(started);
+            recent_failure(pool, now, stale)
+                .await?
+                .filter(|(cause, _)| *cause != PassFailure::FlyTokenRefused)
+                .filter(|_| now - since > stale)
+                .map(|(cause, _)| Firing {
+                    subject: cause.as_str().to_string(),
+                    text: format!(
+                        "no successful reconcile pass since {}: {}",
+                        last.map_or("this replica started".to_string(), |t| t
+                            .format("%Y-%m-%d %H:%M:%S UTC")
+                            .to_string()),
+                        cause.advice()
+                    ),
+                })
+        }
     })
+}
+
+/// The last pass failure's cause, if it was recorded within `window` and no pass has worked since.
+async fn recent_failure(
+    pool: &PgPool,
+    now: chrono::DateTime<chrono::Utc>,
+    window: chrono::Duration,
+) -> Result<Option<(PassFailure, chrono::DateTime<chrono::Utc>)>, sqlx::Error> {
+    Ok(console::pass_failure(pool)
+        .await?
+        .filter(|(_, at)| now - *at <= window)
+        .and_then(|(c, at)| PassFailure::parse(&c).map(|c| (c, at))))
 }
 
 /// Evaluates every kind once and sends what the claims allow. Returns the messages sent (for tests
@@ -239,7 +334,18 @@ pub async fn tick(
     started: chrono::DateTime<chrono::Utc>,
     client: &reqwest::Client,
 ) -> Vec<String> {
+    tick_checked(pool, cfg, started, client).await.0
+}
+
+/// [`tick`], and whether every evaluation failed (the database did not answer).
+async fn tick_checked(
+    pool: &PgPool,
+    cfg: &AlertConfig,
+    started: chrono::DateTime<chrono::Utc>,
+    client: &reqwest::Client,
+) -> (Vec<String>, bool) {
     let mut sent = Vec::new();
+    let mut failures = 0;
     for kind in AlertKind::ALL {
         let claim = match evaluate(pool, cfg, kind, started).await {
             Ok(Some(f)) => store::claim_firing(pool, kind.as_str(), &f.subject, cfg.repeat)
@@ -257,21 +363,26 @@ pub async fn tick(
             Ok(_) => continue,
             Err(e) => {
                 warn!(kind = kind.as_str(), error = %e, "alerts: evaluation failed");
+                failures += 1;
                 continue;
             }
         };
-        info!(kind = kind.as_str(), message = %text, "alert");
-        if let Some(url) = &cfg.webhook {
-            tokio::spawn(deliver(
-                client.clone(),
-                url.clone(),
-                text.clone(),
-                cfg.timeout,
-            ));
-        }
+        send(cfg, client, kind.as_str(), &text);
         sent.push(text);
     }
-    sent
+    (sent, failures == AlertKind::ALL.len())
+}
+
+fn send(cfg: &AlertConfig, client: &reqwest::Client, kind: &str, text: &str) {
+    info!(kind, message = %text, "alert");
+    if let Some(url) = &cfg.webhook {
+        tokio::spawn(deliver(
+            client.clone(),
+            url.clone(),
+            text.to_string(),
+            cfg.timeout,
+        ));
+    }
 }
 
 /// POSTs `{"text": ...}`, three attempts; only the outcome is logged (never the URL).
@@ -310,6 +421,7 @@ pub async fn run(pool: PgPool, cfg: AlertConfig, mut shutdown: watch::Receiver<b
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_default();
+    let mut db_watch = causes::DbWatch::default();
     let mut tick_every = tokio::time::interval(cfg.every);
     tick_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -320,7 +432,10 @@ pub async fn run(pool: PgPool, cfg: AlertConfig, mut shutdown: watch::Receiver<b
         if *shutdown.borrow() {
             return;
         }
-        tick(&pool, &cfg, started, &client).await;
+        let (_, db_failed) = tick_checked(&pool, &cfg, started, &client).await;
+        if let Some(text) = db_watch.after_tick(db_failed) {
+            send(&cfg, &client, "database_unreachable", &text);
+        }
     }
 }
 
