@@ -616,3 +616,47 @@ async fn measure_how_long_a_canary_whose_checks_never_pass_stays_on_the_new_spec
         (back - moved_at).as_secs_f64()
     );
 }
+
+/// A converge that finds the app's machine in another region (here an `error` row resumed after
+/// the region setting changed) replaces it make-before-break: the new machine is created, and the
+/// old one destroyed only after, never the other way round.
+#[tokio::test]
+async fn a_converge_that_changes_region_makes_the_new_machine_before_breaking_the_old() {
+    let (mut fleet, users) = fleet_of(1, "1").await;
+    let row = fleet.row(users[0]).await;
+    let old = row.machine_id.clone().unwrap();
+    sqlx::query("UPDATE public.user_fly_apps SET status = 'error' WHERE id = $1")
+        .bind(row.id)
+        .execute(&fleet.db.pool)
+        .await
+        .unwrap();
+    let since = last_seq(&fleet);
+    fleet.reconfigure("USER_APP_REGION", "ams");
+    fleet.converge().await;
+    let writes: Vec<_> = fleet
+        .writes()
+        .into_iter()
+        .filter(|c| c.seq > since && c.path.contains(&row.fly_app_name))
+        .collect();
+    let create = writes
+        .iter()
+        .position(|c| c.class == "machines.create" && c.status == Some(200));
+    let destroy = writes
+        .iter()
+        .position(|c| c.method == "DELETE" && c.path.contains(&old));
+    assert!(
+        create.is_some() && destroy.is_some() && create < destroy,
+        "create {create:?} before destroy {destroy:?}: {writes:?}"
+    );
+    let app = fleet.app(&row.fly_app_name).unwrap();
+    let live: Vec<_> = app
+        .machines
+        .iter()
+        .filter(|m| !matches!(m.state.as_str(), "destroyed" | "destroying"))
+        .collect();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(
+        (live[0].region.as_str(), live[0].state.as_str()),
+        ("ams", "started")
+    );
+}
