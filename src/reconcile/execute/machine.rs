@@ -200,28 +200,9 @@ async fn create_machine(
     image: &str,
     secrets_version: Option<u64>,
 ) -> Result<Machine, ExecError> {
-    let op = match &row.machine_op_id {
-        Some(op) => op.clone(),
-        None => {
-            let op = Uuid::new_v4().to_string();
-            // Before the create: after a lost answer, this op id finds the machine.
-            ctx.store.set_machine_op(row.id, &op).await?;
-            op
-        }
-    };
-    let req = CreateMachineRequest {
-        config: desired_config(MachineConfig::default(), &ctx.spec, image, row.user_id, &op),
-        region: Some(ctx.spec.region.clone()),
-        min_secrets_version: secrets_version,
-        ..Default::default()
-    };
-    hit(fp::PROVISION_MACHINE_CREATE_BEFORE).await;
-    let m = ctx.fly.create_machine(&row.fly_app_name, &req).await?;
-    hit(fp::PROVISION_MACHINE_CREATE_AFTER_CALL).await;
-    ctx.store.set_machine(row.id, Some(&m.id)).await?;
-    hit(fp::PROVISION_MACHINE_CREATE_AFTER_RECORD).await;
-    info!(machine_id = %m.id, "machine created");
-    Ok(m)
+    // `create_from` records the op id and stamps it into the metadata.
+    let config = desired_config(MachineConfig::default(), &ctx.spec, image, row.user_id, "");
+    create_from(ctx, row, (config, ctx.spec.region.clone()), secrets_version).await
 }
 
 /// The app's rollback point: the config and region it last ran healthily (no secret values).
@@ -246,7 +227,8 @@ async fn rollback_config(
     Ok(config.map(|c| (c, region)))
 }
 
-/// Create the app's machine from a recorded config, the op id recorded first as for every create.
+/// Create the app's machine with `config` in `region` (the spec's, or a rollback point's), its op id
+/// recorded first so that a lost answer finds the machine instead of creating a second.
 pub(super) async fn create_from(
     ctx: &Ctx,
     row: &AppRow,
@@ -257,11 +239,13 @@ pub(super) async fn create_from(
         Some(op) => op.clone(),
         None => {
             let op = Uuid::new_v4().to_string();
+            // Before the create: after a lost answer, this op id finds the machine.
             ctx.store.set_machine_op(row.id, &op).await?;
             op
         }
     };
     config.metadata.insert(META_OP.into(), op);
+    let req_image = config.image.clone();
     let req = CreateMachineRequest {
         config,
         region: Some(region),
@@ -273,7 +257,7 @@ pub(super) async fn create_from(
     hit(fp::PROVISION_MACHINE_CREATE_AFTER_CALL).await;
     ctx.store.set_machine(row.id, Some(&m.id)).await?;
     hit(fp::PROVISION_MACHINE_CREATE_AFTER_RECORD).await;
-    info!(machine_id = %m.id, "machine created from the app's last healthy config");
+    info!(machine_id = %m.id, image = %req_image, "machine created");
     Ok(m)
 }
 
