@@ -149,11 +149,6 @@ impl FaultState {
         self.faults = faults;
     }
 
-    /// True with probability `p`, from the seeded sequence.
-    pub fn coin(&mut self, p: f64) -> bool {
-        p > 0.0 && self.rng.random_bool(p.min(1.0))
-    }
-
     /// Rolls the dice for one call of `class`. Latency rules add up; the first other rule that
     /// fires wins.
     pub fn decide(&mut self, class: &str) -> Decision {

@@ -199,7 +199,8 @@ impl Sim {
     }
 
     /// Sets [`SimConfig::stale_list_reads`]: from now on that share of list calls shows machines
-    /// as they were `machine_list_lag` ago, changes made since included.
+    /// as they were `machine_list_lag` ago, changes made since included. Set the timings first:
+    /// past copies are kept for the `machine_list_lag` in force here.
     pub fn set_stale_list_reads(&self, share: f64) {
         *lock(&self.shared.stale_list_reads) = share;
         replica::keep_past(&self.shared, share > 0.0);

@@ -3,7 +3,7 @@
 //!
 //! New machines have always been missing from lists for `machine_list_lag` (`Machine::listed_at`).
 //! With `SimConfig::stale_list_reads` = p > 0, updates and destroys lag too: each list call is, with
-//! probability p (seeded), served by a replica `machine_list_lag` behind, which shows every
+//! probability p (seeded, apart from the faults' sequence), served by a replica `machine_list_lag` behind, which shows every
 //! machine as it was then: the old version and state after an update, `started` after a destroy.
 //! The other calls see the present, so a stale copy can follow a newer one, as with reads that
 //! land on different replicas. A GET by id always reads the present.
@@ -67,7 +67,7 @@ pub(crate) fn past(keep: Duration) -> Box<Past> {
 /// How far behind this list call's replica is: `machine_list_lag` for a stale read, else zero.
 pub(crate) fn read_lag(sh: &Shared) -> Duration {
     let p = *lock(&sh.stale_list_reads);
-    if lock(&sh.faults).coin(p) {
+    if p > 0.0 && rand::Rng::random_bool(&mut *lock(&sh.replica_rng), p.min(1.0)) {
         sh.timings().machine_list_lag
     } else {
         Duration::ZERO

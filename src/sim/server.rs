@@ -37,6 +37,9 @@ pub(crate) struct Shared {
     pub clock: Arc<super::clock::Clock>,
     /// Share of list calls served by a lagging replica (`replica.rs`).
     pub stale_list_reads: Mutex<f64>,
+    /// Picks those calls: a sequence of its own, so turning stale reads on leaves the seeded
+    /// fault sequence as it was.
+    pub replica_rng: Mutex<rand::rngs::StdRng>,
     /// How far behind a host's copy of an app's secrets is (`SimConfig::secrets_lag`).
     pub secrets_lag: Mutex<std::time::Duration>,
     /// What each image does once booted (`images.rs`).
@@ -87,6 +90,7 @@ impl Shared {
             timings: Mutex::new(cfg.timings.clone()),
             secrets_lag: Mutex::new(cfg.secrets_lag),
             stale_list_reads: Mutex::new(cfg.stale_list_reads),
+            replica_rng: Mutex::new(rand::SeedableRng::seed_from_u64(cfg.seed)),
             clock: Arc::default(),
             images: Mutex::new(ImageTable::new(&cfg.failing_images, &cfg.image_behaviours)),
             health_overrides: Mutex::new(HashMap::new()),
