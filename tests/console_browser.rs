@@ -375,6 +375,26 @@ async fn a_stale_confirmation_is_refused_the_fresh_page_confirms_its_set_and_res
     wait_text(&b, "#cannot-reconcile", "Fly refuses the API token").await;
     b.screenshot("dashboard-cannot-reconcile").await;
 
+    // A day of samples, drawn without script.
+    sqlx::query(
+        "INSERT INTO vyx_fleet.fleet_samples (minute, live, desired, unhealthy, errors, monthly_cost_usd)
+         SELECT date_trunc('minute', now()) - g * interval '5 minutes',
+                400 + (g / 3), 420, (g % 17) / 4, (g % 29) / 9, 2280 + g * 2
+           FROM generate_series(1, 280) g
+         ON CONFLICT DO NOTHING",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    b.goto(&format!("{base}/charts")).await;
+    wait_text(&b, "#charts", "Live apps and desired users").await;
+    assert_eq!(
+        b.execute("return document.querySelectorAll('#charts svg polyline').length")
+            .await,
+        5
+    );
+    b.screenshot("charts").await;
+
     // At 400 px wide the page does not scroll sideways (wide tables scroll inside their box), and
     // the skip link leads to the content.
     b.set_window_size(400, 900).await;
