@@ -153,8 +153,15 @@ pub async fn run_sampler(
         if *shutdown.borrow() {
             return;
         }
-        if let Err(e) = samples::sample(&pool, &paid_tiers, &paid_statuses).await {
-            tracing::warn!(error = %e, "console: could not sample the fleet for the charts");
+        // A shutdown does not wait for a sample (a database going away could hold it for the pool's
+        // acquire timeout); a lost sample is a gap of one minute in a chart.
+        tokio::select! {
+            r = samples::sample(&pool, &paid_tiers, &paid_statuses) => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "console: could not sample the fleet for the charts");
+                }
+            }
+            _ = shutdown.changed() => return,
         }
     }
 }
