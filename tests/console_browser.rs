@@ -9,7 +9,9 @@ mod support;
 
 use bin_support::{Daemon, World, secs, wait_until};
 use console_support::webdriver::Browser;
-use console_support::{add_admin, encode, hold_deletions, inert_env, override_of};
+use console_support::{
+    add_admin, encode, hold_deletions, inert_env, override_of, refusing_fly_url,
+};
 use serde_json::Value;
 use sqlx::PgPool;
 use support::{UserFixture, set_subscription};
@@ -304,7 +306,9 @@ async fn a_stale_confirmation_is_refused_the_fresh_page_confirms_its_set_and_res
     hold_deletions(&pool, &refs).await;
     halted_rollout(&pool).await;
     let token = add_admin(&pool, "Grace").await;
-    let d = Daemon::spawn(&inert_env(&db.url), "browser-held");
+    // Fly refuses the daemon's token: no pass changes the rows, and the alert naming it fires.
+    let env = inert_env(&db.url).with("FLY_API_BASE_URL", &refusing_fly_url().await);
+    let d = Daemon::spawn(&env, "browser-held");
     let base = format!("http://{}", d.http_addr);
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     wait_until("the console answers", secs(60), || async {
@@ -364,16 +368,39 @@ async fn a_stale_confirmation_is_refused_the_fresh_page_confirms_its_set_and_res
     wait_text(&b, "#activity", "bad health endpoint fixed").await;
     b.screenshot("activity").await;
 
-    // A pass failure the alert loop announced: the dashboard leads with it.
+    // The failure the alert loop announced: the dashboard leads with it.
+    wait_until("the banner names the refused token", secs(60), || async {
+        b.goto(&format!("{base}/")).await;
+        let t = b
+            .execute("const e = document.querySelector('#cannot-reconcile'); return e ? e.innerText : ''")
+            .await;
+        match t.as_str() {
+            Some(t) if t.contains("Fly refuses the API token") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    b.screenshot("dashboard-cannot-reconcile").await;
+
+    // A day of samples, drawn without script.
     sqlx::query(
-        "INSERT INTO vyx_fleet.alerts (kind, active, started_at) VALUES ('fly_token_refused', true, now())",
+        "INSERT INTO vyx_fleet.fleet_samples (minute, live, desired, unhealthy, errors, monthly_cost_usd)
+         SELECT date_trunc('minute', now()) - g * interval '5 minutes',
+                400 + (g / 3), 420, (g % 17) / 4, (g % 29) / 9, 2280 + g * 2
+           FROM generate_series(1, 280) g
+         ON CONFLICT DO NOTHING",
     )
     .execute(&pool)
     .await
     .unwrap();
-    b.goto(&format!("{base}/")).await;
-    wait_text(&b, "#cannot-reconcile", "Fly refuses the API token").await;
-    b.screenshot("dashboard-cannot-reconcile").await;
+    b.goto(&format!("{base}/charts")).await;
+    wait_text(&b, "#charts", "Live apps and desired users").await;
+    assert_eq!(
+        b.execute("return document.querySelectorAll('#charts svg polyline').length")
+            .await,
+        5
+    );
+    b.screenshot("charts").await;
 
     // At 400 px wide the page does not scroll sideways (wide tables scroll inside their box), and
     // the skip link leads to the content.

@@ -12,12 +12,14 @@
 //! | `GET /` | fleet summary, rollout, held deletions, the app table (filter, sort, paging in the database) |
 //! | `GET /users/{id}` | one user: row, override, last recorded machine state, events and admin actions |
 //! | `GET /activity` | the admin trail, newest first |
+//! | `GET /charts` | the fleet over time (samples in `vyx_fleet.fleet_samples`, SVG drawn here) |
 //! | `GET /signin`, `POST /signin`, `POST /signout` | the session ([`auth`]) |
 //! | `POST /controls/override`, `/controls/override/clear`, `/controls/retry`, `/controls/keep`, `/controls/confirm-deletions`, `/controls/rollout/resume` | [`controls`] |
 //! | `GET /static/console.css` | the embedded stylesheet |
 
 mod activity;
 mod auth;
+mod charts;
 mod contrast;
 mod controls;
 mod dashboard;
@@ -126,6 +128,7 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/", get(pages::dashboard))
         .route("/users/{id}", get(pages::user))
         .route("/activity", get(activity::show))
+        .route("/charts", get(charts::show))
         .route("/signin", get(pages::signin_form).post(controls::signin))
         .route("/signout", post(controls::signout))
         .route("/controls/override", post(controls::set_override))
@@ -189,6 +192,8 @@ async fn stylesheet() -> Response {
     )
         .into_response()
 }
+
+pub use charts::run_sampler;
 
 /// A page that could not be built: the cause is logged, the reply says only what failed.
 fn unavailable(what: &str, e: impl std::fmt::Display) -> Response {

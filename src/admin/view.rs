@@ -32,6 +32,7 @@ pub(crate) fn page(
                         nav aria-label="Sections" {
                             a href="/" { "Fleet" }
                             a href="/activity" { "Activity" }
+                            a href="/charts" { "Charts" }
                         }
                     }
                     span.who {

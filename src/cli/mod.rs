@@ -97,6 +97,13 @@ pub async fn run(cfg: Option<&Path>) -> u8 {
         crate::alerts::AlertConfig::from_settings(&s),
         stop_rx.clone(),
     ));
+    // The console's charts: every replica samples (the minute is the key: one row between them).
+    let sampler_task = tokio::spawn(crate::admin::run_sampler(
+        pool.clone(),
+        s.paid_tiers.clone(),
+        s.paid_statuses.clone(),
+        stop_rx.clone(),
+    ));
     let mut http_stop = stop_rx.clone();
     let http_addr = s.http_addr;
     // A port clash must not stop the controller: it keeps reconciling, loudly without endpoints.
@@ -129,6 +136,7 @@ pub async fn run(cfg: Option<&Path>) -> u8 {
     });
     controller.run(stop_rx).await;
     let _ = alerts_task.await;
+    let _ = sampler_task.await;
     match http_task.await {
         Ok(Ok(())) => {}
         Ok(Err(_)) => {}

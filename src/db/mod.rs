@@ -14,6 +14,7 @@ pub mod lease;
 pub(crate) mod oncall;
 pub mod orphans;
 pub mod rollout;
+pub(crate) mod samples;
 pub mod worklist;
 
 use std::str::FromStr;

@@ -33,6 +33,21 @@ pub fn dead_fly_url() -> String {
     format!("http://127.0.0.1:{}", free_port())
 }
 
+/// A Fly API that refuses every token (401), as Fly does a revoked one: every pass fails at its first
+/// call, writes nothing, and records why (so the alert naming it fires for real).
+pub async fn refusing_fly_url() -> String {
+    let app = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::UNAUTHORIZED,
+            "{\"error\":\"unauthorized\"}",
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
 /// A daemon environment that reconciles nothing (see [`dead_fly_url`]).
 pub fn inert_env(db_url: &str) -> BinEnv {
     BinEnv::full(db_url, &dead_fly_url())
