@@ -266,7 +266,11 @@ impl FlyClient {
             attempt += 1;
             inner.limiter.acquire(req.route, req.rate_id).await;
             // Checked after the (possibly long) bucket wait, right before the request leaves.
-            if req.route.is_write() && self.gate.as_ref().is_some_and(|g| !g.is_open()) {
+            let admitted = match (&self.gate, req.route.is_write()) {
+                (Some(g), true) => g.admit().await,
+                _ => true,
+            };
+            if !admitted {
                 return Err(FlyError::Deposed {
                     call: CallInfo::new(req.route),
                 });

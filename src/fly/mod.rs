@@ -34,7 +34,7 @@ pub use client::{ClientOptions, DEFAULT_LIST_PAGE_SIZE, FlyClient, MAX_BODY_BYTE
 pub use config::{Autostop, Check, Guest, MachineConfig, Port, Restart, Service, StopConfig};
 pub use duration::{FlyDuration, format_go_duration, parse_go_duration};
 pub use error::{CallInfo, FlyError};
-pub use gate::WriteGate;
+pub use gate::{Verifier, WriteGate};
 pub use machine::{
     CheckStatus, ImageRef, Machine, MachineState, OrgMachine, OrgMachineConfig, WaitResult,
 };

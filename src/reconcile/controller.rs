@@ -134,7 +134,10 @@ impl Controller {
     async fn lead(&self, term: i64, held_since: Instant, shutdown: &mut watch::Receiver<bool>) {
         let pool = self.base.store.pool().clone();
         // Fly writes of this stint leave only while the lease is known valid (`leadership.rs`).
-        let gate = crate::fly::WriteGate::new();
+        let gate = crate::fly::WriteGate::new().with_verifier(
+            super::leadership::fence_verifier(pool.clone(), term),
+            super::leadership::VERIFY_FRESH,
+        );
         // Open before anything can act (the keeper task may not have run yet); it moves it on.
         gate.open_until(held_since + self.loop_cfg.act_margin);
         let ctx = Ctx {

@@ -143,7 +143,7 @@ pub async fn run_once(
     let term = lease::try_acquire(&pool, holder, renew.ttl)
         .await?
         .ok_or(OnceError::LeaseHeld)?;
-    let gate = WriteGate::new();
+    let gate = WriteGate::new().with_verifier(fence_verifier(pool.clone(), term), VERIFY_FRESH);
     gate.open_until(sent + renew.act_margin);
     let ctx = Ctx {
         store: apps::Store::new(pool.clone(), term),
@@ -170,6 +170,20 @@ pub async fn run_once(
         warn!(error = %e, "could not release the lease; it expires by itself");
     }
     result
+}
+
+/// How recently the lease must have been confirmed for a Fly write to leave without asking the
+/// database first. Shorter than any freeze worth fearing, long enough that a burst of writes costs
+/// one fence query per half second, not one per write.
+pub(crate) const VERIFY_FRESH: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The write gate's verifier: the lease's fence for `term`. A database error is "unknown" (that
+/// write is refused, the gate stays open for the keeper to decide).
+pub(crate) fn fence_verifier(pool: sqlx::PgPool, term: i64) -> crate::fly::Verifier {
+    std::sync::Arc::new(move || {
+        let pool = pool.clone();
+        Box::pin(async move { lease::fence_holds(&pool, term).await.ok() })
+    })
 }
 
 #[cfg(test)]
