@@ -427,21 +427,8 @@ fn each_kind_of_drift_has_its_reason() {
 
 #[test]
 fn a_failed_canary_halts_the_rollout_rolls_back_and_moves_nobody_else() {
-    let mut w = World::new();
-    w.desired = wants(&[
-        (1, Intent::Present),
-        (2, Intent::Present),
-        (3, Intent::Present),
-    ]);
-    w.rows = (1..=3).map(|n| healthy(n, &mut w.obs)).collect();
-    w.settings.image = "img:3".into();
-    w.rollout.target_image = "img:3".into();
     // The canary runs the new image and failed on it.
-    w.rows[0].docker_image = Some("img:3".into());
-    w.obs.apps.get_mut(&name(1)).unwrap().machines[0].image = "img:3".into();
-    w.rollout
-        .recorded
-        .insert(w.rows[0].id, AppState::Failed { wave: 1 });
+    let w = canary_on_img3(AppState::Failed { wave: 1 });
     let p = w.plan();
     assert!(
         p.findings
