@@ -31,6 +31,7 @@ use super::machine::stop_gracefully;
 use super::replace::make_before_break;
 use super::{Ctx, ExecError};
 use crate::db::apps::Event;
+use crate::db::health::Verdict;
 use crate::fly::FlyError;
 use crate::reconcile::plan_health::RepairStep;
 
@@ -56,12 +57,14 @@ pub(super) async fn repair(ctx: &Ctx, row_id: Uuid, step: RepairStep) -> Result<
     // healthy: a repair acts only when Fly itself says the machine is failing.
     if m.is_healthy() {
         warn!(machine_id = %machine_id, step = step.as_str(), "repair: Fly's checks pass; the unhealthy record is cleared, nothing restarted");
-        let ev = Event::new(
-            "health_check_passed",
-            json!({"machine_id": machine_id, "source": "fly", "before": step.as_str()}),
-        );
-        ctx.store.record_health(row.id, true, &[ev]).await?;
-        ctx.store.record_probe(row.id, true).await?;
+        // The prober may have seen the recovery first: the event is written only by whichever
+        // records the transition, so a spell ends with one `health_check_passed`.
+        let healthy = Verdict {
+            row_id: row.id,
+            healthy: true,
+            metadata: json!({"machine_id": machine_id, "source": "fly", "before": step.as_str()}),
+        };
+        ctx.store.record_verdicts(&[healthy]).await?;
         return Ok(());
     }
     ctx.store.record_repair_step(row.id, step.as_str()).await?;
@@ -92,9 +95,12 @@ pub(super) async fn repair(ctx: &Ctx, row_id: Uuid, step: RepairStep) -> Result<
                     let guest = super::rollout::desired_guest(ctx);
                     let run = super::rollout::running(&image, &digest, &ctx.spec.region, &guest);
                     ctx.store.record_running(row.id, &run).await?;
-                    let ev = Event::new("health_check_passed", json!({"machine_id": new_id}));
-                    ctx.store.record_health(row.id, true, &[ev]).await?;
-                    ctx.store.record_probe(row.id, true).await?;
+                    let healthy = Verdict {
+                        row_id: row.id,
+                        healthy: true,
+                        metadata: json!({"machine_id": new_id}),
+                    };
+                    ctx.store.record_verdicts(&[healthy]).await?;
                     info!(machine_id = %new_id, "repair: replacement healthy; old machine destroyed");
                 }
                 Err(why) => {
