@@ -109,6 +109,9 @@ async fn story(
         ("HEALTH_URL_TEMPLATE", &health_url),
         ("RECONCILE_INTERVAL", "2s"),
         ("DEPROVISION_GRACE", "3s"),
+        // Each wave soaks before the next; at the default (60s) the story's two rollouts would
+        // spend two minutes watching healthy machines.
+        ("ROLLOUT_SOAK", "3s"),
         ("SUPABASE_URL", "https://demo.supabase.co"),
         ("SUPABASE_SERVICE_ROLE_KEY", "demo-service-key"),
         ("HTTP_ADDR", "127.0.0.1:0"),

@@ -359,7 +359,8 @@ impl Chaos {
         }
     }
 
-    /// Deletes a live row's app outside the controller, at once (issue 6 point 1).
+    /// Deletes a live row's app outside the controller, at once, as flyctl by hand
+    /// or a loss on Fly's side would.
     async fn delete_out_of_band(&mut self) {
         let names: Vec<String> = sqlx::query_scalar(
             "SELECT fly_app_name FROM public.user_fly_apps \
@@ -388,7 +389,7 @@ impl Chaos {
     }
 
     /// New secret values, and both replicas killed and restarted with them, as an operator's
-    /// redeploy after a key rotation would do (issue 6 point 2).
+    /// redeploy after a key rotation would do.
     fn rotate_secrets(&mut self) {
         self.fig.rotations += 1;
         let n = self.fig.rotations;
@@ -752,7 +753,8 @@ async fn chaos_fast() {
     .await;
 }
 
-/// [`chaos_fast`] with Fly lists of three items a page (issue 6 point 16), on a smaller fleet:
+/// [`chaos_fast`] with Fly lists of three items a page (a fleet larger than one page
+/// must be read whole), on a smaller fleet:
 /// the list calls share one rate-limit bucket, so every page costs about a second.
 #[tokio::test]
 async fn chaos_fast_with_list_pages_of_three() {

@@ -352,7 +352,7 @@ fn a_crash_while_deleting_an_orphan_still_removes_it_once() {
 
 /// A secret rotation (a new `SUPABASE_SERVICE_ROLE_KEY` or `USER_APP_SECRETS` value after a
 /// restart) interrupted at any step between the secrets write and the machine update still ends with
-/// every machine booted on the new secrets (issue 6 point 2).
+/// every machine booted on the new secrets.
 #[test]
 fn a_crash_during_a_secret_rotation_still_puts_every_machine_on_the_new_secrets() {
     each_point(
@@ -377,7 +377,7 @@ fn a_crash_during_a_secret_rotation_still_puts_every_machine_on_the_new_secrets(
 }
 
 /// An app deleted outside the controller (flyctl by hand, or lost on Fly's side) is rebuilt with
-/// its secrets and IPs, also when the rebuild is interrupted (issue 6 point 1).
+/// its secrets and IPs, also when the rebuild is interrupted.
 #[test]
 fn a_crash_while_rebuilding_an_app_deleted_out_of_band_still_restores_secrets_and_ips() {
     each_point(

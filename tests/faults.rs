@@ -136,7 +136,7 @@ async fn random_5xx_timeouts_and_dropped_connections_still_converge() {
     random_faults_converge(Fleet::start().await).await;
 }
 
-/// The same over lists of two items a page (issue 6 point 16): a fault on a later page must not
+/// The same over lists of two items a page: a fault on a later page must not
 /// make the apps or machines behind it look missing.
 #[tokio::test]
 async fn random_5xx_timeouts_and_dropped_connections_still_converge_with_list_pages_of_two() {

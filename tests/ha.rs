@@ -412,7 +412,7 @@ async fn a_restart_with_a_new_image_rolls_it_out_without_recreating_apps() {
     assert!(d.wait_exit(secs(30)).await.expect("stops").success());
 
     let v2 = "registry.fly.io/vyx-screener:bb-2";
-    // The new image moves in waves (issue 7), one app at a time for 3 apps: a short soak.
+    // The new image moves in waves, one app at a time for 3 apps: a short soak.
     let env2 = world
         .env
         .clone()
@@ -460,7 +460,7 @@ async fn a_restart_with_a_new_image_rolls_it_out_without_recreating_apps() {
     }
 }
 
-/// Issue 6 point 17, asserted on the simulator's call log (each replica's holder id rides in its
+/// A deposed leader must not write to Fly: asserted on the simulator's call log (each replica's holder id rides in its
 /// `User-Agent`): a leader frozen (SIGSTOP) in the middle of a pass, whose lease then runs out and
 /// is taken by the standby, makes no Fly write arriving after the takeover once it wakes up
 /// (SIGCONT). Calls it sent before the freeze may still land; nothing sent after may.

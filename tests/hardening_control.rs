@@ -1,4 +1,4 @@
-//! Hardening of the control paths (issue 6): the blast-radius breaker's sliding window and held set,
+//! Hardening of the control paths: the blast-radius breaker's sliding window and held set,
 //! timeouts against a stuck database, lease margins, orphan re-checks, cutover gaps.
 
 mod fleet_support;

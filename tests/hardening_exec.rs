@@ -1,6 +1,6 @@
-//! Issue 6, executor points: failure paths of converge and deprovision, each reproduced against real
-//! PostgreSQL and the Fly simulator. Points 1, 2, 3 and 7 here; point 10's executor items in
-//! `hardening_exec/lifecycle.rs`, point 13 in `hardening_exec/recorded_size.rs`.
+//! The executor's failure paths of converge and deprovision, each reproduced against real
+//! PostgreSQL and the Fly simulator. The machine lifecycle's smaller paths are in
+//! `hardening_exec/lifecycle.rs`, the recorded size and cost in `hardening_exec/recorded_size.rs`.
 
 mod fleet_support;
 mod support;
@@ -87,7 +87,7 @@ async fn assert_fully_provisioned(fleet: &Fleet, user: uuid::Uuid) {
     assert_eq!(live[0].state, "started");
 }
 
-// ---- point 1: a change of the app behind a row resets every per-app marker ----
+// ---- a change of the app behind a row resets every per-app marker ----
 
 #[tokio::test]
 async fn an_app_deleted_by_hand_is_rebuilt_with_its_secrets_and_ips() {
@@ -140,7 +140,7 @@ async fn a_row_moved_to_the_next_name_starts_that_app_from_scratch() {
     assert_fully_provisioned(&fleet, user).await;
 }
 
-// ---- point 2: a secret rotation reaches the machine even if the machine update fails ----
+// ---- a secret rotation reaches the machine even if the machine update fails ----
 
 /// Whether Fly applied a machine update after the last secrets write it applied (REFERENCE §4.3: a
 /// machine sees new secrets only after an update or restart).
@@ -190,7 +190,7 @@ async fn a_rotated_secret_reaches_the_machine_even_when_the_first_update_fails()
     assert_eq!(row.secrets_version, Some(app.secrets_version as i64));
 }
 
-// ---- point 7: a transient Fly error on a serving app keeps it `active` ----
+// ---- a transient Fly error on a serving app keeps it `active` ----
 
 #[tokio::test]
 async fn a_429_or_5xx_while_rolling_a_serving_app_keeps_it_active_with_the_error_kind() {
@@ -250,7 +250,7 @@ async fn an_app_that_no_longer_serves_turns_error_when_its_repair_fails() {
     assert_eq!(row.status, "error", "the user has no working app");
 }
 
-// ---- point 3: a transient 403 never renames a row ----
+// ---- a transient 403 never renames a row ----
 
 /// `apps.get` faults (403) from a seeded RNG; `seed` picks which GETs fail. The test checks in the
 /// call log that the pattern it needs really happened, so a change of RNG fails loudly.

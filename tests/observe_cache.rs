@@ -1,4 +1,4 @@
-//! Incremental observation (issue 9 item 2): the observed Fly state is kept between passes; a quiet
+//! Incremental observation: the observed Fly state is kept between passes; a quiet
 //! pass reads only the machines changed since the last one, a full list comes with every new lease
 //! term and every `RESYNC_INTERVAL`. Real PostgreSQL, the simulator's call log as the witness.
 

@@ -1,4 +1,4 @@
-//! The health prober (issue 9 item 4) against PostgreSQL and the simulator: it probes each app's own
+//! The health prober against PostgreSQL and the simulator: it probes each app's own
 //! `/health` endpoint (the simulator serves it, outside the Fly API), reads the machine through the
 //! API only to confirm a failure, writes only transitions, and finds config changed behind our back
 //! from the org list. Probe interval 1s; every wait polls a condition with a deadline.

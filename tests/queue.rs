@@ -1,4 +1,4 @@
-//! No head-of-line blocking (issue 9 item 3): a NOTIFY enqueues its user at once and the user is
+//! No head-of-line blocking: a NOTIFY enqueues its user at once and the user is
 //! reconciled beside a running pass, reading only that user's facts and row.
 
 mod fleet_support;

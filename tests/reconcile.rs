@@ -78,7 +78,7 @@ async fn a_quiet_pass_costs_only_the_changed_machine_list() {
     );
 }
 
-/// Issue 6 point 16: the fleet is larger than one list page. Every user is provisioned once, a
+/// The fleet is larger than one list page. Every user is provisioned once, a
 /// quiet pass reads every page of the changed-machine list (all five changed within the delta's
 /// overlap) and nothing else, and a downgrade deletes exactly
 /// the leaving user's app (an app on a later page is never taken for missing or leaked).

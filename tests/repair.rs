@@ -1,4 +1,4 @@
-//! Health probing and repair (issue 7 item 6) against PostgreSQL and the simulator: an app whose
+//! Health probing and repair against PostgreSQL and the simulator: an app whose
 //! checks go critical (so its own `/health` fails) is recorded unhealthy by the prober, restarted after `REPAIR_AFTER`,
 //! replaced (make-before-break) after as long again, with one event per transition. Short settings
 //! (probe interval 1s, repair after 2s); every wait polls a condition with a deadline.

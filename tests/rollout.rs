@@ -1,4 +1,4 @@
-//! Progressive delivery (issue 7) against PostgreSQL and the simulator: every change of the machine
+//! Progressive delivery against PostgreSQL and the simulator: every change of the machine
 //! spec moves apps in waves (one canary, then doubling up to ROLLOUT_MAX_UNAVAILABLE), judged on the
 //! machine's new version, soaked, halted on failure and rolled back. Assertions are on the
 //! simulator's state and call log; passes run back to back like the daemon's loop, and every wait

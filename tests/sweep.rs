@@ -1,4 +1,4 @@
-//! The interval sweep (issue 9): a quiet tick costs one delta list and one statement; work found by
+//! The interval sweep: a quiet tick costs one delta list and one statement; work found by
 //! the statement reaches the per-user queue, fleet-level work a full pass (the contract between the
 //! statement and the planner is `tests/sweep_contract.rs`).
 

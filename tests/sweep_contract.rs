@@ -1,4 +1,4 @@
-//! The contract between the sweep's work list (SQL) and the planner (issue 9), and the query plans
+//! The contract between the sweep's work list (SQL) and the planner, and the query plans
 //! of docs/QUERIES.md.
 
 mod fleet_support;

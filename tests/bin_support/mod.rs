@@ -641,7 +641,8 @@ pub async fn check_converged_with(
                     problems.push(format!("wanted user {user}: no app {}", row.fly_app_name));
                     continue;
                 };
-                // IPs, secrets, and machines on the latest secrets (issue 6 point 14).
+                // IPs, secrets, and machines on the latest secrets: an app that
+                // runs but cannot be reached or boots on old keys serves nobody.
                 problems.extend(support::serving_problems(app, &expected.secrets));
                 let machines: Vec<_> = app
                     .machines

@@ -111,7 +111,7 @@ impl FleetBuilder {
 fn build_ctx(vars: &HashMap<String, String>, db: &TestDb, term: i64) -> Ctx {
     let s = Settings::from_map(vars, None).expect("test settings are valid");
     let mut opts = wiring::client_options(&s, RateLimits::with_margin());
-    // Lists of a few items per page (issue 6 point 16): `.var("VYX_FLY_LIST_PAGE_SIZE", "2")`.
+    // Lists of a few items per page, so small fleets span pages: `.var("VYX_FLY_LIST_PAGE_SIZE", "2")`.
     if let Some(n) = vars.get("VYX_FLY_LIST_PAGE_SIZE") {
         opts.list_page_size = n.parse().expect("VYX_FLY_LIST_PAGE_SIZE is a number");
     }
@@ -193,8 +193,8 @@ impl Fleet {
         out
     }
 
-    /// IPs, secrets and machines-on-latest-secrets problems of every live row's app (issue 6
-    /// point 14), one line each.
+    /// IPs, secrets and machines-on-latest-secrets problems of every live row's app, one
+    /// line each.
     pub async fn serving_problems(&self, users: &[Uuid]) -> Vec<String> {
         let want = self.expected_secrets();
         let mut out = Vec::new();

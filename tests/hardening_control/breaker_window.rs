@@ -1,4 +1,4 @@
-//! Point 8: the breaker counts over a sliding window and holds a confirmed set.
+//! The breaker counts over a sliding window and holds a confirmed set.
 
 #[allow(unused_imports)]
 use super::*;

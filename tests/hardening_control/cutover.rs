@@ -1,4 +1,4 @@
-//! Point 12: the old health check's cron schedule.
+//! The old health check's cron schedule.
 
 #[allow(unused_imports)]
 use super::*;

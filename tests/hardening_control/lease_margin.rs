@@ -1,4 +1,4 @@
-//! Point 6: a one-off pass stops at a lost lease.
+//! A one-off pass stops at a lost lease.
 
 #[allow(unused_imports)]
 use super::*;

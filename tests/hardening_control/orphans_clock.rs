@@ -1,4 +1,4 @@
-//! Point 4: orphan deletion re-checks ownership; grace periods use the database clock.
+//! Orphan deletion re-checks ownership; grace periods use the database clock.
 
 #[allow(unused_imports)]
 use super::*;

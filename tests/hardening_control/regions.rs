@@ -1,4 +1,4 @@
-//! Point 10: one region Fly cannot list does not freeze the fleet.
+//! One region Fly cannot list does not freeze the fleet.
 
 #[allow(unused_imports)]
 use super::*;

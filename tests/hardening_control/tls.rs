@@ -1,4 +1,4 @@
-//! Point 10: verify-full against a PostgreSQL that speaks TLS.
+//! verify-full against a PostgreSQL that speaks TLS.
 
 #[allow(unused_imports)]
 use super::*;

@@ -1,4 +1,4 @@
-//! Issue 6, point 10: the executor's smaller failure paths (machine lifecycle, deprovision, backoff).
+//! The executor's smaller failure paths (machine lifecycle, deprovision, backoff).
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! Issue 6, point 13: the row describes what actually runs (region, size, cost).
+//! The row describes what actually runs (region, size, cost).
 
 use std::time::Duration;
 
