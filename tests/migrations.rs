@@ -10,7 +10,7 @@ use support::{UserFixture, fresh_db, legacy_vyx_db, migrated_db, set_subscriptio
 use uuid::Uuid;
 use vyx_fleet::db::{self, DbError};
 
-const NEW_APP_COLUMNS: [&str; 24] = [
+const NEW_APP_COLUMNS: [&str; 25] = [
     "fly_app_id",
     "machine_id",
     "machine_op_id",
@@ -35,6 +35,7 @@ const NEW_APP_COLUMNS: [&str; 24] = [
     "last_probed_at",
     "repair_step",
     "repair_step_at",
+    "changed_xid",
 ];
 
 /// The controller's own tables: in `vyx_fleet`, which Supabase's API does not serve.

@@ -146,6 +146,50 @@ async fn a_tier_change_whose_notify_was_lost_is_reconciled_by_the_next_sweep() {
     );
 }
 
+/// A quiet tick reads only what changed since the last look. A billing write whose transaction
+/// was still open when a look took its snapshot commits after it: the next look must still read
+/// it (a sequence number handed out before commit would have been passed by then).
+#[tokio::test]
+async fn a_change_committed_after_a_look_began_is_found_by_the_next_look() {
+    let (fleet, users, mut sweeper) = converged(2).await;
+    let t = tick(&fleet, &mut sweeper).await;
+    assert!(matches!(t, Tick::Queued { users: 0 }), "{t:?}");
+
+    let mut late = fleet.db.pool.begin().await.unwrap();
+    sqlx::query("UPDATE public.user_subscriptions SET tier = 'free' WHERE user_id = $1")
+        .bind(users[1])
+        .execute(&mut *late)
+        .await
+        .unwrap();
+    let t = tick(&fleet, &mut sweeper).await;
+    assert!(
+        matches!(t, Tick::Queued { users: 0 }),
+        "not committed yet: {t:?}"
+    );
+    late.commit().await.unwrap();
+
+    let t = tick(&fleet, &mut sweeper).await;
+    assert!(matches!(t, Tick::Queued { users: 1 }), "{t:?}");
+    assert_eq!(run_queue(&fleet.ctx, &fleet).await, [users[1]]);
+    assert!(fleet.row(users[1]).await.unwanted_since.is_some());
+    // The grace (none in these settings) is over at once: the next look hands the deletion to a
+    // full pass, and the look after that finds nothing more.
+    let t = tick(&fleet, &mut sweeper).await;
+    assert!(
+        matches!(
+            t,
+            Tick::Full {
+                why: "deletion",
+                ..
+            }
+        ),
+        "{t:?}"
+    );
+    assert_eq!(fleet.row(users[1]).await.status, "deleted");
+    let t = tick(&fleet, &mut sweeper).await;
+    assert!(matches!(t, Tick::Queued { users: 0 }), "{t:?}");
+}
+
 #[tokio::test]
 async fn a_downgrade_whose_grace_expired_is_deleted_by_a_full_pass() {
     let (fleet, users, mut sweeper) = converged(2).await;

@@ -12,6 +12,7 @@ use support::UserFixture;
 use uuid::Uuid;
 use vyx_fleet::db::apps;
 use vyx_fleet::db::rollout as rollout_db;
+use vyx_fleet::db::worklist::{Entry, Reason};
 use vyx_fleet::reconcile::desired::desired;
 use vyx_fleet::reconcile::observed::{Observation, ObservedApp, ObservedMachine};
 use vyx_fleet::reconcile::pass::plan_settings;
@@ -19,7 +20,7 @@ use vyx_fleet::reconcile::plan::{Action, Plan, PlanInput, plan};
 use vyx_fleet::reconcile::plan_rollout::RolloutInput;
 use vyx_fleet::reconcile::recorded::AppRow;
 use vyx_fleet::reconcile::spec::{config_digest, secrets_digest, spec_digest};
-use vyx_fleet::reconcile::sweep::work_list;
+use vyx_fleet::reconcile::sweep::{watermark, work_list, work_list_since};
 /// One user's randomly chosen database state (subscription, override, row).
 async fn seed_user(fleet: &Fleet, rng: &mut StdRng, target: &Targets) {
     let pick = |rng: &mut StdRng, n: usize| rng.random_range(0..n);
@@ -240,10 +241,14 @@ async fn the_work_list_holds_every_user_the_planner_would_act_on() {
     let mut checked = BTreeMap::<&str, usize>::new();
     for seed in 0..12u64 {
         let mut rng = StdRng::seed_from_u64(seed);
-        sqlx::query("TRUNCATE public.user_fly_apps, vyx_fleet.rollout, auth.users CASCADE")
-            .execute(&fleet.db.pool)
-            .await
-            .unwrap();
+        // Overrides name users by id without a foreign key: a seed's must not outlive it.
+        sqlx::query(
+            "TRUNCATE public.user_fly_apps, vyx_fleet.rollout, vyx_fleet.user_fly_app_overrides, \
+             auth.users CASCADE",
+        )
+        .execute(&fleet.db.pool)
+        .await
+        .unwrap();
         let r = fleet
             .ctx
             .store
@@ -258,6 +263,9 @@ async fn the_work_list_holds_every_user_the_planner_would_act_on() {
                 .await
                 .unwrap();
         }
+        // A quiet tick's look starts where the last look stopped: taken before this state is
+        // written, it must judge every user the full comparison judges.
+        let before = watermark(&fleet.ctx).await.unwrap();
         for _ in 0..40 {
             seed_user(&fleet, &mut rng, &target).await;
         }
@@ -274,6 +282,51 @@ async fn the_work_list_holds_every_user_the_planner_would_act_on() {
         let list = work_list(&fleet.ctx, &fleet.pass_cfg, &changed)
             .await
             .unwrap();
+        let cfg = &fleet.pass_cfg;
+        let since = work_list_since(&fleet.ctx, cfg, &changed, &before, &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            entries(&since.entries),
+            entries(&list),
+            "seed {seed}: the look since a watermark taken before the writes"
+        );
+        // Nothing written since that look: the next one still finds whatever time alone makes
+        // due (graces, backoffs, repairs, deletions under way, fleet-level work) without being
+        // told, and with the last look's users carried it judges exactly as the full comparison.
+        let carry: Vec<Uuid> = since.entries.iter().filter_map(|e| e.user).collect();
+        let quiet = work_list_since(&fleet.ctx, cfg, &changed, &since.watermark, &carry)
+            .await
+            .unwrap();
+        assert_eq!(
+            entries(&quiet.entries),
+            entries(&list),
+            "seed {seed}: carried"
+        );
+        let alone = work_list_since(&fleet.ctx, cfg, &changed, &since.watermark, &[])
+            .await
+            .unwrap();
+        let timed: BTreeSet<_> = entries(&list)
+            .into_iter()
+            .filter(|(u, r)| {
+                u.is_none()
+                    || matches!(
+                        r,
+                        Reason::Deletion
+                            | Reason::Unsettled
+                            | Reason::Repair
+                            | Reason::Cancel
+                            | Reason::FlyChanged
+                    )
+            })
+            .collect();
+        let found = entries(&alone.entries);
+        assert!(
+            timed.is_subset(&found),
+            "seed {seed}: due with time but not found: {:?}",
+            timed.difference(&found).collect::<Vec<_>>()
+        );
+        *checked.entry("timed").or_default() += timed.len();
         let listed: BTreeSet<Uuid> = list.iter().filter_map(|e| e.user).collect();
         let fleet_level: BTreeSet<Option<Uuid>> = list
             .iter()
@@ -308,6 +361,7 @@ async fn the_work_list_holds_every_user_the_planner_would_act_on() {
     }
     // The states must reach every kind of per-user action, or the test proves little.
     for kind in [
+        "timed",
         "converge",
         "schedule_deprovision",
         "cancel_deprovision",
@@ -326,6 +380,10 @@ async fn the_work_list_holds_every_user_the_planner_would_act_on() {
             .any(|k| k.starts_with("rollout") || k.contains("update") || k.contains("move")),
         "no rollout step in {checked:?}"
     );
+}
+
+fn entries(list: &[Entry]) -> BTreeSet<(Option<Uuid>, Reason)> {
+    list.iter().map(|e| (e.user, e.reason)).collect()
 }
 
 /// The query plans in docs/QUERIES.md: `cargo test --test sweep_contract -- --ignored --nocapture
@@ -375,6 +433,7 @@ async fn query_plans_of_the_sweep_and_the_targeted_run() {
         .unwrap();
         seeded = n;
         sqlx::query("ANALYZE").execute(pool).await.unwrap();
+        let before = watermark(&fleet.ctx).await.unwrap();
         // One changed user: a downgrade whose NOTIFY was lost.
         let one: Uuid = sqlx::query_scalar(
             "UPDATE public.user_subscriptions SET tier = 'free' \
@@ -389,6 +448,22 @@ async fn query_plans_of_the_sweep_and_the_targeted_run() {
         for l in vyx_fleet::reconcile::sweep::explain_work_list(&fleet.ctx, &fleet.pass_cfg, &[])
             .await
             .unwrap()
+        {
+            println!("{l}");
+        }
+        let quiet = work_list_since(&fleet.ctx, &fleet.pass_cfg, &[], &before, &[])
+            .await
+            .unwrap();
+        assert_eq!(entries(&quiet.entries), entries(&list));
+        println!("\n=== a quiet tick's look (since the last), {n} apps ===");
+        for l in vyx_fleet::reconcile::sweep::explain_work_list_since(
+            &fleet.ctx,
+            &fleet.pass_cfg,
+            &[],
+            &before,
+        )
+        .await
+        .unwrap()
         {
             println!("{l}");
         }

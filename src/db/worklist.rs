@@ -1,18 +1,34 @@
 //! The sweep's one statement: which users may need work now, and whether anything needs
 //! the whole fleet's picture. Computed in SQL so the daemon receives the candidates, not the fleet.
 //!
+//! # Expected flow
+//! 1. A lease term's first look, and the contract tests, compare everything ([`load`]): every
+//!    user's facts against every live row.
+//! 2. Every later look judges only candidates ([`load_since`]): users whose billing row or
+//!    override changed since the last look (`vyx_fleet.changes`, filled by the trigger that
+//!    also sends NOTIFY), rows written since (`changed_xid`), rows whose work falls due with
+//!    time (backoff, grace, repair, a deletion under way; partial indexes) and the users the last
+//!    look listed. Each look returns a [`Watermark`] where the next starts.
+//!
 //! # Guarantees
 //! - A superset: every user the planner would give a per-user action over the same database state
-//!   (and an observation with no change since the last one) is listed (`tests/sweep.rs` checks it
-//!   over varied states). Listing a user that needs nothing costs one targeted run that plans
-//!   nothing.
+//!   (and an observation with no change since the last one) is listed by the full look
+//!   (`tests/sweep_contract.rs` checks it over varied states), and by a look since a watermark
+//!   taken before the state was written. Listing a user that needs nothing costs one targeted run
+//!   that plans nothing.
 //! - One statement, one database clock (`now()`), so every grace and backoff is judged as the
 //!   planner would judge it with the clock of the same instant.
+//! - A change is never skipped by a look: the watermark is the oldest transaction still running
+//!   when the look took its snapshot, and the next look reads from it.
 //!
 //! # Caveats
-//! - Comparing the desired set with the rows is an anti-join: PostgreSQL still reads every live
-//!   row and every paid subscription once per sweep (index and hash joins, no sort), server-side.
-//!   What leaves the database is the candidate list only. The plans are in docs/QUERIES.md.
+//! - The full look is an anti-join: PostgreSQL reads every live row and every paid subscription
+//!   (index and hash joins, no sort). A look since a watermark reads what changed plus the rows
+//!   in the timed sets; a long-running transaction anywhere in the cluster holds the watermark
+//!   back, so looks re-read changes until it ends (more rows, never fewer). Plans in
+//!   docs/QUERIES.md.
+//! - Parameters (policy, target) come from the settings, which change only with a restart: a
+//!   new term starts with a full pass and a full look.
 
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -129,18 +145,18 @@ macro_rules! intent {
     };
 }
 
+/// The statement around a `facts` CTE and a filter on the rows it compares (`$live`): the full
+/// comparison, or the candidates' alone.
 macro_rules! work_list_sql {
-    () => { concat!(
-    "WITH clock AS MATERIALIZED (SELECT now() AS now), \
+    ($scope:expr, $facts:expr, $live:expr, $prune:expr) => { concat!(
+    "WITH clock AS MATERIALIZED (SELECT now() AS now, \
+                                        pg_snapshot_xmin(pg_current_snapshot())::text AS mark), \
      cur AS MATERIALIZED (SELECT r.id, r.halted FROM vyx_fleet.rollout r \
                            WHERE r.id = (SELECT max(id) FROM vyx_fleet.rollout) \
-                             AND r.target_digest = $3), \
-     facts AS (\
-       SELECT coalesce(s.user_id, o.user_id) AS user_id, ",
-    intent!("o", "s"),
-    " AS intent \
-         FROM public.user_subscriptions s \
-         FULL JOIN vyx_fleet.user_fly_app_overrides o ON o.user_id = s.user_id), \
+                             AND r.target_digest = $3), ",
+    $scope,
+    $prune,
+    "facts AS (", $facts, "), \
      live AS (\
        SELECT a.user_id, a.status, a.unwanted_since, a.next_attempt_at, CASE \
          WHEN a.status <> 'active' THEN NULL \
@@ -156,7 +172,9 @@ macro_rules! work_list_sql {
               AND coalesce(a.repair_step_at, a.unhealthy_since) + $9 * interval '1 millisecond' \
                   <= (SELECT now FROM clock) \
               THEN 'repair' END AS active_reason \
-         FROM public.user_fly_apps a WHERE a.deleted_at IS NULL AND a.status <> 'deleted'), \
+         FROM public.user_fly_apps a WHERE a.deleted_at IS NULL AND a.status <> 'deleted'",
+    $live,
+    "), \
      pairs AS (\
        SELECT coalesce(l.user_id, f.user_id) AS user_id, l.user_id IS NOT NULL AS has_row, \
               coalesce(f.intent, 'absent') AS intent, l.status, l.unwanted_since, l.next_attempt_at, \
@@ -177,23 +195,76 @@ macro_rules! work_list_sql {
          ELSE p.active_reason \
          END AS reason \
          FROM pairs p CROSS JOIN clock c) \
-     SELECT user_id, reason FROM per_user WHERE reason IS NOT NULL \
-     UNION ALL SELECT a.user_id, 'fly_changed' FROM public.user_fly_apps a \
+     SELECT user_id, reason, NULL::text AS mark FROM per_user WHERE reason IS NOT NULL \
+     UNION ALL SELECT a.user_id, 'fly_changed', NULL FROM public.user_fly_apps a \
                 WHERE a.fly_app_name = ANY($10) \
-     UNION ALL (SELECT NULL::uuid, 'orphans' FROM unnest($10::text[]) AS n \
+     UNION ALL (SELECT NULL::uuid, 'orphans', NULL FROM unnest($10::text[]) AS n \
                  WHERE NOT EXISTS (SELECT 1 FROM public.user_fly_apps a WHERE a.fly_app_name = n) \
                  LIMIT 1) \
-     UNION ALL (SELECT NULL::uuid, 'orphans' FROM vyx_fleet.orphans, clock c \
+     UNION ALL (SELECT NULL::uuid, 'orphans', NULL FROM vyx_fleet.orphans, clock c \
                  WHERE first_seen_at + $8 * interval '1 millisecond' <= c.now LIMIT 1) \
-     UNION ALL (SELECT NULL::uuid, 'orphans' FROM vyx_fleet.held_deletions LIMIT 1) \
-     UNION ALL SELECT NULL::uuid, 'rollout' \
+     UNION ALL (SELECT NULL::uuid, 'orphans', NULL FROM vyx_fleet.held_deletions LIMIT 1) \
+     UNION ALL SELECT NULL::uuid, 'rollout', NULL \
                 WHERE NOT EXISTS (SELECT 1 FROM cur r JOIN vyx_fleet.rollout f ON f.id = r.id \
-                                   WHERE f.completed_at IS NOT NULL OR r.halted)"
+                                   WHERE f.completed_at IS NOT NULL OR r.halted) \
+     UNION ALL SELECT NULL::uuid, 'watermark', mark FROM clock"
     ) };
 }
 
-const WORK_LIST: &str = work_list_sql!();
-const EXPLAIN_WORK_LIST: &str = concat!("EXPLAIN (ANALYZE, BUFFERS) ", work_list_sql!());
+/// Every user with a billing row or an override, against every live row.
+macro_rules! full_sql {
+    () => {
+        work_list_sql!(
+            "",
+            concat!(
+                "SELECT coalesce(s.user_id, o.user_id) AS user_id, ",
+                intent!("o", "s"),
+                " AS intent FROM public.user_subscriptions s \
+                 FULL JOIN vyx_fleet.user_fly_app_overrides o ON o.user_id = s.user_id"
+            ),
+            "",
+            ""
+        )
+    };
+}
+
+/// Only the candidates: users whose facts or row changed since the watermark (`$11`), rows whose
+/// work falls due with time (the partial indexes of the change-log migration, predicates repeated
+/// exactly), and the users the last look listed (`$12`), so work a run left undone is judged again
+/// until it is done. Change-log entries older than the watermark are pruned: a look that reached
+/// it has judged them.
+macro_rules! since_sql {
+    () => {
+        work_list_sql!(
+            "cand AS MATERIALIZED (\
+               SELECT user_id FROM vyx_fleet.changes WHERE xid >= $11::text::xid8 \
+               UNION SELECT user_id FROM public.user_fly_apps WHERE changed_xid >= $11::text::xid8 \
+               UNION SELECT user_id FROM public.user_fly_apps \
+                      WHERE deleted_at IS NULL \
+                        AND status IN ('provisioning', 'error', 'deprovisioning') \
+               UNION SELECT user_id FROM public.user_fly_apps \
+                      WHERE deleted_at IS NULL AND unwanted_since IS NOT NULL \
+               UNION SELECT user_id FROM public.user_fly_apps \
+                      WHERE deleted_at IS NULL AND health_status = 'unhealthy' \
+               UNION SELECT unnest($12::uuid[])), ",
+            concat!(
+                "SELECT c.user_id, ",
+                intent!("o", "s"),
+                " AS intent FROM cand c \
+                 LEFT JOIN public.user_subscriptions s ON s.user_id = c.user_id \
+                 LEFT JOIN vyx_fleet.user_fly_app_overrides o ON o.user_id = c.user_id \
+                 WHERE s.user_id IS NOT NULL OR o.user_id IS NOT NULL"
+            ),
+            " AND a.user_id IN (SELECT user_id FROM cand)",
+            "pruned AS (DELETE FROM vyx_fleet.changes WHERE xid < $11::text::xid8), "
+        )
+    };
+}
+
+const WORK_LIST: &str = full_sql!();
+const EXPLAIN_WORK_LIST: &str = concat!("EXPLAIN (ANALYZE, BUFFERS) ", full_sql!());
+const WORK_LIST_SINCE: &str = since_sql!();
+const EXPLAIN_WORK_LIST_SINCE: &str = concat!("EXPLAIN (ANALYZE, BUFFERS) ", since_sql!());
 
 /// Bind the statement's parameters, in order.
 macro_rules! bind_params {
@@ -212,20 +283,85 @@ macro_rules! bind_params {
     }};
 }
 
-/// The work list now (see the module docs).
-pub async fn load(pool: &PgPool, p: &WorkListParams<'_>) -> Result<Vec<Entry>, sqlx::Error> {
-    let rows: Vec<(Option<Uuid>, String)> = bind_params!(sqlx::query_as(WORK_LIST), p)
-        .fetch_all(pool)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(user, reason)| Reason::parse(&reason).map(|reason| Entry { user, reason }))
-        .collect())
+/// Where a look at the work list stopped: the oldest transaction still running when it looked.
+/// The next look reads every change at or above it (so a change committed late is read late,
+/// never lost).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watermark(String);
+
+/// A look's entries and where the next look starts.
+#[derive(Debug, Clone)]
+pub struct WorkList {
+    pub entries: Vec<Entry>,
+    pub watermark: Watermark,
 }
 
-/// `EXPLAIN (ANALYZE, BUFFERS)` of the statement, one line per plan line (docs/QUERIES.md).
+fn parse(rows: Vec<(Option<Uuid>, String, Option<String>)>) -> Result<WorkList, sqlx::Error> {
+    let mut watermark = None;
+    let mut entries = Vec::with_capacity(rows.len());
+    for (user, reason, mark) in rows {
+        match (reason.as_str(), mark) {
+            ("watermark", Some(m)) => watermark = Some(Watermark(m)),
+            _ => entries.extend(Reason::parse(&reason).map(|reason| Entry { user, reason })),
+        }
+    }
+    let watermark = watermark.ok_or_else(|| {
+        sqlx::Error::Protocol("the work list returned no watermark row".to_string())
+    })?;
+    Ok(WorkList { entries, watermark })
+}
+
+/// The whole comparison: every user's facts against every live row (a fresh term's first look,
+/// and the contract tests' reference).
+pub async fn load(pool: &PgPool, p: &WorkListParams<'_>) -> Result<WorkList, sqlx::Error> {
+    let rows = bind_params!(sqlx::query_as(WORK_LIST), p)
+        .fetch_all(pool)
+        .await?;
+    parse(rows)
+}
+
+/// The same judgement for the users that changed since `since`, the rows whose time came, and
+/// `carry` (the users the last look listed). Its cost follows what changed, not the fleet.
+pub async fn load_since(
+    pool: &PgPool,
+    p: &WorkListParams<'_>,
+    since: &Watermark,
+    carry: &[Uuid],
+) -> Result<WorkList, sqlx::Error> {
+    let rows = bind_params!(sqlx::query_as(WORK_LIST_SINCE), p)
+        .bind(&since.0)
+        .bind(carry)
+        .fetch_all(pool)
+        .await?;
+    parse(rows)
+}
+
+/// Where a look starting now would stop: taken before a full pass reads anything, so whatever it
+/// could not see is read by the next look.
+pub async fn watermark(pool: &PgPool) -> Result<Watermark, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+        .fetch_one(pool)
+        .await
+        .map(Watermark)
+}
+
+/// `EXPLAIN (ANALYZE, BUFFERS)` of the full statement, one line per plan line (docs/QUERIES.md).
 pub async fn explain(pool: &PgPool, p: &WorkListParams<'_>) -> Result<Vec<String>, sqlx::Error> {
     bind_params!(sqlx::query_scalar(EXPLAIN_WORK_LIST), p)
+        .fetch_all(pool)
+        .await
+}
+
+/// `EXPLAIN (ANALYZE, BUFFERS)` of the statement since `since` (a quiet tick's).
+pub async fn explain_since(
+    pool: &PgPool,
+    p: &WorkListParams<'_>,
+    since: &Watermark,
+    carry: &[Uuid],
+) -> Result<Vec<String>, sqlx::Error> {
+    bind_params!(sqlx::query_scalar(EXPLAIN_WORK_LIST_SINCE), p)
+        .bind(&since.0)
+        .bind(carry)
         .fetch_all(pool)
         .await
 }

@@ -221,6 +221,12 @@ impl ObserveCache {
     }
 
     /// The watermark of a cache valid for `term` whose resync is not due (`None`: list in full).
+    /// Whether the next observation for `term` is a full list (a new term, a resync due, an
+    /// invalidated state): the sweep serves the work list beside it, since it may take minutes.
+    pub fn full_list_due(&self, term: i64) -> bool {
+        self.valid_watermark(term).is_none()
+    }
+
     fn valid_watermark(&self, term: i64) -> Option<Option<DateTime<Utc>>> {
         self.state()
             .as_ref()

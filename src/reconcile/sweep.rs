@@ -7,14 +7,17 @@
 //! 2. Every other tick: one delta list through the cache (the managed apps whose machines
 //!    changed), then ONE statement ([`worklist`]): the users that may need work, each with a
 //!    reason, judged in SQL against the policy and the current spec with the database's clock.
+//!    It judges only what changed since the last look (a watermark kept here, taken before each
+//!    full pass), the rows whose time came, and the users the last look listed: a quiet tick's
+//!    cost inside PostgreSQL follows the changes, not the fleet.
 //! 3. Fleet-level work on the list (a deletion due, rollout waves, a repair step, orphans or held
 //!    deletions) → a full pass now, unchanged: the blast-radius breaker sees every planned deletion
 //!    at once and the rollout its waves. Otherwise each listed user goes into the per-user work
 //!    queue ([`super::queue`]) and is reconciled alone ([`super::targeted`]).
 //!
 //! # Guarantees
-//! - A quiet tick on a converged fleet: one Fly list call (the delta), one database read (the
-//!   controller adds the last-pass heartbeat write), nobody queued.
+//! - A quiet tick on a converged fleet: one Fly list call (the delta), one database statement
+//!   (the controller adds the last-pass heartbeat write), nobody queued.
 //! - Nothing a full pass would do is lost: the work list is a superset of the users the planner
 //!   gives a per-user action (`tests/sweep_contract.rs` checks it over varied states); whatever
 //!   it could still miss is found by the full pass within `RESYNC_INTERVAL`.
@@ -32,7 +35,7 @@ use super::execute::Ctx;
 use super::pass::{PassConfig, PassError, PassReport, run_pass};
 use super::rollout::Step;
 use super::spec::{config_digest, secrets_digest, spec_digest};
-use crate::db::worklist::{self, Entry, WorkListParams};
+use crate::db::worklist::{self, Entry, Watermark, WorkList, WorkListParams};
 use crate::metrics::Metrics;
 
 /// When the last full pass of this lease term ran; a new term starts with `Sweeper::default()`.
@@ -43,6 +46,11 @@ use crate::metrics::Metrics;
 #[derive(Debug, Default)]
 pub struct Sweeper {
     last_full: Option<Instant>,
+    /// Where the next look at the work list starts; `None` until this term has looked once.
+    since: Option<Watermark>,
+    /// Users the last look listed: judged again by the next, so work a run left undone without
+    /// a write (a transient Fly error) is not forgotten until the resync.
+    carry: Vec<uuid::Uuid>,
 }
 
 /// What one tick did.
@@ -120,16 +128,14 @@ impl Sweeper {
                 return Err(e);
             }
         };
-        let (entries, changed) = match found {
+        let (list, changed) = match found {
             Some(f) => f,
             None => return self.full(ctx, cfg, metrics, "full list due").await,
         };
-        if let Some(e) = entries.iter().find(|e| e.reason.is_fleet_level()) {
+        if let Some(e) = list.entries.iter().find(|e| e.reason.is_fleet_level()) {
             return self.full(ctx, cfg, metrics, e.reason.as_str()).await;
         }
-        let mut users: Vec<_> = entries.iter().filter_map(|e| e.user).collect();
-        users.sort();
-        users.dedup();
+        let users = per_user(&list.entries);
         for u in &users {
             ctx.users.add(*u);
         }
@@ -145,17 +151,37 @@ impl Sweeper {
 
     /// The delta and the work list; `None` when the cache needs a full list.
     async fn find(
-        &self,
+        &mut self,
         ctx: &Ctx,
         cfg: &PassConfig,
-    ) -> Result<Option<(Vec<Entry>, usize)>, PassError> {
+    ) -> Result<Option<(WorkList, usize)>, PassError> {
         let org = &ctx.spec.org_slug;
         let term = ctx.store.term();
         let Some(changed) = ctx.observed.changes(&ctx.fly, org, term).await? else {
             return Ok(None);
         };
-        let entries = work_list(ctx, cfg, &changed).await?;
-        Ok(Some((entries, changed.len())))
+        let list = self.look(ctx, cfg, &changed).await?;
+        Ok(Some((list, changed.len())))
+    }
+
+    /// One look at the work list: since the last look if there was one in this term, else the
+    /// whole comparison. Moves the watermark and the carried users on.
+    async fn look(
+        &mut self,
+        ctx: &Ctx,
+        cfg: &PassConfig,
+        changed: &[String],
+    ) -> Result<WorkList, sqlx::Error> {
+        let t = Target::of(ctx);
+        let params = t.params(ctx, cfg, changed);
+        let pool = ctx.store.pool();
+        let list = match &self.since {
+            Some(since) => worklist::load_since(pool, &params, since, &self.carry).await?,
+            None => worklist::load(pool, &params).await?,
+        };
+        self.since = Some(list.watermark.clone());
+        self.carry = per_user(&list.entries);
+        Ok(list)
     }
 
     async fn full(
@@ -166,14 +192,78 @@ impl Sweeper {
         why: &'static str,
     ) -> Result<Tick, PassError> {
         debug!(why, "sweep runs a full pass");
+        // Taken before the pass reads anything: what the pass could not see, the next look reads.
+        let since = worklist::watermark(ctx.store.pool()).await?;
+        self.list_fly_serving_users(ctx, cfg).await?;
         let report = run_pass(ctx, cfg, metrics).await?;
         // Only a pass that observed and planned counts as the safety net.
         self.last_full = Some(Instant::now());
+        self.since = Some(since);
+        self.carry.clear();
         Ok(Tick::Full {
             why,
             report: Box::new(report),
         })
     }
+
+    /// A full Fly list takes minutes at 100,000 apps (a new term's first, each resync), and the
+    /// pass plans only after it. The work list needs no Fly call, so while the list runs, a look
+    /// every interval (the first one interval in, so a short list changes nothing) queues its
+    /// per-user work: a missed NOTIFY waits an interval, not the list. Fleet-level work waits
+    /// for the pass. Users whose apps the cache does not hold yet are read by name by their runs.
+    async fn list_fly_serving_users(
+        &mut self,
+        ctx: &Ctx,
+        cfg: &PassConfig,
+    ) -> Result<(), PassError> {
+        let term = ctx.store.term();
+        if !ctx.observed.full_list_due(term) {
+            return Ok(());
+        }
+        let every = cfg
+            .plan
+            .reconcile_interval
+            .to_std()
+            .unwrap_or(Duration::from_secs(1))
+            .max(MIN_WAKE);
+        let listing = ctx
+            .observed
+            .observe(&ctx.fly, &ctx.spec.org_slug, &ctx.prefix, term);
+        let looks = async {
+            loop {
+                tokio::time::sleep(every).await;
+                match self.look(ctx, cfg, &[]).await {
+                    Ok(list) => {
+                        let users = per_user(&list.entries);
+                        for u in &users {
+                            ctx.users.add(*u);
+                        }
+                        if !users.is_empty() {
+                            info!(users = users.len(), "work list served while Fly is listed");
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "work list failed while Fly is listed"),
+                }
+            }
+        };
+        tokio::select! {
+            listed = listing => { listed?; }
+            () = looks => {}
+        }
+        Ok(())
+    }
+}
+
+/// The users of per-user entries, each once.
+fn per_user(entries: &[Entry]) -> Vec<uuid::Uuid> {
+    let mut users: Vec<_> = entries
+        .iter()
+        .filter(|e| !e.reason.is_fleet_level())
+        .filter_map(|e| e.user)
+        .collect();
+    users.sort();
+    users.dedup();
+    users
 }
 
 /// The current target's digests, computed once per tick.
@@ -220,7 +310,34 @@ pub async fn work_list(
     changed_apps: &[String],
 ) -> Result<Vec<Entry>, sqlx::Error> {
     let t = Target::of(ctx);
-    worklist::load(ctx.store.pool(), &t.params(ctx, cfg, changed_apps)).await
+    Ok(
+        worklist::load(ctx.store.pool(), &t.params(ctx, cfg, changed_apps))
+            .await?
+            .entries,
+    )
+}
+
+/// The work list of a look since `since` (a quiet tick's statement), with where the next starts.
+pub async fn work_list_since(
+    ctx: &Ctx,
+    cfg: &PassConfig,
+    changed_apps: &[String],
+    since: &Watermark,
+    carry: &[uuid::Uuid],
+) -> Result<WorkList, sqlx::Error> {
+    let t = Target::of(ctx);
+    worklist::load_since(
+        ctx.store.pool(),
+        &t.params(ctx, cfg, changed_apps),
+        since,
+        carry,
+    )
+    .await
+}
+
+/// Where a look starting now would stop (tests take one before writing a state).
+pub async fn watermark(ctx: &Ctx) -> Result<Watermark, sqlx::Error> {
+    worklist::watermark(ctx.store.pool()).await
 }
 
 /// The work list's `EXPLAIN (ANALYZE, BUFFERS)` for the current settings (docs/QUERIES.md).
@@ -231,6 +348,23 @@ pub async fn explain_work_list(
 ) -> Result<Vec<String>, sqlx::Error> {
     let t = Target::of(ctx);
     worklist::explain(ctx.store.pool(), &t.params(ctx, cfg, changed_apps)).await
+}
+
+/// The quiet tick's statement's `EXPLAIN (ANALYZE, BUFFERS)`.
+pub async fn explain_work_list_since(
+    ctx: &Ctx,
+    cfg: &PassConfig,
+    changed_apps: &[String],
+    since: &Watermark,
+) -> Result<Vec<String>, sqlx::Error> {
+    let t = Target::of(ctx);
+    worklist::explain_since(
+        ctx.store.pool(),
+        &t.params(ctx, cfg, changed_apps),
+        since,
+        &[],
+    )
+    .await
 }
 
 #[cfg(test)]
