@@ -20,6 +20,7 @@ pub mod failpoint;
 pub mod fly;
 pub mod http;
 pub mod metrics;
+pub mod model;
 pub mod pgtemp;
 pub mod reconcile;
 pub mod retry;
