@@ -16,7 +16,6 @@
 //! 4. On shutdown: no new pass; the running one gets `drain` to finish, then the lease is released
 //!    so a standby takes over at once.
 
-use sqlx::postgres::PgListener;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -29,14 +28,12 @@ use super::pass::PassConfig;
 use super::queue::{self, WorkQueue};
 use super::sweep::{Sweeper, Tick};
 use super::targeted::run_user;
-use super::wake::{DELETIONS_CONFIRMED, FleetWake};
+use super::wake::FleetWake;
 use crate::db::apps::Store;
 use crate::db::lease;
+use crate::db::notify::{self, Notification};
 use crate::http::Health;
 use crate::metrics::Metrics;
-
-/// NOTIFY channel the migrations' triggers publish on (payload: the user id).
-pub const NOTIFY_CHANNEL: &str = "vyx_fleet";
 
 #[derive(Debug, Clone)]
 pub struct LoopConfig {
@@ -279,17 +276,15 @@ impl Controller {
 /// Feed NOTIFY payloads (user ids) into the queue until aborted, a confirmation of held deletions
 /// into the wake; reconnect when LISTEN breaks.
 async fn enqueue_notifications(pool: sqlx::PgPool, users: Arc<WorkQueue>, wake: Arc<FleetWake>) {
-    let mut listener = listen(&pool).await;
+    let mut listener = notify::listen(&pool).await;
     loop {
-        match next_notification(&mut listener).await {
-            Some(payload) if payload.trim() == DELETIONS_CONFIRMED => wake.at(Instant::now()),
-            Some(payload) => match payload.trim().parse::<uuid::Uuid>() {
-                Ok(user) => users.add(user),
-                Err(_) => {
-                    warn!(payload = %payload, "NOTIFY without a user id; the next pass covers it")
-                }
-            },
-            None => listener = listen(&pool).await,
+        match notify::next(&mut listener).await {
+            Some(Notification::DeletionsConfirmed) => wake.at(Instant::now()),
+            Some(Notification::User(user)) => users.add(user),
+            Some(Notification::Unknown(payload)) => {
+                warn!(payload = %payload, "NOTIFY without a user id; the next pass covers it")
+            }
+            None => listener = notify::listen(&pool).await,
         }
     }
 }
@@ -300,42 +295,3 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
-
-async fn listen(pool: &sqlx::PgPool) -> Option<PgListener> {
-    let mut l = match PgListener::connect_with(pool).await {
-        Ok(l) => l,
-        Err(e) => {
-            warn!(error = %e, "LISTEN unavailable; relying on the interval");
-            return None;
-        }
-    };
-    match l.listen(NOTIFY_CHANNEL).await {
-        Ok(()) => Some(l),
-        Err(e) => {
-            warn!(error = %e, "LISTEN failed; relying on the interval");
-            None
-        }
-    }
-}
-
-/// Next NOTIFY's payload; `None` if the listener is broken (or, without one, after a while).
-async fn next_notification(listener: &mut Option<PgListener>) -> Option<String> {
-    match listener {
-        Some(l) => match l.recv().await {
-            Ok(n) => Some(n.payload().to_string()),
-            Err(e) => {
-                warn!(error = %e, "LISTEN connection lost");
-                *listener = None;
-                None
-            }
-        },
-        // No listener: come back after a while so the caller can try to LISTEN again.
-        None => {
-            tokio::time::sleep(LISTEN_RETRY).await;
-            None
-        }
-    }
-}
-
-/// How often a leader without a working LISTEN tries to set it up again.
-const LISTEN_RETRY: Duration = Duration::from_secs(30);
