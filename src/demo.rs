@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::config::Settings;
 use crate::db;
 use crate::fly::RateLimits;
-use crate::http::Health;
+use crate::liveness::Health;
 use crate::metrics::Metrics;
 use crate::pgtemp::{self, PgCluster};
 use crate::reconcile::controller::{Controller, LoopConfig};

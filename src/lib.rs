@@ -19,6 +19,7 @@ pub mod demo;
 pub mod failpoint;
 pub mod fly;
 pub mod http;
+pub mod liveness;
 pub mod metrics;
 pub mod model;
 pub mod pgtemp;

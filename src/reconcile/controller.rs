@@ -32,7 +32,7 @@ use super::wake::FleetWake;
 use crate::db::apps::Store;
 use crate::db::lease;
 use crate::db::notify::{self, Notification};
-use crate::http::Health;
+use crate::liveness::Health;
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
