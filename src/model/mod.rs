@@ -9,4 +9,5 @@ pub mod app_row;
 pub mod cost;
 pub mod desired;
 pub mod health;
+pub mod pass;
 pub mod rollout;

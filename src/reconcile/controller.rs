@@ -16,6 +16,7 @@
 //! 4. On shutdown: no new pass; the running one gets `drain` to finish, then the lease is released
 //!    so a standby takes over at once.
 
+use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -24,12 +25,14 @@ use tracing::{error, info, warn};
 
 use super::execute::Ctx;
 use super::leadership::{RenewConfig, keep_db_lease};
-use super::pass::PassConfig;
+use super::pass::{PassConfig, PassError, PassReport};
+use super::plan::Finding;
 use super::queue::{self, WorkQueue};
 use super::sweep::{Sweeper, Tick};
 use super::targeted::run_user;
 use super::wake::FleetWake;
 use crate::db::apps::Store;
+use crate::db::console;
 use crate::db::lease;
 use crate::db::notify::{self, Notification};
 use crate::liveness::Health;
@@ -230,14 +233,14 @@ impl Controller {
                         match &r {
                             Ok(Tick::Full { report, .. }) => {
                                 wake.after(&report.outcomes, grace);
-                                crate::alerts::record_pass(&pool, term, report)
+                                record_pass(&pool, term, report)
                             }
                             // The leader-silent alert and the dashboard count sweeps as passes; no
                             // rollout is halted (a halted one makes every tick a full pass).
                             Ok(Tick::Queued { .. }) => {
-                                crate::alerts::record_pass(&pool, term, &Default::default())
+                                record_pass(&pool, term, &Default::default())
                             }
-                            Err(e) => crate::alerts::record_failure(&pool, term, e),
+                            Err(e) => record_failure(&pool, term, e),
                         }
                         break matches!(r, Ok(Tick::Full { ref report, .. }) if report.fenced)
                     }
@@ -287,6 +290,35 @@ async fn enqueue_notifications(pool: sqlx::PgPool, users: Arc<WorkQueue>, wake: 
             None => listener = notify::listen(&pool).await,
         }
     }
+}
+
+/// After a pass: records when it finished and whether it found the rollout halted, for the dashboard
+/// and the standby's "leader silent" alert. Spawned, so the pass loop never waits on it.
+fn record_pass(pool: &PgPool, term: i64, report: &PassReport) {
+    if report.fenced {
+        return;
+    }
+    let halted = report.plan.findings.iter().find_map(|f| match f {
+        Finding::RolloutHalted { image, .. } => Some(image.clone()),
+        _ => None,
+    });
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        if let Err(e) = console::record_pass(&pool, term, halted.as_deref()).await {
+            warn!(error = %e, "could not record the pass for the console");
+        }
+    });
+}
+
+/// After a failed pass: records its cause for the alerts. Spawned, so the pass loop never waits on it.
+fn record_failure(pool: &PgPool, term: i64, e: &PassError) {
+    let cause = e.failure();
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        if let Err(e) = console::record_pass_failure(&pool, term, cause.as_str()).await {
+            warn!(error = %e, "could not record the pass failure for the alerts");
+        }
+    });
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
