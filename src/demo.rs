@@ -404,7 +404,7 @@ impl Demo {
 }
 
 async fn print_status(pool: &sqlx::PgPool) {
-    match crate::cli::status_table(pool).await {
+    match crate::fleet_status::table(pool).await {
         Ok(table) => print!("{table}"),
         Err(e) => eprintln!("status: {e}"),
     }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod db;
 pub mod demo;
 pub mod failpoint;
+pub mod fleet_status;
 pub mod fly;
 pub mod http;
 pub mod liveness;

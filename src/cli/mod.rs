@@ -30,12 +30,6 @@ pub use admin::{
 pub use rollout::resume as rollout_resume;
 pub use status::status;
 
-/// The status table as `vyx-fleet status` prints it.
-pub async fn status_table(pool: &sqlx::PgPool) -> Result<String, sqlx::Error> {
-    let (apps, totals) = status::load(pool).await?;
-    Ok(status::render_table(&apps, &totals))
-}
-
 const EXIT_FAILURE: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 
