@@ -1,7 +1,5 @@
-//! The failures that stop every pass, named by cause: a Fly token Fly refuses, passes that keep
-//! failing for another reason, a database a replica cannot reach. "No pass since …" alone sends an
-//! operator to the wrong place (the leader looks alive; `/healthz` says so) while a new paying user
-//! silently gets nothing.
+//! The alert for a database no replica can reach. Pass failures are named by their stored cause
+//! (`model::pass::PassFailure`); this one cannot be stored, so each replica raises it itself.
 
 /// A replica's own view of the database, for the alert the database itself cannot carry: when it is
 /// unreachable, no replica can claim an alert row, so each replica says so itself (once when it
