@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::config::Settings;
 use crate::db;
 use crate::fly::RateLimits;
-use crate::http::Health;
+use crate::liveness::Health;
 use crate::metrics::Metrics;
 use crate::pgtemp::{self, PgCluster};
 use crate::reconcile::controller::{Controller, LoopConfig};
@@ -404,7 +404,7 @@ impl Demo {
 }
 
 async fn print_status(pool: &sqlx::PgPool) {
-    match crate::cli::status_table(pool).await {
+    match crate::fleet_status::table(pool).await {
         Ok(table) => print!("{table}"),
         Err(e) => eprintln!("status: {e}"),
     }

@@ -12,8 +12,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::State;
@@ -23,113 +22,8 @@ use axum::routing::get;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::liveness::Health;
 use crate::metrics::{self, Metrics};
-
-/// Shared liveness/readiness state. The controller loop calls [`Health::heartbeat`] every
-/// iteration (including when waiting as a standby) and reports each database check and lease
-/// change; the HTTP handlers read it. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct Health {
-    inner: Arc<Mutex<HealthState>>,
-    staleness: Duration,
-}
-
-#[derive(Debug)]
-struct HealthState {
-    /// Start-up time until the first heartbeat.
-    last_heartbeat: Instant,
-    heartbeats: u64,
-    /// `(when, reachable)` of the last database check.
-    database: Option<(Instant, bool)>,
-    leader: bool,
-}
-
-impl Health {
-    /// `staleness`: how long without a heartbeat before `/healthz` fails, e.g.
-    /// [`crate::config::Settings::heartbeat_staleness`] (3 × interval + 60 s). The same window
-    /// bounds how old the last database check may be for `/readyz`.
-    pub fn new(staleness: Duration) -> Self {
-        Health {
-            inner: Arc::new(Mutex::new(HealthState {
-                last_heartbeat: Instant::now(),
-                heartbeats: 0,
-                database: None,
-                leader: false,
-            })),
-            staleness,
-        }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, HealthState> {
-        // A panic while holding this lock leaves plain data behind; keep serving it.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The loop is alive.
-    pub fn heartbeat(&self) {
-        let mut s = self.state();
-        s.last_heartbeat = Instant::now();
-        s.heartbeats += 1;
-    }
-
-    /// Result of the latest database round trip (lease renewal, a pass's queries, or a ping).
-    pub fn set_database_reachable(&self, reachable: bool) {
-        self.state().database = Some((Instant::now(), reachable));
-    }
-
-    /// Alias of [`Health::set_database_reachable`].
-    pub fn set_db_ok(&self, ok: bool) {
-        self.set_database_reachable(ok);
-    }
-
-    pub fn set_leader(&self, leader: bool) {
-        self.state().leader = leader;
-    }
-
-    pub fn is_leader(&self) -> bool {
-        self.state().leader
-    }
-
-    pub fn staleness(&self) -> Duration {
-        self.staleness
-    }
-
-    pub fn is_alive(&self) -> bool {
-        self.alive_at(Instant::now())
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.readiness_at(Instant::now()).is_ok()
-    }
-
-    fn alive_at(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.state().last_heartbeat) <= self.staleness
-    }
-
-    /// `Ok(())` or why not ready.
-    fn readiness_at(&self, now: Instant) -> Result<(), &'static str> {
-        if !self.alive_at(now) {
-            return Err("controller loop stalled");
-        }
-        match self.state().database {
-            None => Err("database not checked yet"),
-            Some((_, false)) => Err("database unreachable on the last check"),
-            Some((at, true)) if now.saturating_duration_since(at) > self.staleness => {
-                Err("last successful database check is too old")
-            }
-            Some(_) => Ok(()),
-        }
-    }
-
-    #[cfg(test)]
-    fn backdate(&self, by: Duration) {
-        let mut s = self.state();
-        s.last_heartbeat = s.last_heartbeat.checked_sub(by).expect("backdate");
-        if let Some((at, ok)) = s.database {
-            s.database = Some((at.checked_sub(by).expect("backdate"), ok));
-        }
-    }
-}
 
 /// What the handlers need.
 #[derive(Clone, Debug)]
@@ -216,20 +110,14 @@ fn role(health: &Health) -> &'static str {
 async fn healthz(State(state): State<HttpState>) -> Response {
     let now = Instant::now();
     let h = &state.health;
-    let (since, heartbeats) = {
-        let s = h.state();
-        (
-            now.saturating_duration_since(s.last_heartbeat),
-            s.heartbeats,
-        )
-    };
+    let (since, heartbeats) = h.since_heartbeat(now);
     let alive = h.alive_at(now);
     let body = json!({
         "status": if alive { "alive" } else { "stalled" },
         "role": role(h),
         "seconds_since_heartbeat": (since.as_secs_f64() * 1000.0).round() / 1000.0,
         "heartbeats": heartbeats,
-        "staleness_seconds": h.staleness.as_secs_f64(),
+        "staleness_seconds": h.staleness().as_secs_f64(),
     });
     let code = if alive {
         StatusCode::OK
@@ -267,6 +155,7 @@ async fn metrics_handler(State(state): State<HttpState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     struct Server {
         base: String,

@@ -6,9 +6,11 @@
 //! - [`reconcile::execute`]: performs one action, recording progress before and after every Fly call;
 //! - [`reconcile::controller`]: schedules passes (interval, NOTIFY, leadership).
 //!
-//! Around it: [`config`], [`db`] (queries, migrations, lease), [`fly`] (typed Machines API client),
-//! [`sim`] (an independent Fly Machines API simulator), [`http`] and [`metrics`], [`telemetry`],
-//! [`admin`] (the dashboard and its controls) and [`alerts`] (webhook alerts).
+//! Around it: [`model`] (the domain types the layers share), [`config`], [`db`] (queries,
+//! migrations, lease, NOTIFY), [`fly`] (typed Machines API client), [`sim`] (an independent Fly
+//! Machines API simulator), [`liveness`], [`http`] and [`metrics`], [`telemetry`], [`admin`] (the
+//! dashboard and its controls) and [`alerts`] (webhook alerts). The modules form layers without
+//! cycles (docs/ARCHITECTURE.md, "Layering"; checked by `scripts/module-deps`).
 
 pub mod admin;
 pub mod alerts;
@@ -17,9 +19,12 @@ pub mod config;
 pub mod db;
 pub mod demo;
 pub mod failpoint;
+pub mod fleet_status;
 pub mod fly;
 pub mod http;
+pub mod liveness;
 pub mod metrics;
+pub mod model;
 pub mod pgtemp;
 pub mod reconcile;
 pub mod retry;

@@ -11,7 +11,7 @@ use support::{UserFixture, set_subscription};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use vyx_fleet::db::{breaker, lease};
-use vyx_fleet::http::Health;
+use vyx_fleet::liveness::Health;
 use vyx_fleet::reconcile::controller::Controller;
 
 fn controller(fleet: &Fleet, health: Health) -> Controller {

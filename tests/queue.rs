@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use vyx_fleet::db::lease;
 use vyx_fleet::failpoint as fp;
-use vyx_fleet::http::Health;
+use vyx_fleet::liveness::Health;
 use vyx_fleet::reconcile::controller::Controller;
 use vyx_fleet::reconcile::targeted::run_user;
 

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use vyx_fleet::config::Settings;
 use vyx_fleet::db;
 use vyx_fleet::fly::{BucketSpec, RateLimits, WindowSpec};
-use vyx_fleet::http::Health;
+use vyx_fleet::liveness::Health;
 use vyx_fleet::metrics::Metrics;
 use vyx_fleet::pgtemp::{self, PgCluster};
 use vyx_fleet::reconcile::cache::{OVERLAP, ObserveCache};

@@ -18,11 +18,9 @@
 //! - A message whose delivery fails after its retries is lost (logged); the claim is not undone, so
 //!   the other replica does not send it either.
 
-mod causes;
+mod db_watch;
 
 use std::time::Duration;
-
-pub use causes::{PassFailure, record_failure};
 
 use serde_json::json;
 use sqlx::PgPool;
@@ -32,6 +30,7 @@ use tracing::{info, warn};
 use crate::config::Settings;
 use crate::db::alerts::{self as store, AppRef, Claim};
 use crate::db::{breaker, console};
+use crate::model::pass::PassFailure;
 use crate::secret::Secret;
 
 /// What an alert is about. Each kind is one row of `vyx_fleet.alerts`.
@@ -421,7 +420,7 @@ pub async fn run(pool: PgPool, cfg: AlertConfig, mut shutdown: watch::Receiver<b
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_default();
-    let mut db_watch = causes::DbWatch::default();
+    let mut db_watch = db_watch::DbWatch::default();
     let mut tick_every = tokio::time::interval(cfg.every);
     tick_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -437,22 +436,4 @@ pub async fn run(pool: PgPool, cfg: AlertConfig, mut shutdown: watch::Receiver<b
             send(&cfg, &client, "database_unreachable", &text);
         }
     }
-}
-
-/// After a pass: records when it finished and whether it found the rollout halted, for the dashboard
-/// and the standby's "leader silent" alert. Spawned, so the pass loop never waits on it.
-pub fn record_pass(pool: &PgPool, term: i64, report: &crate::reconcile::pass::PassReport) {
-    if report.fenced {
-        return;
-    }
-    let halted = report.plan.findings.iter().find_map(|f| match f {
-        crate::reconcile::plan::Finding::RolloutHalted { image, .. } => Some(image.clone()),
-        _ => None,
-    });
-    let pool = pool.clone();
-    tokio::spawn(async move {
-        if let Err(e) = console::record_pass(&pool, term, halted.as_deref()).await {
-            warn!(error = %e, "could not record the pass for the console");
-        }
-    });
 }

@@ -15,7 +15,8 @@ use tracing::{error, info, warn};
 use crate::config::{self, Settings};
 use crate::db;
 use crate::fly::RateLimits;
-use crate::http::{self, Health, HttpState};
+use crate::http::{self, HttpState};
+use crate::liveness::Health;
 use crate::metrics::Metrics;
 use crate::reconcile::controller::{Controller, LoopConfig};
 use crate::reconcile::leadership::{RenewConfig, run_once};
@@ -28,12 +29,6 @@ pub use admin::{
 };
 pub use rollout::resume as rollout_resume;
 pub use status::status;
-
-/// The status table as `vyx-fleet status` prints it.
-pub async fn status_table(pool: &sqlx::PgPool) -> Result<String, sqlx::Error> {
-    let (apps, totals) = status::load(pool).await?;
-    Ok(status::render_table(&apps, &totals))
-}
 
 const EXIT_FAILURE: u8 = 1;
 const EXIT_CONFIG: u8 = 2;

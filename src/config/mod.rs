@@ -43,7 +43,7 @@ pub const REQUIRED_KEYS: [&str; 4] = [
 ];
 
 /// Every key vyx-fleet reads from the environment or the file, in validation order. (`RUST_LOG` is
-/// read from the environment only, by [`crate::telemetry`]; the file refuses it.)
+/// read from the environment only, by the log setup; the file refuses it.)
 pub const KNOWN_KEYS: [&str; 36] = [
     "DATABASE_URL",
     "FLY_API_TOKEN",

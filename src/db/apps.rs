@@ -9,8 +9,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-use crate::reconcile::desired::UserFacts;
-use crate::reconcile::recorded::{AppRow, RowStatus};
+use crate::model::app_row::{AppRow, RowStatus};
+use crate::model::desired::{UserFacts, Wanted};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -620,7 +620,7 @@ impl Store {
     pub async fn mark_deprovisioning(
         &self,
         row_id: Uuid,
-        wanted: &crate::reconcile::execute::Wanted,
+        wanted: &Wanted,
         events: &[Event],
     ) -> Result<bool, StoreError> {
         let grace_ms = wanted

@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::notify;
+
 /// How long a confirmation stays valid: it answers the alert an operator is looking at, not some
 /// mass deletion days later.
 pub const CONFIRMATION_TTL_MINUTES: i32 = 15;
@@ -156,12 +158,8 @@ pub async fn confirm_exact(
         crate::db::admins::record(&mut tx, &a).await?;
     }
     if !confirmed.is_empty() {
-        // A hint delivered on commit (`reconcile/wake.rs`).
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(crate::reconcile::controller::NOTIFY_CHANNEL)
-            .bind(crate::reconcile::wake::DELETIONS_CONFIRMED)
-            .execute(&mut *tx)
-            .await?;
+        // A hint delivered on commit: the leader sweeps now rather than at its next tick.
+        notify::send(&mut tx, notify::DELETIONS_CONFIRMED).await?;
     }
     tx.commit().await?;
     Ok(Confirmation::Confirmed(confirmed))

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::admins::{self, Action};
 use super::console::ConsoleRow;
+use super::notify;
 
 /// What an override asks for (`vyx_fleet.user_fly_app_overrides.desired`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,11 +266,7 @@ pub(crate) async fn retry_now(pool: &PgPool, user_id: Uuid, by: &str) -> Result<
         ))
         .after("retry now");
     admins::record(&mut tx, &a).await?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(crate::reconcile::controller::NOTIFY_CHANNEL)
-        .bind(user_id.to_string())
-        .execute(&mut *tx)
-        .await?;
+    notify::send(&mut tx, &user_id.to_string()).await?;
     tx.commit().await?;
     Ok(true)
 }

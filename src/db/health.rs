@@ -3,21 +3,13 @@
 //! (transitions only, one statement per round) and the repair executor (fenced like every leader
 //! write).
 
-use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use crate::db::apps::{Store, StoreError};
 
-/// One live row's probe and repair state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
-pub struct HealthState {
-    pub unhealthy_since: Option<DateTime<Utc>>,
-    pub last_probed_at: Option<DateTime<Utc>>,
-    pub repair_step: Option<String>,
-    pub repair_step_at: Option<DateTime<Utc>>,
-}
+pub use crate::model::health::HealthState;
 
 #[derive(sqlx::FromRow)]
 struct Row {

@@ -11,6 +11,7 @@ pub(crate) mod console;
 pub(crate) mod console_user;
 pub mod health;
 pub mod lease;
+pub mod notify;
 pub(crate) mod oncall;
 pub mod orphans;
 pub mod rollout;

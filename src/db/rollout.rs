@@ -5,14 +5,15 @@
 //! late write changes nothing and returns [`StoreError::Fenced`]. An operator's `rollout resume` is not
 //! fenced (like `confirm-deletions`): it is a person's write, read by the leader on its next pass.
 //!
-//! Reads feed the pure decision in [`crate::reconcile::rollout`]; nothing here decides.
+//! Reads feed the pure wave decision (`reconcile::rollout`); nothing here decides.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::db::apps::{Store, StoreError};
-use crate::reconcile::rollout::{AppState, Halt, HaltReason, Rollout, Tally};
+use crate::model::cost::monthly_cost_estimate_usd;
+use crate::model::rollout::{AppState, Halt, HaltReason, Rollout, Tally};
 
 /// One `vyx_fleet.rollout` row.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -476,7 +477,7 @@ impl Store {
         cpus: u32,
         memory_mb: u32,
     ) -> Result<(), StoreError> {
-        let cost = crate::reconcile::spec::monthly_cost_estimate_usd(cpus, memory_mb);
+        let cost = monthly_cost_estimate_usd(cpus, memory_mb);
         let done = sqlx::query(
             "UPDATE public.user_fly_apps \
                 SET docker_image = $2, config_digest = NULL, spec_digest = healthy_spec_digest, \
@@ -497,7 +498,7 @@ impl Store {
     }
 
     pub async fn record_running(&self, row_id: Uuid, r: &Running<'_>) -> Result<(), StoreError> {
-        let cost = crate::reconcile::spec::monthly_cost_estimate_usd(r.cpus, r.memory_mb);
+        let cost = monthly_cost_estimate_usd(r.cpus, r.memory_mb);
         let done = sqlx::query(
             "UPDATE public.user_fly_apps \
                 SET docker_image = $2, config_digest = $3, deployed_at = now(), region = $4, \

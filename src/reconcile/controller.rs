@@ -16,7 +16,7 @@
 //! 4. On shutdown: no new pass; the running one gets `drain` to finish, then the lease is released
 //!    so a standby takes over at once.
 
-use sqlx::postgres::PgListener;
+use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -25,18 +25,18 @@ use tracing::{error, info, warn};
 
 use super::execute::Ctx;
 use super::leadership::{RenewConfig, keep_db_lease};
-use super::pass::PassConfig;
+use super::pass::{PassConfig, PassError, PassReport};
+use super::plan::Finding;
 use super::queue::{self, WorkQueue};
 use super::sweep::{Sweeper, Tick};
 use super::targeted::run_user;
-use super::wake::{DELETIONS_CONFIRMED, FleetWake};
+use super::wake::FleetWake;
 use crate::db::apps::Store;
+use crate::db::console;
 use crate::db::lease;
-use crate::http::Health;
+use crate::db::notify::{self, Notification};
+use crate::liveness::Health;
 use crate::metrics::Metrics;
-
-/// NOTIFY channel the migrations' triggers publish on (payload: the user id).
-pub const NOTIFY_CHANNEL: &str = "vyx_fleet";
 
 #[derive(Debug, Clone)]
 pub struct LoopConfig {
@@ -233,14 +233,14 @@ impl Controller {
                         match &r {
                             Ok(Tick::Full { report, .. }) => {
                                 wake.after(&report.outcomes, grace);
-                                crate::alerts::record_pass(&pool, term, report)
+                                record_pass(&pool, term, report)
                             }
                             // The leader-silent alert and the dashboard count sweeps as passes; no
                             // rollout is halted (a halted one makes every tick a full pass).
                             Ok(Tick::Queued { .. }) => {
-                                crate::alerts::record_pass(&pool, term, &Default::default())
+                                record_pass(&pool, term, &Default::default())
                             }
-                            Err(e) => crate::alerts::record_failure(&pool, term, e),
+                            Err(e) => record_failure(&pool, term, e),
                         }
                         break matches!(r, Ok(Tick::Full { ref report, .. }) if report.fenced)
                     }
@@ -279,19 +279,46 @@ impl Controller {
 /// Feed NOTIFY payloads (user ids) into the queue until aborted, a confirmation of held deletions
 /// into the wake; reconnect when LISTEN breaks.
 async fn enqueue_notifications(pool: sqlx::PgPool, users: Arc<WorkQueue>, wake: Arc<FleetWake>) {
-    let mut listener = listen(&pool).await;
+    let mut listener = notify::listen(&pool).await;
     loop {
-        match next_notification(&mut listener).await {
-            Some(payload) if payload.trim() == DELETIONS_CONFIRMED => wake.at(Instant::now()),
-            Some(payload) => match payload.trim().parse::<uuid::Uuid>() {
-                Ok(user) => users.add(user),
-                Err(_) => {
-                    warn!(payload = %payload, "NOTIFY without a user id; the next pass covers it")
-                }
-            },
-            None => listener = listen(&pool).await,
+        match notify::next(&mut listener).await {
+            Some(Notification::DeletionsConfirmed) => wake.at(Instant::now()),
+            Some(Notification::User(user)) => users.add(user),
+            Some(Notification::Unknown(payload)) => {
+                warn!(payload = %payload, "NOTIFY without a user id; the next pass covers it")
+            }
+            None => listener = notify::listen(&pool).await,
         }
     }
+}
+
+/// After a pass: records when it finished and whether it found the rollout halted, for the dashboard
+/// and the standby's "leader silent" alert. Spawned, so the pass loop never waits on it.
+fn record_pass(pool: &PgPool, term: i64, report: &PassReport) {
+    if report.fenced {
+        return;
+    }
+    let halted = report.plan.findings.iter().find_map(|f| match f {
+        Finding::RolloutHalted { image, .. } => Some(image.clone()),
+        _ => None,
+    });
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        if let Err(e) = console::record_pass(&pool, term, halted.as_deref()).await {
+            warn!(error = %e, "could not record the pass for the console");
+        }
+    });
+}
+
+/// After a failed pass: records its cause for the alerts. Spawned, so the pass loop never waits on it.
+fn record_failure(pool: &PgPool, term: i64, e: &PassError) {
+    let cause = e.failure();
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        if let Err(e) = console::record_pass_failure(&pool, term, cause.as_str()).await {
+            warn!(error = %e, "could not record the pass failure for the alerts");
+        }
+    });
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
@@ -300,42 +327,3 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
-
-async fn listen(pool: &sqlx::PgPool) -> Option<PgListener> {
-    let mut l = match PgListener::connect_with(pool).await {
-        Ok(l) => l,
-        Err(e) => {
-            warn!(error = %e, "LISTEN unavailable; relying on the interval");
-            return None;
-        }
-    };
-    match l.listen(NOTIFY_CHANNEL).await {
-        Ok(()) => Some(l),
-        Err(e) => {
-            warn!(error = %e, "LISTEN failed; relying on the interval");
-            None
-        }
-    }
-}
-
-/// Next NOTIFY's payload; `None` if the listener is broken (or, without one, after a while).
-async fn next_notification(listener: &mut Option<PgListener>) -> Option<String> {
-    match listener {
-        Some(l) => match l.recv().await {
-            Ok(n) => Some(n.payload().to_string()),
-            Err(e) => {
-                warn!(error = %e, "LISTEN connection lost");
-                *listener = None;
-                None
-            }
-        },
-        // No listener: come back after a while so the caller can try to LISTEN again.
-        None => {
-            tokio::time::sleep(LISTEN_RETRY).await;
-            None
-        }
-    }
-}
-
-/// How often a leader without a working LISTEN tries to set it up again.
-const LISTEN_RETRY: Duration = Duration::from_secs(30);

@@ -7,16 +7,7 @@
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-/// One row of the desired-state query: a user with a subscription and/or an override.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserFacts {
-    pub user_id: Uuid,
-    pub tier: Option<String>,
-    pub sub_status: Option<String>,
-    /// Raw `user_fly_app_overrides.desired`; the CHECK constraint keeps it to three values, but a
-    /// hand-edited database may hold anything, so it is parsed, not trusted.
-    pub override_desired: Option<String>,
-}
+pub use crate::model::desired::{PaidPolicy, UserFacts};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Intent {
@@ -38,12 +29,6 @@ pub enum IntentSource {
 pub struct UserIntent {
     pub intent: Intent,
     pub source: IntentSource,
-}
-
-#[derive(Debug, Clone)]
-pub struct PaidPolicy {
-    pub tiers: Vec<String>,
-    pub statuses: Vec<String>,
 }
 
 /// Desired intent per user, for every user with a subscription or an override. Users absent from the

@@ -13,7 +13,9 @@ use super::plan::{Action, Finding, Plan, PlanInput, PlanSettings, plan};
 use super::rollout::WaveSettings;
 use super::spec::{config_digest, secrets_digest};
 use crate::db::{apps, breaker};
+use crate::fly::FlyError;
 use crate::metrics::Metrics;
+use crate::model::pass::PassFailure;
 
 /// What a pass needs beyond the executor context.
 #[derive(Clone)]
@@ -65,6 +67,20 @@ pub enum PassError {
     /// The planner panicked (a bug): nothing was planned, so nothing is done.
     #[error("planning: {0}")]
     Planner(tokio::task::JoinError),
+}
+
+impl PassError {
+    /// The cause the alerts and the dashboard name.
+    pub fn failure(&self) -> PassFailure {
+        match self {
+            PassError::Observe(FlyError::Unauthorized { .. } | FlyError::Forbidden { .. }) => {
+                PassFailure::FlyTokenRefused
+            }
+            PassError::Observe(_) => PassFailure::FlyUnavailable,
+            PassError::Db(_) => PassFailure::Database,
+            PassError::Planner(_) => PassFailure::Planner,
+        }
+    }
 }
 
 pub fn plan_settings(ctx: &Ctx, cfg: &PassConfig) -> PlanSettings {

@@ -233,7 +233,7 @@ pub struct PlanInput<'a> {
     /// The current rollout (target = the configured spec) and each row's recorded progress in it.
     pub rollout: &'a RolloutInput,
     /// Probe and repair state by row id (`db::health`).
-    pub health: &'a BTreeMap<Uuid, crate::db::health::HealthState>,
+    pub health: &'a BTreeMap<Uuid, crate::model::health::HealthState>,
 }
 
 pub fn plan(input: &PlanInput<'_>) -> Plan {

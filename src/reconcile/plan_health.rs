@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::plan::Action;
 use super::recorded::AppRow;
-use crate::db::health::HealthState;
+use crate::model::health::HealthState;
 
 /// A repair step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -122,7 +122,7 @@ struct World {
     held: BTreeMap<String, bool>,
     settings: PlanSettings,
     rollout: RolloutInput,
-    health: BTreeMap<Uuid, crate::db::health::HealthState>,
+    health: BTreeMap<Uuid, crate::model::health::HealthState>,
 }
 
 impl World {

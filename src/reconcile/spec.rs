@@ -4,6 +4,7 @@
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
+pub use crate::model::cost::monthly_cost_estimate_usd;
 use crate::secret::Secret;
 
 /// Everything vyx-fleet decides about a user's machine, except the user id and the image (the image
@@ -128,15 +129,6 @@ impl StoredSpec {
     }
 }
 
-/// Rough monthly cost of one always-on machine, REFERENCE §8: shared-cpu-1x 256 MB ≈ $1.94/month,
-/// each extra shared vCPU the same again, extra RAM ≈ $5 per GB-month. A floor, not an invoice.
-pub fn monthly_cost_estimate_usd(cpus: u32, memory_mb: u32) -> f64 {
-    let base = 1.94 * f64::from(cpus);
-    let included_mb = 256.0 * f64::from(cpus);
-    let extra_gb = ((f64::from(memory_mb) - included_mb).max(0.0)) / 1024.0;
-    ((base + extra_gb * 5.0) * 100.0).round() / 100.0
-}
-
 /// The spec the unit tests share.
 #[cfg(test)]
 pub(crate) fn test_spec() -> AppSpec {
@@ -258,11 +250,5 @@ mod tests {
             q.secrets.insert(name.clone(), Secret::new(value.clone()));
             proptest::prop_assert_ne!(spec_digest(&p), spec_digest(&q));
         }
-    }
-
-    #[test]
-    fn cost_grows_with_size() {
-        assert_eq!(monthly_cost_estimate_usd(1, 256), 1.94);
-        assert!(monthly_cost_estimate_usd(2, 512) < monthly_cost_estimate_usd(2, 1024));
     }
 }

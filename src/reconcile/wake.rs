@@ -5,7 +5,8 @@
 //! 1. A deprovision grace starts (a targeted run's or a pass's mark): a deletion is due at its end
 //!    → [`FleetWake::at`] `now + DEPROVISION_GRACE`.
 //! 2. An operator confirms held deletions (`confirm-deletions`, the console): `confirm_held` sends
-//!    `NOTIFY vyx_fleet` with [`DELETIONS_CONFIRMED`] → [`FleetWake::at`] now.
+//!    `NOTIFY vyx_fleet` with
+//!    [`DELETIONS_CONFIRMED`](crate::db::notify::DELETIONS_CONFIRMED) → [`FleetWake::at`] now.
 //! 3. The loop waits on [`FleetWake::due`] beside its interval and sweeps when it fires; the sweep
 //!    finds the deletion (or the confirmed held set) on its work list and runs the full pass, where
 //!    the breaker judges as always.
@@ -23,9 +24,6 @@ use tokio::time::Instant;
 
 use super::execute::Outcome;
 use crate::metrics::action;
-
-/// `NOTIFY vyx_fleet` payload of a confirmation of held deletions (any other payload is a user id).
-pub const DELETIONS_CONFIRMED: &str = "deletions_confirmed";
 
 /// The earliest time fleet-level work is known to fall due; the loop takes it when it fires.
 #[derive(Debug, Default)]

@@ -19,7 +19,7 @@ use vyx_fleet::config::Settings;
 use vyx_fleet::db::apps::{self, Store};
 use vyx_fleet::db::lease;
 use vyx_fleet::fly::RateLimits;
-use vyx_fleet::http::Health;
+use vyx_fleet::liveness::Health;
 use vyx_fleet::metrics::Metrics;
 use vyx_fleet::reconcile::controller::{Controller, LoopConfig};
 use vyx_fleet::reconcile::execute::{Ctx, Timeouts};

@@ -26,13 +26,13 @@ use tracing::{Instrument, info, info_span, warn};
 use uuid::Uuid;
 
 use super::cache::ObserveCache;
-use super::desired::PaidPolicy;
 use super::plan::{Action, ConvergeReason};
 use super::queue::WorkQueue;
 use super::recorded::RowStatus;
 use super::spec::AppSpec;
 use crate::db::apps::{Event, Store, StoreError};
 use crate::fly::{FlyClient, FlyError};
+pub use crate::model::desired::Wanted;
 
 /// How long an executor waits on Fly's asynchronous steps before leaving the rest to a later pass.
 #[derive(Debug, Clone)]
@@ -67,16 +67,6 @@ impl Default for Timeouts {
             not_found_confirm: Duration::from_secs(2),
         }
     }
-}
-
-/// Who is wanted (`PAID_TIERS`, `PAID_STATUSES`) and how long an unwanted user's app waits
-/// (`DEPROVISION_GRACE`). A deletion is planned from a read of the fleet that may be minutes old by
-/// the time it runs; the write that starts it re-checks both in SQL against the user's rows as they
-/// are at that instant, so a deprovision planned before a re-upgrade or an override deletes nothing.
-#[derive(Debug, Clone)]
-pub struct Wanted {
-    pub policy: PaidPolicy,
-    pub deprovision_grace: chrono::Duration,
 }
 
 /// Everything an executor needs; cheap to clone into tasks.
