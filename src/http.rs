@@ -282,7 +282,7 @@ mod tests {
     async fn metrics_endpoint_serves_openmetrics() {
         let st = state();
         st.metrics
-            .record_pass(metrics::pass::OK, Duration::from_millis(10));
+            .record_pass(metrics::PassOutcome::Ok, Duration::from_millis(10));
         st.health.set_leader(true);
         let server = Server::start(st.clone()).await;
         let (code, ctype, text) = server.get("/metrics").await;

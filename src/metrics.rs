@@ -1,23 +1,25 @@
 //! Prometheus metrics (OpenMetrics text on `/metrics`), scraped by Fly every 15 s.
 //!
-//! Every label has a fixed, small set of values chosen in code (`&'static str`): never a user id,
-//! an app name or an error message. Fly adds `app`, `region`, `host`, `instance` to every series
-//! and overwrites same-named labels, so none of ours use those names.
+//! Every label value is a variant of one of the enums below, one enum per label: the recording
+//! functions take the enum, so a series can carry no user id, app name or error message, and
+//! the values listed here (and in README.md, "Metrics") are all there are; a unit test holds both
+//! lists to the enums. Fly adds `app`, `region`, `host`, `instance` to every series and
+//! overwrites same-named labels, so none of ours use those names.
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `vyx_fleet_passes_total` | counter | `outcome` = ok, error, skipped |
+//! | `vyx_fleet_passes_total` | counter | `outcome` ([`PassOutcome`]): `ok`, `partial`, `fenced`, `error`, `sweep` |
 //! | `vyx_fleet_pass_duration_seconds` | histogram | |
-//! | `vyx_fleet_actions_total` | counter | `action` (see [`action`]), `outcome` (see [`outcome`]) |
-//! | `vyx_fleet_fly_errors_total` | counter | `kind` (e.g. rate_limited, server, timeout, network) |
-//! | `vyx_fleet_apps` | gauge | `status` = provisioning, active, error, deprovisioning, deleted |
+//! | `vyx_fleet_actions_total` | counter | `action` ([`ActionKind`]): `converge`, `rollout_move`, `rollout_check`, `rollout_settle`, `rollout_back`, `schedule_deprovision`, `cancel_deprovision`, `deprovision`, `repair_restart`, `repair_replace`, `sync_orphans`, `orphan_delete`; `outcome` ([`ActionOutcome`]): `ok`, `retry`, `fenced`, `stale` |
+//! | `vyx_fleet_fly_errors_total` | counter | `kind` ([`FlyErrorKind`]): `unauthorized`, `forbidden`, `not_found`, `timeout`, `conflict`, `precondition_failed`, `name_taken`, `insufficient_capacity`, `invalid`, `rate_limited`, `server`, `transport`, `decode`, `body_too_large`, `incomplete`, `unexpected_status`, `config` |
+//! | `vyx_fleet_apps` | gauge | `status` ([`AppStatus`]): `provisioning`, `active`, `error`, `deprovisioning`, `deleted`, `other` |
 //! | `vyx_fleet_desired_apps` | gauge | |
 //! | `vyx_fleet_is_leader` | gauge | 1 on the replica holding the lease |
 //! | `vyx_fleet_deletions_blocked` | gauge | deletions held back by the blast-radius breaker (0 = none) |
-//! | `vyx_fleet_rollout_apps` | gauge | `state` (see [`ROLLOUT_STATES`]): apps of the current rollout |
+//! | `vyx_fleet_rollout_apps` | gauge | `state` ([`RolloutState`]): `pending`, `moving`, `soaking`, `healthy`, `failed`, `rolled_back` |
 //! | `vyx_fleet_rollout_halted` | gauge | 1 while the current rollout is halted |
 //! | `vyx_fleet_last_pass_timestamp_seconds` | gauge | Unix time of the last completed pass |
-//! | `vyx_fleet_build_info` | gauge | `version` (always 1) |
+//! | `vyx_fleet_build_info` | gauge | `version` (the crate's version; always 1) |
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -33,56 +35,158 @@ use std::sync::atomic::AtomicU64;
 /// The `Content-Type` of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Pass outcomes.
-pub mod pass {
-    pub const OK: &str = "ok";
-    pub const ERROR: &str = "error";
-    /// Not the leader, or nothing could be observed safely.
-    pub const SKIPPED: &str = "skipped";
+/// One label's values: a fieldless enum, `ALL` in declaration order and `as_str`, the word exported.
+macro_rules! label_values {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident => $value:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+
+            /// The label value as exported.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $value,)+
+                }
+            }
+        }
+    };
 }
 
-/// Action kinds (label `action`).
-pub mod action {
-    pub const PROVISION: &str = "provision";
-    pub const DEPROVISION: &str = "deprovision";
-    pub const UPDATE: &str = "update";
-    pub const REPAIR: &str = "repair";
-    pub const SCHEDULE_DEPROVISION: &str = "schedule_deprovision";
-    pub const CANCEL_DEPROVISION: &str = "cancel_deprovision";
-    pub const ORPHAN_DELETE: &str = "orphan_delete";
+label_values! {
+    /// How a pass or an interval tick ended (`vyx_fleet_passes_total{outcome}`).
+    pub enum PassOutcome {
+        /// A full pass whose every action finished.
+        Ok => "ok",
+        /// A full pass in which some actions failed; they retry after their backoff.
+        Partial => "partial",
+        /// The lease was lost mid-pass; this replica stopped acting.
+        Fenced => "fenced",
+        /// The database or the Fly observation failed: nothing was acted on.
+        Error => "error",
+        /// An interval tick that needed no full pass; its users, if any, went to the work queue.
+        Sweep => "sweep",
+    }
 }
 
-/// Action outcomes (label `outcome`).
-pub mod outcome {
-    pub const OK: &str = "ok";
-    /// Failed in a way that will be retried after backoff.
-    pub const RETRY: &str = "retry";
-    /// Gave up (or needs an operator).
-    pub const FAILED: &str = "failed";
-    /// Lost the lease mid-action; a deposed leader's write was refused.
-    pub const FENCED: &str = "fenced";
-    /// Planned by a full pass from an older read and dropped under the user's claim: the user's
-    /// facts (subscription, override) no longer call for it.
-    pub const STALE: &str = "stale";
+label_values! {
+    /// An action's kind (`vyx_fleet_actions_total{action}`), one per planned action and rollout
+    /// or repair step.
+    pub enum ActionKind {
+        Converge => "converge",
+        RolloutMove => "rollout_move",
+        RolloutCheck => "rollout_check",
+        RolloutSettle => "rollout_settle",
+        RolloutBack => "rollout_back",
+        /// The start of a deprovision grace (database only).
+        ScheduleDeprovision => "schedule_deprovision",
+        CancelDeprovision => "cancel_deprovision",
+        Deprovision => "deprovision",
+        RepairRestart => "repair_restart",
+        RepairReplace => "repair_replace",
+        SyncOrphans => "sync_orphans",
+        OrphanDelete => "orphan_delete",
+    }
 }
 
-/// The `user_fly_apps.status` values, each always exported (0 when absent).
-pub const APP_STATUSES: [&str; 5] = [
-    "provisioning",
-    "active",
-    "error",
-    "deprovisioning",
-    "deleted",
-];
+label_values! {
+    /// How an action ended (`vyx_fleet_actions_total{outcome}`).
+    pub enum ActionOutcome {
+        Ok => "ok",
+        /// Failed in a way that will be retried after backoff.
+        Retry => "retry",
+        /// Lost the lease mid-action; a deposed leader's write was refused.
+        Fenced => "fenced",
+        /// Planned by a full pass from an older read and dropped under the user's claim: the user's
+        /// facts (subscription, override) no longer call for it.
+        Stale => "stale",
+    }
+}
 
-/// Per-app states of a rollout (label `state`), each always exported (0 when absent or not wired).
-pub const ROLLOUT_STATES: [&str; 6] = [
-    "pending",
-    "moving",
-    "soaking",
-    "healthy",
-    "failed",
-    "rolled_back",
+label_values! {
+    /// The class of a Fly answer that failed an action (`vyx_fleet_fly_errors_total{kind}`), the
+    /// same word the Fly client's error reports as its kind. A write refused because this replica
+    /// was deposed is not among them: it counts as a `fenced` action.
+    pub enum FlyErrorKind {
+        Unauthorized => "unauthorized",
+        Forbidden => "forbidden",
+        NotFound => "not_found",
+        Timeout => "timeout",
+        Conflict => "conflict",
+        PreconditionFailed => "precondition_failed",
+        NameTaken => "name_taken",
+        InsufficientCapacity => "insufficient_capacity",
+        Invalid => "invalid",
+        RateLimited => "rate_limited",
+        Server => "server",
+        Transport => "transport",
+        Decode => "decode",
+        BodyTooLarge => "body_too_large",
+        Incomplete => "incomplete",
+        UnexpectedStatus => "unexpected_status",
+        Config => "config",
+    }
+}
+
+label_values! {
+    /// A `user_fly_apps.status` (`vyx_fleet_apps{status}`).
+    pub enum AppStatus {
+        Provisioning => "provisioning",
+        Active => "active",
+        Error => "error",
+        Deprovisioning => "deprovisioning",
+        Deleted => "deleted",
+        /// A status the controller does not know (written by something else); exported only once
+        /// such a row has been seen.
+        Other => "other",
+    }
+}
+
+label_values! {
+    /// An app's state in the current rollout (`vyx_fleet_rollout_apps{state}`).
+    pub enum RolloutState {
+        Pending => "pending",
+        Moving => "moving",
+        Soaking => "soaking",
+        /// Including apps already on the target when the rollout started.
+        Healthy => "healthy",
+        Failed => "failed",
+        RolledBack => "rolled_back",
+    }
+}
+
+/// The interval sweep still names its outcomes as words; until it passes the enum, a word is read
+/// back into one, so the label keeps its fixed set either way. A word that names no outcome counts
+/// as `error` and fails a debug build (the tests) at once.
+impl From<&'static str> for PassOutcome {
+    fn from(word: &'static str) -> Self {
+        match PassOutcome::ALL.iter().find(|o| o.as_str() == word) {
+            Some(o) => *o,
+            None => {
+                debug_assert!(false, "{word:?} is not a pass outcome");
+                PassOutcome::Error
+            }
+        }
+    }
+}
+
+/// The statuses always exported (0 when absent): every [`AppStatus`] but `Other`.
+const KNOWN_APP_STATUSES: [AppStatus; 5] = [
+    AppStatus::Provisioning,
+    AppStatus::Active,
+    AppStatus::Error,
+    AppStatus::Deprovisioning,
+    AppStatus::Deleted,
 ];
 
 /// Pass-duration buckets, seconds: a quiet pass is two list calls; a rollout can take minutes.
@@ -185,8 +289,10 @@ impl Metrics {
             "Apps of the current rollout by state (pending, moving, soaking, healthy, failed, rolled_back)",
             rollout_apps.clone(),
         );
-        for state in ROLLOUT_STATES {
-            rollout_apps.get_or_create(&[("state", state)]).set(0);
+        for state in RolloutState::ALL {
+            rollout_apps
+                .get_or_create(&[("state", state.as_str())])
+                .set(0);
         }
         let rollout_halted = Gauge::default();
         registry.register(
@@ -209,8 +315,8 @@ impl Metrics {
         build_info
             .get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
             .set(1);
-        for status in APP_STATUSES {
-            apps.get_or_create(&[("status", status)]).set(0);
+        for status in KNOWN_APP_STATUSES {
+            apps.get_or_create(&[("status", status.as_str())]).set(0);
         }
         Metrics {
             inner: Arc::new(Inner {
@@ -231,9 +337,11 @@ impl Metrics {
     }
 
     /// One finished pass: counts it, observes its duration and stamps the time.
-    pub fn record_pass(&self, outcome: &'static str, duration: Duration) {
+    pub fn record_pass(&self, outcome: impl Into<PassOutcome>, duration: Duration) {
         let i = &self.inner;
-        i.passes.get_or_create(&[("outcome", outcome)]).inc();
+        i.passes
+            .get_or_create(&[("outcome", outcome.into().as_str())])
+            .inc();
         i.pass_duration.observe(duration.as_secs_f64());
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -242,37 +350,41 @@ impl Metrics {
         i.last_pass_timestamp.set(now);
     }
 
-    pub fn record_action(&self, action: &'static str, outcome: &'static str) {
+    pub fn record_action(&self, action: ActionKind, outcome: ActionOutcome) {
         self.inner
             .actions
-            .get_or_create(&[("action", action), ("outcome", outcome)])
+            .get_or_create(&[("action", action.as_str()), ("outcome", outcome.as_str())])
             .inc();
     }
 
-    pub fn record_fly_error(&self, kind: &'static str) {
-        self.inner.fly_errors.get_or_create(&[("kind", kind)]).inc();
+    pub fn record_fly_error(&self, kind: FlyErrorKind) {
+        self.inner
+            .fly_errors
+            .get_or_create(&[("kind", kind.as_str())])
+            .inc();
     }
 
-    /// Sets `vyx_fleet_apps{status}` from `(status, count)` pairs. Every known status missing from
-    /// `counts` is set to 0 (a status that emptied must not keep its old value); statuses outside
-    /// [`APP_STATUSES`] are summed under `other`.
-    pub fn set_app_counts(&self, counts: &[(&str, i64)]) {
-        let mut known = [0i64; APP_STATUSES.len()];
-        let mut other = 0i64;
-        for (status, n) in counts {
-            match APP_STATUSES.iter().position(|s| s == status) {
-                Some(i) => known[i] += n,
-                None => other += n,
-            }
-        }
-        for (status, n) in APP_STATUSES.iter().zip(known) {
-            self.inner.apps.get_or_create(&[("status", status)]).set(n);
-        }
-        if other != 0 || self.inner.apps.get(&[("status", "other")]).is_some() {
+    /// Sets `vyx_fleet_apps{status}` from `(status, count)` pairs (a status may repeat: its counts
+    /// add up). Every status but `other` missing from `counts` is set to 0 (a status that emptied
+    /// must not keep its old value); `other` appears once it was non-zero and stays, at 0, after.
+    pub fn set_app_counts(&self, counts: &[(AppStatus, i64)]) {
+        let total = |status: AppStatus| -> i64 {
+            counts
+                .iter()
+                .filter(|(s, _)| *s == status)
+                .map(|(_, n)| n)
+                .sum()
+        };
+        for status in KNOWN_APP_STATUSES {
             self.inner
                 .apps
-                .get_or_create(&[("status", "other")])
-                .set(other);
+                .get_or_create(&[("status", status.as_str())])
+                .set(total(status));
+        }
+        let other = [("status", AppStatus::Other.as_str())];
+        let n = total(AppStatus::Other);
+        if n != 0 || self.inner.apps.get(&other).is_some() {
+            self.inner.apps.get_or_create(&other).set(n);
         }
     }
 
@@ -290,10 +402,10 @@ impl Metrics {
         self.inner.deletions_blocked.set(n.into());
     }
 
-    /// The current rollout: `(state, count)` pairs from [`ROLLOUT_STATES`] (a state missing is 0;
-    /// an unknown one is ignored: the label set stays fixed), and whether it is halted.
-    pub fn set_rollout(&self, counts: &[(&str, i64)], halted: bool) {
-        for state in ROLLOUT_STATES {
+    /// The current rollout: `(state, count)` pairs (a state missing is 0), and whether it is
+    /// halted.
+    pub fn set_rollout(&self, counts: &[(RolloutState, i64)], halted: bool) {
+        for &state in RolloutState::ALL {
             let n = counts
                 .iter()
                 .filter(|(s, _)| *s == state)
@@ -301,7 +413,7 @@ impl Metrics {
                 .sum();
             self.inner
                 .rollout_apps
-                .get_or_create(&[("state", state)])
+                .get_or_create(&[("state", state.as_str())])
                 .set(n);
         }
         self.inner.rollout_halted.set(i64::from(halted));
@@ -319,12 +431,203 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
 
     /// The value of the sample line starting with `series ` (name plus labels, exactly).
     fn sample(text: &str, series: &str) -> Option<f64> {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
             .map(|v| v.parse().unwrap())
+    }
+
+    /// Each labelled series, its label and the values the label's enum holds.
+    fn label_sets() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
+        fn words<T: Copy>(all: &[T], as_str: fn(T) -> &'static str) -> Vec<&'static str> {
+            all.iter().map(|v| as_str(*v)).collect()
+        }
+        vec![
+            (
+                "vyx_fleet_passes_total",
+                "outcome",
+                words(PassOutcome::ALL, PassOutcome::as_str),
+            ),
+            (
+                "vyx_fleet_actions_total",
+                "action",
+                words(ActionKind::ALL, ActionKind::as_str),
+            ),
+            (
+                "vyx_fleet_actions_total",
+                "outcome",
+                words(ActionOutcome::ALL, ActionOutcome::as_str),
+            ),
+            (
+                "vyx_fleet_fly_errors_total",
+                "kind",
+                words(FlyErrorKind::ALL, FlyErrorKind::as_str),
+            ),
+            (
+                "vyx_fleet_apps",
+                "status",
+                words(AppStatus::ALL, AppStatus::as_str),
+            ),
+            (
+                "vyx_fleet_rollout_apps",
+                "state",
+                words(RolloutState::ALL, RolloutState::as_str),
+            ),
+        ]
+    }
+
+    /// The words in backquotes in the labels column of `series`'s row of the metrics table in
+    /// `doc`; names with anything but lowercase letters and `_` are prose, not labels.
+    fn documented(doc: &str, series: &str) -> BTreeSet<String> {
+        let cell = format!("| `{series}` |");
+        let row = doc
+            .lines()
+            .find(|l| l.contains(&cell))
+            .unwrap_or_else(|| panic!("no row for {series}"));
+        let labels = row.split('|').skip(3).collect::<Vec<_>>().join("|");
+        labels
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+            .map(str::to_string)
+            .collect()
+    }
+
+    const MODULE_DOC: &str = include_str!("metrics.rs");
+    const README: &str = include_str!("../README.md");
+
+    #[test]
+    fn every_label_value_is_distinct_within_its_label() {
+        for (series, label, values) in label_sets() {
+            let distinct: BTreeSet<_> = values.iter().collect();
+            assert_eq!(
+                distinct.len(),
+                values.len(),
+                "{series}{{{label}}}: {values:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_docs_list_exactly_the_label_values_the_enums_hold() {
+        let mut expected: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        for (series, label, values) in label_sets() {
+            let e = expected.entry(series).or_default();
+            e.insert(label.to_string());
+            e.extend(values.iter().map(|v| v.to_string()));
+        }
+        for (doc, name) in [(MODULE_DOC, "src/metrics.rs"), (README, "README.md")] {
+            for (series, words) in &expected {
+                assert_eq!(&documented(doc, series), words, "{name}, {series}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_scrape_holds_only_documented_label_values() {
+        let m = Metrics::new();
+        for &o in PassOutcome::ALL {
+            m.record_pass(o, Duration::from_millis(1));
+        }
+        for &a in ActionKind::ALL {
+            for &o in ActionOutcome::ALL {
+                m.record_action(a, o);
+            }
+        }
+        for &k in FlyErrorKind::ALL {
+            m.record_fly_error(k);
+        }
+        let statuses: Vec<_> = AppStatus::ALL.iter().map(|s| (*s, 1)).collect();
+        m.set_app_counts(&statuses);
+        let states: Vec<_> = RolloutState::ALL.iter().map(|s| (*s, 1)).collect();
+        m.set_rollout(&states, false);
+        let text = m.encode();
+        let mut seen = 0;
+        for line in text.lines().filter(|l| l.starts_with("vyx_fleet_")) {
+            let Some((series, rest)) = line.split_once('{') else {
+                continue;
+            };
+            let (labels, _) = rest.split_once('}').unwrap();
+            for pair in labels.split(',') {
+                let (label, value) = pair.split_once('=').unwrap();
+                let value = value.trim_matches('"');
+                if label == "le" || series == "vyx_fleet_build_info" {
+                    continue;
+                }
+                for (doc, name) in [(MODULE_DOC, "src/metrics.rs"), (README, "README.md")] {
+                    assert!(
+                        documented(doc, series).contains(value),
+                        "{name} does not document {series}{{{label}=\"{value}\"}}"
+                    );
+                }
+                seen += 1;
+            }
+        }
+        assert!(
+            seen > ActionKind::ALL.len() * ActionOutcome::ALL.len(),
+            "{text}"
+        );
+    }
+
+    /// The `label op "value"` matchers after each `vyx_fleet_...{` in `text` (JSON quotes
+    /// unescaped), each regex alternative apart: `(series, label, value)`.
+    fn matchers(text: &str) -> Vec<(String, String, String)> {
+        let text = text.replace("\\\"", "\"");
+        let mut out = Vec::new();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("vyx_fleet_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            let series = &tail[..end];
+            rest = &tail[end..];
+            let Some(body) = rest.strip_prefix('{') else {
+                continue;
+            };
+            let close = body.find('}').unwrap();
+            for m in body[..close].split(',') {
+                let op = m.find(['=', '!']).unwrap();
+                let label = m[..op].trim();
+                let value = m[op..]
+                    .trim_start_matches(['=', '!', '~'])
+                    .trim()
+                    .trim_matches('"');
+                for alt in value.split('|') {
+                    out.push((series.to_string(), label.to_string(), alt.to_string()));
+                }
+            }
+            rest = &body[close..];
+        }
+        out
+    }
+
+    #[test]
+    fn the_dashboard_and_the_rules_match_only_values_a_label_holds() {
+        let sets = label_sets();
+        let mut checked = 0;
+        for file in [
+            include_str!("../deploy/grafana/vyx-fleet-dashboard.json"),
+            include_str!("../deploy/prometheus/vyx-fleet-rules.yml"),
+        ] {
+            for (series, label, value) in matchers(file) {
+                let values = sets
+                    .iter()
+                    .find(|(s, l, _)| *s == series && *l == label)
+                    .map(|(_, _, v)| v)
+                    .unwrap_or_else(|| panic!("{series} has no label {label}"));
+                assert!(
+                    values.contains(&value.as_str()),
+                    "{series}{{{label}=\"{value}\"}}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 5, "the matchers were not found");
     }
 
     #[test]
@@ -359,13 +662,13 @@ mod tests {
     fn passes_and_actions_count() {
         let m = Metrics::new();
         let clone = m.clone();
-        m.record_pass(pass::OK, Duration::from_millis(200));
-        clone.record_pass(pass::OK, Duration::from_secs(3));
-        m.record_pass(pass::ERROR, Duration::from_secs(1));
-        m.record_action(action::PROVISION, outcome::OK);
-        m.record_action(action::PROVISION, outcome::OK);
-        m.record_action(action::DEPROVISION, outcome::FENCED);
-        m.record_fly_error("rate_limited");
+        m.record_pass(PassOutcome::Ok, Duration::from_millis(200));
+        clone.record_pass(PassOutcome::Ok, Duration::from_secs(3));
+        m.record_pass(PassOutcome::Error, Duration::from_secs(1));
+        m.record_action(ActionKind::Converge, ActionOutcome::Ok);
+        m.record_action(ActionKind::Converge, ActionOutcome::Ok);
+        m.record_action(ActionKind::Deprovision, ActionOutcome::Fenced);
+        m.record_fly_error(FlyErrorKind::RateLimited);
         let text = m.encode();
         assert_eq!(
             sample(&text, "vyx_fleet_passes_total{outcome=\"ok\"}"),
@@ -386,7 +689,7 @@ mod tests {
         assert_eq!(
             sample(
                 &text,
-                "vyx_fleet_actions_total{action=\"provision\",outcome=\"ok\"}"
+                "vyx_fleet_actions_total{action=\"converge\",outcome=\"ok\"}"
             ),
             Some(2.0)
         );
@@ -408,8 +711,10 @@ mod tests {
     #[test]
     fn app_counts_reset_missing_statuses() {
         let m = Metrics::new();
-        m.set_app_counts(&[("active", 7), ("error", 2)]);
-        m.set_app_counts(&[("active", 5), ("weird", 1)]);
+        m.set_app_counts(&[(AppStatus::Active, 7), (AppStatus::Error, 2)]);
+        let text = m.encode();
+        assert!(!text.contains("status=\"other\""), "{text}");
+        m.set_app_counts(&[(AppStatus::Active, 5), (AppStatus::Other, 1)]);
         let text = m.encode();
         assert_eq!(
             sample(&text, "vyx_fleet_apps{status=\"active\"}"),
@@ -452,12 +757,19 @@ mod tests {
     fn rollout_gauges_start_at_zero_and_follow_the_counts() {
         let m = Metrics::new();
         let text = m.encode();
-        for state in ROLLOUT_STATES {
-            let series = format!("vyx_fleet_rollout_apps{{state=\"{state}\"}}");
+        for state in RolloutState::ALL {
+            let series = format!("vyx_fleet_rollout_apps{{state=\"{}\"}}", state.as_str());
             assert_eq!(sample(&text, &series), Some(0.0), "{series}");
         }
         assert_eq!(sample(&text, "vyx_fleet_rollout_halted"), Some(0.0));
-        m.set_rollout(&[("moving", 3), ("failed", 1), ("bogus", 9)], true);
+        m.set_rollout(
+            &[
+                (RolloutState::Moving, 2),
+                (RolloutState::Failed, 1),
+                (RolloutState::Moving, 1),
+            ],
+            true,
+        );
         let text = m.encode();
         assert_eq!(
             sample(&text, "vyx_fleet_rollout_apps{state=\"moving\"}"),
@@ -467,7 +779,6 @@ mod tests {
             sample(&text, "vyx_fleet_rollout_apps{state=\"failed\"}"),
             Some(1.0)
         );
-        assert!(!text.contains("bogus"));
         assert_eq!(sample(&text, "vyx_fleet_rollout_halted"), Some(1.0));
         m.set_rollout(&[], false);
         let text = m.encode();

@@ -116,17 +116,4 @@ impl Tally {
     pub fn moved(&self) -> usize {
         self.moving + self.soaking + self.healthy + self.failed + self.rolled_back
     }
-
-    /// `(state, count)` for `vyx_fleet_rollout_apps{state}` (`Metrics::set_rollout`).
-    pub fn by_state(&self) -> [(&'static str, i64); 6] {
-        let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
-        [
-            ("pending", n(self.pending)),
-            ("moving", n(self.moving)),
-            ("soaking", n(self.soaking)),
-            ("healthy", n(self.healthy + self.already_on_target)),
-            ("failed", n(self.failed)),
-            ("rolled_back", n(self.rolled_back)),
-        ]
-    }
 }

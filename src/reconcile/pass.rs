@@ -10,11 +10,12 @@ use tracing::{Instrument, error, info, info_span, warn};
 use super::desired::{Intent, PaidPolicy, desired};
 use super::execute::{self, Ctx, Outcome, Slot};
 use super::plan::{Action, Finding, Plan, PlanInput, PlanSettings, plan};
+use super::recorded::RowStatus;
 use super::rollout::WaveSettings;
 use super::spec::{config_digest, secrets_digest};
 use crate::db::{apps, breaker};
 use crate::fly::FlyError;
-use crate::metrics::Metrics;
+use crate::metrics::{ActionKind, ActionOutcome, AppStatus, Metrics, PassOutcome};
 use crate::model::pass::PassFailure;
 
 /// What a pass needs beyond the executor context.
@@ -43,7 +44,7 @@ pub struct PlanSettingsTemplate {
 #[derive(Debug, Default, Clone)]
 pub struct PassReport {
     pub plan: Plan,
-    pub outcomes: Vec<(&'static str, Outcome)>,
+    pub outcomes: Vec<(ActionKind, Outcome)>,
     pub fenced: bool,
 }
 
@@ -175,6 +176,19 @@ async fn plan_with_census(
     Ok((plan, census))
 }
 
+/// The gauge's status for a `user_fly_apps.status` as stored; a word the controller does not know
+/// is counted as `other`.
+fn status_label(status: &str) -> AppStatus {
+    match RowStatus::parse(status) {
+        Some(RowStatus::Provisioning) => AppStatus::Provisioning,
+        Some(RowStatus::Active) => AppStatus::Active,
+        Some(RowStatus::Error) => AppStatus::Error,
+        Some(RowStatus::Deprovisioning) => AppStatus::Deprovisioning,
+        Some(RowStatus::Deleted) => AppStatus::Deleted,
+        None => AppStatus::Other,
+    }
+}
+
 /// One full pass under the current lease term.
 pub async fn run_pass(
     ctx: &Ctx,
@@ -187,10 +201,10 @@ pub async fn run_pass(
         let started = Instant::now();
         let plan = match plan_with_census(ctx, cfg, true).await {
             Ok((p, census)) => {
-                let counts: Vec<(&str, i64)> = census
+                let counts: Vec<(AppStatus, i64)> = census
                     .rows_by_status
                     .iter()
-                    .map(|(s, n)| (s.as_str(), *n))
+                    .map(|(s, n)| (status_label(s), *n))
                     .collect();
                 metrics.set_app_counts(&counts);
                 metrics.set_desired_apps(census.desired_present as i64);
@@ -198,7 +212,7 @@ pub async fn run_pass(
             }
             Err(e) => {
                 error!(error = %e, "pass skipped");
-                metrics.record_pass("error", started.elapsed());
+                metrics.record_pass(PassOutcome::Error, started.elapsed());
                 return Err(e);
             }
         };
@@ -206,7 +220,7 @@ pub async fn run_pass(
         if let Err(e) = super::pass_rollout::record_rollout(ctx, &plan, metrics).await {
             if matches!(e, apps::StoreError::Fenced) {
                 warn!("lease lost before the pass could act; stopping");
-                metrics.record_pass("fenced", started.elapsed());
+                metrics.record_pass(PassOutcome::Fenced, started.elapsed());
                 return Ok(PassReport {
                     plan,
                     fenced: true,
@@ -235,7 +249,7 @@ pub async fn run_pass(
                 Ok(true) => {}
                 Ok(false) => {
                     warn!("lease lost before the pass could act; stopping");
-                    metrics.record_pass("fenced", started.elapsed());
+                    metrics.record_pass(PassOutcome::Fenced, started.elapsed());
                     return Ok(PassReport {
                         plan,
                         fenced: true,
@@ -244,22 +258,22 @@ pub async fn run_pass(
                 }
                 Err(e) => {
                     error!(error = %e, "could not record the held deletions; pass skipped");
-                    metrics.record_pass("error", started.elapsed());
+                    metrics.record_pass(PassOutcome::Error, started.elapsed());
                     return Err(e.into());
                 }
             }
         }
         let report = execute_plan(ctx, cfg, metrics, plan).await;
         let outcome = if report.fenced {
-            "fenced"
+            PassOutcome::Fenced
         } else if report.failed() > 0 {
-            "partial"
+            PassOutcome::Partial
         } else {
-            "ok"
+            PassOutcome::Ok
         };
         metrics.record_pass(outcome, started.elapsed());
         info!(
-            outcome,
+            outcome = outcome.as_str(),
             actions = report.outcomes.len(),
             failed = report.failed(),
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -379,7 +393,7 @@ async fn execute_plan(ctx: &Ctx, cfg: &PassConfig, metrics: &Metrics, plan: Plan
                 };
                 drop(claim);
                 ctx.slot.release();
-                (action.kind(), outcome)
+                (action.label(), outcome)
             }
             .in_current_span(),
         );
@@ -390,11 +404,11 @@ async fn execute_plan(ctx: &Ctx, cfg: &PassConfig, metrics: &Metrics, plan: Plan
     };
     while let Some(res) = set.join_next().await {
         match res {
-            Ok((kind, None)) => metrics.record_action(kind, crate::metrics::outcome::STALE),
+            Ok((kind, None)) => metrics.record_action(kind, ActionOutcome::Stale),
             Ok((kind, Some(outcome))) => {
-                metrics.record_action(kind, outcome.as_str());
-                if let Outcome::Retry { kind, fly: true } = outcome {
-                    metrics.record_fly_error(kind);
+                metrics.record_action(kind, outcome.label());
+                if let Outcome::Retry { fly: Some(fly), .. } = outcome {
+                    metrics.record_fly_error(fly);
                 }
                 if outcome == Outcome::Fenced {
                     report.fenced = true;

@@ -9,7 +9,8 @@ use super::plan_rollout::RolloutInput;
 use super::rollout::{HaltReason, Rollout, Step};
 use super::spec::{StoredSpec, spec_digest};
 use crate::db::{apps, rollout as rollout_db};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RolloutState};
+use crate::model::rollout::Tally;
 
 /// The current rollout: the configured spec is the target. `start` (the leader's pass) records a
 /// new target in `vyx_fleet.rollout`; a dry run plans against an unstarted one (id 0). Every live
@@ -85,6 +86,20 @@ async fn load(
     })
 }
 
+/// `vyx_fleet_rollout_apps{state}` from the wave decision's tally.
+pub(super) fn rollout_counts(t: &Tally) -> [(RolloutState, i64); 6] {
+    let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+    [
+        (RolloutState::Pending, n(t.pending)),
+        (RolloutState::Moving, n(t.moving)),
+        (RolloutState::Soaking, n(t.soaking)),
+        // An app already on the target is as good as one the rollout moved and soaked.
+        (RolloutState::Healthy, n(t.healthy + t.already_on_target)),
+        (RolloutState::Failed, n(t.failed)),
+        (RolloutState::RolledBack, n(t.rolled_back)),
+    ]
+}
+
 /// Persist what the wave decision found (halt, counts, completion) and feed the gauges. The
 /// per-app states are written by the executors, before and after their Fly calls.
 pub(super) async fn record_rollout(
@@ -97,7 +112,7 @@ pub(super) async fn record_rollout(
     };
     let d = &r.decision;
     let halted = matches!(d.step, Step::Halted { .. });
-    metrics.set_rollout(&d.tally.by_state(), halted);
+    metrics.set_rollout(&rollout_counts(&d.tally), halted);
     if r.id == 0 {
         return Ok(());
     }

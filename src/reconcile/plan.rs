@@ -15,6 +15,7 @@ use super::plan_health::{HealthSettings, RepairStep, plan_health};
 use super::plan_rollout::{RolloutInput, RolloutPlan, RolloutStep, Standing, plan_rollout_part};
 use super::recorded::{AppRow, RowStatus};
 use super::rollout::AppState;
+use crate::metrics::ActionKind;
 
 /// The settings the planner needs, already derived (digests computed once per pass).
 #[derive(Debug, Clone)]
@@ -141,20 +142,25 @@ pub enum Action {
 }
 
 impl Action {
-    pub fn kind(&self) -> &'static str {
+    /// The action's kind, as its metrics and log lines name it.
+    pub fn label(&self) -> ActionKind {
         match self {
-            Self::Converge { .. } => "converge",
-            Self::Rollout { step, .. } => step.kind(),
-            Self::MarkUnwanted { .. } => "schedule_deprovision",
-            Self::CancelDeprovision { .. } => "cancel_deprovision",
-            Self::Deprovision { .. } => "deprovision",
+            Self::Converge { .. } => ActionKind::Converge,
+            Self::Rollout { step, .. } => step.label(),
+            Self::MarkUnwanted { .. } => ActionKind::ScheduleDeprovision,
+            Self::CancelDeprovision { .. } => ActionKind::CancelDeprovision,
+            Self::Deprovision { .. } => ActionKind::Deprovision,
             Self::Repair { step, .. } => match step {
-                RepairStep::Restart => "repair_restart",
-                RepairStep::Replace => "repair_replace",
+                RepairStep::Restart => ActionKind::RepairRestart,
+                RepairStep::Replace => ActionKind::RepairReplace,
             },
-            Self::SyncOrphans { .. } => "sync_orphans",
-            Self::DeleteOrphan { .. } => "orphan_delete",
+            Self::SyncOrphans { .. } => ActionKind::SyncOrphans,
+            Self::DeleteOrphan { .. } => ActionKind::OrphanDelete,
         }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.label().as_str()
     }
 
     pub fn is_deletion(&self) -> bool {

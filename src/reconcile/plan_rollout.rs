@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::plan::{Action, ConvergeReason, ConvergeTo, Finding, Plan, PlanInput};
 use super::recorded::AppRow;
 use super::rollout::{AppState, Bypass, Decision, Rollout, RolloutApp, Step, WaveSettings, decide};
+use crate::metrics::ActionKind;
 
 /// What the pass read about the current rollout.
 #[derive(Debug, Clone)]
@@ -60,13 +61,17 @@ pub enum RolloutStep {
 }
 
 impl RolloutStep {
-    pub fn kind(self) -> &'static str {
+    pub fn label(self) -> ActionKind {
         match self {
-            Self::Move => "rollout_move",
-            Self::Check => "rollout_check",
-            Self::Settle => "rollout_settle",
-            Self::Back => "rollout_back",
+            Self::Move => ActionKind::RolloutMove,
+            Self::Check => ActionKind::RolloutCheck,
+            Self::Settle => ActionKind::RolloutSettle,
+            Self::Back => ActionKind::RolloutBack,
         }
+    }
+
+    pub fn kind(self) -> &'static str {
+        self.label().as_str()
     }
 }
 

@@ -40,7 +40,8 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use super::cache;
-use super::execute::{Ctx, ExecError, health, probe};
+use super::execute::health::{HealthSource, Reading};
+use super::execute::{Ctx, ExecError, probe};
 use super::pass::PassConfig;
 use super::probe_schedule::Schedule;
 use crate::db::apps::StoreError;
@@ -66,7 +67,8 @@ pub struct Seen {
 /// The prober of one leadership stint.
 pub struct Prober {
     ctx: Ctx,
-    client: reqwest::Client,
+    /// The apps' own endpoints.
+    source: HealthSource,
     interval: Duration,
     schedule: Schedule,
     /// App → (row id, health last recorded).
@@ -95,8 +97,8 @@ pub struct Round {
 impl Prober {
     pub fn new(ctx: Ctx, interval: Duration) -> Prober {
         Prober {
+            source: HealthSource::endpoint(ctx.health_url_template.clone()),
             ctx,
-            client: health::endpoint_client(),
             interval,
             schedule: Schedule::new(interval),
             targets: HashMap::new(),
@@ -158,7 +160,7 @@ impl Prober {
         let due = self.schedule.take_due(now);
         out.probed = due.len();
         let mut tasks = JoinSet::new();
-        let mut readings: Vec<(String, health::Reading)> = Vec::new();
+        let mut readings: Vec<(String, Reading)> = Vec::new();
         for app in due {
             if !self.targets.contains_key(&app) {
                 continue;
@@ -168,10 +170,9 @@ impl Prober {
             {
                 collect(done, &mut readings);
             }
-            let client = self.client.clone();
-            let template = self.ctx.health_url_template.clone();
+            let (source, fly) = (self.source.clone(), self.ctx.fly.clone());
             tasks.spawn(async move {
-                let r = health::endpoint(&client, &template, &app).await;
+                let r = source.read(&fly, &app, None).await;
                 (app, r)
             });
         }
@@ -289,12 +290,17 @@ impl Prober {
     }
 }
 
-fn collect(
-    done: Result<(String, health::Reading), tokio::task::JoinError>,
-    out: &mut Vec<(String, health::Reading)>,
-) {
+/// An app and what its probe read.
+type Probed = (String, Result<Option<Reading>, crate::fly::FlyError>);
+
+/// Keep a probe's reading; a probe that could not judge leaves the app as it was until its next slot.
+fn collect(done: Result<Probed, tokio::task::JoinError>, out: &mut Vec<(String, Reading)>) {
     match done {
-        Ok(r) => out.push(r),
+        Ok((app, Ok(Some(r)))) => out.push((app, r)),
+        Ok((_, Ok(None))) => {}
+        Ok((app, Err(e))) => {
+            warn!(%app, error = %e, "probe: no reading; the app's next slot retries")
+        }
         Err(e) => warn!(error = %e, "probe task ended abnormally"),
     }
 }

@@ -304,13 +304,14 @@ fn the_rollout_completes_with_rolled_back_apps_left_for_the_next_target() {
     assert_eq!(d.tally.already_on_target, 1);
     assert_eq!(d.tally.moved(), 3);
     assert_eq!(d.tally.waves_done, 2);
-    let states: Vec<&str> = d.tally.by_state().iter().map(|(s, _)| *s).collect();
+    let counts = super::super::pass_rollout::rollout_counts(&d.tally);
+    let states: Vec<_> = counts.iter().map(|(s, _)| *s).collect();
     assert_eq!(
         states,
-        crate::metrics::ROLLOUT_STATES,
+        crate::metrics::RolloutState::ALL,
         "one metric label per state"
     );
-    assert_eq!(d.tally.by_state()[3], ("healthy", 3));
+    assert_eq!(counts[3], (crate::metrics::RolloutState::Healthy, 3));
 }
 
 #[test]

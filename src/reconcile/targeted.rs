@@ -25,6 +25,7 @@ use super::execute::{self, Ctx, Outcome};
 use super::pass::{PassConfig, PassError, plan_settings};
 use super::plan::{Action, PlanInput, plan};
 use crate::db::{apps, breaker};
+use crate::metrics::ActionKind;
 
 /// The user an action belongs to (orphan bookkeeping belongs to none).
 pub fn action_user(action: &Action) -> Option<Uuid> {
@@ -60,7 +61,7 @@ pub async fn run_user(
     ctx: &Ctx,
     cfg: &PassConfig,
     user: Uuid,
-) -> Result<Vec<(&'static str, Outcome)>, PassError> {
+) -> Result<Vec<(ActionKind, Outcome)>, PassError> {
     let span = info_span!("user_run", user_id = %user, term = ctx.store.term());
     async move {
         let pool = ctx.store.pool();
@@ -112,7 +113,7 @@ pub async fn run_user(
         for action in planned.actions.iter().filter(|a| allowed(a, user)) {
             let outcome = execute::run(ctx, action).await;
             let fenced = outcome == Outcome::Fenced;
-            outcomes.push((action.kind(), outcome));
+            outcomes.push((action.label(), outcome));
             if fenced {
                 warn!("lease lost during a targeted run");
                 break;

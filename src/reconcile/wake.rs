@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::execute::Outcome;
-use crate::metrics::action;
+use crate::metrics::ActionKind;
 
 /// The earliest time fleet-level work is known to fall due; the loop takes it when it fires.
 #[derive(Debug, Default)]
@@ -44,10 +44,10 @@ impl FleetWake {
     }
 
     /// A deprovision grace started if `outcomes` (a pass's or a targeted run's) include a done mark.
-    pub fn after(&self, outcomes: &[(&'static str, Outcome)], grace: Duration) {
+    pub fn after(&self, outcomes: &[(ActionKind, Outcome)], grace: Duration) {
         if outcomes
             .iter()
-            .any(|(kind, o)| *kind == action::SCHEDULE_DEPROVISION && *o == Outcome::Done)
+            .any(|(kind, o)| *kind == ActionKind::ScheduleDeprovision && *o == Outcome::Done)
         {
             self.at(Instant::now() + grace);
         }
@@ -102,10 +102,13 @@ mod tests {
         let waiter = tokio::spawn(async move { w.due(t0).await });
         tokio::time::sleep(Duration::from_secs(7)).await;
         assert!(!waiter.is_finished());
-        wake.after(&[("converge", Outcome::Done)], Duration::ZERO);
+        wake.after(&[(ActionKind::Converge, Outcome::Done)], Duration::ZERO);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!waiter.is_finished(), "no grace started");
-        wake.after(&[("schedule_deprovision", Outcome::Done)], Duration::ZERO);
+        wake.after(
+            &[(ActionKind::ScheduleDeprovision, Outcome::Done)],
+            Duration::ZERO,
+        );
         waiter.await.unwrap();
         assert_eq!(t0.elapsed(), Duration::from_secs(8));
     }

@@ -1,5 +1,5 @@
-//! Where an app's health verdict comes from. Two sources, one [`Reading`]: the probe and the repair
-//! ladder never see which one spoke.
+//! Where an app's health verdict comes from. Two sources, one [`HealthSource::read`], one
+//! [`Reading`]: the probe and the repair ladder never see which one spoke.
 //!
 //! - [`HealthSource::Endpoint`]: `GET` the app's own health endpoint (`HEALTH_URL_TEMPLATE`,
 //!   `https://{app}.fly.dev/health` by default) straight over HTTP. Costs Fly's API nothing, so it
@@ -7,11 +7,10 @@
 //! - [`HealthSource::FlyChecks`]: the machine `GET` with Fly's checks (REFERENCE §3.5). One API
 //!   call, so only asked when the endpoint fails, to confirm and to say why (state, checks).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Ctx, ExecError};
-use crate::fly::{FlyError, Machine};
-use crate::reconcile::recorded::AppRow;
+use crate::fly::{FlyClient, FlyError, Machine};
 
 /// Patience for an app's endpoint: a healthy app answers in milliseconds; one that takes longer is
 /// failing as far as its users are concerned.
@@ -19,7 +18,7 @@ pub const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An HTTP client for [`HealthSource::Endpoint`], its own: never the Fly client, its token or its
 /// rate limiter.
-pub fn endpoint_client() -> reqwest::Client {
+fn endpoint_client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(ENDPOINT_TIMEOUT)
         .connect_timeout(ENDPOINT_TIMEOUT)
@@ -41,7 +40,7 @@ pub enum HealthSource {
     Endpoint {
         client: reqwest::Client,
         /// `HEALTH_URL_TEMPLATE`; `{app}` is replaced by the app name.
-        template: String,
+        template: Arc<str>,
     },
 }
 
@@ -57,18 +56,34 @@ pub struct Reading {
 }
 
 impl HealthSource {
-    /// Read `row`'s app once. `Ok(None)`: nothing to judge (no machine recorded, or it is gone;
-    /// the planner repairs a missing machine from the org list).
-    pub async fn read(&self, ctx: &Ctx, row: &AppRow) -> Result<Option<Reading>, ExecError> {
+    /// The apps' own endpoints, `template` naming each (`{app}` stands for the name), through a
+    /// client of their own.
+    pub fn endpoint(template: Arc<str>) -> Self {
+        Self::Endpoint {
+            client: endpoint_client(),
+            template,
+        }
+    }
+
+    /// Read `app` once; `machine` is the machine its row records (only Fly's checks look at it).
+    /// `Ok(None)`: nothing to judge (no machine recorded, or it is gone; the planner repairs a
+    /// missing machine from the org list). An endpoint is never an error: one that cannot be
+    /// reached is a failing one.
+    pub async fn read(
+        &self,
+        fly: &FlyClient,
+        app: &str,
+        machine: Option<&str>,
+    ) -> Result<Option<Reading>, FlyError> {
         match self {
             Self::FlyChecks => {
-                let Some(id) = row.machine_id.as_deref() else {
+                let Some(id) = machine else {
                     return Ok(None);
                 };
-                let m = match ctx.fly.get_machine(&row.fly_app_name, id).await {
+                let m = match fly.get_machine(app, id).await {
                     Ok(m) => m,
                     Err(FlyError::NotFound { .. }) => return Ok(None),
-                    Err(e) => return Err(e.into()),
+                    Err(e) => return Err(e),
                 };
                 let failing: Vec<String> = m
                     .checks
@@ -86,15 +101,12 @@ impl HealthSource {
                     machine: Some(m),
                 }))
             }
-            Self::Endpoint { client, template } => {
-                Ok(Some(endpoint(client, template, &row.fly_app_name).await))
-            }
+            Self::Endpoint { client, template } => Ok(Some(endpoint(client, template, app).await)),
         }
     }
 }
 
-/// `GET` `app`'s endpoint once. Never an error: an endpoint that cannot be reached is a failing one.
-pub async fn endpoint(client: &reqwest::Client, template: &str, app: &str) -> Reading {
+async fn endpoint(client: &reqwest::Client, template: &str, app: &str) -> Reading {
     let url = template.replace("{app}", app);
     let (healthy, detail) = match client.get(&url).send().await {
         Ok(r) if r.status().is_success() => (true, String::new()),

@@ -32,6 +32,7 @@ use super::recorded::RowStatus;
 use super::spec::AppSpec;
 use crate::db::apps::{Event, Store, StoreError};
 use crate::fly::{FlyClient, FlyError};
+use crate::metrics::{ActionOutcome, FlyErrorKind};
 pub use crate::model::desired::Wanted;
 
 /// How long an executor waits on Fly's asynchronous steps before leaving the rest to a later pass.
@@ -174,24 +175,51 @@ impl ExecError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Done,
-    /// Failed; backoff recorded in the row, a later pass retries. `fly` says whether Fly's answer
-    /// (rather than the database or our own patience) was the cause.
+    /// Failed; backoff recorded in the row, a later pass retries. `fly` is the class of Fly's
+    /// answer when it (rather than the database or our own patience) was the cause.
     Retry {
         kind: &'static str,
-        fly: bool,
+        fly: Option<FlyErrorKind>,
     },
     /// This replica lost the lease: stop acting.
     Fenced,
 }
 
 impl Outcome {
-    pub fn as_str(self) -> &'static str {
+    pub fn label(self) -> ActionOutcome {
         match self {
-            Outcome::Done => "ok",
-            Outcome::Retry { .. } => "retry",
-            Outcome::Fenced => "fenced",
+            Outcome::Done => ActionOutcome::Ok,
+            Outcome::Retry { .. } => ActionOutcome::Retry,
+            Outcome::Fenced => ActionOutcome::Fenced,
         }
     }
+}
+
+/// The metric class of a Fly error that failed an action; `None` for a write the gate refused,
+/// which is a lost lease (a fenced action), not an answer from Fly. The match is exhaustive so a
+/// new kind of Fly error gets a label on purpose.
+fn fly_error_label(e: &FlyError) -> Option<FlyErrorKind> {
+    use FlyError::*;
+    Some(match e {
+        Unauthorized { .. } => FlyErrorKind::Unauthorized,
+        Forbidden { .. } => FlyErrorKind::Forbidden,
+        NotFound { .. } => FlyErrorKind::NotFound,
+        Timeout { .. } => FlyErrorKind::Timeout,
+        Conflict { .. } => FlyErrorKind::Conflict,
+        PreconditionFailed { .. } => FlyErrorKind::PreconditionFailed,
+        NameTaken { .. } => FlyErrorKind::NameTaken,
+        InsufficientCapacity { .. } => FlyErrorKind::InsufficientCapacity,
+        Invalid { .. } => FlyErrorKind::Invalid,
+        RateLimited { .. } => FlyErrorKind::RateLimited,
+        Server { .. } => FlyErrorKind::Server,
+        Transport { .. } => FlyErrorKind::Transport,
+        Decode { .. } => FlyErrorKind::Decode,
+        BodyTooLarge { .. } => FlyErrorKind::BodyTooLarge,
+        Incomplete { .. } => FlyErrorKind::Incomplete,
+        UnexpectedStatus { .. } => FlyErrorKind::UnexpectedStatus,
+        Config { .. } => FlyErrorKind::Config,
+        Deposed { .. } => return None,
+    })
 }
 
 /// Perform one action inside its own span (`user_id`, `app`).
@@ -242,7 +270,10 @@ pub async fn run(ctx: &Ctx, action: &Action) -> Outcome {
                 }
                 Outcome::Retry {
                     kind: e.kind(),
-                    fly: matches!(e, ExecError::Fly(_)),
+                    fly: match &e {
+                        ExecError::Fly(f) => fly_error_label(f),
+                        _ => None,
+                    },
                 }
             }
         }
@@ -431,5 +462,92 @@ mod tests {
         assert!(d0 >= Duration::from_secs(4) && d0 <= Duration::from_secs(6));
         assert!(d3 >= Duration::from_secs(32) && d3 <= Duration::from_secs(48));
         assert!(d30 <= Duration::from_secs(720) && d30 >= Duration::from_secs(480));
+    }
+
+    #[test]
+    fn a_fly_error_is_counted_under_the_kind_the_client_names_it() {
+        use crate::fly::{CallInfo, Route};
+        let call = || CallInfo::new(Route::GetApp);
+        let m = String::new;
+        let errors = [
+            FlyError::Unauthorized {
+                call: call(),
+                message: m(),
+            },
+            FlyError::Forbidden {
+                call: call(),
+                message: m(),
+            },
+            FlyError::NotFound {
+                call: call(),
+                message: m(),
+            },
+            FlyError::Timeout {
+                call: call(),
+                message: m(),
+            },
+            FlyError::Conflict {
+                call: call(),
+                message: m(),
+            },
+            FlyError::PreconditionFailed {
+                call: call(),
+                message: m(),
+            },
+            FlyError::NameTaken {
+                call: call(),
+                status: 422,
+                message: m(),
+            },
+            FlyError::InsufficientCapacity {
+                call: call(),
+                status: 412,
+                message: m(),
+            },
+            FlyError::Invalid {
+                call: call(),
+                status: 400,
+                message: m(),
+            },
+            FlyError::RateLimited {
+                call: call(),
+                retry_after: None,
+                message: m(),
+            },
+            FlyError::Server {
+                call: call(),
+                status: 500,
+                message: m(),
+            },
+            FlyError::Transport {
+                call: call(),
+                detail: m(),
+            },
+            FlyError::Decode {
+                call: call(),
+                status: 200,
+                detail: m(),
+            },
+            FlyError::BodyTooLarge {
+                call: call(),
+                status: 200,
+                limit: 1,
+            },
+            FlyError::Incomplete {
+                call: call(),
+                error_regions: vec![],
+            },
+            FlyError::UnexpectedStatus {
+                call: call(),
+                status: 302,
+            },
+            FlyError::Config { message: m() },
+        ];
+        let labels: Vec<_> = errors.iter().map(|e| fly_error_label(e).unwrap()).collect();
+        for (e, label) in errors.iter().zip(&labels) {
+            assert_eq!(label.as_str(), e.kind(), "{e:?}");
+        }
+        assert_eq!(labels, FlyErrorKind::ALL, "each label once, in order");
+        assert_eq!(fly_error_label(&FlyError::Deposed { call: call() }), None);
     }
 }

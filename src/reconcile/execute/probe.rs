@@ -51,7 +51,10 @@ pub async fn confirm(
     endpoint_detail: &str,
 ) -> Result<Option<Verdict>, ExecError> {
     let row = reload(ctx, row_id).await?;
-    let Some(fly) = HealthSource::FlyChecks.read(ctx, &row).await? else {
+    let Some(fly) = HealthSource::FlyChecks
+        .read(&ctx.fly, &row.fly_app_name, row.machine_id.as_deref())
+        .await?
+    else {
         return Ok(None);
     };
     let machine = fly.machine.as_ref();
