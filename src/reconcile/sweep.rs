@@ -36,7 +36,7 @@ use super::pass::{PassConfig, PassError, PassReport, run_pass};
 use super::rollout::Step;
 use super::spec::{config_digest, secrets_digest, spec_digest};
 use crate::db::worklist::{self, Entry, Watermark, WorkList, WorkListParams};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PassOutcome};
 
 /// When the last full pass of this lease term ran; a new term starts with `Sweeper::default()`.
 ///
@@ -124,7 +124,7 @@ impl Sweeper {
             Ok(f) => f,
             Err(e) => {
                 warn!(error = %e, "sweep failed; the next tick tries again");
-                metrics.record_pass("error", started.elapsed());
+                metrics.record_pass(PassOutcome::Error, started.elapsed());
                 return Err(e);
             }
         };
@@ -145,7 +145,7 @@ impl Sweeper {
             info!(users = users.len(), changed, "sweep queued users");
         }
         // A tick that needed no full pass is still a completed pass for the gauges and alerts.
-        metrics.record_pass("sweep", started.elapsed());
+        metrics.record_pass(PassOutcome::Sweep, started.elapsed());
         Ok(Tick::Queued { users: users.len() })
     }
 
