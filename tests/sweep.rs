@@ -6,6 +6,8 @@ mod fleet_support;
 mod support;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use fleet_support::Fleet;
 use support::{UserFixture, set_subscription};
@@ -14,6 +16,7 @@ use vyx_fleet::db::apps::Store;
 use vyx_fleet::reconcile::execute::Ctx;
 use vyx_fleet::reconcile::sweep::{Sweeper, Tick};
 use vyx_fleet::reconcile::targeted::run_user;
+use vyx_fleet::sim::{FaultKind, FaultRule, Faults};
 
 async fn paid(fleet: &Fleet, n: usize) -> Vec<Uuid> {
     let mut out = Vec::new();
@@ -188,6 +191,58 @@ async fn a_change_committed_after_a_look_began_is_found_by_the_next_look() {
     assert_eq!(fleet.row(users[1]).await.status, "deleted");
     let t = tick(&fleet, &mut sweeper).await;
     assert!(matches!(t, Tick::Queued { users: 0 }), "{t:?}");
+}
+
+/// A new leader's first full Fly list takes minutes at 100,000 apps, and the work list needs no
+/// Fly call: a change whose NOTIFY was lost is queued from the work list while the list still
+/// runs, not after it.
+#[tokio::test]
+async fn a_missed_change_is_queued_while_a_new_terms_full_fly_list_still_runs() {
+    let fleet = Fleet::builder()
+        .var("RECONCILE_INTERVAL", "1s")
+        .start()
+        .await;
+    paid(&fleet, 1).await;
+    fleet.converge().await;
+    // A new term starts with no observation; every list call now takes 5 s.
+    fleet.ctx.observed.invalidate().await;
+    fleet.sim.set_faults(Faults {
+        rules: vec![
+            FaultRule::new("orgs.machines", 1.0, FaultKind::Latency { ms: 5000 }),
+            FaultRule::new("apps.list", 1.0, FaultKind::Latency { ms: 5000 }),
+        ],
+        ..Faults::default()
+    });
+    // Nobody listens: this upgrade's NOTIFY is lost.
+    let upgraded = UserFixture::free().insert(&fleet.db.pool).await;
+    set_subscription(&fleet.db.pool, upgraded, "elite", "active").await;
+
+    let mut sweeper = Sweeper::default();
+    let ticked = AtomicBool::new(false);
+    let tick = async {
+        let t = tick(&fleet, &mut sweeper).await;
+        ticked.store(true, Ordering::SeqCst);
+        t
+    };
+    let queued = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while fleet.ctx.users.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let listing = !ticked.load(Ordering::SeqCst);
+        let user = fleet.ctx.users.next().await;
+        (listing, user)
+    };
+    let (t, (listing, user)) = tokio::join!(tick, queued);
+    assert_eq!(user, Some(upgraded));
+    assert!(listing, "queued only after the full list and pass: {t:?}");
+    assert!(matches!(t, Tick::Full { .. }), "{t:?}");
+    run_user(&fleet.ctx, &fleet.pass_cfg, upgraded)
+        .await
+        .unwrap();
+    fleet.ctx.users.done(upgraded);
+    fleet.sim.set_faults(Faults::default());
+    assert_eq!(fleet.row(upgraded).await.status, "active");
 }
 
 #[tokio::test]

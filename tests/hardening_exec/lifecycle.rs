@@ -199,3 +199,26 @@ async fn a_wait_on_a_machine_destroyed_meanwhile_ends_and_the_machine_is_recreat
     fleet.converge().await;
     assert_fully_provisioned(&fleet, user).await;
 }
+
+/// A converge judges the machine as a rollout's move does: an image whose process exits at once
+/// fails the converge with that reason, not after the whole health budget with "checks not
+/// passing".
+#[tokio::test]
+async fn a_converge_onto_an_image_whose_process_exits_records_that_reason() {
+    use vyx_fleet::sim::ImageBehaviour;
+    let fleet = Fleet::start().await;
+    fleet
+        .sim
+        .set_image_behaviour(super::fleet_support::IMAGE, ImageBehaviour::ExitsAtOnce);
+    let user = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    fleet.pass().await;
+    let (status, why): (String, Option<String>) =
+        sqlx::query_as("SELECT status, error_message FROM public.user_fly_apps WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(&fleet.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "error");
+    let why = why.unwrap_or_default();
+    assert!(why.contains("process exited"), "{why}");
+}

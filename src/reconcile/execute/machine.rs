@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::converge::reload;
 use super::machine_config::{desired_config, matches};
+use super::verdict::{self, Verdict};
 use super::{Ctx, ExecError, wait};
 use crate::failpoint::{self as fp, hit};
 use crate::fly::{
@@ -338,7 +339,7 @@ async fn wait_running_and_healthy(
     let started_at = tokio::time::Instant::now();
     let healthy = wait::until(ctx.timeouts.healthy, "checks to pass", || async {
         match ctx.fly.get_machine(app, &m.id).await {
-            Ok(m) if m.is_healthy() && !m.checks.is_empty() => Ok(Some(m)),
+            Ok(m) if m.state.is_gone() => Err(ExecError::MachineGone),
             // REFERENCE §3.5: checks may be absent until the first one runs. An API that reports
             // none for this long never will; `started` is then the best evidence there is.
             Ok(m)
@@ -349,8 +350,13 @@ async fn wait_running_and_healthy(
                 warn!(machine_id = %m.id, "no check results reported; accepting the started machine");
                 Ok(Some(m))
             }
-            Ok(m) if m.state.is_gone() => Err(ExecError::MachineGone),
-            Ok(_) => Ok(None),
+            // The same verdict a rollout's move gets: a process that exits, or checks critical
+            // past their grace, fail the converge now instead of at the end of the health budget.
+            Ok(m) => match verdict::judge(&m, None, started_at.elapsed()) {
+                Verdict::Healthy if !m.checks.is_empty() => Ok(Some(m)),
+                Verdict::Failed(why) => Err(ExecError::Unhealthy(why)),
+                Verdict::Healthy | Verdict::Pending => Ok(None),
+            },
             Err(FlyError::NotFound { .. }) => Err(ExecError::MachineGone),
             Err(e) if e.is_transient() => Ok(None),
             Err(e) => Err(e.into()),

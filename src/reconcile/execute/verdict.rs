@@ -1,6 +1,7 @@
 //! The verdict on a machine that was just given a new config (a rollout's move, a rollback, a
-//! make-before-break replacement): one pure reading of the machine, shared by every step that
-//! waits for one, so they cannot disagree on what "failed" means.
+//! make-before-break replacement, a converge's health wait in `machine.rs`): one pure reading of
+//! the machine, shared by every step that waits for one, so they cannot disagree on what "failed"
+//! means.
 //!
 //! Judged on the version the update (or create) returned: checks of an earlier version never count.
 //! A machine is **failed** as soon as the evidence says the spec does not run:
