@@ -622,6 +622,22 @@ async fn a_service_role_billing_update_still_notifies_the_controller() {
     assert_eq!(updated.rows_affected(), 1);
     tx.commit().await.unwrap();
     assert_eq!(next_notification(&mut l).await, user.to_string());
+    // And leaves its trace in the change log, which the API role itself may not touch: a NOTIFY
+    // nobody heard is still read by the next sweep.
+    let logged: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM vyx_fleet.changes WHERE user_id = $1 \
+          AND xid = (SELECT max(xid) FROM vyx_fleet.changes WHERE user_id = $1)",
+    )
+    .bind(user)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let writes: i64 = sqlx::query_scalar("SELECT count(*) FROM vyx_fleet.changes WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!((logged, writes), (1, 2), "the fixture's insert and the role's update");
 }
 
 #[tokio::test]
