@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use vyx_fleet::db::{breaker, lease};
 use vyx_fleet::liveness::Health;
-use vyx_fleet::reconcile::controller::Controller;
+use vyx_fleet::reconcile::Controller;
 
 fn controller(fleet: &Fleet, health: Health) -> Controller {
     // An hour between ticks: only the leader's first tick and the NOTIFY queue act.

@@ -27,9 +27,8 @@ use uuid::Uuid;
 use vyx_fleet::db::apps::Store;
 use vyx_fleet::db::{breaker, lease};
 use vyx_fleet::metrics::Metrics;
-use vyx_fleet::reconcile::execute;
-use vyx_fleet::reconcile::leadership::{OnceError, RenewConfig, run_once};
 use vyx_fleet::reconcile::plan::{Action, Finding};
+use vyx_fleet::reconcile::{OnceError, RenewConfig, run_action, run_once};
 use vyx_fleet::sim::{FaultKind, FaultRule, Faults};
 
 async fn paid(fleet: &Fleet, n: usize) -> Vec<Uuid> {

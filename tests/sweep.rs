@@ -11,9 +11,7 @@ use fleet_support::Fleet;
 use support::{UserFixture, set_subscription};
 use uuid::Uuid;
 use vyx_fleet::db::apps::Store;
-use vyx_fleet::reconcile::execute::Ctx;
-use vyx_fleet::reconcile::sweep::{Sweeper, Tick};
-use vyx_fleet::reconcile::targeted::run_user;
+use vyx_fleet::reconcile::{Ctx, Sweeper, Tick, run_user};
 
 async fn paid(fleet: &Fleet, n: usize) -> Vec<Uuid> {
     let mut out = Vec::new();

@@ -114,7 +114,10 @@ pub(crate) async fn list(pool: &PgPool) -> Result<Vec<AdminRow>, sqlx::Error> {
 }
 
 /// The admin a token belongs to, if it is not revoked.
-pub(crate) async fn admin_for_token(pool: &PgPool, token: &str) -> Result<Option<String>, sqlx::Error> {
+pub(crate) async fn admin_for_token(
+    pool: &PgPool,
+    token: &str,
+) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT name FROM vyx_fleet.admins WHERE token_sha256 = $1 AND revoked_at IS NULL",
     )
@@ -253,7 +256,10 @@ impl Action {
 
 /// Appends `a` to the trail inside the caller's transaction: the action and its effect commit
 /// together or not at all.
-pub(crate) async fn record(tx: &mut Transaction<'_, Postgres>, a: &Action) -> Result<(), sqlx::Error> {
+pub(crate) async fn record(
+    tx: &mut Transaction<'_, Postgres>,
+    a: &Action,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO vyx_fleet.admin_actions (admin, action, user_id, app_name, reason, before, after)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -290,7 +296,10 @@ const ACTION_SELECT: &str = "SELECT x.at, x.admin, x.action, x.user_id, p.email,
    LEFT JOIN public.user_profiles p ON p.id = x.user_id";
 
 /// The newest actions across the fleet (the Activity page).
-pub(crate) async fn recent_actions(pool: &PgPool, limit: i64) -> Result<Vec<ActionRow>, sqlx::Error> {
+pub(crate) async fn recent_actions(
+    pool: &PgPool,
+    limit: i64,
+) -> Result<Vec<ActionRow>, sqlx::Error> {
     // Built from constants only.
     let sql = format!("{ACTION_SELECT} ORDER BY x.at DESC, x.id DESC LIMIT $1");
     sqlx::query_as(sqlx::AssertSqlSafe(sql))

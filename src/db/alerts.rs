@@ -113,7 +113,10 @@ pub(crate) struct AppRef {
 
 /// Live apps unhealthy for longer than `after`: since the first failed check after the last passed
 /// check (or completed provision), or since the row's last change when no event says.
-pub(crate) async fn unhealthy_apps(pool: &PgPool, after: Duration) -> Result<Vec<AppRef>, sqlx::Error> {
+pub(crate) async fn unhealthy_apps(
+    pool: &PgPool,
+    after: Duration,
+) -> Result<Vec<AppRef>, sqlx::Error> {
     sqlx::query_as(
         "SELECT a.fly_app_name AS app_name, a.user_id
            FROM public.user_fly_apps a
@@ -135,7 +138,10 @@ pub(crate) async fn unhealthy_apps(pool: &PgPool, after: Duration) -> Result<Vec
 }
 
 /// Live rows whose converge or deprovision has failed `threshold` times in a row.
-pub(crate) async fn failing_apps(pool: &PgPool, threshold: i32) -> Result<Vec<AppRef>, sqlx::Error> {
+pub(crate) async fn failing_apps(
+    pool: &PgPool,
+    threshold: i32,
+) -> Result<Vec<AppRef>, sqlx::Error> {
     sqlx::query_as(
         "SELECT fly_app_name AS app_name, user_id FROM public.user_fly_apps
           WHERE deleted_at IS NULL AND coalesce(retry_count, 0) >= $1

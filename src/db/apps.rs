@@ -119,7 +119,9 @@ pub async fn load_row_for_user(
         .await
 }
 
-pub(crate) async fn load_orphans(pool: &PgPool) -> Result<BTreeMap<String, DateTime<Utc>>, sqlx::Error> {
+pub(crate) async fn load_orphans(
+    pool: &PgPool,
+) -> Result<BTreeMap<String, DateTime<Utc>>, sqlx::Error> {
     let rows: Vec<(String, DateTime<Utc>)> =
         sqlx::query_as("SELECT app_name, first_seen_at FROM vyx_fleet.orphans")
             .fetch_all(pool)
@@ -245,7 +247,11 @@ impl Store {
 
     /// Reserve a name for a user who never had a row: the row is the create-pending marker for the
     /// app (an app with this name in our org is ours from now on).
-    pub(crate) async fn insert_row(&self, new: &NewRow<'_>, events: &[Event]) -> Result<Uuid, StoreError> {
+    pub(crate) async fn insert_row(
+        &self,
+        new: &NewRow<'_>,
+        events: &[Event],
+    ) -> Result<Uuid, StoreError> {
         let mut tx = self.pool.begin().await?;
         let res: Result<Option<(Uuid,)>, sqlx::Error> = sqlx::query_as(
             "INSERT INTO public.user_fly_apps \
@@ -363,7 +369,11 @@ impl Store {
     }
 
     /// Events only; the row's status stays as it is.
-    pub(crate) async fn add_events(&self, row_id: Uuid, events: &[Event]) -> Result<(), StoreError> {
+    pub(crate) async fn add_events(
+        &self,
+        row_id: Uuid,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
         self.update(row_id, "status = a.status", vec![], events)
             .await
     }
@@ -494,7 +504,11 @@ impl Store {
     }
 
     /// Converged: `active`, healthy, backoff cleared.
-    pub(crate) async fn mark_active(&self, row_id: Uuid, events: &[Event]) -> Result<(), StoreError> {
+    pub(crate) async fn mark_active(
+        &self,
+        row_id: Uuid,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
         self.update(
             row_id,
             "status = 'active', health_status = 'healthy', last_health_check = now(), \

@@ -67,7 +67,10 @@ impl Store {
     /// spell and its repair steps) and a `health_check_passed`/`health_check_failed` event is
     /// written where `health_status` changes. Rows that already agree are not touched. Returns the
     /// rows whose status changed. Fenced: a deposed leader's round writes nothing.
-    pub(crate) async fn record_verdicts(&self, verdicts: &[Verdict]) -> Result<Vec<Uuid>, StoreError> {
+    pub(crate) async fn record_verdicts(
+        &self,
+        verdicts: &[Verdict],
+    ) -> Result<Vec<Uuid>, StoreError> {
         if verdicts.is_empty() {
             return Ok(vec![]);
         }
@@ -125,7 +128,11 @@ impl Store {
 
     /// A repair step is about to be taken: recorded before its Fly calls, so a crash never takes
     /// it twice within one `REPAIR_AFTER`.
-    pub(crate) async fn record_repair_step(&self, row_id: Uuid, step: &str) -> Result<(), StoreError> {
+    pub(crate) async fn record_repair_step(
+        &self,
+        row_id: Uuid,
+        step: &str,
+    ) -> Result<(), StoreError> {
         let done = sqlx::query(
             "UPDATE public.user_fly_apps SET repair_step = $2, repair_step_at = now() \
               WHERE id = $1 AND vyx_fleet.fence($3)",

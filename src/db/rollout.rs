@@ -497,7 +497,11 @@ impl Store {
         self.one_row(done.rows_affected()).await
     }
 
-    pub(crate) async fn record_running(&self, row_id: Uuid, r: &Running<'_>) -> Result<(), StoreError> {
+    pub(crate) async fn record_running(
+        &self,
+        row_id: Uuid,
+        r: &Running<'_>,
+    ) -> Result<(), StoreError> {
         let cost = monthly_cost_estimate_usd(r.cpus, r.memory_mb);
         let done = sqlx::query(
             "UPDATE public.user_fly_apps \

@@ -346,7 +346,10 @@ pub(crate) async fn watermark(pool: &PgPool) -> Result<Watermark, sqlx::Error> {
 }
 
 /// `EXPLAIN (ANALYZE, BUFFERS)` of the full statement, one line per plan line (docs/QUERIES.md).
-pub(crate) async fn explain(pool: &PgPool, p: &WorkListParams<'_>) -> Result<Vec<String>, sqlx::Error> {
+pub(crate) async fn explain(
+    pool: &PgPool,
+    p: &WorkListParams<'_>,
+) -> Result<Vec<String>, sqlx::Error> {
     bind_params!(sqlx::query_scalar(EXPLAIN_WORK_LIST), p)
         .fetch_all(pool)
         .await

@@ -55,7 +55,7 @@ pub struct LoopConfig {
 }
 
 impl LoopConfig {
-    pub fn renew_config(&self) -> RenewConfig {
+    pub(crate) fn renew_config(&self) -> RenewConfig {
         RenewConfig {
             ttl: self.lease_ttl,
             renew_every: self.renew_every,

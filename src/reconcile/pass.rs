@@ -49,7 +49,7 @@ pub struct PassReport {
 }
 
 impl PassReport {
-    pub fn failed(&self) -> usize {
+    pub(crate) fn failed(&self) -> usize {
         self.outcomes
             .iter()
             .filter(|(_, o)| *o != Outcome::Done)
@@ -72,7 +72,7 @@ pub enum PassError {
 
 impl PassError {
     /// The cause the alerts and the dashboard name.
-    pub fn failure(&self) -> PassFailure {
+    pub(crate) fn failure(&self) -> PassFailure {
         match self {
             PassError::Observe(FlyError::Unauthorized { .. } | FlyError::Forbidden { .. }) => {
                 PassFailure::FlyTokenRefused
@@ -103,7 +103,7 @@ pub fn plan_settings(ctx: &Ctx, cfg: &PassConfig) -> PlanSettings {
 
 /// Counts for the gauges, from what the pass read anyway.
 #[derive(Debug, Default, Clone)]
-pub struct Census {
+pub(crate) struct Census {
     pub rows_by_status: Vec<(String, i64)>,
     pub desired_present: usize,
 }

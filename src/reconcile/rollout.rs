@@ -38,7 +38,7 @@ pub struct WaveSettings {
 
 /// Why an app is not the rollout's to move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bypass {
+pub(crate) enum Bypass {
     /// Being provisioned: it gets the target spec directly.
     New,
     /// Broken: repairs are never held back by a rollout.
@@ -47,7 +47,7 @@ pub enum Bypass {
 
 /// One live app. The caller passes every live app, in the order canaries should be picked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RolloutApp {
+pub(crate) struct RolloutApp {
     pub id: Uuid,
     pub state: AppState,
     pub bypass: Option<Bypass>,
@@ -80,7 +80,7 @@ pub fn max_in_transition(s: &WaveSettings, live: usize) -> usize {
     s.max_unavailable.of(live).max(1)
 }
 
-pub fn decide(
+pub(crate) fn decide(
     rollout: &Rollout,
     apps: &[RolloutApp],
     s: &WaveSettings,
