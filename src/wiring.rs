@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Settings;
-use crate::db::apps::Store;
+use crate::db::Store;
 use crate::fly::{ClientOptions, DEFAULT_LIST_PAGE_SIZE, FlyClient, FlyError, RateLimits};
 use crate::reconcile::{
     AppSpec, Ctx, ObserveCache, PaidPolicy, PassConfig, PlanSettingsTemplate, Slot, Timeouts,

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use fleet_support::Fleet;
 use support::{UserFixture, set_subscription};
 use uuid::Uuid;
-use vyx_fleet::db::apps::Store;
+use vyx_fleet::db::Store;
 use vyx_fleet::db::{breaker, lease};
 use vyx_fleet::metrics::Metrics;
 use vyx_fleet::reconcile::plan::{Action, Finding};

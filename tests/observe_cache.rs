@@ -10,7 +10,7 @@ use std::time::Duration;
 use fleet_support::Fleet;
 use support::UserFixture;
 use uuid::Uuid;
-use vyx_fleet::db::apps::Store;
+use vyx_fleet::db::Store;
 use vyx_fleet::db::lease;
 use vyx_fleet::reconcile::plan::Action;
 use vyx_fleet::reconcile::{Ctx, plan_pass, run_pass};

@@ -11,7 +11,7 @@ mod support;
 
 use fleet_support::Fleet;
 use support::{UserFixture, set_subscription};
-use vyx_fleet::db::apps::Store;
+use vyx_fleet::db::Store;
 use vyx_fleet::failpoint::{self as fp, Paused};
 use vyx_fleet::reconcile::plan::Action;
 use vyx_fleet::reconcile::{Wanted, run_user};

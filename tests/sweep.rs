@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use fleet_support::Fleet;
 use support::{UserFixture, set_subscription};
 use uuid::Uuid;
-use vyx_fleet::db::apps::Store;
+use vyx_fleet::db::Store;
 use vyx_fleet::reconcile::{Ctx, Sweeper, Tick, run_user};
 
 async fn paid(fleet: &Fleet, n: usize) -> Vec<Uuid> {

@@ -10,11 +10,10 @@ use fleet_support::Fleet;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use support::UserFixture;
 use uuid::Uuid;
-use vyx_fleet::db::apps;
 use vyx_fleet::db::rollout as rollout_db;
 use vyx_fleet::db::worklist::{Entry, Reason};
-use vyx_fleet::reconcile::plan::RolloutInput;
-use vyx_fleet::reconcile::plan::{Action, Plan, PlanInput, plan};
+use vyx_fleet::db::{load_desired_facts, load_health, load_rows};
+use vyx_fleet::reconcile::plan::{Action, Plan, PlanInput, RolloutInput, plan};
 use vyx_fleet::reconcile::{
     AppRow, Observation, ObservedApp, ObservedMachine, config_digest, desired, plan_settings,
     secrets_digest, spec_digest, watermark, work_list, work_list_since,
@@ -185,10 +184,10 @@ fn observation_varied(
 /// The planner over the whole database state and `observed`.
 async fn full_plan(fleet: &Fleet, observed: impl FnOnce(&[AppRow]) -> Observation) -> Plan {
     let pool = &fleet.db.pool;
-    let facts = apps::load_desired_facts(pool).await.unwrap();
+    let facts = load_desired_facts(pool).await.unwrap();
     let (desired, _) = desired(&facts, &fleet.pass_cfg.policy);
-    let rows = apps::load_rows(pool).await.unwrap();
-    let health = vyx_fleet::db::health::load(pool).await.unwrap();
+    let rows = load_rows(pool).await.unwrap();
+    let health = load_health(pool).await.unwrap();
     let now = vyx_fleet::db::now(pool).await.unwrap();
     let record = rollout_db::load_current(pool).await.unwrap();
     let mut recorded = BTreeMap::new();

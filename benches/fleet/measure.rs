@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use uuid::Uuid;
-use vyx_fleet::db::apps::Store;
+use vyx_fleet::db::Store;
 use vyx_fleet::db::{self, lease};
 use vyx_fleet::metrics::Metrics;
 use vyx_fleet::reconcile::plan::Action;

@@ -54,7 +54,7 @@ pub(crate) async fn probe_targets(pool: &PgPool) -> Result<Vec<ProbeTarget>, sql
 
 /// A prober verdict that differs from what it last knew of the row.
 #[derive(Debug, Clone)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     pub row_id: Uuid,
     pub healthy: bool,
     /// The event's metadata (`machine_id`, `detail`), written only on a transition.

@@ -3,29 +3,39 @@
 //! Everything here runs with runtime-bound queries (`sqlx::query`), never the compile-time checked
 //! macros: there is no database at build time.
 //!
-//! The crate reaches the query modules as `crate::db::<module>`; from outside the crate (the
-//! integration tests and the bench, which drive a real database) only this module's connection and
-//! migration functions and a few query modules are public. Those modules stay public as modules
-//! rather than re-exported names because their API is free functions read with the module's name
-//! (`lease::try_acquire`, `rollout::load_current`); each exports only what the tests call.
+//! The crate reaches the query modules as `crate::db::<module>`. From outside the crate (the
+//! integration tests and the bench, which drive a real database) the surface is this module's
+//! connection and migration functions, the fenced [`Store`], and a few query modules. Those stay
+//! public as modules rather than as re-exported names because their API is free functions read
+//! with the module's name (`lease::try_acquire`, `rollout::load_current`, `breaker::load_held`);
+//! each exports only what the tests call.
 
-// The tests take and release the lease as replicas would, and read and write what the loop
-// recorded (rows, rollout, held deletions, health, the sweep's work list, admins).
+// The tests take and release the lease as replicas would, and read and write what the loop and
+// the operators record: the rollout, held deletions, admins, and the sweep's work list (whose
+// types `reconcile::work_list` returns).
 pub mod admins;
-pub mod apps;
 pub mod breaker;
-pub mod health;
 pub mod lease;
 pub mod rollout;
 pub mod worklist;
 
 pub(crate) mod alerts;
+pub(crate) mod apps;
 pub(crate) mod console;
 pub(crate) mod console_user;
+pub(crate) mod health;
 pub(crate) mod notify;
 pub(crate) mod oncall;
 pub(crate) mod orphans;
 pub(crate) mod samples;
+
+// The fenced store: the daemon's assembly and the tests' harness build it; the tests write
+// through it as the executors do.
+pub use apps::{Event, Store, StoreError};
+
+// The sweep's contract tests read what a pass reads before it plans.
+pub use apps::{load_desired_facts, load_row_for_user, load_rows};
+pub use health::load as load_health;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -3,6 +3,9 @@
 //! The name is chosen once and stored in `fly_app_name`; it is never recomputed for an existing row,
 //! because older rows were named with another hash. Candidate `n` exists for collisions: Fly app names
 //! are global across all customers (REFERENCE §2.1), so a name can be held by someone else.
+//!
+//! Public as a module: the tests and the bench compute the names the controller gives apps, and
+//! `naming::candidate` says what a bare `candidate` would not.
 
 use sha2::{Digest, Sha256};
 use uuid::Uuid;

@@ -127,7 +127,7 @@ async fn plan_with_census(
         .observe(&ctx.fly, &ctx.spec.org_slug, &ctx.prefix, ctx.store.term())
         .await?;
     let rollout = super::pass_rollout::load_rollout(ctx, cfg, start).await?;
-    let health = crate::db::health::load(pool).await?;
+    let health = crate::db::load_health(pool).await?;
     let facts = apps::load_desired_facts(pool).await?;
     let rows = apps::load_rows(pool).await?;
     let orphans = apps::load_orphans(pool).await?;

@@ -44,7 +44,7 @@ use super::execute::health::{HealthSource, Reading};
 use super::execute::{Ctx, ExecError, probe};
 use super::pass::PassConfig;
 use super::probe_schedule::Schedule;
-use crate::db::apps::StoreError;
+use crate::db::StoreError;
 use crate::db::health::{Verdict, probe_targets};
 
 /// Endpoint probes in flight at once. HTTP `GET`s to the apps themselves, not Fly API calls.

@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 use vyx_fleet::config::Settings;
-use vyx_fleet::db::apps::{self, Store};
-use vyx_fleet::db::lease;
+use vyx_fleet::db::{Store, lease, load_row_for_user};
 use vyx_fleet::fly::RateLimits;
 use vyx_fleet::liveness::Health;
 use vyx_fleet::metrics::Metrics;
@@ -277,14 +276,14 @@ impl Fleet {
     }
 
     pub async fn row(&self, user: Uuid) -> AppRow {
-        apps::load_row_for_user(&self.db.pool, user)
+        load_row_for_user(&self.db.pool, user)
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("no row for {user}"))
     }
 
     pub async fn maybe_row(&self, user: Uuid) -> Option<AppRow> {
-        apps::load_row_for_user(&self.db.pool, user).await.unwrap()
+        load_row_for_user(&self.db.pool, user).await.unwrap()
     }
 
     /// Apps in our org, as the simulator holds them (not as the controller sees them).

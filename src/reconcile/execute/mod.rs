@@ -32,7 +32,7 @@ use super::plan::{Action, ConvergeReason};
 use super::queue::WorkQueue;
 use super::recorded::RowStatus;
 use super::spec::AppSpec;
-use crate::db::apps::{Event, Store, StoreError};
+use crate::db::{Event, Store, StoreError};
 use crate::fly::{FlyClient, FlyError};
 use crate::metrics::{ActionOutcome, FlyErrorKind};
 pub use crate::model::desired::Wanted;
@@ -340,7 +340,7 @@ async fn record_failure(
     // A first provision has no row id in the plan; the row it reserved is found by user.
     let row = match (row_id, user_id) {
         (Some(id), _) => crate::db::apps::load_row(ctx.store.pool(), id).await?,
-        (None, Some(user)) => crate::db::apps::load_row_for_user(ctx.store.pool(), user).await?,
+        (None, Some(user)) => crate::db::load_row_for_user(ctx.store.pool(), user).await?,
         (None, None) => None,
     };
     let Some(row) = row else { return Ok(()) };
