@@ -59,8 +59,9 @@ pub use prober::{Prober, ProberHandle, spawn as spawn_prober};
 pub use sweep::{Sweeper, Tick};
 pub use targeted::{action_user, run_user};
 
-// The sweep's contract tests and the planner's property tests build the planner's inputs and
-// compare the work list with its output; the bench seeds Fly as the controller would.
+// The sweep's contract tests build the planner's inputs from the database and compare the work
+// list with the plan; the rollout tests read the recorded rollout; the bench seeds Fly as the
+// controller would; the example sizes an observation.
 pub use desired::desired;
 pub use execute::desired_config;
 pub use observed::{Observation, ObservedApp, ObservedMachine};

@@ -26,7 +26,8 @@ use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
 use crate::config::CountOrPercent;
-pub use crate::model::rollout::{AppState, Halt, HaltReason, Rollout, Tally};
+pub(crate) use crate::model::rollout::Rollout;
+pub use crate::model::rollout::{AppState, Halt, HaltReason, Tally};
 
 /// The rollout settings, as `Settings::operations` holds them.
 #[derive(Debug, Clone, Copy)]
