@@ -40,7 +40,7 @@ pub struct RenewConfig {
     pub ttl: Duration,
     pub renew_every: Duration,
     /// Stop acting when the last successful renewal was *sent* longer ago than this. Keep it well
-    /// under `ttl` (see [`RenewConfig::margin`]).
+    /// under `ttl`: `ttl - act_margin` is the time in-flight calls have once the holder stops.
     pub act_margin: Duration,
 }
 
