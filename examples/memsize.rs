@@ -1,5 +1,5 @@
 use std::collections::BTreeMap;
-use vyx_fleet::reconcile::observed::{Observation, ObservedApp, ObservedMachine};
+use vyx_fleet::reconcile::{Observation, ObservedApp, ObservedMachine};
 fn rss() -> f64 {
     let s = std::fs::read_to_string("/proc/self/statm").unwrap();
     let pages: f64 = s.split_whitespace().nth(1).unwrap().parse().unwrap();

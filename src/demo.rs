@@ -16,7 +16,7 @@ use crate::fly::RateLimits;
 use crate::liveness::Health;
 use crate::metrics::Metrics;
 use crate::pgtemp::{self, PgCluster};
-use crate::reconcile::controller::{Controller, LoopConfig};
+use crate::reconcile::{Controller, LoopConfig};
 use crate::sim::{Sim, SimConfig};
 use crate::wiring;
 

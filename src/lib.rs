@@ -1,10 +1,11 @@
 //! vyx-fleet: keeps one Fly.io app per paying Vyx user.
 //!
 //! The crate is laid out as the loop it runs:
-//! - [`reconcile::desired`], [`reconcile::observe`]: read what should exist (Postgres) and what does (Fly);
+//! - [`reconcile`]'s `desired` and `observe`: read what should exist (Postgres) and what does (Fly);
 //! - [`reconcile::plan`]: a pure function from those to actions;
-//! - [`reconcile::execute`]: performs one action, recording progress before and after every Fly call;
-//! - [`reconcile::controller`]: schedules passes (interval, NOTIFY, leadership).
+//! - [`reconcile`]'s `execute`: performs one action, recording progress before and after every Fly
+//!   call;
+//! - [`reconcile::Controller`]: schedules passes (interval, NOTIFY, leadership).
 //!
 //! Around it: [`model`] (the domain types the layers share), [`config`], [`db`] (queries,
 //! migrations, lease, NOTIFY), [`fly`] (typed Machines API client), [`sim`] (an independent Fly

@@ -6,14 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Settings;
-use crate::db::apps::Store;
+use crate::db::Store;
 use crate::fly::{ClientOptions, DEFAULT_LIST_PAGE_SIZE, FlyClient, FlyError, RateLimits};
-use crate::reconcile::cache::ObserveCache;
-use crate::reconcile::desired::PaidPolicy;
-use crate::reconcile::execute::{Ctx, Slot, Timeouts, Wanted};
-use crate::reconcile::pass::{PassConfig, PlanSettingsTemplate};
-use crate::reconcile::queue::WorkQueue;
-use crate::reconcile::spec::AppSpec;
+use crate::reconcile::{
+    AppSpec, Ctx, ObserveCache, PaidPolicy, PassConfig, PlanSettingsTemplate, Slot, Timeouts,
+    Wanted, WaveSettings, WorkQueue,
+};
 
 /// Name of the Fly secret that carries the Supabase service key into each app.
 pub const SERVICE_KEY_SECRET: &str = "SUPABASE_SERVICE_ROLE_KEY";
@@ -126,7 +124,7 @@ pub fn pass_config(s: &Settings) -> PassConfig {
             repair_max_per_pass: s.operations.repair_max_per_pass,
         },
         max_concurrency: s.max_concurrency,
-        waves: crate::reconcile::rollout::WaveSettings {
+        waves: WaveSettings {
             max_unavailable: s.operations.rollout_max_unavailable,
             failure_threshold: s.operations.rollout_failure_threshold,
             soak: chrono(s.operations.rollout_soak),

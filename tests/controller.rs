@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use vyx_fleet::db::{breaker, lease};
 use vyx_fleet::liveness::Health;
-use vyx_fleet::reconcile::controller::Controller;
+use vyx_fleet::reconcile::Controller;
 
 fn controller(fleet: &Fleet, health: Health) -> Controller {
     // An hour between ticks: only the leader's first tick and the NOTIFY queue act.
@@ -108,10 +108,10 @@ async fn a_deposed_leader_stops_acting_and_its_late_writes_are_fenced() {
     fleet.sim.clear_calls();
     let user = UserFixture::paid("pro").insert(&fleet.db.pool).await;
     // A write under the old term is rejected by the fence.
-    let store = vyx_fleet::db::apps::Store::new(fleet.db.pool.clone(), old.term);
+    let store = vyx_fleet::db::Store::new(fleet.db.pool.clone(), old.term);
     let late = store.sync_orphans(&["vyx-user-late0001".to_string()]).await;
     assert!(
-        matches!(late, Err(vyx_fleet::db::apps::StoreError::Fenced)),
+        matches!(late, Err(vyx_fleet::db::StoreError::Fenced)),
         "a write under the old term must be fenced: {late:?}"
     );
     assert!(fleet.maybe_row(user).await.is_none());

@@ -57,9 +57,8 @@ async fn crash_at(fleet: &Fleet, point: &'static str) {
         let ctx = fleet.ctx.clone();
         let cfg = fleet.pass_cfg.clone();
         let metrics = fleet.metrics.clone();
-        let mut pass = tokio::spawn(async move {
-            vyx_fleet::reconcile::pass::run_pass(&ctx, &cfg, &metrics).await
-        });
+        let mut pass =
+            tokio::spawn(async move { vyx_fleet::reconcile::run_pass(&ctx, &cfg, &metrics).await });
         tokio::select! {
             _ = reached.notified() => {
                 pass.abort();

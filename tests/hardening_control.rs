@@ -24,12 +24,11 @@ use std::path::PathBuf;
 use fleet_support::Fleet;
 use support::{UserFixture, set_subscription};
 use uuid::Uuid;
-use vyx_fleet::db::apps::Store;
+use vyx_fleet::db::Store;
 use vyx_fleet::db::{breaker, lease};
 use vyx_fleet::metrics::Metrics;
-use vyx_fleet::reconcile::execute;
-use vyx_fleet::reconcile::leadership::{OnceError, RenewConfig, run_once};
 use vyx_fleet::reconcile::plan::{Action, Finding};
+use vyx_fleet::reconcile::{OnceError, RenewConfig, run_action, run_once};
 use vyx_fleet::sim::{FaultKind, FaultRule, Faults};
 
 async fn paid(fleet: &Fleet, n: usize) -> Vec<Uuid> {

@@ -10,11 +10,10 @@ use std::time::Duration;
 use fleet_support::Fleet;
 use support::UserFixture;
 use uuid::Uuid;
-use vyx_fleet::db::apps::Store;
+use vyx_fleet::db::Store;
 use vyx_fleet::db::lease;
-use vyx_fleet::reconcile::execute::Ctx;
-use vyx_fleet::reconcile::pass::{plan_pass, run_pass};
 use vyx_fleet::reconcile::plan::Action;
+use vyx_fleet::reconcile::{Ctx, plan_pass, run_pass};
 use vyx_fleet::sim::{CallRecord, FaultKind, FaultRule, Faults};
 
 fn classes(calls: &[CallRecord]) -> Vec<&str> {
@@ -128,7 +127,7 @@ async fn an_app_deleted_by_hand_is_caught_by_the_resync_and_not_before() {
     let users = paid(&fleet, 2).await;
     fleet.converge().await;
     let soon = Ctx {
-        observed: std::sync::Arc::new(vyx_fleet::reconcile::cache::ObserveCache::new(
+        observed: std::sync::Arc::new(vyx_fleet::reconcile::ObserveCache::new(
             Duration::from_secs(1),
         )),
         ..fleet.ctx.clone()

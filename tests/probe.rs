@@ -173,8 +173,7 @@ async fn an_endpoint_failing_while_flys_checks_pass_is_read_through_the_api_but_
     // Driven round by round rather than through the background task: a round returns only once
     // its confirming read and any verdict it wrote are done, so "not recorded" is judged after the
     // decision, not merely after the read that precedes it.
-    let mut prober =
-        vyx_fleet::reconcile::prober::Prober::new(fleet.ctx.clone(), Duration::from_secs(1));
+    let mut prober = vyx_fleet::reconcile::Prober::new(fleet.ctx.clone(), Duration::from_secs(1));
     fleet.sim.clear_calls();
 
     fleet.sim.set_app_health(&app, Some(false));
@@ -211,8 +210,7 @@ async fn config_changed_behind_our_back_is_found_from_the_org_list_and_put_right
     let machine_id = row.machine_id.clone().unwrap();
     // Driven round by round: a round returns once its drift reads are done, so the test judges
     // what the prober did, not how soon a background task got to it.
-    let mut prober =
-        vyx_fleet::reconcile::prober::Prober::new(fleet.ctx.clone(), Duration::from_secs(1));
+    let mut prober = vyx_fleet::reconcile::Prober::new(fleet.ctx.clone(), Duration::from_secs(1));
     // The prober has looked at the fleet once (a round that probed had viewed the machines first):
     // what it sees from now on is change.
     let start = Instant::now();

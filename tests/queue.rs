@@ -13,8 +13,7 @@ use tokio::time::Instant;
 use vyx_fleet::db::lease;
 use vyx_fleet::failpoint as fp;
 use vyx_fleet::liveness::Health;
-use vyx_fleet::reconcile::controller::Controller;
-use vyx_fleet::reconcile::targeted::run_user;
+use vyx_fleet::reconcile::{Controller, run_user};
 
 /// Disarms this thread's failpoints however the test ends.
 struct Disarm;

@@ -251,7 +251,7 @@ async fn a_broken_image_reaches_only_the_canary_which_is_rolled_back_and_a_fixed
     }
     // Halted with its canary rolled back, the rollout has no work until a resume or a new
     // target: the sweep's work list names nothing, so a tick is not a full pass of the fleet.
-    let list = vyx_fleet::reconcile::sweep::work_list(&fleet.ctx, &fleet.pass_cfg, &[])
+    let list = vyx_fleet::reconcile::work_list(&fleet.ctx, &fleet.pass_cfg, &[])
         .await
         .unwrap();
     assert!(list.is_empty(), "a halted rollout is no work: {list:?}");
@@ -316,7 +316,7 @@ async fn a_guest_size_change_goes_through_the_waves() {
         );
     }
     // The rows record the size and cost of what now runs (2 shared CPUs by default).
-    let want = vyx_fleet::reconcile::spec::monthly_cost_estimate_usd(2, 1024);
+    let want = vyx_fleet::reconcile::monthly_cost_estimate_usd(2, 1024);
     for u in &users {
         let (mem, cost): (Option<i32>, Option<f64>) = sqlx::query_as(
             "SELECT memory_mb, monthly_cost_estimate_usd::float8 FROM public.user_fly_apps \

@@ -10,10 +10,10 @@ use chrono::{TimeZone, Utc};
 use sqlx::PgPool;
 use support::{UserFixture, migrated_db};
 use uuid::Uuid;
-use vyx_fleet::db::apps::{Store, StoreError};
 use vyx_fleet::db::lease;
 use vyx_fleet::db::rollout::{self, RowRolloutState};
-use vyx_fleet::reconcile::rollout::{AppState, Halt, HaltReason, Tally};
+use vyx_fleet::db::{Store, StoreError};
+use vyx_fleet::reconcile::{AppState, Halt, HaltReason, Tally};
 
 const TTL: Duration = Duration::from_secs(30);
 

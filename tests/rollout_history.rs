@@ -320,14 +320,14 @@ async fn three_rollouts_in_a_row_leave_every_row_describing_what_its_machine_run
 async fn a_region_move_interrupted_in_its_verdict_wait_adopts_the_machine_it_made() {
     use vyx_fleet::db::rollout::RowRolloutState;
     use vyx_fleet::fly::{CreateMachineRequest, MachineConfig};
-    use vyx_fleet::reconcile::execute::machine_config::desired_config;
+    use vyx_fleet::reconcile::desired_config;
 
     let (mut fleet, users) = fleet_of(2, "1").await;
     fleet.reconfigure("USER_APP_REGION", "ams");
     let row = fleet.row(users[0]).await;
     let old = row.machine_id.clone().unwrap();
     // What the interrupted move had written: the rollout, `moving`, the op id, then the create.
-    let target = vyx_fleet::reconcile::spec::spec_digest(&fleet.ctx.spec);
+    let target = vyx_fleet::reconcile::spec_digest(&fleet.ctx.spec);
     let rollout = fleet
         .ctx
         .store
@@ -583,7 +583,7 @@ async fn measure_how_long_a_canary_whose_checks_never_pass_stays_on_the_new_spec
         .set_image_behaviour(CRASHING, ImageBehaviour::ChecksCritical);
     fleet.reconfigure("USER_APP_IMAGE", CRASHING);
     // The daemon's own patience, not the harness's short one.
-    fleet.ctx.timeouts = vyx_fleet::reconcile::execute::Timeouts::default();
+    fleet.ctx.timeouts = vyx_fleet::reconcile::Timeouts::default();
     let controller = fleet.controller(Duration::from_secs(30));
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(async move { controller.run(rx).await });

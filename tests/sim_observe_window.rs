@@ -12,8 +12,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sim_support::{Api, machine_body};
 use vyx_fleet::fly::{ClientOptions, FlyClient, RateLimits};
-use vyx_fleet::reconcile::cache::{ObserveCache, ObserveKind};
-use vyx_fleet::reconcile::observed::Observation;
+use vyx_fleet::reconcile::{Observation, ObserveCache, ObserveKind};
 use vyx_fleet::secret::Secret;
 use vyx_fleet::sim::SimConfig;
 

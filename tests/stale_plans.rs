@@ -11,11 +11,10 @@ mod support;
 
 use fleet_support::Fleet;
 use support::{UserFixture, set_subscription};
-use vyx_fleet::db::apps::Store;
+use vyx_fleet::db::Store;
 use vyx_fleet::failpoint::{self as fp, Paused};
-use vyx_fleet::reconcile::execute::Wanted;
 use vyx_fleet::reconcile::plan::Action;
-use vyx_fleet::reconcile::targeted;
+use vyx_fleet::reconcile::{Wanted, run_user};
 use vyx_fleet::sim::CallRecord;
 
 /// Fails the test instead of hanging it when something wedges.
@@ -110,9 +109,7 @@ async fn a_deprovision_planned_before_a_re_upgrade_deletes_nothing() {
             .users
             .claim(user)
             .expect("nobody works on the user");
-        targeted::run_user(&fleet.ctx, &fleet.pass_cfg, user)
-            .await
-            .unwrap();
+        run_user(&fleet.ctx, &fleet.pass_cfg, user).await.unwrap();
         drop(claim);
         assert!(fleet.row(user).await.unwanted_since.is_none());
     })

@@ -12,10 +12,8 @@ use std::time::Duration;
 use fleet_support::Fleet;
 use support::{UserFixture, set_subscription};
 use uuid::Uuid;
-use vyx_fleet::db::apps::Store;
-use vyx_fleet::reconcile::execute::Ctx;
-use vyx_fleet::reconcile::sweep::{Sweeper, Tick};
-use vyx_fleet::reconcile::targeted::run_user;
+use vyx_fleet::db::Store;
+use vyx_fleet::reconcile::{Ctx, Sweeper, Tick, run_user};
 use vyx_fleet::sim::{FaultKind, FaultRule, Faults};
 
 async fn paid(fleet: &Fleet, n: usize) -> Vec<Uuid> {

@@ -10,17 +10,14 @@ use fleet_support::Fleet;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use support::UserFixture;
 use uuid::Uuid;
-use vyx_fleet::db::apps;
 use vyx_fleet::db::rollout as rollout_db;
 use vyx_fleet::db::worklist::{Entry, Reason};
-use vyx_fleet::reconcile::desired::desired;
-use vyx_fleet::reconcile::observed::{Observation, ObservedApp, ObservedMachine};
-use vyx_fleet::reconcile::pass::plan_settings;
-use vyx_fleet::reconcile::plan::{Action, Plan, PlanInput, plan};
-use vyx_fleet::reconcile::plan_rollout::RolloutInput;
-use vyx_fleet::reconcile::recorded::AppRow;
-use vyx_fleet::reconcile::spec::{config_digest, secrets_digest, spec_digest};
-use vyx_fleet::reconcile::sweep::{watermark, work_list, work_list_since};
+use vyx_fleet::db::{load_desired_facts, load_health, load_rows};
+use vyx_fleet::reconcile::plan::{Action, Plan, PlanInput, RolloutInput, plan};
+use vyx_fleet::reconcile::{
+    AppRow, Observation, ObservedApp, ObservedMachine, config_digest, desired, plan_settings,
+    secrets_digest, spec_digest, watermark, work_list, work_list_since,
+};
 /// One user's randomly chosen database state (subscription, override, row).
 async fn seed_user(fleet: &Fleet, rng: &mut StdRng, target: &Targets) {
     let pick = |rng: &mut StdRng, n: usize| rng.random_range(0..n);
@@ -187,10 +184,10 @@ fn observation_varied(
 /// The planner over the whole database state and `observed`.
 async fn full_plan(fleet: &Fleet, observed: impl FnOnce(&[AppRow]) -> Observation) -> Plan {
     let pool = &fleet.db.pool;
-    let facts = apps::load_desired_facts(pool).await.unwrap();
+    let facts = load_desired_facts(pool).await.unwrap();
     let (desired, _) = desired(&facts, &fleet.pass_cfg.policy);
-    let rows = apps::load_rows(pool).await.unwrap();
-    let health = vyx_fleet::db::health::load(pool).await.unwrap();
+    let rows = load_rows(pool).await.unwrap();
+    let health = load_health(pool).await.unwrap();
     let now = vyx_fleet::db::now(pool).await.unwrap();
     let record = rollout_db::load_current(pool).await.unwrap();
     let mut recorded = BTreeMap::new();
@@ -334,7 +331,7 @@ async fn the_work_list_holds_every_user_the_planner_would_act_on() {
             .map(|e| e.user)
             .collect();
         for a in &plan.actions {
-            let Some(user) = vyx_fleet::reconcile::targeted::action_user(a) else {
+            let Some(user) = vyx_fleet::reconcile::action_user(a) else {
                 continue;
             };
             match a {
@@ -445,7 +442,7 @@ async fn query_plans_of_the_sweep_and_the_targeted_run() {
         let list = work_list(&fleet.ctx, &fleet.pass_cfg, &[]).await.unwrap();
         assert_eq!(list.len(), 1, "{list:?}");
         println!("\n=== work list, {n} apps ===");
-        for l in vyx_fleet::reconcile::sweep::explain_work_list(&fleet.ctx, &fleet.pass_cfg, &[])
+        for l in vyx_fleet::reconcile::explain_work_list(&fleet.ctx, &fleet.pass_cfg, &[])
             .await
             .unwrap()
         {
@@ -456,14 +453,10 @@ async fn query_plans_of_the_sweep_and_the_targeted_run() {
             .unwrap();
         assert_eq!(entries(&quiet.entries), entries(&list));
         println!("\n=== a quiet tick's look (since the last), {n} apps ===");
-        for l in vyx_fleet::reconcile::sweep::explain_work_list_since(
-            &fleet.ctx,
-            &fleet.pass_cfg,
-            &[],
-            &before,
-        )
-        .await
-        .unwrap()
+        for l in
+            vyx_fleet::reconcile::explain_work_list_since(&fleet.ctx, &fleet.pass_cfg, &[], &before)
+                .await
+                .unwrap()
         {
             println!("{l}");
         }

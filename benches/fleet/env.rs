@@ -16,11 +16,9 @@ use vyx_fleet::fly::{BucketSpec, RateLimits, WindowSpec};
 use vyx_fleet::liveness::Health;
 use vyx_fleet::metrics::Metrics;
 use vyx_fleet::pgtemp::{self, PgCluster};
-use vyx_fleet::reconcile::cache::{OVERLAP, ObserveCache};
-use vyx_fleet::reconcile::controller::{Controller, LoopConfig};
-use vyx_fleet::reconcile::execute::{Ctx, Timeouts};
-use vyx_fleet::reconcile::naming;
-use vyx_fleet::reconcile::pass::PassConfig;
+use vyx_fleet::reconcile::{
+    Controller, Ctx, LoopConfig, OVERLAP, ObserveCache, PassConfig, Timeouts, naming,
+};
 use vyx_fleet::sim::{RateLimitConfig, SimConfig, Timings};
 use vyx_fleet::wiring;
 

@@ -6,13 +6,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use uuid::Uuid;
-use vyx_fleet::db::apps::Store;
+use vyx_fleet::db::Store;
 use vyx_fleet::db::{self, lease};
 use vyx_fleet::metrics::Metrics;
-use vyx_fleet::reconcile::cache::ObserveCache;
 use vyx_fleet::reconcile::plan::Action;
-use vyx_fleet::reconcile::queue::WorkQueue;
-use vyx_fleet::reconcile::sweep::{Sweeper, Tick};
+use vyx_fleet::reconcile::{ObserveCache, Sweeper, Tick, WorkQueue};
 use vyx_fleet::sim::{CallRecord, Timings};
 use vyx_fleet::wiring;
 

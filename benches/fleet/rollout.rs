@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use uuid::Uuid;
-use vyx_fleet::reconcile::rollout::max_in_transition;
+use vyx_fleet::reconcile::max_in_transition;
 use vyx_fleet::sim::Timings;
 
 use super::env::{Bench, Fleet, IMAGE_NEXT};

@@ -12,9 +12,8 @@ use vyx_fleet::fly::RateLimits;
 use vyx_fleet::fly::{
     CreateAppRequest, CreateMachineRequest, FlyClient, IpType, MachineConfig, MachineState,
 };
-use vyx_fleet::reconcile::execute::machine_config::desired_config;
-use vyx_fleet::reconcile::spec::{
-    config_digest, monthly_cost_estimate_usd, secrets_digest, spec_digest,
+use vyx_fleet::reconcile::{
+    config_digest, desired_config, monthly_cost_estimate_usd, secrets_digest, spec_digest,
 };
 use vyx_fleet::sim::{RateLimitConfig, Timings};
 use vyx_fleet::wiring;
@@ -164,7 +163,7 @@ struct Seeded {
 
 async fn seed_app(
     fly: &FlyClient,
-    spec: &vyx_fleet::reconcile::spec::AppSpec,
+    spec: &vyx_fleet::reconcile::AppSpec,
     user: Uuid,
 ) -> Result<Seeded, String> {
     let name = app_name(user);

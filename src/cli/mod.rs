@@ -18,9 +18,7 @@ use crate::fly::RateLimits;
 use crate::http::{self, HttpState};
 use crate::liveness::Health;
 use crate::metrics::Metrics;
-use crate::reconcile::controller::{Controller, LoopConfig};
-use crate::reconcile::leadership::{RenewConfig, run_once};
-use crate::reconcile::pass::plan_pass;
+use crate::reconcile::{Controller, LoopConfig, RenewConfig, plan_pass, run_once};
 use crate::{telemetry, wiring};
 
 pub use admin::{

@@ -10,7 +10,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 /// Longest admin name: it goes into every action row and log line.
-pub const NAME_MAX: usize = 64;
+pub(crate) const NAME_MAX: usize = 64;
 
 pub(crate) fn digest(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
@@ -22,7 +22,7 @@ fn random_hex() -> String {
 }
 
 /// 1 to [`NAME_MAX`] characters, no control characters, not only spaces.
-pub fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.trim().is_empty()
         && name.chars().count() <= NAME_MAX
         && !name.chars().any(char::is_control)
@@ -30,10 +30,9 @@ pub fn valid_name(name: &str) -> bool {
 
 /// One admin as `admin list` shows it.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct AdminRow {
+pub(crate) struct AdminRow {
     pub name: String,
     pub created_at: DateTime<Utc>,
-    pub created_by: Option<String>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub last_sign_in: Option<DateTime<Utc>>,
     pub live_sessions: i64,
@@ -101,9 +100,9 @@ pub async fn revoke(pool: &PgPool, name: &str, by: &str) -> Result<bool, sqlx::E
     Ok(true)
 }
 
-pub async fn list(pool: &PgPool) -> Result<Vec<AdminRow>, sqlx::Error> {
+pub(crate) async fn list(pool: &PgPool) -> Result<Vec<AdminRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT a.name, a.created_at, a.created_by, a.revoked_at,
+        "SELECT a.name, a.created_at, a.revoked_at,
                 max(s.created_at) AS last_sign_in,
                 count(s.*) FILTER (WHERE s.revoked_at IS NULL AND s.expires_at > now()) AS live_sessions
            FROM vyx_fleet.admins a
@@ -115,7 +114,10 @@ pub async fn list(pool: &PgPool) -> Result<Vec<AdminRow>, sqlx::Error> {
 }
 
 /// The admin a token belongs to, if it is not revoked.
-pub async fn admin_for_token(pool: &PgPool, token: &str) -> Result<Option<String>, sqlx::Error> {
+pub(crate) async fn admin_for_token(
+    pool: &PgPool,
+    token: &str,
+) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT name FROM vyx_fleet.admins WHERE token_sha256 = $1 AND revoked_at IS NULL",
     )
@@ -126,7 +128,7 @@ pub async fn admin_for_token(pool: &PgPool, token: &str) -> Result<Option<String
 
 /// Who a new session acts as.
 #[derive(Debug, Clone)]
-pub enum Principal {
+pub(crate) enum Principal {
     Named(String),
     /// Signed in with `ADMIN_TOKEN`: `key` is the token's digest, `display` what the trail records.
     BreakGlass {
@@ -137,13 +139,13 @@ pub enum Principal {
 
 /// A live session: who, and the CSRF token its forms carry.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct SessionRow {
+pub(crate) struct SessionRow {
     pub display_name: String,
     pub csrf: String,
 }
 
 /// Opens a session; returns the cookie value (only its digest is stored).
-pub async fn open_session(
+pub(crate) async fn open_session(
     pool: &PgPool,
     who: &Principal,
     ttl_secs: i64,
@@ -179,7 +181,7 @@ pub async fn open_session(
 
 /// The session a cookie stands for: not expired, not revoked, its admin not revoked, and (for a
 /// break-glass session) opened with the `ADMIN_TOKEN` this replica holds now (`break_glass_key`).
-pub async fn session(
+pub(crate) async fn session(
     pool: &PgPool,
     cookie: &str,
     break_glass_key: Option<&[u8]>,
@@ -199,7 +201,7 @@ pub async fn session(
 }
 
 /// Signing out: the cookie is dead on every replica from now on.
-pub async fn end_session(pool: &PgPool, cookie: &str) -> Result<(), sqlx::Error> {
+pub(crate) async fn end_session(pool: &PgPool, cookie: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE vyx_fleet.admin_sessions SET revoked_at = now()
           WHERE id_sha256 = $1 AND revoked_at IS NULL",
@@ -212,7 +214,7 @@ pub async fn end_session(pool: &PgPool, cookie: &str) -> Result<(), sqlx::Error>
 
 /// One admin action, as written to the trail.
 #[derive(Debug, Clone, Default)]
-pub struct Action {
+pub(crate) struct Action {
     pub admin: String,
     pub action: &'static str,
     pub user_id: Option<Uuid>,
@@ -223,30 +225,30 @@ pub struct Action {
 }
 
 impl Action {
-    pub fn new(admin: &str, action: &'static str) -> Action {
+    pub(crate) fn new(admin: &str, action: &'static str) -> Action {
         Action {
             admin: admin.to_string(),
             action,
             ..Action::default()
         }
     }
-    pub fn user(mut self, u: Uuid) -> Action {
+    pub(crate) fn user(mut self, u: Uuid) -> Action {
         self.user_id = Some(u);
         self
     }
-    pub fn app(mut self, a: &str) -> Action {
+    pub(crate) fn app(mut self, a: &str) -> Action {
         self.app_name = Some(a.to_string());
         self
     }
-    pub fn reason(mut self, r: &str) -> Action {
+    pub(crate) fn reason(mut self, r: &str) -> Action {
         self.reason = Some(r.to_string());
         self
     }
-    pub fn before(mut self, b: &str) -> Action {
+    pub(crate) fn before(mut self, b: &str) -> Action {
         self.before = Some(b.to_string());
         self
     }
-    pub fn after(mut self, a: &str) -> Action {
+    pub(crate) fn after(mut self, a: &str) -> Action {
         self.after = Some(a.to_string());
         self
     }
@@ -254,7 +256,10 @@ impl Action {
 
 /// Appends `a` to the trail inside the caller's transaction: the action and its effect commit
 /// together or not at all.
-pub async fn record(tx: &mut Transaction<'_, Postgres>, a: &Action) -> Result<(), sqlx::Error> {
+pub(crate) async fn record(
+    tx: &mut Transaction<'_, Postgres>,
+    a: &Action,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO vyx_fleet.admin_actions (admin, action, user_id, app_name, reason, before, after)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -273,7 +278,7 @@ pub async fn record(tx: &mut Transaction<'_, Postgres>, a: &Action) -> Result<()
 
 /// One row of the trail.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ActionRow {
+pub(crate) struct ActionRow {
     pub at: DateTime<Utc>,
     pub admin: String,
     pub action: String,
@@ -291,7 +296,10 @@ const ACTION_SELECT: &str = "SELECT x.at, x.admin, x.action, x.user_id, p.email,
    LEFT JOIN public.user_profiles p ON p.id = x.user_id";
 
 /// The newest actions across the fleet (the Activity page).
-pub async fn recent_actions(pool: &PgPool, limit: i64) -> Result<Vec<ActionRow>, sqlx::Error> {
+pub(crate) async fn recent_actions(
+    pool: &PgPool,
+    limit: i64,
+) -> Result<Vec<ActionRow>, sqlx::Error> {
     // Built from constants only.
     let sql = format!("{ACTION_SELECT} ORDER BY x.at DESC, x.id DESC LIMIT $1");
     sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -301,7 +309,7 @@ pub async fn recent_actions(pool: &PgPool, limit: i64) -> Result<Vec<ActionRow>,
 }
 
 /// The newest actions about one user (their timeline).
-pub async fn user_actions(
+pub(crate) async fn user_actions(
     pool: &PgPool,
     user: Uuid,
     limit: i64,

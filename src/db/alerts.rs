@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 /// What a claim entitles the caller to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// Nothing to send (another replica did, or the repeat interval forbids it).
     Nothing,
     /// The condition started (or was first announced): send a start message.
@@ -32,7 +32,7 @@ fn secs(d: Duration) -> f64 {
 }
 
 /// The condition `kind` holds with `subject` (the names it concerns, in a stable order).
-pub async fn claim_firing(
+pub(crate) async fn claim_firing(
     pool: &PgPool,
     kind: &str,
     subject: &str,
@@ -86,7 +86,7 @@ pub async fn claim_firing(
 }
 
 /// The condition `kind` does not hold.
-pub async fn claim_resolved(pool: &PgPool, kind: &str) -> Result<Claim, sqlx::Error> {
+pub(crate) async fn claim_resolved(pool: &PgPool, kind: &str) -> Result<Claim, sqlx::Error> {
     let announced: Option<bool> = sqlx::query_scalar(
         "UPDATE vyx_fleet.alerts
             SET active = false, cleared_at = now(),
@@ -106,14 +106,17 @@ pub async fn claim_resolved(pool: &PgPool, kind: &str) -> Result<Claim, sqlx::Er
 
 /// A live app and its user, as named in a message.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct AppRef {
+pub(crate) struct AppRef {
     pub app_name: String,
     pub user_id: Uuid,
 }
 
 /// Live apps unhealthy for longer than `after`: since the first failed check after the last passed
 /// check (or completed provision), or since the row's last change when no event says.
-pub async fn unhealthy_apps(pool: &PgPool, after: Duration) -> Result<Vec<AppRef>, sqlx::Error> {
+pub(crate) async fn unhealthy_apps(
+    pool: &PgPool,
+    after: Duration,
+) -> Result<Vec<AppRef>, sqlx::Error> {
     sqlx::query_as(
         "SELECT a.fly_app_name AS app_name, a.user_id
            FROM public.user_fly_apps a
@@ -135,7 +138,10 @@ pub async fn unhealthy_apps(pool: &PgPool, after: Duration) -> Result<Vec<AppRef
 }
 
 /// Live rows whose converge or deprovision has failed `threshold` times in a row.
-pub async fn failing_apps(pool: &PgPool, threshold: i32) -> Result<Vec<AppRef>, sqlx::Error> {
+pub(crate) async fn failing_apps(
+    pool: &PgPool,
+    threshold: i32,
+) -> Result<Vec<AppRef>, sqlx::Error> {
     sqlx::query_as(
         "SELECT fly_app_name AS app_name, user_id FROM public.user_fly_apps
           WHERE deleted_at IS NULL AND coalesce(retry_count, 0) >= $1
@@ -147,13 +153,13 @@ pub async fn failing_apps(pool: &PgPool, threshold: i32) -> Result<Vec<AppRef>, 
 }
 
 /// Apps under the managed prefix that no row owns, as the leader last recorded them.
-pub async fn orphans(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+pub(crate) async fn orphans(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT app_name FROM vyx_fleet.orphans ORDER BY app_name")
         .fetch_all(pool)
         .await
 }
 
 /// The database's clock, so staleness is judged like the lease: replicas' clocks do not matter.
-pub async fn db_now(pool: &PgPool) -> Result<DateTime<Utc>, sqlx::Error> {
+pub(crate) async fn db_now(pool: &PgPool) -> Result<DateTime<Utc>, sqlx::Error> {
     sqlx::query_scalar("SELECT now()").fetch_one(pool).await
 }

@@ -67,7 +67,7 @@ pub async fn load_desired_facts(pool: &PgPool) -> Result<Vec<UserFacts>, sqlx::E
 
 /// [`load_desired_facts`] for one user (a NOTIFY names one): three primary-key or unique-index
 /// lookups, whatever the number of users.
-pub async fn load_desired_facts_for_user(
+pub(crate) async fn load_desired_facts_for_user(
     pool: &PgPool,
     user_id: Uuid,
 ) -> Result<Option<UserFacts>, sqlx::Error> {
@@ -102,7 +102,7 @@ pub async fn load_rows(pool: &PgPool) -> Result<Vec<AppRow>, sqlx::Error> {
     Ok(rows)
 }
 
-pub async fn load_row(pool: &PgPool, row_id: Uuid) -> Result<Option<AppRow>, sqlx::Error> {
+pub(crate) async fn load_row(pool: &PgPool, row_id: Uuid) -> Result<Option<AppRow>, sqlx::Error> {
     sqlx::query_as(select_rows!("WHERE a.id = $1"))
         .bind(row_id)
         .fetch_optional(pool)
@@ -119,7 +119,9 @@ pub async fn load_row_for_user(
         .await
 }
 
-pub async fn load_orphans(pool: &PgPool) -> Result<BTreeMap<String, DateTime<Utc>>, sqlx::Error> {
+pub(crate) async fn load_orphans(
+    pool: &PgPool,
+) -> Result<BTreeMap<String, DateTime<Utc>>, sqlx::Error> {
     let rows: Vec<(String, DateTime<Utc>)> =
         sqlx::query_as("SELECT app_name, first_seen_at FROM vyx_fleet.orphans")
             .fetch_all(pool)
@@ -143,7 +145,7 @@ impl Event {
             error_details: None,
         }
     }
-    pub fn with_error(mut self, details: impl Into<String>) -> Self {
+    pub(crate) fn with_error(mut self, details: impl Into<String>) -> Self {
         self.error_details = Some(details.into());
         self
     }
@@ -151,7 +153,7 @@ impl Event {
 
 /// The fields of a new row at reservation time.
 #[derive(Debug, Clone)]
-pub struct NewRow<'a> {
+pub(crate) struct NewRow<'a> {
     pub user_id: Uuid,
     pub app_name: &'a str,
     pub org_slug: &'a str,
@@ -164,7 +166,7 @@ pub struct NewRow<'a> {
 
 /// A machine config as applied, with the size and place it runs at.
 #[derive(Debug, Clone)]
-pub struct Applied<'a> {
+pub(crate) struct Applied<'a> {
     pub image: &'a str,
     pub config_digest: &'a str,
     pub region: &'a str,
@@ -189,7 +191,7 @@ impl Store {
         &self.pool
     }
 
-    pub fn term(&self) -> i64 {
+    pub(crate) fn term(&self) -> i64 {
         self.term
     }
 
@@ -203,7 +205,7 @@ impl Store {
 
     /// `Err(Fenced)` unless this term still holds the lease: for a Fly write that follows a wait
     /// or a read rather than a fenced record (a replica frozen in the wait wakes up deposed).
-    pub async fn check_fence(&self) -> Result<(), StoreError> {
+    pub(crate) async fn check_fence(&self) -> Result<(), StoreError> {
         if self.fence_holds().await? {
             Ok(())
         } else {
@@ -245,7 +247,11 @@ impl Store {
 
     /// Reserve a name for a user who never had a row: the row is the create-pending marker for the
     /// app (an app with this name in our org is ours from now on).
-    pub async fn insert_row(&self, new: &NewRow<'_>, events: &[Event]) -> Result<Uuid, StoreError> {
+    pub(crate) async fn insert_row(
+        &self,
+        new: &NewRow<'_>,
+        events: &[Event],
+    ) -> Result<Uuid, StoreError> {
         let mut tx = self.pool.begin().await?;
         let res: Result<Option<(Uuid,)>, sqlx::Error> = sqlx::query_as(
             "INSERT INTO public.user_fly_apps \
@@ -344,7 +350,7 @@ impl Store {
 
     /// Re-upgrade: the soft-deleted row comes back with the same id and name; all progress markers
     /// reset because the old app is gone.
-    pub async fn reuse_row(
+    pub(crate) async fn reuse_row(
         &self,
         row_id: Uuid,
         image: &str,
@@ -363,13 +369,17 @@ impl Store {
     }
 
     /// Events only; the row's status stays as it is.
-    pub async fn add_events(&self, row_id: Uuid, events: &[Event]) -> Result<(), StoreError> {
+    pub(crate) async fn add_events(
+        &self,
+        row_id: Uuid,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
         self.update(row_id, "status = a.status", vec![], events)
             .await
     }
 
     /// Resume an `error` row: back to `provisioning` while a converge runs.
-    pub async fn mark_provisioning(
+    pub(crate) async fn mark_provisioning(
         &self,
         row_id: Uuid,
         events: &[Event],
@@ -381,7 +391,7 @@ impl Store {
     /// A collision before the app existed: record the next candidate (DESIGN §3). Refused (zero
     /// rows, `Conflict`) once the row knows a Fly app id: a row that owned an app is never moved
     /// off it, or that app would be left behind as an orphan.
-    pub async fn rename(&self, row_id: Uuid, name: &str) -> Result<(), StoreError> {
+    pub(crate) async fn rename(&self, row_id: Uuid, name: &str) -> Result<(), StoreError> {
         self.update_where(
             row_id,
             concat!("fly_app_name = $3, ", reset_app_markers!()),
@@ -395,7 +405,7 @@ impl Store {
     /// The Fly app behind the row. Called only when the id differs from the recorded one: a new
     /// app (created, adopted, or re-created after being deleted out of band), so every per-app
     /// progress marker describes another app and is reset in this same statement.
-    pub async fn set_app_id(&self, row_id: Uuid, app_id: &str) -> Result<(), StoreError> {
+    pub(crate) async fn set_app_id(&self, row_id: Uuid, app_id: &str) -> Result<(), StoreError> {
         self.update(
             row_id,
             concat!("fly_app_id = $3, ", reset_app_markers!()),
@@ -409,7 +419,7 @@ impl Store {
     /// §4.3), so the record of what the machine has applied (`config_digest`) is cleared in the
     /// same statement: until an update carrying this `min_secrets_version` is recorded, the
     /// planner sees config drift, whatever happens in between (crash, lost lease, failed update).
-    pub async fn set_secrets(
+    pub(crate) async fn set_secrets(
         &self,
         row_id: Uuid,
         version: i64,
@@ -427,7 +437,7 @@ impl Store {
         .await
     }
 
-    pub async fn set_ips_ready(&self, row_id: Uuid) -> Result<(), StoreError> {
+    pub(crate) async fn set_ips_ready(&self, row_id: Uuid) -> Result<(), StoreError> {
         self.update(row_id, "ips_ready = true", vec![], &[]).await
     }
 
@@ -443,7 +453,7 @@ impl Store {
         .await
     }
 
-    pub async fn set_machine(
+    pub(crate) async fn set_machine(
         &self,
         row_id: Uuid,
         machine_id: Option<&str>,
@@ -458,7 +468,7 @@ impl Store {
     }
 
     /// The machine vanished or is being replaced: forget it and its create marker.
-    pub async fn clear_machine(&self, row_id: Uuid) -> Result<(), StoreError> {
+    pub(crate) async fn clear_machine(&self, row_id: Uuid) -> Result<(), StoreError> {
         self.update(
             row_id,
             "machine_id = NULL, machine_op_id = NULL, config_digest = NULL",
@@ -471,7 +481,7 @@ impl Store {
     /// What the machine runs from now on. Region, size and cost go with it, so the columns the
     /// admin page and billing read describe the machine (after a region move, a resize, or the
     /// adoption of a row another program recorded), not the settings of the day the row was made.
-    pub async fn set_applied_config(
+    pub(crate) async fn set_applied_config(
         &self,
         row_id: Uuid,
         applied: &Applied<'_>,
@@ -494,7 +504,11 @@ impl Store {
     }
 
     /// Converged: `active`, healthy, backoff cleared.
-    pub async fn mark_active(&self, row_id: Uuid, events: &[Event]) -> Result<(), StoreError> {
+    pub(crate) async fn mark_active(
+        &self,
+        row_id: Uuid,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
         self.update(
             row_id,
             "status = 'active', health_status = 'healthy', last_health_check = now(), \
@@ -534,7 +548,7 @@ impl Store {
 
     /// The app serves on the new config but fails its checks: keep it (a rollback is a new image),
     /// and let the planner count it towards halting the rollout.
-    pub async fn mark_unhealthy(
+    pub(crate) async fn mark_unhealthy(
         &self,
         row_id: Uuid,
         kind: &str,
@@ -558,7 +572,7 @@ impl Store {
         .await
     }
 
-    pub async fn record_health(
+    pub(crate) async fn record_health(
         &self,
         row_id: Uuid,
         healthy: bool,
@@ -576,7 +590,7 @@ impl Store {
     }
 
     /// A probe saw drift: clear what the row claims was applied so the planner converges it.
-    pub async fn forget_applied(
+    pub(crate) async fn forget_applied(
         &self,
         row_id: Uuid,
         config: bool,
@@ -700,7 +714,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn forget_orphan(&self, name: &str) -> Result<(), StoreError> {
+    pub(crate) async fn forget_orphan(&self, name: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM vyx_fleet.orphans WHERE app_name = $1 AND vyx_fleet.fence($2)")
             .bind(name)
             .bind(self.term)
@@ -710,7 +724,7 @@ impl Store {
     }
 
     /// Is this name recorded for a different user? (Our own collision: DESIGN §3.)
-    pub async fn name_recorded_for_other(
+    pub(crate) async fn name_recorded_for_other(
         &self,
         name: &str,
         user_id: Uuid,

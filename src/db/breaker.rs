@@ -9,7 +9,7 @@ use super::notify;
 
 /// How long a confirmation stays valid: it answers the alert an operator is looking at, not some
 /// mass deletion days later.
-pub const CONFIRMATION_TTL_MINUTES: i32 = 15;
+pub(crate) const CONFIRMATION_TTL_MINUTES: i32 = 15;
 
 /// One deletion the breaker holds back (`vyx_fleet.held_deletions`).
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -44,7 +44,7 @@ pub async fn load_held(pool: &PgPool) -> Result<Vec<HeldDeletion>, sqlx::Error> 
 /// The version of a held set the confirmer was shown: a digest of its app names, sorted. The form and
 /// `confirm-deletions --expect` carry it back, so a confirmation of a set that has changed since is
 /// refused instead of covering deletions nobody saw.
-pub fn held_version<'a>(apps: impl IntoIterator<Item = &'a str>) -> String {
+pub(crate) fn held_version<'a>(apps: impl IntoIterator<Item = &'a str>) -> String {
     use sha2::{Digest, Sha256};
     let mut names: Vec<&str> = apps.into_iter().collect();
     names.sort_unstable();
@@ -62,7 +62,7 @@ pub fn held_version<'a>(apps: impl IntoIterator<Item = &'a str>) -> String {
 
 /// What a confirmer saw and means to confirm.
 #[derive(Debug, Clone, Copy)]
-pub enum Scope<'a> {
+pub(crate) enum Scope<'a> {
     /// The whole held set as it was shown (and its version, when the confirmer has it): confirmed
     /// only while the set holds nothing else.
     Whole {
@@ -76,7 +76,7 @@ pub enum Scope<'a> {
 
 /// What an operator's confirmation did.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Confirmation {
+pub(crate) enum Confirmation {
     /// These held deletions (every one the confirmer named that is still held) may go ahead now.
     Confirmed(Vec<HeldDeletion>),
     /// The held set has deletions the confirmer was not shown (it grew or was replaced, or the
@@ -102,7 +102,7 @@ pub enum Confirmation {
 /// - The leader is woken (`NOTIFY`, on commit) to act on it now rather than at its next interval.
 ///
 /// Not fenced: it is an operator's write, like an override.
-pub async fn confirm_exact(
+pub(crate) async fn confirm_exact(
     pool: &PgPool,
     scope: Scope<'_>,
     by: &str,
@@ -183,7 +183,7 @@ pub async fn confirm_held(pool: &PgPool, by: &str) -> Result<u64, sqlx::Error> {
 }
 
 /// The sliding window the breaker counts deletions over.
-pub const WINDOW_MINUTES: i32 = 60;
+pub(crate) const WINDOW_MINUTES: i32 = 60;
 
 /// How long performed deletions stay in the log: well past the window, for an operator's questions.
 const LOG_RETENTION_DAYS: i32 = 7;
@@ -191,14 +191,14 @@ const LOG_RETENTION_DAYS: i32 = 7;
 /// What a pass reads to judge deletions: the apps deleted within the window (distinct names, so a
 /// retried deletion counts once) and the held set with each entry's confirmation still valid.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct BreakerState {
+pub(crate) struct BreakerState {
     pub recent: std::collections::BTreeSet<String>,
     pub held: Vec<HeldDeletion>,
 }
 
 impl BreakerState {
     /// Held app → whether a valid confirmation covers it.
-    pub fn held_map(&self) -> std::collections::BTreeMap<String, bool> {
+    pub(crate) fn held_map(&self) -> std::collections::BTreeMap<String, bool> {
         self.held
             .iter()
             .map(|h| (h.app_name.clone(), h.confirmed_at.is_some()))
@@ -206,7 +206,7 @@ impl BreakerState {
     }
 }
 
-pub async fn load_state(pool: &PgPool) -> Result<BreakerState, sqlx::Error> {
+pub(crate) async fn load_state(pool: &PgPool) -> Result<BreakerState, sqlx::Error> {
     let recent: Vec<String> = sqlx::query_scalar(
         "SELECT DISTINCT app_name FROM vyx_fleet.deletions
           WHERE deleted_at > now() - make_interval(mins => $1)",
@@ -222,7 +222,7 @@ pub async fn load_state(pool: &PgPool) -> Result<BreakerState, sqlx::Error> {
 
 /// What [`record_deletion`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeletionGate {
+pub(crate) enum DeletionGate {
     /// Logged: go ahead with the `DELETE`.
     Go,
     /// The fence did not hold: this replica must not delete anything.
@@ -235,7 +235,7 @@ pub enum DeletionGate {
 /// deletion whose answer was lost still counts, and a retried one counts once (the window counts
 /// distinct names). For an orphan (`user_id` `None`) it also re-checks, in the same statement, that
 /// no live row names the app.
-pub async fn record_deletion(
+pub(crate) async fn record_deletion(
     pool: &PgPool,
     term: i64,
     app: &str,
@@ -287,7 +287,7 @@ pub struct Hold {
 /// Persists what the planner decided about the held set, fenced, in one transaction: `hold` joins
 /// it (an entry already held keeps its time and confirmation), `release` leaves it (the app is gone,
 /// or its deletion is no longer wanted). `false`: the fence did not hold, nothing changed.
-pub async fn apply_held(
+pub(crate) async fn apply_held(
     pool: &PgPool,
     term: i64,
     hold: &[Hold],

@@ -69,7 +69,7 @@ pub(crate) enum SortKey {
 }
 
 impl SortKey {
-    pub const ALL: [SortKey; 14] = [
+    pub(crate) const ALL: [SortKey; 14] = [
         SortKey::App,
         SortKey::Email,
         SortKey::Tier,
@@ -87,7 +87,7 @@ impl SortKey {
     ];
 
     /// The name used in the query string.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             SortKey::App => "app",
             SortKey::Email => "email",
@@ -106,7 +106,7 @@ impl SortKey {
         }
     }
 
-    pub fn parse(s: &str) -> Option<SortKey> {
+    pub(crate) fn parse(s: &str) -> Option<SortKey> {
         SortKey::ALL.into_iter().find(|k| k.name() == s)
     }
 
@@ -407,7 +407,7 @@ pub(crate) struct HeldView {
 
 impl HeldView {
     /// Why the controller wants this app gone, in the words an admin checks it against.
-    pub fn why(&self) -> String {
+    pub(crate) fn why(&self) -> String {
         if self.kind == "orphan" {
             return "orphan: no live row owns this app".into();
         }

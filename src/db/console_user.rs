@@ -21,7 +21,7 @@ pub(crate) enum Desired {
 }
 
 impl Desired {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Desired::Present => "present",
             Desired::Absent => "absent",
@@ -29,7 +29,7 @@ impl Desired {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Desired> {
+    pub(crate) fn parse(s: &str) -> Option<Desired> {
         match s {
             "present" => Some(Desired::Present),
             "absent" => Some(Desired::Absent),

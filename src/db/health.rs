@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::db::apps::{Store, StoreError};
 
-pub use crate::model::health::HealthState;
+pub(crate) use crate::model::health::HealthState;
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -31,7 +31,7 @@ pub async fn load(pool: &PgPool) -> Result<BTreeMap<Uuid, HealthState>, sqlx::Er
 
 /// An app the prober watches: an `active` live row, and what the row says of its health.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct ProbeTarget {
+pub(crate) struct ProbeTarget {
     pub row_id: Uuid,
     pub app: String,
     /// `Some(healthy)` when `health_status` and the unhealthy spell agree (healthy without a spell,
@@ -40,7 +40,7 @@ pub struct ProbeTarget {
 }
 
 /// Every `active` live row, for the prober (one read per `HEALTH_PROBE_INTERVAL`).
-pub async fn probe_targets(pool: &PgPool) -> Result<Vec<ProbeTarget>, sqlx::Error> {
+pub(crate) async fn probe_targets(pool: &PgPool) -> Result<Vec<ProbeTarget>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id AS row_id, fly_app_name AS app, \
                 CASE WHEN health_status = 'healthy' AND unhealthy_since IS NULL THEN true \
@@ -54,7 +54,7 @@ pub async fn probe_targets(pool: &PgPool) -> Result<Vec<ProbeTarget>, sqlx::Erro
 
 /// A prober verdict that differs from what it last knew of the row.
 #[derive(Debug, Clone)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     pub row_id: Uuid,
     pub healthy: bool,
     /// The event's metadata (`machine_id`, `detail`), written only on a transition.
@@ -67,7 +67,10 @@ impl Store {
     /// spell and its repair steps) and a `health_check_passed`/`health_check_failed` event is
     /// written where `health_status` changes. Rows that already agree are not touched. Returns the
     /// rows whose status changed. Fenced: a deposed leader's round writes nothing.
-    pub async fn record_verdicts(&self, verdicts: &[Verdict]) -> Result<Vec<Uuid>, StoreError> {
+    pub(crate) async fn record_verdicts(
+        &self,
+        verdicts: &[Verdict],
+    ) -> Result<Vec<Uuid>, StoreError> {
         if verdicts.is_empty() {
             return Ok(vec![]);
         }
@@ -123,27 +126,13 @@ impl Store {
             .collect())
     }
 
-    /// A probe read the app. `healthy` is its verdict: an unhealthy spell starts (kept if one is
-    /// running) or ends (with its repair steps).
-    pub async fn record_probe(&self, row_id: Uuid, healthy: bool) -> Result<(), StoreError> {
-        let done = sqlx::query(
-            "UPDATE public.user_fly_apps SET last_probed_at = now(), \
-                    unhealthy_since = CASE WHEN $2 THEN NULL ELSE coalesce(unhealthy_since, now()) END, \
-                    repair_step = CASE WHEN $2 THEN NULL ELSE repair_step END, \
-                    repair_step_at = CASE WHEN $2 THEN NULL ELSE repair_step_at END \
-              WHERE id = $1 AND vyx_fleet.fence($3)",
-        )
-        .bind(row_id)
-        .bind(healthy)
-        .bind(self.term())
-        .execute(self.pool())
-        .await?;
-        self.expect_one(done.rows_affected()).await
-    }
-
     /// A repair step is about to be taken: recorded before its Fly calls, so a crash never takes
     /// it twice within one `REPAIR_AFTER`.
-    pub async fn record_repair_step(&self, row_id: Uuid, step: &str) -> Result<(), StoreError> {
+    pub(crate) async fn record_repair_step(
+        &self,
+        row_id: Uuid,
+        step: &str,
+    ) -> Result<(), StoreError> {
         let done = sqlx::query(
             "UPDATE public.user_fly_apps SET repair_step = $2, repair_step_at = now() \
               WHERE id = $1 AND vyx_fleet.fence($3)",

@@ -35,7 +35,7 @@ use sqlx::PgPool;
 use super::DbError;
 
 /// The lease row's name.
-pub const CONTROLLER_LEASE: &str = "controller";
+pub(crate) const CONTROLLER_LEASE: &str = "controller";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseConfig {
@@ -76,7 +76,7 @@ impl LeaseState {
 
 /// The longest any lease call may take. Shorter than the default lease TTL, so a leader learns that
 /// renewing is failing well before its lease could expire.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn bounded<T>(
     call: impl std::future::Future<Output = Result<T, sqlx::Error>>,

@@ -2,21 +2,40 @@
 //!
 //! Everything here runs with runtime-bound queries (`sqlx::query`), never the compile-time checked
 //! macros: there is no database at build time.
+//!
+//! The crate reaches the query modules as `crate::db::<module>`. From outside the crate (the
+//! integration tests and the bench, which drive a real database) the surface is this module's
+//! connection and migration functions, the fenced [`Store`], and a few query modules. Those stay
+//! public as modules rather than as re-exported names because their API is free functions read
+//! with the module's name (`lease::try_acquire`, `rollout::load_current`, `breaker::load_held`);
+//! each exports only what the tests call.
 
+// The tests take and release the lease as replicas would, and read and write what the loop and
+// the operators record: the rollout, held deletions, admins, and the sweep's work list (whose
+// types `reconcile::work_list` returns).
 pub mod admins;
-pub mod alerts;
-pub mod apps;
 pub mod breaker;
+pub mod lease;
+pub mod rollout;
+pub mod worklist;
+
+pub(crate) mod alerts;
+pub(crate) mod apps;
 pub(crate) mod console;
 pub(crate) mod console_user;
-pub mod health;
-pub mod lease;
-pub mod notify;
+pub(crate) mod health;
+pub(crate) mod notify;
 pub(crate) mod oncall;
-pub mod orphans;
-pub mod rollout;
+pub(crate) mod orphans;
 pub(crate) mod samples;
-pub mod worklist;
+
+// The fenced store: the daemon's assembly and the tests' harness build it; the tests write
+// through it as the executors do.
+pub use apps::{Event, Store, StoreError};
+
+// The sweep's contract tests read what a pass reads before it plans.
+pub use apps::{load_desired_facts, load_row_for_user, load_rows};
+pub use health::load as load_health;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -26,7 +45,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 
 /// Supabase's transaction pooler (Supavisor, transaction mode). It hands each transaction to any server
 /// connection, which breaks prepared statements, LISTEN/NOTIFY and the migrator's advisory lock.
-pub const TRANSACTION_POOLER_PORT: u16 = 6543;
+const TRANSACTION_POOLER_PORT: u16 = 6543;
 
 /// Errors from the database layer. No variant's `Display` contains the database password: URLs are
 /// stored redacted (see [`redact_url`]).
@@ -69,7 +88,7 @@ pub enum DbError {
 
 /// Connection options for `url`, with our defaults: TLS required off loopback unless the URL says
 /// otherwise, and Supabase's transaction pooler refused.
-pub fn connect_options(url: &str) -> Result<PgConnectOptions, DbError> {
+fn connect_options(url: &str) -> Result<PgConnectOptions, DbError> {
     connect_options_verified(url, None)
 }
 
@@ -77,7 +96,7 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, DbError> {
 /// `prod-ca-2021.crt`): unless the URL or `PGSSLMODE` names a mode, the server's certificate must
 /// chain to it and match the host (`verify-full`). `require` alone encrypts but accepts any
 /// certificate, so anyone on the path could pose as the database.
-pub fn connect_options_verified(
+fn connect_options_verified(
     url: &str,
     root_cert: Option<&std::path::Path>,
 ) -> Result<PgConnectOptions, DbError> {

@@ -18,17 +18,17 @@ use tracing::warn;
 use uuid::Uuid;
 
 /// NOTIFY channel the migrations' triggers publish on (payload: the user id).
-pub const CHANNEL: &str = "vyx_fleet";
+pub(crate) const CHANNEL: &str = "vyx_fleet";
 
 /// `NOTIFY vyx_fleet` payload of a confirmation of held deletions (any other payload is a user id).
-pub const DELETIONS_CONFIRMED: &str = "deletions_confirmed";
+pub(crate) const DELETIONS_CONFIRMED: &str = "deletions_confirmed";
 
 /// How often a leader without a working LISTEN tries to set it up again.
 const LISTEN_RETRY: Duration = Duration::from_secs(30);
 
 /// What one payload asks of the leader.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Notification {
+pub(crate) enum Notification {
     /// This user's facts or row changed: reconcile them alone.
     User(Uuid),
     /// An operator confirmed held deletions: the fleet-level work is due now.
@@ -38,7 +38,7 @@ pub enum Notification {
 }
 
 impl Notification {
-    pub fn parse(payload: &str) -> Notification {
+    pub(crate) fn parse(payload: &str) -> Notification {
         let p = payload.trim();
         if p == DELETIONS_CONFIRMED {
             return Notification::DeletionsConfirmed;
@@ -51,7 +51,7 @@ impl Notification {
 }
 
 /// Sends `payload` on the channel as part of the caller's transaction (delivered on commit).
-pub async fn send(conn: &mut PgConnection, payload: &str) -> Result<(), sqlx::Error> {
+pub(crate) async fn send(conn: &mut PgConnection, payload: &str) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(CHANNEL)
         .bind(payload)
@@ -61,7 +61,7 @@ pub async fn send(conn: &mut PgConnection, payload: &str) -> Result<(), sqlx::Er
 }
 
 /// A connection listening on the channel; `None` (logged) when LISTEN cannot be set up.
-pub async fn listen(pool: &PgPool) -> Option<PgListener> {
+pub(crate) async fn listen(pool: &PgPool) -> Option<PgListener> {
     let mut l = match PgListener::connect_with(pool).await {
         Ok(l) => l,
         Err(e) => {
@@ -80,7 +80,7 @@ pub async fn listen(pool: &PgPool) -> Option<PgListener> {
 
 /// Next NOTIFY; `None` if the listener is broken (or, without one, after a while), so the caller
 /// can try to LISTEN again.
-pub async fn next(listener: &mut Option<PgListener>) -> Option<Notification> {
+pub(crate) async fn next(listener: &mut Option<PgListener>) -> Option<Notification> {
     match listener {
         Some(l) => match l.recv().await {
             Ok(n) => Some(Notification::parse(n.payload())),

@@ -5,7 +5,7 @@ use super::apps::{Store, StoreError};
 /// The last word before an orphan is deleted: no live row names `app` (a re-upgrade or a new user
 /// may have adopted it since the plan was made) and this replica still holds the lease. Fenced, and
 /// run immediately before the `DELETE`, so a stale plan cannot remove an app a row now owns.
-pub async fn still_orphaned(store: &Store, app: &str) -> Result<bool, StoreError> {
+pub(crate) async fn still_orphaned(store: &Store, app: &str) -> Result<bool, StoreError> {
     let (fenced, unowned): (bool, bool) = sqlx::query_as(
         "SELECT vyx_fleet.fence($2),
                 NOT EXISTS (

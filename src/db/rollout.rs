@@ -145,7 +145,7 @@ pub async fn load_progress(pool: &PgPool) -> Result<Vec<AppProgress>, sqlx::Erro
 }
 
 /// One user's live row's progress (a targeted run), by the `user_fly_apps_live_idx` index.
-pub async fn load_user_progress(
+pub(crate) async fn load_user_progress(
     pool: &PgPool,
     user_id: Uuid,
 ) -> Result<Vec<AppProgress>, sqlx::Error> {
@@ -191,7 +191,7 @@ pub enum RowRolloutState {
 }
 
 impl RowRolloutState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Moving => "moving",
             Self::Soaking => "soaking",
@@ -218,7 +218,7 @@ impl Store {
     /// [`start_rollout`](Self::start_rollout) recording the target's non-secret spec. The new
     /// rollout's base is the spec the fleet last ran healthily: the previous rollout's target if
     /// it completed unhalted, else that rollout's own base.
-    pub async fn start_rollout_of(
+    pub(crate) async fn start_rollout_of(
         &self,
         target_digest: &str,
         target_image: &str,
@@ -288,7 +288,7 @@ impl Store {
 
     /// [`halt_rollout`](Self::halt_rollout) with what the failed app showed (`failed app: why`),
     /// so the table, `status` and the alert name the failure, not only the rule that tripped.
-    pub async fn halt_rollout_because(
+    pub(crate) async fn halt_rollout_because(
         &self,
         rollout_id: i64,
         halt: &Halt,
@@ -414,7 +414,7 @@ pub async fn load_row_progress(
 }
 
 /// The spec a rollback restores: `healthy_image` and `healthy_spec` (region and machine config).
-pub async fn load_rollback_point(
+pub(crate) async fn load_rollback_point(
     pool: &PgPool,
     row_id: Uuid,
 ) -> Result<Option<(String, serde_json::Value)>, sqlx::Error> {
@@ -433,7 +433,7 @@ pub async fn load_rollback_point(
 impl Store {
     /// The app runs healthily on a spec whose digest is unknown (before this version recorded
     /// digests): keep it as the rollback point without claiming a digest.
-    pub async fn record_rollback_point(
+    pub(crate) async fn record_rollback_point(
         &self,
         row_id: Uuid,
         image: &str,
@@ -456,7 +456,7 @@ impl Store {
 /// What a machine runs after a rollout step (move, rollback, replacement): the columns the admin
 /// page and billing read follow the machine, not the settings of the day the row was made.
 #[derive(Debug, Clone)]
-pub struct Running<'a> {
+pub(crate) struct Running<'a> {
     pub image: &'a str,
     pub config_digest: &'a str,
     pub region: &'a str,
@@ -469,7 +469,7 @@ impl Store {
     /// (`spec_digest` = `healthy_spec_digest`, possibly unknown) and no longer claims the target's
     /// `config_digest`, which the machine does not run. Claimed, it would hide an env-only change
     /// from the planner and keep the app on the work list's rollout reason every tick.
-    pub async fn record_rolled_back(
+    pub(crate) async fn record_rolled_back(
         &self,
         row_id: Uuid,
         image: &str,
@@ -497,7 +497,11 @@ impl Store {
         self.one_row(done.rows_affected()).await
     }
 
-    pub async fn record_running(&self, row_id: Uuid, r: &Running<'_>) -> Result<(), StoreError> {
+    pub(crate) async fn record_running(
+        &self,
+        row_id: Uuid,
+        r: &Running<'_>,
+    ) -> Result<(), StoreError> {
         let cost = monthly_cost_estimate_usd(r.cpus, r.memory_mb);
         let done = sqlx::query(
             "UPDATE public.user_fly_apps \
@@ -522,7 +526,7 @@ impl Store {
 
 /// The latest app of `rollout_id` that failed, and why (its rollout failure event), for a halt's
 /// reason: `vyx-user-ab12cd34: machine stopped on the new version (its process exited)`.
-pub async fn last_failure(
+pub(crate) async fn last_failure(
     pool: &PgPool,
     rollout_id: i64,
     row: Option<Uuid>,

@@ -86,7 +86,7 @@ impl Reason {
         )
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reason::Wanted => "wanted",
             Reason::Cancel => "cancel",
@@ -104,7 +104,7 @@ impl Reason {
 
 /// What the statement compares against: the policy and the current target.
 #[derive(Debug, Clone)]
-pub struct WorkListParams<'a> {
+pub(crate) struct WorkListParams<'a> {
     pub paid_tiers: &'a [String],
     pub paid_statuses: &'a [String],
     /// `spec_digest` of the configured spec (the rollout's target).
@@ -313,7 +313,7 @@ fn parse(rows: Vec<(Option<Uuid>, String, Option<String>)>) -> Result<WorkList, 
 
 /// The whole comparison: every user's facts against every live row (a fresh term's first look,
 /// and the contract tests' reference).
-pub async fn load(pool: &PgPool, p: &WorkListParams<'_>) -> Result<WorkList, sqlx::Error> {
+pub(crate) async fn load(pool: &PgPool, p: &WorkListParams<'_>) -> Result<WorkList, sqlx::Error> {
     let rows = bind_params!(sqlx::query_as(WORK_LIST), p)
         .fetch_all(pool)
         .await?;
@@ -322,7 +322,7 @@ pub async fn load(pool: &PgPool, p: &WorkListParams<'_>) -> Result<WorkList, sql
 
 /// The same judgement for the users that changed since `since`, the rows whose time came, and
 /// `carry` (the users the last look listed). Its cost follows what changed, not the fleet.
-pub async fn load_since(
+pub(crate) async fn load_since(
     pool: &PgPool,
     p: &WorkListParams<'_>,
     since: &Watermark,
@@ -338,7 +338,7 @@ pub async fn load_since(
 
 /// Where a look starting now would stop: taken before a full pass reads anything, so whatever it
 /// could not see is read by the next look.
-pub async fn watermark(pool: &PgPool) -> Result<Watermark, sqlx::Error> {
+pub(crate) async fn watermark(pool: &PgPool) -> Result<Watermark, sqlx::Error> {
     sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
         .fetch_one(pool)
         .await
@@ -346,14 +346,17 @@ pub async fn watermark(pool: &PgPool) -> Result<Watermark, sqlx::Error> {
 }
 
 /// `EXPLAIN (ANALYZE, BUFFERS)` of the full statement, one line per plan line (docs/QUERIES.md).
-pub async fn explain(pool: &PgPool, p: &WorkListParams<'_>) -> Result<Vec<String>, sqlx::Error> {
+pub(crate) async fn explain(
+    pool: &PgPool,
+    p: &WorkListParams<'_>,
+) -> Result<Vec<String>, sqlx::Error> {
     bind_params!(sqlx::query_scalar(EXPLAIN_WORK_LIST), p)
         .fetch_all(pool)
         .await
 }
 
 /// `EXPLAIN (ANALYZE, BUFFERS)` of the statement since `since` (a quiet tick's).
-pub async fn explain_since(
+pub(crate) async fn explain_since(
     pool: &PgPool,
     p: &WorkListParams<'_>,
     since: &Watermark,

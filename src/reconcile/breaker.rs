@@ -36,12 +36,12 @@ pub struct HeldChange {
 }
 
 impl HeldChange {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.hold.is_empty() && self.release.is_empty()
     }
 }
 
-pub struct BreakerInput<'a> {
+pub(crate) struct BreakerInput<'a> {
     pub observed: &'a Observation,
     /// Apps deleted within the window.
     pub recent: &'a BTreeSet<String>,
@@ -53,11 +53,11 @@ pub struct BreakerInput<'a> {
 }
 
 /// The most deletions allowed within the window without a confirmation.
-pub fn limit(live: usize) -> usize {
+pub(crate) fn limit(live: usize) -> usize {
     std::cmp::max(5, live / 10)
 }
 
-pub fn apply(out: &mut Plan, input: &BreakerInput<'_>) {
+pub(crate) fn apply(out: &mut Plan, input: &BreakerInput<'_>) {
     let exists = |app: &str| input.observed.apps.contains_key(app);
     // Only deletions of apps that exist count: finishing a deprovision whose app is already gone
     // removes nothing.

@@ -223,7 +223,7 @@ impl ObserveCache {
     /// The watermark of a cache valid for `term` whose resync is not due (`None`: list in full).
     /// Whether the next observation for `term` is a full list (a new term, a resync due, an
     /// invalidated state): the sweep serves the work list beside it, since it may take minutes.
-    pub fn full_list_due(&self, term: i64) -> bool {
+    pub(crate) fn full_list_due(&self, term: i64) -> bool {
         self.valid_watermark(term).is_none()
     }
 
@@ -328,7 +328,7 @@ impl ObserveCache {
     /// state for this term yet (a new leader's first full list, minutes at 100,000 apps), those
     /// apps are read from Fly one by one ([`observe_names`]: per-app buckets, not the org list's),
     /// so a NOTIFY never waits for the fleet's list.
-    pub async fn snapshot_or_observe(
+    pub(crate) async fn snapshot_or_observe(
         &self,
         fly: &FlyClient,
         org: &str,
@@ -358,7 +358,7 @@ impl ObserveCache {
     }
 
     /// An executor created or adopted `name` in our org.
-    pub async fn app_seen(&self, name: &str) {
+    pub(crate) async fn app_seen(&self, name: &str) {
         if let Some(c) = self.state().as_mut()
             && !c.obs.apps.contains_key(name)
         {
@@ -374,7 +374,7 @@ impl ObserveCache {
     }
 
     /// An executor deleted `name` and saw it answer 404.
-    pub async fn app_deleted(&self, name: &str) {
+    pub(crate) async fn app_deleted(&self, name: &str) {
         if let Some(c) = self.state().as_mut()
             && c.obs.apps.contains_key(name)
             && let Some(app) = Arc::make_mut(&mut c.obs).apps.remove(name)
@@ -385,7 +385,7 @@ impl ObserveCache {
     }
 
     /// RESYNC_INTERVAL: how long a full list stays the base of the deltas.
-    pub fn resync_interval(&self) -> Duration {
+    pub(crate) fn resync_interval(&self) -> Duration {
         self.resync_interval
     }
 
@@ -393,7 +393,7 @@ impl ObserveCache {
     /// changed (appeared, changed, went). `None` when the cache cannot answer by a delta (a new
     /// term, a resync due, a region Fly could not list): the caller runs a full pass, whose
     /// observation is the full list.
-    pub async fn changes(
+    pub(crate) async fn changes(
         &self,
         fly: &FlyClient,
         org: &str,
@@ -431,7 +431,7 @@ impl ObserveCache {
     /// The prober's view (`prober.rs`): every cached machine, without a Fly call, unless the
     /// cache has not changed since generation `seen` (`Unchanged`); `None` until a full list of
     /// `term` has completed.
-    pub async fn machines_seen(&self, term: i64, seen: Option<u64>) -> Option<Seen> {
+    pub(crate) async fn machines_seen(&self, term: i64, seen: Option<u64>) -> Option<Seen> {
         let guard = self.state();
         let c = guard.as_ref().filter(|c| c.term == term)?;
         let generation = self.generation.load(Ordering::Relaxed);
@@ -459,7 +459,7 @@ impl ObserveCache {
 
 /// [`ObserveCache::machines_seen`]'s answer.
 #[derive(Debug)]
-pub enum Seen {
+pub(crate) enum Seen {
     Unchanged,
     Machines {
         generation: u64,

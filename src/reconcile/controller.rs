@@ -31,7 +31,7 @@ use super::queue::{self, WorkQueue};
 use super::sweep::{Sweeper, Tick};
 use super::targeted::run_user;
 use super::wake::FleetWake;
-use crate::db::apps::Store;
+use crate::db::Store;
 use crate::db::console;
 use crate::db::lease;
 use crate::db::notify::{self, Notification};
@@ -55,7 +55,7 @@ pub struct LoopConfig {
 }
 
 impl LoopConfig {
-    pub fn renew_config(&self) -> RenewConfig {
+    pub(crate) fn renew_config(&self) -> RenewConfig {
         RenewConfig {
             ttl: self.lease_ttl,
             renew_every: self.renew_every,

@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-pub use crate::model::desired::{PaidPolicy, UserFacts};
+pub use crate::model::desired::PaidPolicy;
+pub(crate) use crate::model::desired::UserFacts;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Intent {

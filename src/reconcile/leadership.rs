@@ -40,13 +40,14 @@ pub struct RenewConfig {
     pub ttl: Duration,
     pub renew_every: Duration,
     /// Stop acting when the last successful renewal was *sent* longer ago than this. Keep it well
-    /// under `ttl` (see [`RenewConfig::margin`]).
+    /// under `ttl`: `ttl - act_margin` is the time in-flight calls have once the holder stops.
     pub act_margin: Duration,
 }
 
 impl RenewConfig {
     /// What is left of the lease when the holder stops acting: the time in-flight calls have.
-    pub fn margin(&self) -> Duration {
+    #[cfg(test)]
+    pub(crate) fn margin(&self) -> Duration {
         self.ttl.saturating_sub(self.act_margin)
     }
 }
@@ -55,7 +56,7 @@ impl RenewConfig {
 /// sent within `act_margin` has succeeded. `held_since` is when the acquiring request was sent.
 /// `gate` follows the same deadline, so the Fly client refuses writes at the deadline even before
 /// this task (or the pass's cancellation) gets to run.
-pub async fn keep_lease<F, Fut>(
+pub(crate) async fn keep_lease<F, Fut>(
     mut renew: F,
     cfg: RenewConfig,
     held_since: Instant,
@@ -103,7 +104,7 @@ pub async fn keep_lease<F, Fut>(
 }
 
 /// [`keep_lease`] against the database.
-pub async fn keep_db_lease(
+pub(crate) async fn keep_db_lease(
     pool: sqlx::PgPool,
     holder: String,
     term: i64,

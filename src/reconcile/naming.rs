@@ -3,13 +3,16 @@
 //! The name is chosen once and stored in `fly_app_name`; it is never recomputed for an existing row,
 //! because older rows were named with another hash. Candidate `n` exists for collisions: Fly app names
 //! are global across all customers (REFERENCE §2.1), so a name can be held by someone else.
+//!
+//! Public as a module: the tests and the bench compute the names the controller gives apps, and
+//! `naming::candidate` says what a bare `candidate` would not.
 
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 /// How many candidates to try before giving up: 16 independent 40-bit names all taken means something
 /// other than chance is going on, and a human should look.
-pub const MAX_CANDIDATES: u32 = 16;
+pub(crate) const MAX_CANDIDATES: u32 = 16;
 
 const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 
@@ -37,7 +40,7 @@ pub fn candidate(prefix: &str, user_id: Uuid, n: u32) -> String {
 
 /// Invariant 1: only names with the managed prefix are ever touched. A row naming `vyx-app` (or any
 /// other app) is reported and skipped, never acted on.
-pub fn is_managed(prefix: &str, name: &str) -> bool {
+pub(crate) fn is_managed(prefix: &str, name: &str) -> bool {
     name.len() > prefix.len()
         && name.starts_with(prefix)
         && name.len() <= 63

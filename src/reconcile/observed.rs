@@ -7,10 +7,10 @@ use uuid::Uuid;
 
 /// Machine metadata keys vyx-fleet writes. Un-prefixed by `fly_` (REFERENCE §3.3: that prefix is the
 /// platform's).
-pub const META_MANAGED_BY: &str = "vyx_managed_by";
-pub const META_MANAGED_BY_VALUE: &str = "vyx-fleet";
-pub const META_USER_ID: &str = "vyx_user_id";
-pub const META_OP: &str = "vyx_op";
+pub(crate) const META_MANAGED_BY: &str = "vyx_managed_by";
+pub(crate) const META_MANAGED_BY_VALUE: &str = "vyx-fleet";
+pub(crate) const META_USER_ID: &str = "vyx_user_id";
+pub(crate) const META_OP: &str = "vyx_op";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObservedMachine {
@@ -31,7 +31,7 @@ pub struct ObservedMachine {
 
 impl ObservedMachine {
     /// Destroyed machines linger in lists (REFERENCE §3.6); they are history, not machines.
-    pub fn is_gone(&self) -> bool {
+    pub(crate) fn is_gone(&self) -> bool {
         matches!(
             self.state.as_str(),
             "destroyed" | "destroying" | "replaced" | "migrated"
@@ -39,7 +39,7 @@ impl ObservedMachine {
     }
 
     /// States a converge fixes by starting the machine.
-    pub fn is_down(&self) -> bool {
+    pub(crate) fn is_down(&self) -> bool {
         matches!(
             self.state.as_str(),
             "stopped" | "suspended" | "failed" | "created"
@@ -54,7 +54,7 @@ pub struct ObservedApp {
 }
 
 impl ObservedApp {
-    pub fn live_machines(&self) -> impl Iterator<Item = &ObservedMachine> {
+    pub(crate) fn live_machines(&self) -> impl Iterator<Item = &ObservedMachine> {
         self.machines.iter().filter(|m| !m.is_gone())
     }
 }

@@ -49,7 +49,7 @@ pub struct PassReport {
 }
 
 impl PassReport {
-    pub fn failed(&self) -> usize {
+    pub(crate) fn failed(&self) -> usize {
         self.outcomes
             .iter()
             .filter(|(_, o)| *o != Outcome::Done)
@@ -72,7 +72,7 @@ pub enum PassError {
 
 impl PassError {
     /// The cause the alerts and the dashboard name.
-    pub fn failure(&self) -> PassFailure {
+    pub(crate) fn failure(&self) -> PassFailure {
         match self {
             PassError::Observe(FlyError::Unauthorized { .. } | FlyError::Forbidden { .. }) => {
                 PassFailure::FlyTokenRefused
@@ -103,7 +103,7 @@ pub fn plan_settings(ctx: &Ctx, cfg: &PassConfig) -> PlanSettings {
 
 /// Counts for the gauges, from what the pass read anyway.
 #[derive(Debug, Default, Clone)]
-pub struct Census {
+pub(crate) struct Census {
     pub rows_by_status: Vec<(String, i64)>,
     pub desired_present: usize,
 }
@@ -127,7 +127,7 @@ async fn plan_with_census(
         .observe(&ctx.fly, &ctx.spec.org_slug, &ctx.prefix, ctx.store.term())
         .await?;
     let rollout = super::pass_rollout::load_rollout(ctx, cfg, start).await?;
-    let health = crate::db::health::load(pool).await?;
+    let health = crate::db::load_health(pool).await?;
     let facts = apps::load_desired_facts(pool).await?;
     let rows = apps::load_rows(pool).await?;
     let orphans = apps::load_orphans(pool).await?;

@@ -2,20 +2,29 @@
 //! comes in as an argument, so every decision is reproducible in a unit or property test.
 //!
 //! One action at most per user per pass; the next pass (level-triggered) picks up what remains.
+//!
+//! A public module, unlike its neighbours: the CLI's `plan` command prints a [`Plan`], and the
+//! contract and property tests build a [`PlanInput`] and match on [`Action`] and [`Finding`], so
+//! the planner's inputs and outputs are public here, under the planner's name.
 
 use chrono::{DateTime, Duration, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
-use super::breaker::{self, BreakerInput, HeldChange};
-use super::desired::{Intent, UserIntent};
+use super::breaker::{self, BreakerInput};
 use super::naming;
 use super::observed::{Observation, ObservedApp};
-use super::plan_health::{HealthSettings, RepairStep, plan_health};
-use super::plan_rollout::{RolloutInput, RolloutPlan, RolloutStep, Standing, plan_rollout_part};
+use super::plan_health::{HealthSettings, plan_health};
+use super::plan_rollout::plan_rollout_part;
 use super::recorded::{AppRow, RowStatus};
 use super::rollout::AppState;
 use crate::metrics::ActionKind;
+
+// The types of the planner's input and output that are defined beside the modules computing them.
+pub use super::breaker::HeldChange;
+pub use super::desired::{Intent, IntentSource, UserIntent};
+pub use super::plan_health::RepairStep;
+pub use super::plan_rollout::{RolloutInput, RolloutPlan, RolloutStep, Standing};
 
 /// The settings the planner needs, already derived (digests computed once per pass).
 #[derive(Debug, Clone)]
@@ -55,14 +64,14 @@ pub enum ConvergeReason {
 impl ConvergeReason {
     /// A difference a rollout carries (image, guest, region, env, layout, secrets), as opposed to
     /// something broken that a repair fixes at once.
-    pub fn is_spec_change(&self) -> bool {
+    pub(crate) fn is_spec_change(&self) -> bool {
         matches!(
             self,
             Self::ImageDrift | Self::ConfigDrift | Self::SecretsDrift
         )
     }
 
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Self::New => "new",
             Self::Reupgrade => "reupgrade",
@@ -93,7 +102,7 @@ pub enum ConvergeTo {
 }
 
 impl ConvergeTo {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Target => "target",
             Self::Current => "current",
@@ -143,7 +152,7 @@ pub enum Action {
 
 impl Action {
     /// The action's kind, as its metrics and log lines name it.
-    pub fn label(&self) -> ActionKind {
+    pub(crate) fn label(&self) -> ActionKind {
         match self {
             Self::Converge { .. } => ActionKind::Converge,
             Self::Rollout { step, .. } => step.label(),
@@ -163,7 +172,8 @@ impl Action {
         self.label().as_str()
     }
 
-    pub fn is_deletion(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_deletion(&self) -> bool {
         matches!(self, Self::Deprovision { .. } | Self::DeleteOrphan { .. })
     }
 }

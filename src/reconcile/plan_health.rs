@@ -26,7 +26,7 @@ pub enum RepairStep {
 }
 
 impl RepairStep {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Restart => "restart",
             Self::Replace => "replace",
@@ -35,13 +35,13 @@ impl RepairStep {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub struct HealthSettings {
+pub(crate) struct HealthSettings {
     pub repair_after: Duration,
     pub repair_max_per_pass: usize,
 }
 
 /// The next repair step `row` is due for at `now`, if any.
-pub fn due_step(
+pub(crate) fn due_step(
     row: &AppRow,
     h: &HealthState,
     s: &HealthSettings,
@@ -60,7 +60,7 @@ pub fn due_step(
 
 /// Repairs for `rows` (active apps on the target, not in a rollout wave). Returns the actions and
 /// the rows under repair (the rollout treats them as bypassed).
-pub fn plan_health(
+pub(crate) fn plan_health(
     rows: &[&AppRow],
     health: &BTreeMap<Uuid, HealthState>,
     s: &HealthSettings,

@@ -61,7 +61,7 @@ pub enum RolloutStep {
 }
 
 impl RolloutStep {
-    pub fn label(self) -> ActionKind {
+    pub(crate) fn label(self) -> ActionKind {
         match self {
             Self::Move => ActionKind::RolloutMove,
             Self::Check => ActionKind::RolloutCheck,
@@ -70,7 +70,7 @@ impl RolloutStep {
         }
     }
 
-    pub fn kind(self) -> &'static str {
+    pub(crate) fn kind(self) -> &'static str {
         self.label().as_str()
     }
 }
@@ -78,7 +78,7 @@ impl RolloutStep {
 /// Decide this pass's rollout actions. `rows` are the live, actionable rows with their standing,
 /// in canary order (oldest first). Returns the actions and, for the pass, the decision; rows a
 /// rollout moved that drifted again afterwards are returned in `repair` (converge them as repairs).
-pub fn plan_rollout(
+pub(crate) fn plan_rollout(
     input: &RolloutInput,
     rows: &[(&AppRow, Standing)],
     now: chrono::DateTime<chrono::Utc>,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 #[derive(Debug)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     interval: Duration,
     due: HashMap<String, Instant>,
     /// The same slots, by time (then name, so equal times stay distinct and ordered).
@@ -18,7 +18,7 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    pub fn new(interval: Duration) -> Schedule {
+    pub(crate) fn new(interval: Duration) -> Schedule {
         Schedule {
             interval: interval.max(Duration::from_millis(1)),
             due: HashMap::new(),
@@ -28,7 +28,7 @@ impl Schedule {
 
     /// The apps to probe are `apps`: forget the others; the `n` new ones get slots `interval / n`
     /// apart from `now` on (by name, so the order is stable).
-    pub fn sync(&mut self, apps: &HashSet<String>, now: Instant) {
+    pub(crate) fn sync(&mut self, apps: &HashSet<String>, now: Instant) {
         let queue = &mut self.queue;
         self.due.retain(|a, at| {
             let keep = apps.contains(a);
@@ -49,7 +49,7 @@ impl Schedule {
 
     /// The apps whose slot has come; each moves one interval on (keeping its place in the spread,
     /// also after a stall).
-    pub fn take_due(&mut self, now: Instant) -> Vec<String> {
+    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<String> {
         let mut out = Vec::new();
         while let Some(first) = self.queue.first()
             && first.0 <= now
@@ -73,12 +73,8 @@ impl Schedule {
         out
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.due.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.due.is_empty()
     }
 }
 

@@ -44,20 +44,20 @@ use super::execute::health::{HealthSource, Reading};
 use super::execute::{Ctx, ExecError, probe};
 use super::pass::PassConfig;
 use super::probe_schedule::Schedule;
-use crate::db::apps::StoreError;
+use crate::db::StoreError;
 use crate::db::health::{Verdict, probe_targets};
 
 /// Endpoint probes in flight at once. HTTP `GET`s to the apps themselves, not Fly API calls.
-pub const PROBE_CONCURRENCY: usize = 64;
+pub(crate) const PROBE_CONCURRENCY: usize = 64;
 /// Fly reads to confirm failing endpoints, per round (a round a second at the default interval):
 /// an outage of the apps' edge, or of our own egress, cannot become a flood of API calls.
-pub const CONFIRMS_PER_ROUND: usize = 1;
+pub(crate) const CONFIRMS_PER_ROUND: usize = 1;
 /// Drift reads (Fly `GET machine`) per round; the rest wait for the next round.
 const DRIFT_READS_PER_ROUND: usize = 8;
 
 /// One machine as the observation cache holds it.
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub app: String,
     pub machine: String,
     pub started: bool,
@@ -273,7 +273,7 @@ impl Prober {
     }
 
     /// Rounds every [`Prober::tick`] until fenced (or aborted with the term).
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let mut tick = tokio::time::interval(self.tick());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -58,7 +58,7 @@ impl WorkQueue {
     }
 
     /// Queue `user` unless it is queued already; if it is being worked on, run it once more after.
-    pub fn add(&self, user: Uuid) {
+    pub(crate) fn add(&self, user: Uuid) {
         let mut g = self.lock();
         if g.closed {
             return;
@@ -101,7 +101,7 @@ impl WorkQueue {
     /// Mark `user` in progress for work done outside the runner (a full pass's action): false if
     /// it is in progress already, and the caller must leave it alone. Release with
     /// [`WorkQueue::done`].
-    pub fn try_claim(&self, user: Uuid) -> bool {
+    pub(crate) fn try_claim(&self, user: Uuid) -> bool {
         self.lock().processing.insert(user)
     }
 
@@ -122,22 +122,18 @@ impl WorkQueue {
     }
 
     /// Take no new users; [`WorkQueue::next`] drains what is queued, then answers `None`.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.wake.notify_waiters();
     }
 
     /// Users waiting (not in progress).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().queue.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    pub fn in_progress(&self) -> usize {
-        self.lock().processing.len()
     }
 }
 
@@ -151,7 +147,7 @@ impl Drop for Claim {
 }
 
 /// Work the queue with at most `max` users at once until it is closed and drained.
-pub async fn run<F, Fut>(queue: Arc<WorkQueue>, max: usize, work: F)
+pub(crate) async fn run<F, Fut>(queue: Arc<WorkQueue>, max: usize, work: F)
 where
     F: Fn(Uuid) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,

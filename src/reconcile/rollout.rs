@@ -26,7 +26,8 @@ use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
 use crate::config::CountOrPercent;
-pub use crate::model::rollout::{AppState, Halt, HaltReason, Rollout, Tally};
+pub(crate) use crate::model::rollout::Rollout;
+pub use crate::model::rollout::{AppState, Halt, HaltReason, Tally};
 
 /// The rollout settings, as `Settings::operations` holds them.
 #[derive(Debug, Clone, Copy)]
@@ -38,7 +39,7 @@ pub struct WaveSettings {
 
 /// Why an app is not the rollout's to move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bypass {
+pub(crate) enum Bypass {
     /// Being provisioned: it gets the target spec directly.
     New,
     /// Broken: repairs are never held back by a rollout.
@@ -47,7 +48,7 @@ pub enum Bypass {
 
 /// One live app. The caller passes every live app, in the order canaries should be picked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RolloutApp {
+pub(crate) struct RolloutApp {
     pub id: Uuid,
     pub state: AppState,
     pub bypass: Option<Bypass>,
@@ -80,7 +81,7 @@ pub fn max_in_transition(s: &WaveSettings, live: usize) -> usize {
     s.max_unavailable.of(live).max(1)
 }
 
-pub fn decide(
+pub(crate) fn decide(
     rollout: &Rollout,
     apps: &[RolloutApp],
     s: &WaveSettings,

@@ -22,7 +22,7 @@ pub struct AppSpec {
 }
 
 /// The env a user's machine runs with. Secrets are never in here (DESIGN §3: never in `config.env`).
-pub fn machine_env(spec: &AppSpec, user_id: uuid::Uuid) -> BTreeMap<String, String> {
+pub(crate) fn machine_env(spec: &AppSpec, user_id: uuid::Uuid) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     env.insert("USER_ID".to_string(), user_id.to_string());
     env.insert("RUN_MODE".to_string(), "user_dedicated".to_string());
@@ -34,7 +34,7 @@ pub fn machine_env(spec: &AppSpec, user_id: uuid::Uuid) -> BTreeMap<String, Stri
 
 /// Version of the machine layout below (services, checks, restart policy, stop config). Bump it when
 /// the config built in `execute::machine_config` changes shape, so every app is rolled once.
-pub const LAYOUT_VERSION: u32 = 1;
+pub(crate) const LAYOUT_VERSION: u32 = 1;
 
 /// Digest of the non-image, non-secret parts of the config, as recorded in `config_digest` after a
 /// successful apply. Image, guest and region are compared against the org machine list directly.
@@ -93,7 +93,7 @@ fn hex(bytes: &[u8]) -> String {
 /// The non-secret parts of a spec, as a rollout records its target (`vyx_fleet.rollout`), so a
 /// later rollout can fall back to it while halted. Secret values are never in it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct StoredSpec {
+pub(crate) struct StoredSpec {
     pub image: String,
     pub region: String,
     pub cpus: u32,
@@ -104,7 +104,7 @@ pub struct StoredSpec {
 }
 
 impl StoredSpec {
-    pub fn of(spec: &AppSpec) -> StoredSpec {
+    pub(crate) fn of(spec: &AppSpec) -> StoredSpec {
         StoredSpec {
             image: spec.image.clone(),
             region: spec.region.clone(),
@@ -117,7 +117,7 @@ impl StoredSpec {
 
     /// The spec to converge to: these parts over `current` (its org and secrets; the old secret
     /// values are not known). `None` when this version cannot build it (another layout).
-    pub fn over(&self, current: &AppSpec) -> Option<AppSpec> {
+    pub(crate) fn over(&self, current: &AppSpec) -> Option<AppSpec> {
         (self.layout == LAYOUT_VERSION).then(|| AppSpec {
             image: self.image.clone(),
             region: self.region.clone(),

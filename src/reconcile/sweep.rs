@@ -72,7 +72,7 @@ impl Tick {
     /// (its verdicts taken in this pass) → tick when its `soak` ends; soaking → at the soak's end.
     /// Never sooner than [`MIN_WAKE`], so a step that cannot progress (apps in backoff) does not
     /// spin full passes. A hint: the pass judges every soak by the database clock itself.
-    pub fn wake_hint(&self, soak: Duration) -> Option<Duration> {
+    pub(crate) fn wake_hint(&self, soak: Duration) -> Option<Duration> {
         let Tick::Full { report, .. } = self else {
             return None;
         };

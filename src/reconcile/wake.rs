@@ -27,14 +27,14 @@ use crate::metrics::ActionKind;
 
 /// The earliest time fleet-level work is known to fall due; the loop takes it when it fires.
 #[derive(Debug, Default)]
-pub struct FleetWake {
+pub(crate) struct FleetWake {
     at: Mutex<Option<Instant>>,
     changed: Notify,
 }
 
 impl FleetWake {
     /// Work falls due at `when`; an earlier pending time stays.
-    pub fn at(&self, when: Instant) {
+    pub(crate) fn at(&self, when: Instant) {
         let mut at = self.at.lock().unwrap_or_else(|e| e.into_inner());
         if at.is_none_or(|t| when < t) {
             *at = Some(when);
@@ -44,7 +44,7 @@ impl FleetWake {
     }
 
     /// A deprovision grace started if `outcomes` (a pass's or a targeted run's) include a done mark.
-    pub fn after(&self, outcomes: &[(ActionKind, Outcome)], grace: Duration) {
+    pub(crate) fn after(&self, outcomes: &[(ActionKind, Outcome)], grace: Duration) {
         if outcomes
             .iter()
             .any(|(kind, o)| *kind == ActionKind::ScheduleDeprovision && *o == Outcome::Done)
@@ -54,7 +54,7 @@ impl FleetWake {
     }
 
     /// Resolves when the pending time has come, and not before `not_before`; clears it.
-    pub async fn due(&self, not_before: Instant) {
+    pub(crate) async fn due(&self, not_before: Instant) {
         loop {
             let at = *self.at.lock().unwrap_or_else(|e| e.into_inner());
             match at {

@@ -16,16 +16,14 @@ use std::time::Duration;
 
 use uuid::Uuid;
 use vyx_fleet::config::Settings;
-use vyx_fleet::db::apps::{self, Store};
-use vyx_fleet::db::lease;
+use vyx_fleet::db::{Store, lease, load_row_for_user};
 use vyx_fleet::fly::RateLimits;
 use vyx_fleet::liveness::Health;
 use vyx_fleet::metrics::Metrics;
-use vyx_fleet::reconcile::controller::{Controller, LoopConfig};
-use vyx_fleet::reconcile::execute::{Ctx, Timeouts};
-use vyx_fleet::reconcile::pass::{PassConfig, PassReport, plan_pass, run_pass};
 use vyx_fleet::reconcile::plan::{Action, Plan};
-use vyx_fleet::reconcile::recorded::AppRow;
+use vyx_fleet::reconcile::{
+    AppRow, Controller, Ctx, LoopConfig, PassConfig, PassReport, Timeouts, plan_pass, run_pass,
+};
 use vyx_fleet::sim::{AppSnapshot, CallRecord, Sim, SimConfig};
 use vyx_fleet::wiring;
 
@@ -216,8 +214,8 @@ impl Fleet {
 
     /// The health prober the leader runs beside its passes, on this fleet's term; stops when
     /// dropped. It probes the apps the passes' observation cache holds.
-    pub fn prober(&self) -> vyx_fleet::reconcile::prober::ProberHandle {
-        vyx_fleet::reconcile::prober::spawn(self.ctx.clone(), &self.pass_cfg)
+    pub fn prober(&self) -> vyx_fleet::reconcile::ProberHandle {
+        vyx_fleet::reconcile::spawn_prober(self.ctx.clone(), &self.pass_cfg)
     }
 
     pub async fn pass(&self) -> PassReport {
@@ -278,14 +276,14 @@ impl Fleet {
     }
 
     pub async fn row(&self, user: Uuid) -> AppRow {
-        apps::load_row_for_user(&self.db.pool, user)
+        load_row_for_user(&self.db.pool, user)
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("no row for {user}"))
     }
 
     pub async fn maybe_row(&self, user: Uuid) -> Option<AppRow> {
-        apps::load_row_for_user(&self.db.pool, user).await.unwrap()
+        load_row_for_user(&self.db.pool, user).await.unwrap()
     }
 
     /// Apps in our org, as the simulator holds them (not as the controller sees them).

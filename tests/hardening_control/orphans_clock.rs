@@ -61,7 +61,7 @@ async fn a_stale_orphan_deletion_spares_an_app_a_row_adopted_meanwhile() {
     fleet.converge().await;
     assert_eq!(fleet.row(user).await.status, "active");
 
-    execute::run(&fleet.ctx, &stale).await;
+    run_action(&fleet.ctx, &stale).await;
     assert!(fleet.app(&app).is_some(), "the adopted app was deleted");
     let row = fleet.row(user).await;
     assert_eq!(row.status, "active");
@@ -122,7 +122,7 @@ async fn a_backoff_is_stored_on_the_database_clock() {
     store
         .mark_failure(
             row.id,
-            vyx_fleet::reconcile::recorded::RowStatus::Error,
+            vyx_fleet::reconcile::RowStatus::Error,
             "test",
             "test",
             std::time::Duration::from_secs(60),

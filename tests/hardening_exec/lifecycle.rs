@@ -169,9 +169,7 @@ async fn a_wait_on_a_machine_destroyed_meanwhile_ends_and_the_machine_is_recreat
     let cfg = fleet.pass_cfg.clone();
     let metrics = fleet.metrics.clone();
     let pass =
-        tokio::spawn(
-            async move { vyx_fleet::reconcile::pass::run_pass(&ctx, &cfg, &metrics).await },
-        );
+        tokio::spawn(async move { vyx_fleet::reconcile::run_pass(&ctx, &cfg, &metrics).await });
     let (app, machine) = loop {
         let found = fleet.apps().into_iter().find_map(|a| {
             let m = a.machines.first()?.id.clone();

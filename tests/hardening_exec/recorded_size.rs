@@ -20,7 +20,7 @@ async fn recorded_size(fleet: &Fleet, user: uuid::Uuid) -> (String, i32, i32, f6
 
 #[tokio::test]
 async fn a_region_move_and_a_resize_are_recorded_with_the_new_cost() {
-    use vyx_fleet::reconcile::spec::monthly_cost_estimate_usd;
+    use vyx_fleet::reconcile::monthly_cost_estimate_usd;
     let mut fleet = Fleet::start().await;
     let user = UserFixture::paid("pro").insert(&fleet.db.pool).await;
     fleet.converge().await;
@@ -47,7 +47,7 @@ async fn a_region_move_and_a_resize_are_recorded_with_the_new_cost() {
 #[tokio::test]
 async fn an_adopted_row_records_the_size_and_cost_of_what_it_runs() {
     use vyx_fleet::fly::{CreateAppRequest, CreateMachineRequest, MachineConfig};
-    use vyx_fleet::reconcile::spec::monthly_cost_estimate_usd;
+    use vyx_fleet::reconcile::monthly_cost_estimate_usd;
     let fleet = Fleet::start().await;
     let user = UserFixture::paid("pro").insert(&fleet.db.pool).await;
     let legacy = "vyx-user-legacy02";

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::converge::reload;
 use super::{Ctx, ExecError, wait};
-use crate::db::apps::StoreError;
+use crate::db::StoreError;
 use crate::failpoint::{self as fp, hit};
 use crate::fly::{CreateAppRequest, FlyError};
 use crate::reconcile::naming;

@@ -42,9 +42,10 @@ use uuid::Uuid;
 
 use super::machine::stop_gracefully;
 use super::{Ctx, ExecError, wait};
-use crate::db::apps::{Event, StoreError, load_row};
+use crate::db::apps::load_row;
 use crate::db::breaker::{self, DeletionGate};
 use crate::db::orphans;
+use crate::db::{Event, StoreError};
 use crate::failpoint::{self as fp, hit};
 use crate::fly::{FlyError, ListMachines};
 use crate::reconcile::naming;

@@ -14,7 +14,7 @@ use crate::fly::{FlyClient, FlyError, Machine};
 
 /// Patience for an app's endpoint: a healthy app answers in milliseconds; one that takes longer is
 /// failing as far as its users are concerned.
-pub const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An HTTP client for [`HealthSource::Endpoint`], its own: never the Fly client, its token or its
 /// rate limiter.
@@ -30,7 +30,7 @@ fn endpoint_client() -> reqwest::Client {
 
 /// A health source.
 #[derive(Debug, Clone, Default)]
-pub enum HealthSource {
+pub(crate) enum HealthSource {
     /// The machine's state and Fly's checks: healthy when `started` and every configured check
     /// reports `passing`.
     #[default]
@@ -46,7 +46,7 @@ pub enum HealthSource {
 
 /// One reading of an app's health.
 #[derive(Debug, Clone)]
-pub struct Reading {
+pub(crate) struct Reading {
     pub healthy: bool,
     /// Why not healthy (machine state and the checks not passing, or the endpoint's answer), for
     /// the event and the log.
@@ -58,7 +58,7 @@ pub struct Reading {
 impl HealthSource {
     /// The apps' own endpoints, `template` naming each (`{app}` stands for the name), through a
     /// client of their own.
-    pub fn endpoint(template: Arc<str>) -> Self {
+    pub(crate) fn endpoint(template: Arc<str>) -> Self {
         Self::Endpoint {
             client: endpoint_client(),
             template,
@@ -69,7 +69,7 @@ impl HealthSource {
     /// `Ok(None)`: nothing to judge (no machine recorded, or it is gone; the planner repairs a
     /// missing machine from the org list). An endpoint is never an error: one that cannot be
     /// reached is a failing one.
-    pub async fn read(
+    pub(crate) async fn read(
         &self,
         fly: &FlyClient,
         app: &str,

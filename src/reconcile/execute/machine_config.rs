@@ -89,7 +89,7 @@ fn service() -> Service {
 
 /// Does `actual` already run what `desired` asks for? Compared field by field on what vyx-fleet
 /// manages, so values the platform adds (`fly_*` metadata, defaults echoed back) are not drift.
-pub fn matches(actual: &MachineConfig, desired: &MachineConfig) -> bool {
+pub(crate) fn matches(actual: &MachineConfig, desired: &MachineConfig) -> bool {
     let guest = |g: &Option<Guest>| {
         g.as_ref()
             .map(|g| (g.cpu_kind.clone(), g.cpus, g.memory_mb))

@@ -7,10 +7,12 @@
 mod app;
 mod converge;
 mod deprovision;
-pub mod health;
+pub(crate) mod health;
 mod machine;
-pub mod machine_config;
-pub mod probe;
+pub(crate) mod machine_config;
+pub(crate) mod probe;
+
+pub use machine_config::desired_config;
 mod repair;
 mod replace;
 mod rollback;
@@ -30,7 +32,7 @@ use super::plan::{Action, ConvergeReason};
 use super::queue::WorkQueue;
 use super::recorded::RowStatus;
 use super::spec::AppSpec;
-use crate::db::apps::{Event, Store, StoreError};
+use crate::db::{Event, Store, StoreError};
 use crate::fly::{FlyClient, FlyError};
 use crate::metrics::{ActionOutcome, FlyErrorKind};
 pub use crate::model::desired::Wanted;
@@ -103,12 +105,12 @@ pub struct Ctx {
 pub struct Slot(Option<Arc<Mutex<Option<OwnedSemaphorePermit>>>>);
 
 impl Slot {
-    pub fn holding(permit: OwnedSemaphorePermit) -> Self {
+    pub(crate) fn holding(permit: OwnedSemaphorePermit) -> Self {
         Slot(Some(Arc::new(Mutex::new(Some(permit)))))
     }
 
     /// Give the slot back now; later calls do nothing.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         if let Some(held) = &self.0 {
             let permit = held.lock().unwrap_or_else(|e| e.into_inner()).take();
             drop(permit);
@@ -149,7 +151,7 @@ impl From<sqlx::Error> for ExecError {
 
 impl ExecError {
     /// Fixed-cardinality label for the row, metrics and logs.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             ExecError::Fly(e) => e.kind(),
             ExecError::Store(StoreError::Fenced) => "fenced",
@@ -186,7 +188,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn label(self) -> ActionOutcome {
+    pub(crate) fn label(self) -> ActionOutcome {
         match self {
             Outcome::Done => ActionOutcome::Ok,
             Outcome::Retry { .. } => ActionOutcome::Retry,
@@ -338,7 +340,7 @@ async fn record_failure(
     // A first provision has no row id in the plan; the row it reserved is found by user.
     let row = match (row_id, user_id) {
         (Some(id), _) => crate::db::apps::load_row(ctx.store.pool(), id).await?,
-        (None, Some(user)) => crate::db::apps::load_row_for_user(ctx.store.pool(), user).await?,
+        (None, Some(user)) => crate::db::load_row_for_user(ctx.store.pool(), user).await?,
         (None, None) => None,
     };
     let Some(row) = row else { return Ok(()) };
@@ -441,7 +443,7 @@ fn still_serving(
 
 /// Exponential per-user backoff with ±20 % jitter, so a fleet that failed together does not retry
 /// in lockstep.
-pub fn backoff_delay(base: Duration, max: Duration, attempt: u32) -> Duration {
+pub(crate) fn backoff_delay(base: Duration, max: Duration, attempt: u32) -> Duration {
     let exp = base.saturating_mul(1u32 << attempt.min(16));
     let capped = exp.min(max);
     let jitter = rand::rng().random_range(0.8..1.2);

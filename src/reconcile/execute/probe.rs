@@ -34,7 +34,7 @@ use crate::db::health::Verdict;
 use crate::fly::FlyError;
 
 /// A healthy verdict for `row_id` (from its endpoint), with the event's metadata.
-pub fn healthy(row_id: Uuid) -> Verdict {
+pub(crate) fn healthy(row_id: Uuid) -> Verdict {
     Verdict {
         row_id,
         healthy: true,
@@ -44,7 +44,7 @@ pub fn healthy(row_id: Uuid) -> Verdict {
 
 /// `app`'s endpoint failed (`endpoint_detail`): read its machine through the Fly API. An unhealthy
 /// verdict when Fly agrees; `None` when it does not, or the machine is gone or not `started`.
-pub async fn confirm(
+pub(crate) async fn confirm(
     ctx: &Ctx,
     row_id: Uuid,
     app: &str,
@@ -79,7 +79,7 @@ pub async fn confirm(
 /// Read `row_id`'s machine once and forget the applied config if someone changed env, services or
 /// checks behind our back (flyctl, the dashboard). The org list shows that the machine changed,
 /// not what: this is the one read that tells.
-pub async fn config_drift(ctx: &Ctx, row_id: Uuid) -> Result<bool, ExecError> {
+pub(crate) async fn config_drift(ctx: &Ctx, row_id: Uuid) -> Result<bool, ExecError> {
     let row = reload(ctx, row_id).await?;
     let Some(id) = row.machine_id.as_deref() else {
         return Ok(false);

@@ -30,7 +30,7 @@ use super::converge::reload;
 use super::machine::stop_gracefully;
 use super::replace::make_before_break;
 use super::{Ctx, ExecError};
-use crate::db::apps::Event;
+use crate::db::Event;
 use crate::db::health::Verdict;
 use crate::fly::FlyError;
 use crate::reconcile::plan_health::RepairStep;

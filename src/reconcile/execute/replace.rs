@@ -28,7 +28,7 @@ use super::machine_config::desired_config;
 use super::rollout::At;
 use super::verdict::wait_for;
 use super::{Ctx, ExecError, wait};
-use crate::db::apps::Event;
+use crate::db::Event;
 use crate::db::rollout::RowRolloutState;
 use crate::fly::{CreateMachineRequest, FlyError, ListMachines, Machine, MachineConfig};
 use crate::reconcile::observed::META_OP;

@@ -32,7 +32,7 @@ use tracing::{info, warn};
 use super::rollout::{At, passed_event, set_state};
 use super::verdict::wait_for;
 use super::{Ctx, ExecError};
-use crate::db::apps::Event;
+use crate::db::Event;
 use crate::db::rollout::load_rollback_point;
 use crate::fly::{
     FlyError, ListMachines, Machine, MachineConfig, MachineState, UpdateMachineRequest,

@@ -48,7 +48,7 @@ use super::converge::{ensure_secrets, reload};
 use super::machine_config::{desired_config, matches};
 use super::verdict::{self, Verdict, healthy_on};
 use super::{Ctx, ExecError, wait};
-use crate::db::apps::Event;
+use crate::db::Event;
 use crate::db::rollout::{RowRolloutState, Running, load_row_progress};
 use crate::failpoint::{self as fp, hit};
 use crate::fly::{FlyError, Guest, Machine, UpdateMachineRequest};

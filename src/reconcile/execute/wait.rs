@@ -9,7 +9,7 @@ use super::ExecError;
 
 /// Poll `check` until it returns `Some`, pausing 100 ms, 200 ms, … up to 2 s between tries; give up
 /// with `StillWaiting(what)` after `patience`.
-pub async fn until<T, F, Fut>(
+pub(crate) async fn until<T, F, Fut>(
     patience: Duration,
     what: &'static str,
     mut check: F,
