@@ -632,12 +632,17 @@ async fn a_service_role_billing_update_still_notifies_the_controller() {
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    let writes: i64 = sqlx::query_scalar("SELECT count(*) FROM vyx_fleet.changes WHERE user_id = $1")
-        .bind(user)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!((logged, writes), (1, 2), "the fixture's insert and the role's update");
+    let writes: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM vyx_fleet.changes WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (logged, writes),
+        (1, 2),
+        "the fixture's insert and the role's update"
+    );
 }
 
 #[tokio::test]
