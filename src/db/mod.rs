@@ -136,6 +136,12 @@ pub struct SessionLimits {
     pub lock_timeout: Duration,
     /// Longest any single statement may run.
     pub statement_timeout: Duration,
+    /// Longest a transaction may sit idle between its statements. A leader frozen (SIGSTOP, a VM
+    /// pause) between a fenced statement and its commit keeps the fence's lock, and a takeover
+    /// waits for that lock: only the server can end such a transaction, and it must, or the lease
+    /// never passes to a standby. Our transactions never wait on anything but their own
+    /// statements, so a few seconds is generous.
+    pub idle_in_transaction_timeout: Duration,
 }
 
 impl Default for SessionLimits {
@@ -143,6 +149,7 @@ impl Default for SessionLimits {
         SessionLimits {
             lock_timeout: Duration::from_secs(3),
             statement_timeout: Duration::from_secs(30),
+            idle_in_transaction_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -152,9 +159,11 @@ impl SessionLimits {
     /// Supabase's session pooler keeps session state but may not pass startup options through.
     fn sql(&self) -> String {
         format!(
-            "SET lock_timeout = '{}ms'; SET statement_timeout = '{}ms'",
+            "SET lock_timeout = '{}ms'; SET statement_timeout = '{}ms'; \
+             SET idle_in_transaction_session_timeout = '{}ms'",
             self.lock_timeout.as_millis(),
-            self.statement_timeout.as_millis()
+            self.statement_timeout.as_millis(),
+            self.idle_in_transaction_timeout.as_millis()
         )
     }
 }

@@ -52,6 +52,7 @@ async fn patient_pool(fleet: &Fleet) -> sqlx::PgPool {
     let limits = vyx_fleet::db::SessionLimits {
         lock_timeout: std::time::Duration::from_secs(600),
         statement_timeout: std::time::Duration::from_secs(600),
+        idle_in_transaction_timeout: std::time::Duration::from_secs(600),
     };
     vyx_fleet::db::connect_with_limits(&fleet.db.url, 2, limits)
         .await
@@ -206,4 +207,44 @@ async fn migrations_give_up_on_a_billing_table_lock_instead_of_queueing_behind_i
     vyx_fleet::db::migrate(&db.pool)
         .await
         .expect("applies once the lock is gone");
+}
+
+/// A leader frozen (SIGSTOP) inside one of its own transactions, after the fence took its lock on
+/// the lease row and before the commit: a takeover waits for that lock, so without a server-side
+/// end to idle transactions the lease would never pass to the standby (seen once in tests/ha.rs's
+/// frozen-leader test, the standby waiting for a minute on a lease that had expired).
+#[tokio::test]
+async fn a_leader_frozen_inside_a_fenced_transaction_does_not_block_the_takeover() {
+    let fleet = Fleet::start().await;
+    let limits = vyx_fleet::db::SessionLimits {
+        idle_in_transaction_timeout: std::time::Duration::from_secs(1),
+        ..Default::default()
+    };
+    let leader = vyx_fleet::db::connect_with_limits(&fleet.db.url, 1, limits)
+        .await
+        .unwrap();
+    let mut frozen = leader.begin().await.unwrap();
+    let holds: bool = sqlx::query_scalar("SELECT vyx_fleet.fence($1)")
+        .bind(fleet.term)
+        .fetch_one(&mut *frozen)
+        .await
+        .unwrap();
+    assert!(holds);
+    // The lease runs out while the leader is frozen (a renewal never waits on the fence's lock).
+    sqlx::query("UPDATE vyx_fleet.lease SET expires_at = now() - interval '1 second'")
+        .execute(&fleet.db.pool)
+        .await
+        .unwrap();
+    let standby = vyx_fleet::db::connect(&fleet.db.url, 2).await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let term = loop {
+        match lease::try_acquire(&standby, "standby", std::time::Duration::from_secs(60)).await {
+            Ok(Some(term)) => break term,
+            Ok(None) | Err(_) if tokio::time::Instant::now() < deadline => continue,
+            other => panic!("the standby never took the expired lease: {other:?}"),
+        }
+    };
+    assert!(term > fleet.term);
+    // The frozen transaction was ended by the server: nothing it wrote can commit now.
+    assert!(frozen.commit().await.is_err());
 }
