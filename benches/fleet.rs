@@ -3,7 +3,7 @@
 //! pass, and the request rate over a resync cycle), reaction latency (converged, during a migration,
 //! during a rollout), rollout of a new image, deprovision.
 //!
-//! `cargo bench --bench fleet [-- --quick] [--out PATH] [--scale S] [--max-apps N] [--min-apps N] [--only deprovision]`
+//! `[BENCH_LOG=vyx_fleet=info] cargo bench --bench fleet [-- --quick] [--out PATH] [--scale S] [--max-apps N] [--min-apps N] [--only deprovision]`
 //!
 //! Time scale: the simulator's delays are divided by `S`, and every rate limit (the simulator's
 //! and the daemon's own token buckets, `RateLimits::with_margin` as `run` uses) multiplied by `S`,
@@ -330,6 +330,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // The daemon's own log lines, to see where a section's time goes: `BENCH_LOG=vyx_fleet=info`.
+    if let Ok(filter) = std::env::var("BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     if let Err(e) = rt.block_on(run(&opts, Launcher::this_binary())) {
         eprintln!("fleet bench failed: {e}");

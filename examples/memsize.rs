@@ -12,12 +12,12 @@ fn main() {
         let name = format!("vyx-user-{:08x}", i);
         let m = ObservedMachine {
             id: format!("{:014x}", i as u64 * 7919),
-            state: "started".to_string(),
-            region: "sin".to_string(),
-            image: "registry.fly.io/vyx-screener:v1".to_string(),
+            state: "started".into(),
+            region: "sin".into(),
+            image: "registry.fly.io/vyx-screener:v1".into(),
             cpus: Some(1),
             memory_mb: Some(512),
-            cpu_kind: Some("shared".to_string()),
+            cpu_kind: Some("shared".into()),
             user_id: Some(uuid::Uuid::new_v4()),
             op: Some(uuid::Uuid::new_v4().simple().to_string()),
             version: Some(format!("01J{:023}", i)),

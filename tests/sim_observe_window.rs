@@ -74,7 +74,7 @@ impl World {
         let (app, id) = &self.machines[i];
         let a = obs.apps.get(app).expect("app observed");
         let m = a.machines.iter().find(|m| m.id == *id).expect("machine");
-        m.state.clone()
+        m.state.to_string()
     }
 
     /// The machines the last delta's own query lists, asked again of the simulator.

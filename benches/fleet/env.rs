@@ -176,6 +176,7 @@ impl Bench {
             app_gone: self.d(t.app_gone),
             list_lag: self.d(t.list_lag),
             not_found_confirm: self.d(t.not_found_confirm),
+            rollout_look: self.d(t.rollout_look),
         };
         ctx.backoff_base = self.d(ctx.backoff_base);
         ctx.backoff_max = self.d(ctx.backoff_max);

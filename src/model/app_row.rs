@@ -4,6 +4,8 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::shared_str::{Interner, SharedStr};
+
 /// `user_fly_apps.status`. The column is text; a value outside this list is reported, never acted on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RowStatus {
@@ -45,11 +47,11 @@ pub struct AppRow {
     /// Whether `auth.users` still has this user; a row for a vanished user is reported, not acted on.
     pub user_exists: bool,
     pub fly_app_name: String,
-    pub fly_org_slug: Option<String>,
-    pub status: String,
-    pub region: Option<String>,
-    pub docker_image: Option<String>,
-    pub health_status: Option<String>,
+    pub fly_org_slug: Option<SharedStr>,
+    pub status: SharedStr,
+    pub region: Option<SharedStr>,
+    pub docker_image: Option<SharedStr>,
+    pub health_status: Option<SharedStr>,
     pub last_health_check: Option<DateTime<Utc>>,
     pub retry_count: Option<i32>,
     pub deleted_at: Option<DateTime<Utc>>,
@@ -57,15 +59,31 @@ pub struct AppRow {
     pub machine_id: Option<String>,
     pub machine_op_id: Option<String>,
     pub secrets_version: Option<i64>,
-    pub secrets_digest: Option<String>,
+    pub secrets_digest: Option<SharedStr>,
     pub ips_ready: bool,
-    pub config_digest: Option<String>,
+    pub config_digest: Option<SharedStr>,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub unwanted_since: Option<DateTime<Utc>>,
-    pub last_error_kind: Option<String>,
+    pub last_error_kind: Option<SharedStr>,
 }
 
 impl AppRow {
+    /// Share the fields most rows hold the same value of with the rows read before this one.
+    pub fn intern(&mut self, i: &mut Interner) {
+        i.intern(&mut self.status);
+        for f in [
+            &mut self.fly_org_slug,
+            &mut self.region,
+            &mut self.docker_image,
+            &mut self.health_status,
+            &mut self.secrets_digest,
+            &mut self.config_digest,
+            &mut self.last_error_kind,
+        ] {
+            i.intern_opt(f);
+        }
+    }
+
     pub fn status(&self) -> Option<RowStatus> {
         RowStatus::parse(&self.status)
     }

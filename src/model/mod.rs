@@ -11,3 +11,4 @@ pub mod desired;
 pub mod health;
 pub mod pass;
 pub mod rollout;
+pub mod shared_str;

@@ -11,8 +11,11 @@ use tracing::warn;
 use uuid::Uuid;
 
 use super::naming;
-use super::observed::{META_OP, META_USER_ID, Observation, ObservedApp, ObservedMachine};
+use super::observed::{
+    META_OP, META_USER_ID, Observation, ObservedApp, ObservedMachine, SharedStr,
+};
 use crate::fly::{App, FlyClient, FlyError, ListMachines, ListOrgMachines, OrgMachine};
+use crate::model::shared_str::Interner;
 
 /// Where a full list's pages go, one page at a time.
 pub(crate) trait ListSink {
@@ -220,18 +223,30 @@ pub(crate) fn observed_machine(m: OrgMachine) -> (String, ObservedMachine) {
     };
     let machine = ObservedMachine {
         id: m.id,
-        state: m.state.as_str().to_string(),
-        region: m.region,
-        image,
+        state: shared(m.state.as_str()),
+        region: shared(&m.region),
+        image: shared(&image),
         cpus: guest.as_ref().and_then(|g| g.cpus),
         memory_mb: guest.as_ref().and_then(|g| g.memory_mb),
-        cpu_kind: guest.and_then(|g| g.cpu_kind),
+        cpu_kind: guest.and_then(|g| g.cpu_kind).map(|k| shared(&k)),
         user_id: meta.get(META_USER_ID).and_then(|s| Uuid::parse_str(s).ok()),
         op: meta.remove(META_OP),
         version: m.version,
         updated_at: parse_time(m.updated_at.as_deref()),
     };
     (m.app_name, machine)
+}
+
+/// The one copy of a machine field's value (a state, region, image or guest kind) that every
+/// observed machine holding it shares. Process-wide, so a resync's fresh copies share with the
+/// ones the cache already holds; it grows only by a value never seen before (a new image per
+/// rollout, a new region), a handful over months.
+fn shared(s: &str) -> SharedStr {
+    static SEEN: std::sync::Mutex<Option<Interner>> = std::sync::Mutex::new(None);
+    let mut seen = SEEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    seen.get_or_insert_with(Interner::default).share(s)
 }
 
 pub(crate) fn parse_time(s: Option<&str>) -> Option<DateTime<Utc>> {

@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
+pub use crate::model::shared_str::SharedStr;
+
 /// Machine metadata keys vyx-fleet writes. Un-prefixed by `fly_` (REFERENCE §3.3: that prefix is the
 /// platform's).
 pub(crate) const META_MANAGED_BY: &str = "vyx_managed_by";
@@ -15,12 +17,14 @@ pub(crate) const META_OP: &str = "vyx_op";
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObservedMachine {
     pub id: String,
-    pub state: String,
-    pub region: String,
-    pub image: String,
+    // Shared with every other machine of the same value (`observe::shared`): the cache holds a
+    // machine per app for as long as the term lasts.
+    pub state: SharedStr,
+    pub region: SharedStr,
+    pub image: SharedStr,
     pub cpus: Option<u32>,
     pub memory_mb: Option<u32>,
-    pub cpu_kind: Option<String>,
+    pub cpu_kind: Option<SharedStr>,
     pub user_id: Option<Uuid>,
     pub op: Option<String>,
     /// Fly's machine version (the prober tells config drift by it).

@@ -46,6 +46,23 @@ pub struct PassReport {
     pub plan: Plan,
     pub outcomes: Vec<(ActionKind, Outcome)>,
     pub fenced: bool,
+    /// The database's clock as the plan read it (none for a pass that did not plan).
+    pub clock: Option<DbClock>,
+}
+
+/// The database's clock as read once, and when on this host's monotonic clock: a time the
+/// database judges (a soak's end) comes `t - now` after `at`, whatever this host's wall clock says.
+#[derive(Debug, Clone, Copy)]
+pub struct DbClock {
+    pub now: chrono::DateTime<chrono::Utc>,
+    pub at: tokio::time::Instant,
+}
+
+impl DbClock {
+    /// The database's time now, as this host's monotonic clock carries it forward.
+    pub(crate) fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.now + chrono::Duration::from_std(self.at.elapsed()).unwrap_or_default()
+    }
 }
 
 impl PassReport {
@@ -106,6 +123,7 @@ pub fn plan_settings(ctx: &Ctx, cfg: &PassConfig) -> PlanSettings {
 pub(crate) struct Census {
     pub rows_by_status: Vec<(String, i64)>,
     pub desired_present: usize,
+    pub clock: Option<DbClock>,
 }
 
 /// Read everything and plan; no writes anywhere.
@@ -129,27 +147,38 @@ async fn plan_with_census(
     let rollout = super::pass_rollout::load_rollout(ctx, cfg, start).await?;
     let health = crate::db::load_health(pool).await?;
     let facts = apps::load_desired_facts(pool).await?;
+    // Each user's intent, then the facts go before the rows are read: the pass's peak memory holds
+    // the rows and the intents, never the facts beside them (about 15 MB at 100,000 users).
+    let policy = cfg.policy.clone();
+    let span = tracing::Span::current();
+    let desired = tokio::task::spawn_blocking(move || {
+        let _in_pass = span.enter();
+        let (desired, bad_overrides) = desired(&facts, &policy);
+        for (user_id, value) in bad_overrides {
+            warn!(%user_id, value = %value, "override with an unknown value; user frozen as if paused");
+        }
+        desired
+    })
+    .await
+    .map_err(PassError::Planner)?;
     let rows = apps::load_rows(pool).await?;
     let orphans = apps::load_orphans(pool).await?;
     let breaker_state = breaker::load_state(pool).await?;
     let now = crate::db::now(pool).await?;
+    let clock = DbClock {
+        now,
+        at: tokio::time::Instant::now(),
+    };
     let settings = plan_settings(ctx, cfg);
-    let policy = cfg.policy.clone();
     // Planning the fleet is CPU for a second at 100,000 rows: on a blocking thread, so the async
     // workers keep serving NOTIFYs and targeted runs meanwhile (a long poll on a worker also holds
     // the task it last woke, which no other worker may steal).
     let span = tracing::Span::current();
     let planned = tokio::task::spawn_blocking(move || {
         let _in_pass = span.enter();
-        let (desired, bad_overrides) = desired(&facts, &policy);
-        // Not needed past this point; the pass's peak is the planning below.
-        drop(facts);
-        for (user_id, value) in bad_overrides {
-            warn!(%user_id, value = %value, "override with an unknown value; user frozen as if paused");
-        }
         let mut by_status: std::collections::BTreeMap<String, i64> = Default::default();
         for r in &rows {
-            *by_status.entry(r.status.clone()).or_default() += 1;
+            *by_status.entry(r.status.to_string()).or_default() += 1;
         }
         let census = Census {
             rows_by_status: by_status.into_iter().collect(),
@@ -157,6 +186,7 @@ async fn plan_with_census(
                 .values()
                 .filter(|i| i.intent == super::desired::Intent::Present)
                 .count(),
+            clock: Some(clock),
         };
         let plan = plan(&PlanInput {
             now,
@@ -199,7 +229,7 @@ pub async fn run_pass(
     let span = info_span!("pass", reconcile_id = %reconcile_id, term = ctx.store.term());
     async move {
         let started = Instant::now();
-        let plan = match plan_with_census(ctx, cfg, true).await {
+        let (plan, clock) = match plan_with_census(ctx, cfg, true).await {
             Ok((p, census)) => {
                 let counts: Vec<(AppStatus, i64)> = census
                     .rows_by_status
@@ -208,7 +238,7 @@ pub async fn run_pass(
                     .collect();
                 metrics.set_app_counts(&counts);
                 metrics.set_desired_apps(census.desired_present as i64);
-                p
+                (p, census.clock)
             }
             Err(e) => {
                 error!(error = %e, "pass skipped");
@@ -263,7 +293,8 @@ pub async fn run_pass(
                 }
             }
         }
-        let report = execute_plan(ctx, cfg, metrics, plan).await;
+        let mut report = execute_plan(ctx, cfg, metrics, plan).await;
+        report.clock = clock;
         let outcome = if report.fenced {
             PassOutcome::Fenced
         } else if report.failed() > 0 {

@@ -507,7 +507,7 @@ fn check_row(row: &AppRow, s: &PlanSettings) -> Result<(), Finding> {
     if row.status().is_none() {
         return Err(Finding::UnknownStatus {
             row_id: row.id,
-            status: row.status.clone(),
+            status: row.status.to_string(),
         });
     }
     if !naming::is_managed(&s.prefix, &row.fly_app_name) {
@@ -522,7 +522,7 @@ fn check_row(row: &AppRow, s: &PlanSettings) -> Result<(), Finding> {
     {
         return Err(Finding::ForeignOrgRow {
             row_id: row.id,
-            org: org.clone(),
+            org: org.to_string(),
         });
     }
     if !row.user_exists {

@@ -77,12 +77,17 @@ impl Tick {
             return None;
         };
         let decision = &report.plan.rollout.as_ref()?.decision;
+        // Soak ends are database times: counted from the pass's read of that clock, so a skew
+        // between this host and the database neither wakes the loop early nor late.
+        let now = report.clock.map_or_else(chrono::Utc::now, |c| c.now());
         let hint = match &decision.step {
+            // Every app of the wave started its soak within the pass, so all have soaked by then.
             Step::Advance { .. } => Some(soak + WAKE_SLACK),
-            Step::Wait { until: Some(t) } => {
-                let left = (*t - chrono::Utc::now()).to_std().unwrap_or_default();
-                Some((left + WAKE_SLACK).max(MIN_WAKE))
-            }
+            Step::Wait { until: Some(t) } => match (*t - now).to_std() {
+                Ok(left) if !left.is_zero() => Some(left + WAKE_SLACK),
+                // Already past: apps that could not be settled; never spin passes on them.
+                _ => Some(MIN_WAKE),
+            },
             Step::Wait { until: None } | Step::Complete | Step::Halted { .. } => None,
         };
         // A moving app is judged a little each pass: its verdict (a crash, checks critical past
@@ -99,8 +104,10 @@ impl Tick {
 /// How often passes come while an app is moving: its verdict is read each pass.
 const MOVING_POLL: Duration = Duration::from_secs(10);
 
-/// Margin after a soak's end (host clocks differ by a little; a tick that comes early only waits).
-const WAKE_SLACK: Duration = Duration::from_millis(500);
+/// Margin after a soak's end. Only timer granularity needs it: the soak ends are counted on the
+/// database's clock, and every wave's gap includes it, so it is kept short (at 57 waves, 500 ms
+/// was a tenth of a rollout's least time at the bench's scale).
+const WAKE_SLACK: Duration = Duration::from_millis(50);
 /// The soonest an early tick comes after the last one.
 const MIN_WAKE: Duration = Duration::from_secs(1);
 
@@ -407,6 +414,23 @@ mod tests {
         assert!(
             hint > Duration::from_secs(18) && hint <= Duration::from_secs(21),
             "{hint:?}"
+        );
+        // A soak end a moment away is waited for, not rounded up to a second: each wave's gap
+        // counts against the rollout's pace.
+        let mut near = full_with(Step::Wait {
+            until: Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+        });
+        if let Tick::Full { report, .. } = &mut near {
+            report.clock = Some(crate::reconcile::pass::DbClock {
+                now: chrono::Utc::now() + chrono::Duration::hours(1)
+                    - chrono::Duration::milliseconds(100),
+                at: Instant::now(),
+            });
+        }
+        let hint = near.wake_hint(soak).expect("a soak end");
+        assert!(
+            hint <= Duration::from_millis(100) + WAKE_SLACK && hint < MIN_WAKE,
+            "{hint:?}: the database's clock, not this host's, says when the soak ends"
         );
         // A soak end already past (apps that could not be settled) never spins passes.
         let past = full_with(Step::Wait {

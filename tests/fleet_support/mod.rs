@@ -128,6 +128,7 @@ fn build_ctx(vars: &HashMap<String, String>, db: &TestDb, term: i64) -> Ctx {
         app_gone: Duration::from_secs(10),
         list_lag: Duration::from_secs(1),
         not_found_confirm: Duration::from_millis(100),
+        rollout_look: Duration::from_secs(2),
     };
     ctx
 }

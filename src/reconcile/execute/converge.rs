@@ -84,7 +84,7 @@ pub(super) async fn converge(
     }
     let (row, keep) = ensure_row(ctx, user_id, row_id, reason, to).await?;
     let image = match (&keep, &row.docker_image) {
-        (true, Some(current)) => current.clone(),
+        (true, Some(current)) => current.to_string(),
         _ => ctx.spec.image.clone(),
     };
     let image = image.as_str();

@@ -55,6 +55,10 @@ pub struct Timeouts {
     /// Pause before asking again when an app answers 404 where its absence would end something
     /// (a deprovision): flaps sometimes says "not found" for apps that exist (REFERENCE §7).
     pub not_found_confirm: Duration,
+    /// How long one pass waits for a moving app's verdict before leaving it to the next pass. It
+    /// holds no slot, but the pass waits for it: short, so a slow boot does not keep the rest of
+    /// the fleet's work (a deletion due, a repair) waiting for the next pass.
+    pub rollout_look: Duration,
 }
 
 impl Default for Timeouts {
@@ -68,6 +72,7 @@ impl Default for Timeouts {
             app_gone: Duration::from_secs(30),
             list_lag: Duration::from_secs(3),
             not_found_confirm: Duration::from_secs(2),
+            rollout_look: Duration::from_secs(2),
         }
     }
 }

@@ -87,8 +87,8 @@ pub(super) async fn repair(ctx: &Ctx, row_id: Uuid, step: RepairStep) -> Result<
             warn!(machine_id = %machine_id, "repair: replacing a machine still unhealthy after a restart");
             let image = row
                 .docker_image
-                .clone()
-                .unwrap_or_else(|| ctx.spec.image.clone());
+                .as_ref()
+                .map_or_else(|| ctx.spec.image.clone(), |i| i.to_string());
             match make_before_break(ctx, &row, &m, &image).await? {
                 Ok(new_id) => {
                     let digest = row.config_digest.clone().unwrap_or_default();

@@ -9,8 +9,8 @@
 //!    elsewhere must not pick them up outside the waves). `POST` the update with the whole config,
 //!    `current_version = V0` and `min_secrets_version`; record the version it returned (`V1`) and
 //!    the applied image/config. Region changes are made before broken (`replace.rs`).
-//! 2. Verdict, one short look per pass (`JUDGE_PATIENCE`, so a wave's updates are not serialised
-//!    behind their machines' boots): healthy only when the machine reports `version == V1`,
+//! 2. Verdict, one short look per pass (`Timeouts::rollout_look`, without the slot, so a wave's
+//!    updates are not serialised behind their machines' boots): healthy only when the machine reports `version == V1`,
 //!    `started` and every check passing → `soaking` since the database's now; `failed`, or not
 //!    healthy within the start + health timeouts counted from the recorded `moving` → `failed`;
 //!    otherwise still `moving`, and the next pass looks again (no second update: the version is
@@ -33,8 +33,11 @@
 //! - The rollback point's config holds no secret values (`config.env` never does, DESIGN §3).
 //!
 //! # Caveats
-//! - A rollback and a make-before-break replacement wait for their verdict within the step (they
-//!   are rare: failed apps and region changes), holding one executor slot meanwhile.
+//! - A move gives its executor slot back once Fly accepted the update and the row records its
+//!   version: the verdict's short wait holds none. A failure found in that wait is rolled back at
+//!   once, outside the slot (the user is down; the rollback must not queue behind the wave).
+//! - A make-before-break replacement waits for its verdict within the step (rare: region
+//!   changes), holding one executor slot meanwhile.
 //! - Secrets are app-level on Fly: a rollback restores the config, not the previous secret values.
 //! - An app with no rollback point (never seen healthy by this version) is marked `rolled_back`
 //!   without a change and left to repair.
@@ -104,7 +107,9 @@ pub(super) async fn run(
             let moving = mine && progress.rollout_state.as_deref() == Some("moving");
             let since = progress.rollout_state_at.filter(|_| moving);
             if let (true, Some(v1)) = (moving, version.as_deref()) {
-                // The update went out (its version is recorded): only the verdict is owed.
+                // The update went out (its version is recorded): only the verdict is owed, a
+                // wait that needs no slot.
+                ctx.slot.release();
                 return judge(ctx, &row, &machine_id, Some(v1), since, &at).await;
             }
             move_app(ctx, &row, &machine_id, moving, version, since, at).await
@@ -243,12 +248,12 @@ async fn move_app(
             &running(&image, &digest, &current.region, &desired_guest(ctx)),
         )
         .await?;
+    // Fly has the update and the row its version: what is left is waiting for the boot and the
+    // checks, which writes nothing to Fly. The slot goes to the wave's next move meanwhile, so a
+    // wave's updates go out at the pace of Fly's answers, not of its machines' boots.
+    ctx.slot.release();
     judge(ctx, &row, machine_id, v1.as_deref(), since, &at).await
 }
-
-/// How long one pass waits on a moving machine before leaving it to the next pass: short, so a
-/// wave's updates are not serialised behind their machines' boots (`MAX_CONCURRENCY` slots).
-const JUDGE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The verdict on a moving app, from the machine's state on the version the update returned
 /// (`verdict::judge`): healthy → `soaking`; failed, or not healthy within the start and health
@@ -269,25 +274,29 @@ async fn judge(
     let left = (deadline - now).to_std().unwrap_or_default();
     let started = tokio::time::Instant::now();
     let before = (now - since).to_std().unwrap_or_default();
-    let outcome = wait::until(left.min(JUDGE_PATIENCE), "the new version", || async {
-        let elapsed = before + started.elapsed();
-        match ctx.fly.get_machine(&row.fly_app_name, machine_id).await {
-            Ok(m) => Ok(match verdict::judge(&m, version, elapsed) {
-                Verdict::Healthy => Some(Ok(())),
-                Verdict::Failed(why) => Some(Err(why)),
-                Verdict::Pending => None,
-            }),
-            Err(FlyError::NotFound { .. }) => {
-                Ok(Some(Err("machine vanished on the new spec".to_string())))
+    let outcome = wait::until(
+        left.min(ctx.timeouts.rollout_look),
+        "the new version",
+        || async {
+            let elapsed = before + started.elapsed();
+            match ctx.fly.get_machine(&row.fly_app_name, machine_id).await {
+                Ok(m) => Ok(match verdict::judge(&m, version, elapsed) {
+                    Verdict::Healthy => Some(Ok(())),
+                    Verdict::Failed(why) => Some(Err(why)),
+                    Verdict::Pending => None,
+                }),
+                Err(FlyError::NotFound { .. }) => {
+                    Ok(Some(Err("machine vanished on the new spec".to_string())))
+                }
+                Err(e) if e.is_transient() => Ok(None),
+                Err(e) => Err(e.into()),
             }
-            Err(e) if e.is_transient() => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    })
+        },
+    )
     .await;
     let outcome = match outcome {
         Ok(v) => v,
-        Err(ExecError::StillWaiting(_)) if left > JUDGE_PATIENCE => return Ok(()),
+        Err(ExecError::StillWaiting(_)) if left > ctx.timeouts.rollout_look => return Ok(()),
         Err(ExecError::StillWaiting(_)) => {
             let Some(m) = get_in_flight(ctx, row, machine_id).await? else {
                 let why = "machine vanished on the new spec";
