@@ -52,12 +52,13 @@ pub(super) fn connect_options_verified(
 /// Server-side limits on every controller connection.
 ///
 /// Why: a fenced write holds the fence's key-share lock on the lease row while it waits for its row
-/// of `user_fly_apps`. Renewals do not conflict with that lock (see [`lease::renew`](super::lease::renew)), but a takeover
-/// does: without a limit, an idle transaction holding that row (an admin's open psql session, a
-/// dashboard request) blocks the write, the write blocks every takeover, and a dead leader's lease
-/// could never pass to a standby. With `lock_timeout` the write gives up (the action retries later)
-/// and the lease row is free again. Nothing about leadership depends on which of two such timers
-/// fires first: the leader's renewal never waits on a fenced write.
+/// of `user_fly_apps`. Renewals do not conflict with that lock (see
+/// [`lease::renew`](super::lease::renew)), but a takeover does: without a limit, an idle
+/// transaction holding that row (an admin's open psql session, a dashboard request) blocks the
+/// write, the write blocks every takeover, and a dead leader's lease could never pass to a standby.
+/// With `lock_timeout` the write gives up (the action retries later) and the lease row is free
+/// again. Nothing about leadership depends on which of two such timers fires first: the leader's
+/// renewal never waits on a fenced write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionLimits {
     /// Longest wait for any lock (row, table, advisory).

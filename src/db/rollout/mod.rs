@@ -2,8 +2,9 @@
 //! is the highest id) and the per-app progress columns of `user_fly_apps`.
 //!
 //! The leader's writes are fenced with `vyx_fleet.fence($term)` like `db::apps`: a deposed leader's
-//! late write changes nothing and returns [`StoreError::Fenced`]. An operator's `rollout resume` is not
-//! fenced (like `confirm-deletions`): it is a person's write, read by the leader on its next pass.
+//! late write changes nothing and returns [`StoreError::Fenced`](crate::db::StoreError::Fenced).
+//! An operator's `rollout resume` is not fenced (like `confirm-deletions`): it is a person's
+//! write, read by the leader on its next pass.
 //!
 //! Reads feed the pure wave decision (`reconcile::rollout`); nothing here decides.
 
