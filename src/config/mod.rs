@@ -13,10 +13,13 @@
 //! The TOML file is read with the `config` crate's TOML source; layering and validation are ours.
 
 mod amount;
+mod database;
 mod duration;
 mod file;
 mod operations;
+mod parse;
 mod rules;
+mod sources;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -26,6 +29,9 @@ use std::time::Duration;
 use crate::secret::Secret;
 
 pub use amount::CountOrPercent;
+pub use database::{
+    DatabaseConfig, database_url_from_map, load_database, load_database_url, load_org_slug,
+};
 pub use duration::parse_duration;
 pub use operations::{
     DEFAULT_HEALTH_PROBE_INTERVAL, DEFAULT_REPAIR_AFTER, DEFAULT_REPAIR_MAX_PER_PASS,
@@ -33,6 +39,7 @@ pub use operations::{
     Operations,
 };
 pub use rules::SHARED_APP;
+use sources::{Sources, process_env};
 
 /// Keys that must be set.
 pub const REQUIRED_KEYS: [&str; 4] = [
@@ -285,224 +292,6 @@ impl Settings {
         }
         out
     }
-
-    fn from_sources(src: &Sources<'_>) -> Result<Settings, ConfigError> {
-        let database_url = Secret::new(src.required("DATABASE_URL")?.trim());
-        check("DATABASE_URL", rules::database_url(database_url.expose()))?;
-        let fly_api_token = Secret::new(src.required("FLY_API_TOKEN")?.trim());
-        // It goes into an Authorization header: anything but visible ASCII can never work.
-        if !fly_api_token
-            .expose()
-            .bytes()
-            .all(|b| b.is_ascii_graphic() || b == b' ')
-        {
-            return Err(ConfigError::new(
-                "FLY_API_TOKEN",
-                "contains characters that cannot appear in an HTTP header (control or non-ASCII)",
-            ));
-        }
-        let fly_org_slug = src.required("FLY_ORG_SLUG")?.trim().to_string();
-        check("FLY_ORG_SLUG", rules::org_slug(&fly_org_slug))?;
-        let user_app_image = src.required("USER_APP_IMAGE")?.trim().to_string();
-        check("USER_APP_IMAGE", rules::image(&user_app_image))?;
-
-        let fly_api_base_url = src.or_default("FLY_API_BASE_URL", DEFAULT_FLY_API_BASE_URL)?;
-        check("FLY_API_BASE_URL", rules::http_url(&fly_api_base_url))?;
-        let user_app_region = src.or_default("USER_APP_REGION", DEFAULT_USER_APP_REGION)?;
-        check("USER_APP_REGION", rules::region(&user_app_region))?;
-        let cpus = src.or_default("USER_APP_CPUS", &DEFAULT_USER_APP_CPUS.to_string())?;
-        let user_app_cpus = check("USER_APP_CPUS", rules::cpus(&cpus))?;
-        let memory = src.or_default(
-            "USER_APP_MEMORY_MB",
-            &DEFAULT_USER_APP_MEMORY_MB.to_string(),
-        )?;
-        let user_app_memory_mb = check(
-            "USER_APP_MEMORY_MB",
-            rules::memory_mb(&memory, user_app_cpus),
-        )?;
-        let app_name_prefix = src.or_default("APP_NAME_PREFIX", DEFAULT_APP_NAME_PREFIX)?;
-        check("APP_NAME_PREFIX", rules::app_name_prefix(&app_name_prefix))?;
-        let tiers = src.or_default("PAID_TIERS", DEFAULT_PAID_TIERS)?;
-        let paid_tiers = check("PAID_TIERS", rules::word_list(&tiers, &rules::TIERS))?;
-        let statuses = src.or_default("PAID_STATUSES", DEFAULT_PAID_STATUSES)?;
-        let paid_statuses = check(
-            "PAID_STATUSES",
-            rules::word_list(&statuses, &rules::STATUSES),
-        )?;
-        let reconcile_interval = src.duration("RECONCILE_INTERVAL", DEFAULT_RECONCILE_INTERVAL)?;
-        let concurrency =
-            src.or_default("MAX_CONCURRENCY", &DEFAULT_MAX_CONCURRENCY.to_string())?;
-        let max_concurrency = check("MAX_CONCURRENCY", rules::max_concurrency(&concurrency))?;
-        // Zero is meaningful here (delete as soon as a user stops being wanted; tests use it).
-        let grace = src.or_default("DEPROVISION_GRACE", DEFAULT_DEPROVISION_GRACE)?;
-        let deprovision_grace = check("DEPROVISION_GRACE", parse_duration(&grace))?;
-        let orphan_grace = src.duration("ORPHAN_GRACE", DEFAULT_ORPHAN_GRACE)?;
-        // Shorter than RECONCILE_INTERVAL is allowed (every pass then lists in full): a long
-        // interval with the default resync must not stop the daemon.
-        let resync_interval = src.duration("RESYNC_INTERVAL", DEFAULT_RESYNC_INTERVAL)?;
-        let operations = operations::parse(src)?;
-
-        let supabase_url = src.optional("SUPABASE_URL")?;
-        if let Some(url) = &supabase_url {
-            check("SUPABASE_URL", rules::http_url(url))?;
-        }
-        let supabase_service_role_key = src.optional("SUPABASE_SERVICE_ROLE_KEY")?.map(Secret::new);
-        match (&supabase_url, &supabase_service_role_key) {
-            (Some(_), None) => {
-                return Err(ConfigError::new(
-                    "SUPABASE_SERVICE_ROLE_KEY",
-                    "must be set when SUPABASE_URL is (user apps need both)",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::new(
-                    "SUPABASE_URL",
-                    "must be set when SUPABASE_SERVICE_ROLE_KEY is (user apps need both)",
-                ));
-            }
-            _ => {}
-        }
-        let user_app_secrets = src.user_app_secrets()?;
-
-        let addr = src.or_default("HTTP_ADDR", DEFAULT_HTTP_ADDR)?;
-        let http_addr = check("HTTP_ADDR", rules::socket_addr(&addr))?;
-        let format = src.or_default("LOG_FORMAT", "json")?;
-        let log_format = check("LOG_FORMAT", format.parse::<LogFormat>())?;
-        let admin_token = src.optional("ADMIN_TOKEN")?.map(Secret::new);
-        if let Some(t) = &admin_token {
-            check("ADMIN_TOKEN", rules::admin_token(t.expose()))?;
-        }
-        let admin_allowed_hosts = match src.optional("ADMIN_ALLOWED_HOSTS")? {
-            Some(v) => Some(check("ADMIN_ALLOWED_HOSTS", rules::host_list(&v))?),
-            None => None,
-        };
-        let trust = src.or_default("ADMIN_TRUST_FLY_CLIENT_IP", "false")?;
-        let admin_trust_fly_client_ip = check("ADMIN_TRUST_FLY_CLIENT_IP", rules::boolean(&trust))?;
-        let alert_webhook_url = src.optional("ALERT_WEBHOOK_URL")?.map(Secret::new);
-        if let Some(u) = &alert_webhook_url {
-            check("ALERT_WEBHOOK_URL", rules::webhook_url(u.expose()))?;
-        }
-        let alert_repeat_interval =
-            src.duration("ALERT_REPEAT_INTERVAL", DEFAULT_ALERT_REPEAT_INTERVAL)?;
-        let alert_unhealthy_after =
-            src.duration("ALERT_UNHEALTHY_AFTER", DEFAULT_ALERT_UNHEALTHY_AFTER)?;
-        let retries = src.or_default(
-            "ALERT_RETRY_THRESHOLD",
-            &DEFAULT_ALERT_RETRY_THRESHOLD.to_string(),
-        )?;
-        let alert_retry_threshold =
-            check("ALERT_RETRY_THRESHOLD", rules::retry_threshold(&retries))?;
-        let database_ssl_root_cert = ssl_root_cert_from(src)?;
-
-        Ok(Settings {
-            database_url,
-            database_ssl_root_cert,
-            fly_api_token,
-            fly_org_slug,
-            user_app_image,
-            fly_api_base_url: fly_api_base_url.trim_end_matches('/').to_string(),
-            user_app_region,
-            user_app_cpus,
-            user_app_memory_mb,
-            app_name_prefix,
-            paid_tiers,
-            paid_statuses,
-            reconcile_interval,
-            max_concurrency,
-            deprovision_grace,
-            orphan_grace,
-            resync_interval,
-            operations,
-            supabase_url: supabase_url.map(|u| u.trim_end_matches('/').to_string()),
-            supabase_service_role_key,
-            user_app_secrets,
-            http_addr,
-            log_format,
-            admin_token,
-            admin_allowed_hosts,
-            admin_trust_fly_client_ip,
-            alert_webhook_url,
-            alert_repeat_interval,
-            alert_unhealthy_after,
-            alert_retry_threshold,
-        })
-    }
-}
-
-/// How to reach the database: what `db::connect_db` needs.
-#[derive(Debug, Clone)]
-pub struct DatabaseConfig {
-    pub url: Secret,
-    pub ssl_root_cert: Option<PathBuf>,
-}
-
-impl Settings {
-    pub fn database(&self) -> DatabaseConfig {
-        DatabaseConfig {
-            url: self.database_url.clone(),
-            ssl_root_cert: self.database_ssl_root_cert.clone(),
-        }
-    }
-}
-
-/// `DATABASE_URL` and `DATABASE_SSL_ROOT_CERT` only, validated as in [`Settings::load`]: for the
-/// commands that need nothing else (`migrate`, `status`, `confirm-deletions`).
-pub fn load_database(config_file: Option<&Path>) -> Result<DatabaseConfig, ConfigError> {
-    let (vars, invalid) = process_env();
-    let sources = Sources::new(&vars, invalid, config_file)?;
-    Ok(DatabaseConfig {
-        url: database_url_from(&sources)?,
-        ssl_root_cert: ssl_root_cert_from(&sources)?,
-    })
-}
-
-fn ssl_root_cert_from(src: &Sources<'_>) -> Result<Option<PathBuf>, ConfigError> {
-    let Some(path) = src.optional("DATABASE_SSL_ROOT_CERT")? else {
-        return Ok(None);
-    };
-    let path = PathBuf::from(path);
-    match std::fs::metadata(&path) {
-        Ok(m) if m.is_file() => Ok(Some(path)),
-        Ok(_) => Err(ConfigError::new(
-            "DATABASE_SSL_ROOT_CERT",
-            "must name a file (the CA certificate, PEM)",
-        )),
-        Err(e) => Err(ConfigError::new(
-            "DATABASE_SSL_ROOT_CERT",
-            format!("cannot read {}: {e}", path.display()),
-        )),
-    }
-}
-
-/// Only `DATABASE_URL`, validated as in [`Settings::load`]: for `migrate` and `status`, which need
-/// nothing else. The file, if given, is still checked for unknown keys.
-pub fn load_database_url(config_file: Option<&Path>) -> Result<Secret, ConfigError> {
-    let (vars, invalid) = process_env();
-    let sources = Sources::new(&vars, invalid, config_file)?;
-    database_url_from(&sources)
-}
-
-/// `FLY_ORG_SLUG` if set (env or `--config`), for the commands that do not need the full settings
-/// (`status`), to compare the recorded orgs with.
-pub fn load_org_slug(config_file: Option<&Path>) -> Result<Option<String>, ConfigError> {
-    let (vars, invalid) = process_env();
-    let sources = Sources::new(&vars, invalid, config_file)?;
-    sources.optional("FLY_ORG_SLUG")
-}
-
-/// [`load_database_url`] over a given environment map.
-pub fn database_url_from_map(
-    vars: &HashMap<String, String>,
-    config_file: Option<&Path>,
-) -> Result<Secret, ConfigError> {
-    let sources = Sources::new(vars, HashSet::new(), config_file)?;
-    database_url_from(&sources)
-}
-
-fn database_url_from(src: &Sources<'_>) -> Result<Secret, ConfigError> {
-    let url = Secret::new(src.required("DATABASE_URL")?.trim());
-    check("DATABASE_URL", rules::database_url(url.expose()))?;
-    Ok(url)
 }
 
 fn check<T>(key: &str, result: Result<T, String>) -> Result<T, ConfigError> {
@@ -520,201 +309,6 @@ fn is_loopback_url(url: &str) -> bool {
             .trim_end_matches(']')
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// The process environment as UTF-8 pairs, plus the names of variables whose value is not UTF-8
-/// (reported only if a setting needs them).
-fn process_env() -> (HashMap<String, String>, HashSet<String>) {
-    let mut vars = HashMap::new();
-    let mut invalid = HashSet::new();
-    for (k, v) in std::env::vars_os() {
-        let Ok(k) = k.into_string() else { continue };
-        match v.into_string() {
-            Ok(v) => {
-                vars.insert(k, v);
-            }
-            Err(_) => {
-                invalid.insert(k);
-            }
-        }
-    }
-    (vars, invalid)
-}
-
-/// The environment over the file.
-struct Sources<'a> {
-    env: &'a HashMap<String, String>,
-    env_invalid_utf8: HashSet<String>,
-    file: HashMap<String, String>,
-}
-
-impl<'a> Sources<'a> {
-    fn new(
-        env: &'a HashMap<String, String>,
-        env_invalid_utf8: HashSet<String>,
-        config_file: Option<&Path>,
-    ) -> Result<Self, ConfigError> {
-        let file = match config_file {
-            Some(path) => file::read_file(path)?,
-            None => HashMap::new(),
-        };
-        let sources = Sources {
-            env,
-            env_invalid_utf8,
-            file,
-        };
-        if let Some(path) = config_file {
-            sources.reject_unknown_file_keys(path)?;
-        }
-        Ok(sources)
-    }
-
-    /// The layered raw value: environment first, then file.
-    fn raw(&self, key: &str) -> Result<Option<&str>, ConfigError> {
-        if self.env_invalid_utf8.contains(key) {
-            return Err(ConfigError::new(key, "is not valid UTF-8"));
-        }
-        Ok(self
-            .env
-            .get(key)
-            .or_else(|| self.file.get(key))
-            .map(String::as_str))
-    }
-
-    fn required(&self, key: &str) -> Result<&str, ConfigError> {
-        match self.raw(key)? {
-            None => Err(ConfigError::new(key, "is required but not set")),
-            Some(v) if v.trim().is_empty() => Err(ConfigError::new(key, "is required but empty")),
-            Some(v) => Ok(v),
-        }
-    }
-
-    /// Trimmed, `None` when unset or empty.
-    fn optional(&self, key: &str) -> Result<Option<String>, ConfigError> {
-        Ok(self
-            .raw(key)?
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(str::to_string))
-    }
-
-    fn or_default(&self, key: &str, default: &str) -> Result<String, ConfigError> {
-        Ok(self.optional(key)?.unwrap_or_else(|| default.to_string()))
-    }
-
-    fn duration(&self, key: &str, default: &str) -> Result<Duration, ConfigError> {
-        let value = self.or_default(key, default)?;
-        check(key, rules::positive_duration(&value))
-    }
-
-    /// The names listed in `USER_APP_SECRETS`, unvalidated (for the unknown-key check).
-    fn user_app_secret_names(&self) -> Vec<String> {
-        self.raw("USER_APP_SECRETS")
-            .ok()
-            .flatten()
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect()
-    }
-
-    fn user_app_secrets(&self) -> Result<Vec<(String, Secret)>, ConfigError> {
-        const KEY: &str = "USER_APP_SECRETS";
-        let list = self.optional(KEY)?.unwrap_or_default();
-        let mut out: Vec<(String, Secret)> = Vec::new();
-        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            if !rules::env_name(name) {
-                return Err(ConfigError::new(
-                    KEY,
-                    format!("{name:?} is not a variable name (letters, digits, '_')"),
-                ));
-            }
-            if name == "SUPABASE_SERVICE_ROLE_KEY" {
-                return Err(ConfigError::new(
-                    KEY,
-                    "lists SUPABASE_SERVICE_ROLE_KEY, which is already sent to every app when set",
-                ));
-            }
-            if KNOWN_KEYS.contains(&name) {
-                return Err(ConfigError::new(
-                    KEY,
-                    format!(
-                        "lists {name}, one of vyx-fleet's own settings; it must not be copied into user apps"
-                    ),
-                ));
-            }
-            if name.starts_with("FLY_") {
-                return Err(ConfigError::new(
-                    KEY,
-                    format!(
-                        "lists {name}: FLY_* names are Fly's and must not be copied into user apps"
-                    ),
-                ));
-            }
-            if USER_APP_RESERVED_NAMES.contains(&name) {
-                return Err(ConfigError::new(
-                    KEY,
-                    format!("lists {name}, which vyx-fleet sets in every app's environment itself"),
-                ));
-            }
-            if out.iter().any(|(n, _)| n == name) {
-                return Err(ConfigError::new(KEY, format!("lists {name} twice")));
-            }
-            // The value is copied verbatim (not trimmed); only an all-blank value is refused.
-            let value = match self.raw(name)? {
-                None => {
-                    return Err(ConfigError::new(
-                        name,
-                        "is named in USER_APP_SECRETS but not set",
-                    ));
-                }
-                Some(v) if v.trim().is_empty() => {
-                    return Err(ConfigError::new(
-                        name,
-                        "is named in USER_APP_SECRETS but empty",
-                    ));
-                }
-                Some(v) => v,
-            };
-            out.push((name.to_string(), Secret::new(value)));
-        }
-        Ok(out)
-    }
-
-    fn reject_unknown_file_keys(&self, path: &Path) -> Result<(), ConfigError> {
-        let allowed = self.user_app_secret_names();
-        let mut unknown: Vec<&String> = self
-            .file
-            .keys()
-            .filter(|k| !KNOWN_KEYS.contains(&k.as_str()) && !allowed.contains(k))
-            .collect();
-        if unknown.is_empty() {
-            return Ok(());
-        }
-        unknown.sort();
-        let first = unknown[0];
-        if first == "RUST_LOG" {
-            return Err(ConfigError::new(
-                "RUST_LOG",
-                format!(
-                    "is read from the environment only; remove it from {}",
-                    path.display()
-                ),
-            ));
-        }
-        let mut problem = format!("unknown key in config file {}", path.display());
-        let upper = first.to_ascii_uppercase();
-        if upper != *first && KNOWN_KEYS.contains(&upper.as_str()) {
-            problem.push_str(&format!(" (keys are upper case: did you mean {upper}?)"));
-        }
-        if unknown.len() > 1 {
-            let rest: Vec<&str> = unknown[1..].iter().map(|s| s.as_str()).collect();
-            problem.push_str(&format!("; also unknown: {}", rest.join(", ")));
-        }
-        Err(ConfigError::new(first.clone(), problem))
-    }
 }
 
 #[cfg(test)]

@@ -11,14 +11,23 @@ use chrono::{DateTime, Duration, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
+mod action;
+mod fleet;
+mod row;
+
 use super::breaker::{self, BreakerInput};
-use super::naming;
-use super::observed::{Observation, ObservedApp};
+use super::observed::Observation;
 use super::plan_health::{HealthSettings, plan_health};
 use super::plan_rollout::plan_rollout_part;
 use super::recorded::{AppRow, RowStatus};
 use super::rollout::AppState;
-use crate::metrics::ActionKind;
+use fleet::{claim_names_about_to_be_adopted, hold_back_unlisted_regions, plan_orphans};
+use row::{check_row, drift_reason};
+// The tests take the planner's neighbours from here, with `super::*`.
+#[cfg(test)]
+use super::{naming, observed::ObservedApp};
+
+pub use action::{Action, ConvergeReason, ConvergeTo, Finding};
 
 // The types of the planner's input and output that are defined beside the modules computing them.
 pub use super::breaker::HeldChange;
@@ -42,184 +51,6 @@ pub struct PlanSettings {
     /// Unhealthy this long → restart; as long again → replace (`plan_health`).
     pub repair_after: Duration,
     pub repair_max_per_pass: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConvergeReason {
-    /// First provision of this user.
-    New,
-    /// A soft-deleted row comes back (re-upgrade): same row, same name.
-    Reupgrade,
-    /// A provision that did not finish (crash, error, backoff expired).
-    Resume,
-    AppMissing,
-    MachineMissing,
-    MachineDown,
-    DuplicateMachines,
-    ImageDrift,
-    ConfigDrift,
-    SecretsDrift,
-}
-
-impl ConvergeReason {
-    /// A difference a rollout carries (image, guest, region, env, layout, secrets), as opposed to
-    /// something broken that a repair fixes at once.
-    pub(crate) fn is_spec_change(&self) -> bool {
-        matches!(
-            self,
-            Self::ImageDrift | Self::ConfigDrift | Self::SecretsDrift
-        )
-    }
-
-    pub(crate) fn as_str(&self) -> &'static str {
-        match self {
-            Self::New => "new",
-            Self::Reupgrade => "reupgrade",
-            Self::Resume => "resume",
-            Self::AppMissing => "app_missing",
-            Self::MachineMissing => "machine_missing",
-            Self::MachineDown => "machine_down",
-            Self::DuplicateMachines => "duplicate_machines",
-            Self::ImageDrift => "image_drift",
-            Self::ConfigDrift => "config_drift",
-            Self::SecretsDrift => "secrets_drift",
-        }
-    }
-}
-
-/// Which spec a converge brings the app to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConvergeTo {
-    /// The configured spec, whole: new users, re-upgrades, apps already on it.
-    Target,
-    /// The spec the app runs (its last healthy spec when its machine is gone): a repair of an app
-    /// the rollout has not moved yet, or of any app while the rollout is halted. Repairing onto the
-    /// target would move the app outside the waves, or spread a change the rollout halted.
-    Current,
-    /// The spec the fleet last ran healthily (the halted rollout's base): a user who never ran
-    /// anything, while the rollout is halted. The target when no base is recorded.
-    LastHealthy,
-}
-
-impl ConvergeTo {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Target => "target",
-            Self::Current => "current",
-            Self::LastHealthy => "last_healthy",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    /// Bring the user's app to the spec: create, adopt, repair or roll, whatever is missing.
-    Converge {
-        user_id: Uuid,
-        row_id: Option<Uuid>,
-        reason: ConvergeReason,
-        to: ConvergeTo,
-    },
-    /// One app's step in the current rollout (waves, soak, rollback: `plan_rollout`).
-    Rollout {
-        user_id: Uuid,
-        row_id: Uuid,
-        rollout_id: i64,
-        wave: u32,
-        step: RolloutStep,
-    },
-    /// The user stopped being wanted: start the deprovision grace (DB only).
-    MarkUnwanted { user_id: Uuid, row_id: Uuid },
-    /// The user is wanted again within the grace: nothing gets deleted (DB only).
-    CancelDeprovision { user_id: Uuid, row_id: Uuid },
-    /// Stop, delete, confirm gone, soft-delete the row.
-    Deprovision {
-        user_id: Uuid,
-        row_id: Uuid,
-        app: String,
-    },
-    /// A step of the repair ladder for an app unhealthy for `REPAIR_AFTER` (`plan_health`).
-    Repair {
-        user_id: Uuid,
-        row_id: Uuid,
-        step: RepairStep,
-    },
-    /// Record which managed apps no live row owns (first seen / still seen); one DB statement.
-    SyncOrphans { names: Vec<String> },
-    /// An orphan that stayed orphaned for `ORPHAN_GRACE`.
-    DeleteOrphan { app: String },
-}
-
-impl Action {
-    /// The action's kind, as its metrics and log lines name it.
-    pub(crate) fn label(&self) -> ActionKind {
-        match self {
-            Self::Converge { .. } => ActionKind::Converge,
-            Self::Rollout { step, .. } => step.label(),
-            Self::MarkUnwanted { .. } => ActionKind::ScheduleDeprovision,
-            Self::CancelDeprovision { .. } => ActionKind::CancelDeprovision,
-            Self::Deprovision { .. } => ActionKind::Deprovision,
-            Self::Repair { step, .. } => match step {
-                RepairStep::Restart => ActionKind::RepairRestart,
-                RepairStep::Replace => ActionKind::RepairReplace,
-            },
-            Self::SyncOrphans { .. } => ActionKind::SyncOrphans,
-            Self::DeleteOrphan { .. } => ActionKind::OrphanDelete,
-        }
-    }
-
-    pub fn kind(&self) -> &'static str {
-        self.label().as_str()
-    }
-
-    #[cfg(test)]
-    pub(crate) fn is_deletion(&self) -> bool {
-        matches!(self, Self::Deprovision { .. } | Self::DeleteOrphan { .. })
-    }
-}
-
-/// Something an operator should know that needs no action (or that the controller refuses to act on).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Finding {
-    Paused {
-        user_id: Uuid,
-        drift: bool,
-    },
-    UnmanagedRowName {
-        row_id: Uuid,
-        name: String,
-    },
-    ForeignOrgRow {
-        row_id: Uuid,
-        org: String,
-    },
-    UnknownStatus {
-        row_id: Uuid,
-        status: String,
-    },
-    UserMissing {
-        row_id: Uuid,
-        user_id: Uuid,
-    },
-    Orphan {
-        app: String,
-        since: DateTime<Utc>,
-    },
-    /// The current rollout is halted; `newly` = this pass found it (persist, `ALERT rollout halted`).
-    RolloutHalted {
-        image: String,
-        reason: String,
-        newly: bool,
-    },
-    DeletionsBlocked {
-        would_delete: usize,
-        live: usize,
-    },
-    /// Fly could not list machines in `regions`; `held_back` users there were left alone.
-    RegionsUnavailable {
-        regions: Vec<String>,
-        held_back: usize,
-    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -502,164 +333,6 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     out
 }
 
-/// A row the controller refuses to act on is reported instead (invariant 1, issue "bad input").
-fn check_row(row: &AppRow, s: &PlanSettings) -> Result<(), Finding> {
-    if row.status().is_none() {
-        return Err(Finding::UnknownStatus {
-            row_id: row.id,
-            status: row.status.to_string(),
-        });
-    }
-    if !naming::is_managed(&s.prefix, &row.fly_app_name) {
-        return Err(Finding::UnmanagedRowName {
-            row_id: row.id,
-            name: row.fly_app_name.clone(),
-        });
-    }
-    if let Some(org) = &row.fly_org_slug
-        && !org.is_empty()
-        && org != &s.org_slug
-    {
-        return Err(Finding::ForeignOrgRow {
-            row_id: row.id,
-            org: org.to_string(),
-        });
-    }
-    if !row.user_exists {
-        return Err(Finding::UserMissing {
-            row_id: row.id,
-            user_id: row.user_id,
-        });
-    }
-    Ok(())
-}
-
-/// Why an active row needs a converge, judged from the row and the list observation only.
-fn drift_reason(
-    row: &AppRow,
-    observed: Option<&ObservedApp>,
-    s: &PlanSettings,
-    image: &str,
-) -> Option<ConvergeReason> {
-    let Some(app) = observed else {
-        return Some(ConvergeReason::AppMissing);
-    };
-    let machines: Vec<_> = app.live_machines().collect();
-    let m = match machines.as_slice() {
-        [] => return Some(ConvergeReason::MachineMissing),
-        [m] => *m,
-        _ => return Some(ConvergeReason::DuplicateMachines),
-    };
-    if row.machine_id.as_deref() != Some(m.id.as_str()) {
-        return Some(ConvergeReason::Resume);
-    }
-    if m.is_down() {
-        return Some(ConvergeReason::MachineDown);
-    }
-    if m.image != image {
-        return Some(ConvergeReason::ImageDrift);
-    }
-    if row.docker_image.as_deref() != Some(image) {
-        // Fly already runs it but the row does not say so: a rollout interrupted before its record.
-        return Some(ConvergeReason::Resume);
-    }
-    let guest_ok = m.cpus.is_none_or(|c| c == s.cpus)
-        && m.memory_mb.is_none_or(|mb| mb == s.memory_mb)
-        && m.cpu_kind.as_deref().is_none_or(|k| k == "shared");
-    if !guest_ok || m.region != s.region || row.config_digest.as_deref() != Some(&s.config_digest) {
-        return Some(ConvergeReason::ConfigDrift);
-    }
-    if row.secrets_digest.as_deref() != Some(&s.secrets_digest) {
-        return Some(ConvergeReason::SecretsDrift);
-    }
-    if !row.ips_ready {
-        return Some(ConvergeReason::Resume);
-    }
-    None
-}
-
-/// Apps in a region Fly could not list look machineless: a converge would create a second machine
-/// and a probe would misjudge them. Their users are left alone this pass (DB-only bookkeeping and
-/// deletions, which do not rely on the machine list, go on); everything elsewhere proceeds.
-fn hold_back_unlisted_regions(
-    out: &mut Plan,
-    rows: &BTreeMap<Uuid, &AppRow>,
-    input: &PlanInput<'_>,
-) {
-    let failed = &input.observed.error_regions;
-    if failed.is_empty() {
-        return;
-    }
-    let configured = &input.settings.region;
-    let affected = |user_id: &Uuid| {
-        let recorded = rows.get(user_id).and_then(|r| r.region.as_deref());
-        failed.contains(configured) || recorded.is_some_and(|r| failed.contains(r))
-    };
-    let before = out.actions.len();
-    out.actions.retain(|a| match a {
-        Action::Converge { user_id, .. }
-        | Action::Repair { user_id, .. }
-        | Action::Rollout { user_id, .. } => !affected(user_id),
-        _ => true,
-    });
-    out.findings.push(Finding::RegionsUnavailable {
-        regions: failed.iter().cloned().collect(),
-        held_back: before - out.actions.len(),
-    });
-}
-
-/// A wanted user's converge adopts an existing app of our org under the name it would use: the
-/// soft-deleted row's name on a re-upgrade, the first candidate for a user without a row. Such an
-/// app is no orphan, even before the converge has made its row live, or the same pass could delete
-/// the app the converge adopts.
-fn claim_names_about_to_be_adopted(owned: &mut BTreeSet<String>, input: &PlanInput<'_>) {
-    let rows: BTreeMap<Uuid, &AppRow> = input.rows.iter().map(|r| (r.user_id, r)).collect();
-    for (user_id, intent) in input.desired {
-        if intent.intent != Intent::Present {
-            continue;
-        }
-        match rows.get(user_id) {
-            Some(row) => owned.insert(row.fly_app_name.clone()),
-            None => owned.insert(naming::candidate(&input.settings.prefix, *user_id, 0)),
-        };
-    }
-}
-
-fn plan_orphans(
-    out: &mut Plan,
-    owned: &BTreeSet<String>,
-    pending: &mut BTreeSet<String>,
-    input: &PlanInput<'_>,
-) {
-    let s = input.settings;
-    let orphans: Vec<String> = input
-        .observed
-        .apps
-        .keys()
-        .filter(|name| naming::is_managed(&s.prefix, name) && !owned.contains(*name))
-        .cloned()
-        .collect();
-    for name in &orphans {
-        let since = input
-            .orphans_first_seen
-            .get(name)
-            .copied()
-            .unwrap_or(input.now);
-        out.findings.push(Finding::Orphan {
-            app: name.clone(),
-            since,
-        });
-        if since + s.orphan_grace <= input.now && input.orphans_first_seen.contains_key(name) {
-            pending.insert(name.clone());
-            out.actions.push(Action::DeleteOrphan { app: name.clone() });
-        }
-    }
-    let known: Vec<&String> = input.orphans_first_seen.keys().collect();
-    if orphans.iter().collect::<Vec<_>>() != known {
-        out.actions.push(Action::SyncOrphans { names: orphans });
-    }
-}
-
 #[cfg(test)]
-#[path = "plan_tests.rs"]
+#[path = "../plan_tests.rs"]
 mod tests;
