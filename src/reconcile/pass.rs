@@ -9,7 +9,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use super::desired::{Intent, PaidPolicy, desired};
 use super::execute::{self, Ctx, Outcome, Slot};
-use super::plan::{Action, Finding, Plan, PlanInput, PlanSettings, plan};
+use super::plan::{Action, Finding, Plan, PlanInput, PlanSettings, RolloutStep, plan};
 use super::recorded::RowStatus;
 use super::rollout::WaveSettings;
 use super::spec::{config_digest, secrets_digest};
@@ -48,6 +48,9 @@ pub struct PassReport {
     pub fenced: bool,
     /// The database's clock as the plan read it (none for a pass that did not plan).
     pub clock: Option<DbClock>,
+    /// When the pass's last rollout move ended: its verdict, and so its soak's start, came just
+    /// before. The next wave is due a soak after it, however long the pass went on after it.
+    pub last_move_done: Option<tokio::time::Instant>,
 }
 
 /// The database's clock as read once, and when on this host's monotonic clock: a time the
@@ -383,6 +386,13 @@ async fn execute_plan(ctx: &Ctx, cfg: &PassConfig, metrics: &Metrics, plan: Plan
         | Action::CancelDeprovision { .. }
         | Action::SyncOrphans { .. } => 0,
         Action::Deprovision { .. } | Action::DeleteOrphan { .. } => 1,
+        // A wave's moves before the previous wave's last looks: the next wave waits for the last
+        // app of this one to soak, and a soak starts only once its move is judged healthy; the
+        // looks (check, settle) end nothing another step waits for.
+        Action::Rollout {
+            step: RolloutStep::Check | RolloutStep::Settle,
+            ..
+        } => 3,
         Action::Converge { .. } | Action::Rollout { .. } => 2,
         Action::Repair { .. } => 2,
     });
@@ -437,6 +447,9 @@ async fn execute_plan(ctx: &Ctx, cfg: &PassConfig, metrics: &Metrics, plan: Plan
         match res {
             Ok((kind, None)) => metrics.record_action(kind, ActionOutcome::Stale),
             Ok((kind, Some(outcome))) => {
+                if kind == ActionKind::RolloutMove {
+                    report.last_move_done = Some(tokio::time::Instant::now());
+                }
                 metrics.record_action(kind, outcome.label());
                 if let Outcome::Retry { fly: Some(fly), .. } = outcome {
                     metrics.record_fly_error(fly);

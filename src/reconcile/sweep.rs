@@ -81,8 +81,15 @@ impl Tick {
         // between this host and the database neither wakes the loop early nor late.
         let now = report.clock.map_or_else(chrono::Utc::now, |c| c.now());
         let hint = match &decision.step {
-            // Every app of the wave started its soak within the pass, so all have soaked by then.
-            Step::Advance { .. } => Some(soak + WAKE_SLACK),
+            // Every app of the wave started its soak before its move ended, so all have soaked a
+            // soak after the last move (the settles after it end nothing the next wave waits for).
+            Step::Advance { .. } => Some(
+                (soak + WAKE_SLACK).saturating_sub(
+                    report
+                        .last_move_done
+                        .map_or(Duration::ZERO, |t| t.elapsed()),
+                ),
+            ),
             Step::Wait { until: Some(t) } => match (*t - now).to_std() {
                 Ok(left) if !left.is_zero() => Some(left + WAKE_SLACK),
                 // Already past: apps that could not be settled; never spin passes on them.
@@ -408,6 +415,20 @@ mod tests {
         assert_eq!(started.wake_hint(soak), Some(MOVING_POLL));
         let short = Duration::from_secs(2);
         assert_eq!(started.wake_hint(short), Some(short + WAKE_SLACK));
+        // The wave's last move ended 1.5 s before the pass did (settles ran after it): the next
+        // wave is due a soak after that move, not after the pass.
+        let mut settled_after = full_with(Step::Advance {
+            wave: 2,
+            apps: vec![],
+        });
+        if let Tick::Full { report, .. } = &mut settled_after {
+            report.last_move_done = Some(Instant::now() - Duration::from_millis(1500));
+        }
+        let hint = settled_after.wake_hint(short).expect("a wave started");
+        assert!(
+            hint <= Duration::from_millis(500) + WAKE_SLACK,
+            "{hint:?}: counted from the pass's end"
+        );
         let end = chrono::Utc::now() + chrono::Duration::seconds(20);
         let soaking = full_with(Step::Wait { until: Some(end) });
         let hint = soaking.wake_hint(soak).expect("a soak end");
