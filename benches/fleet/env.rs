@@ -371,6 +371,22 @@ impl Fleet {
         chrono::Utc::now()
     }
 
+    /// A subscription change whose NOTIFY is lost (the trigger switched off by [`Fleet::set_notify`]):
+    /// the change log still records it in the same transaction, as the trigger does whether or not
+    /// anyone listens. What a polling-only run measures is a missed notification, not a missing
+    /// trigger.
+    pub async fn set_tier_unheard(&self, user: Uuid, tier: &str) -> chrono::DateTime<chrono::Utc> {
+        let _ = sqlx::query(
+            "WITH u AS (UPDATE public.user_subscriptions SET tier = $2 WHERE user_id = $1 \
+             RETURNING user_id) INSERT INTO vyx_fleet.changes (user_id) SELECT user_id FROM u",
+        )
+        .bind(user)
+        .bind(tier)
+        .execute(&self.admin)
+        .await;
+        chrono::Utc::now()
+    }
+
     /// NOTIFY on subscription changes on or off (polling-only runs switch it off).
     pub async fn set_notify(&self, on: bool) {
         let sql = if on {

@@ -74,7 +74,12 @@ pub async fn flips(
     // Let the new leader's first pass start, so flips meet a running loop, not a cold start.
     tokio::time::sleep(gap).await;
     for u in &users {
-        flipped.push((*u, f.set_tier(*u, "pro").await));
+        let at = if notify {
+            f.set_tier(*u, "pro").await
+        } else {
+            f.set_tier_unheard(*u, "pro").await
+        };
+        flipped.push((*u, at));
         tokio::time::sleep(gap).await;
     }
     let started = Instant::now();
