@@ -112,8 +112,8 @@ impl Tick {
 const MOVING_POLL: Duration = Duration::from_secs(10);
 
 /// Margin after a soak's end. Only timer granularity needs it: the soak ends are counted on the
-/// database's clock, and every wave's gap includes it, so it is kept short (at 57 waves, 500 ms
-/// was a tenth of a rollout's least time at the bench's scale).
+/// database's clock, and every wave's gap includes it, so it is kept short (500 ms over 57 waves
+/// is 570 s of Fly time at the bench's scale, a sixth of a 10,000-app rollout's bound).
 const WAKE_SLACK: Duration = Duration::from_millis(50);
 /// The soonest an early tick comes after the last one.
 const MIN_WAKE: Duration = Duration::from_secs(1);
