@@ -25,7 +25,8 @@ use tracing::{error, info, warn};
 
 use super::execute::Ctx;
 use super::leadership::{RenewConfig, keep_db_lease};
-use super::pass::{PassConfig, PassError, PassReport};
+use super::pass::{PassConfig, PassError, PassReport, PlanAt};
+use super::pass_clock::{Leads, MAX_LEAD};
 use super::plan::Finding;
 use super::queue::{self, WorkQueue};
 use super::sweep::{Sweeper, Tick};
@@ -200,12 +201,23 @@ impl Controller {
         // A rollout's soak end or a wave just started (`Tick::wake_hint`): sweep then, not a
         // whole interval later.
         let mut early: Option<Instant> = None;
+        // An early wake comes a read's time before its due time (`Leads`), so that the pass has
+        // read the fleet by then and plans the next wave at once, rather than a whole read after.
+        let mut leads = Leads::default();
+        // How long the last full pass took, tick to end.
+        let mut pass_took = Duration::ZERO;
         let mut last_end = Instant::now();
         loop {
+            // A tick that will list Fly in full (a resync falls due) reads for longer.
+            let lead = early.map_or(Duration::ZERO, |at| {
+                leads.get(ctx.observed.full_list_due_by(term, at))
+            });
+            let wake_at = early.map(|t| t.checked_sub(lead).unwrap_or(t).max(last_end));
             // Wait for a reason to sweep: the interval (the safety net behind NOTIFY).
+            let mut by_interval = false;
             tokio::select! {
-                _ = tick.tick() => {}
-                _ = sleep_until_opt(early), if early.is_some() => {}
+                _ = tick.tick() => by_interval = true,
+                _ = sleep_until_opt(wake_at), if wake_at.is_some() => {}
                 _ = wake.due(last_end + self.loop_cfg.notify_debounce) => {}
                 _ = lost_rx.changed() => {}
                 _ = shutdown.changed() => {}
@@ -213,7 +225,22 @@ impl Controller {
             if *shutdown.borrow() || *lost_rx.borrow() {
                 break;
             }
+            // An interval's tick shortly before an early wake is left to it: the early pass does
+            // all an interval's pass would, and one run just before it would push it past its
+            // due time (a wave waiting a whole pass).
+            let soon = (lead.max(pass_took) + LEAD_MARGIN).min(MAX_LEAD);
+            if by_interval
+                && wake_at.is_some_and(|w| w.saturating_duration_since(Instant::now()) <= soon)
+            {
+                continue;
+            }
             self.health.heartbeat();
+            sweeper.plan_at(early.map(|at| PlanAt {
+                at,
+                max_hold: lead + LEAD_MARGIN,
+            }));
+            let listing_in_full = ctx.observed.full_list_due(term);
+            let tick_started = Instant::now();
             let pass = sweeper.tick(&ctx, &self.pass, &self.metrics);
             tokio::pin!(pass);
             let mut draining: Option<Instant> = None;
@@ -224,12 +251,29 @@ impl Controller {
                 tokio::select! {
                     r = &mut pass => {
                         self.health.set_db_ok(!matches!(r, Err(super::pass::PassError::Db(_))));
-                        early = r
-                            .as_ref()
-                            .ok()
-                            .and_then(|t| t.wake_hint(self.pass.waves.soak.to_std().unwrap_or_default()))
-                            .filter(|d| *d < self.loop_cfg.interval)
-                            .map(|d| Instant::now() + d);
+                        if let Ok(Tick::Full { report, .. }) = &r
+                            && let Some(clock) = report.clock
+                        {
+                            // The hold is not reading: counted, it would grow the lead each wave.
+                            leads.record(
+                                listing_in_full,
+                                clock
+                                    .at
+                                    .saturating_duration_since(tick_started)
+                                    .saturating_sub(report.held),
+                            );
+                            pass_took = tick_started.elapsed().saturating_sub(report.held);
+                        }
+                        // A full pass judged the rollout afresh: its hint replaces the last. A
+                        // sweep or a failed pass knows nothing new: a wake still ahead stands.
+                        // A wake beyond the next interval tick is kept too: that tick is skipped
+                        // when it would run into the wake's pass.
+                        early = match &r {
+                            Ok(t @ Tick::Full { .. }) => t
+                                .wake_hint(self.pass.waves.soak.to_std().unwrap_or_default())
+                                .map(|d| Instant::now() + d),
+                            _ => early.filter(|t| *t > Instant::now()),
+                        };
                         match &r {
                             Ok(Tick::Full { report, .. }) => {
                                 wake.after(&report.outcomes, grace);
@@ -275,6 +319,9 @@ impl Controller {
         renewer.abort();
     }
 }
+
+/// What an early pass may wait, beyond the read it started early for, before it plans.
+const LEAD_MARGIN: Duration = Duration::from_millis(100);
 
 /// Feed NOTIFY payloads (user ids) into the queue until aborted, a confirmation of held deletions
 /// into the wake; reconnect when LISTEN breaks.

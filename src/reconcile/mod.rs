@@ -24,6 +24,8 @@ pub mod naming;
 mod observe;
 mod observed;
 mod pass;
+mod pass_clock;
+mod pass_execute;
 mod pass_rollout;
 pub mod plan;
 mod plan_health;

@@ -1,22 +1,23 @@
 //! One reconcile pass: read desired and recorded state (a handful of queries), observe Fly (the
 //! cache: one changed-machine list, or the full lists when due), plan, then execute with bounded concurrency. The controller only schedules passes.
 
-use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use super::desired::{Intent, PaidPolicy, desired};
-use super::execute::{self, Ctx, Outcome, Slot};
-use super::plan::{Action, Finding, Plan, PlanInput, PlanSettings, RolloutStep, plan};
+use super::desired::{PaidPolicy, desired};
+use super::execute::{Ctx, Outcome};
+use super::pass_execute::execute_plan;
+use super::plan::{Finding, Plan, PlanInput, PlanSettings, plan};
 use super::recorded::RowStatus;
 use super::rollout::WaveSettings;
 use super::spec::{config_digest, secrets_digest};
 use crate::db::{apps, breaker};
 use crate::fly::FlyError;
-use crate::metrics::{ActionKind, ActionOutcome, AppStatus, Metrics, PassOutcome};
+use crate::metrics::{ActionKind, AppStatus, Metrics, PassOutcome};
 use crate::model::pass::PassFailure;
+
+use super::pass_clock::Stages;
+pub use super::pass_clock::{DbClock, PlanAt};
 
 /// What a pass needs beyond the executor context.
 #[derive(Clone)]
@@ -51,21 +52,8 @@ pub struct PassReport {
     /// When the pass's last rollout move ended: its verdict, and so its soak's start, came just
     /// before. The next wave is due a soak after it, however long the pass went on after it.
     pub last_move_done: Option<tokio::time::Instant>,
-}
-
-/// The database's clock as read once, and when on this host's monotonic clock: a time the
-/// database judges (a soak's end) comes `t - now` after `at`, whatever this host's wall clock says.
-#[derive(Debug, Clone, Copy)]
-pub struct DbClock {
-    pub now: chrono::DateTime<chrono::Utc>,
-    pub at: tokio::time::Instant,
-}
-
-impl DbClock {
-    /// The database's time now, as this host's monotonic clock carries it forward.
-    pub(crate) fn now(&self) -> chrono::DateTime<chrono::Utc> {
-        self.now + chrono::Duration::from_std(self.at.elapsed()).unwrap_or_default()
-    }
+    /// How long the pass waited for its [`PlanAt`] before planning.
+    pub held: std::time::Duration,
 }
 
 impl PassReport {
@@ -127,19 +115,25 @@ pub(crate) struct Census {
     pub rows_by_status: Vec<(String, i64)>,
     pub desired_present: usize,
     pub clock: Option<DbClock>,
+    /// Where the pass's time went before it acted: the Fly observation, the database reads, a
+    /// hold for a due time ([`PlanAt`]), the plan.
+    pub took: Stages,
 }
 
 /// Read everything and plan; no writes anywhere.
 pub async fn plan_pass(ctx: &Ctx, cfg: &PassConfig) -> Result<Plan, PassError> {
-    Ok(plan_with_census(ctx, cfg, false).await?.0)
+    Ok(plan_with_census(ctx, cfg, false, None).await?.0)
 }
 
 async fn plan_with_census(
     ctx: &Ctx,
     cfg: &PassConfig,
     start: bool,
+    plan_at: Option<PlanAt>,
 ) -> Result<(Plan, Census), PassError> {
     let pool = ctx.store.pool();
+    let mut took = Stages::default();
+    let t0 = Instant::now();
     // Fly first: a full list takes minutes at 100,000 apps, and the rows read after it are the
     // fresher for it (and not held in memory while it pages). Every app we create has its row
     // written before the create call, so a row read after the list never misses an app it shows.
@@ -147,6 +141,8 @@ async fn plan_with_census(
         .observed
         .observe(&ctx.fly, &ctx.spec.org_slug, &ctx.prefix, ctx.store.term())
         .await?;
+    took.observe = t0.elapsed();
+    let t0 = Instant::now();
     let rollout = super::pass_rollout::load_rollout(ctx, cfg, start).await?;
     let health = crate::db::load_health(pool).await?;
     let facts = apps::load_desired_facts(pool).await?;
@@ -167,6 +163,12 @@ async fn plan_with_census(
     let rows = apps::load_rows(pool).await?;
     let orphans = apps::load_orphans(pool).await?;
     let breaker_state = breaker::load_state(pool).await?;
+    took.read = t0.elapsed();
+    if let Some(until) = plan_at.and_then(|p| p.hold_until(tokio::time::Instant::now())) {
+        let t0 = Instant::now();
+        tokio::time::sleep_until(until).await;
+        took.hold = t0.elapsed();
+    }
     let now = crate::db::now(pool).await?;
     let clock = DbClock {
         now,
@@ -177,6 +179,7 @@ async fn plan_with_census(
     // workers keep serving NOTIFYs and targeted runs meanwhile (a long poll on a worker also holds
     // the task it last woke, which no other worker may steal).
     let span = tracing::Span::current();
+    let t0 = Instant::now();
     let planned = tokio::task::spawn_blocking(move || {
         let _in_pass = span.enter();
         let mut by_status: std::collections::BTreeMap<String, i64> = Default::default();
@@ -190,6 +193,7 @@ async fn plan_with_census(
                 .filter(|i| i.intent == super::desired::Intent::Present)
                 .count(),
             clock: Some(clock),
+            took: Stages::default(),
         };
         let plan = plan(&PlanInput {
             now,
@@ -205,7 +209,9 @@ async fn plan_with_census(
         });
         (plan, census)
     });
-    let (plan, census) = planned.await.map_err(PassError::Planner)?;
+    let (plan, mut census) = planned.await.map_err(PassError::Planner)?;
+    took.plan = t0.elapsed();
+    census.took = took;
     Ok((plan, census))
 }
 
@@ -228,11 +234,21 @@ pub async fn run_pass(
     cfg: &PassConfig,
     metrics: &Metrics,
 ) -> Result<PassReport, PassError> {
+    run_pass_at(ctx, cfg, metrics, None).await
+}
+
+/// [`run_pass`] that plans no sooner than `plan_at` (see [`PlanAt`]).
+pub(crate) async fn run_pass_at(
+    ctx: &Ctx,
+    cfg: &PassConfig,
+    metrics: &Metrics,
+    plan_at: Option<PlanAt>,
+) -> Result<PassReport, PassError> {
     let reconcile_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
     let span = info_span!("pass", reconcile_id = %reconcile_id, term = ctx.store.term());
     async move {
         let started = Instant::now();
-        let (plan, clock) = match plan_with_census(ctx, cfg, true).await {
+        let (plan, clock, took) = match plan_with_census(ctx, cfg, true, plan_at).await {
             Ok((p, census)) => {
                 let counts: Vec<(AppStatus, i64)> = census
                     .rows_by_status
@@ -241,7 +257,7 @@ pub async fn run_pass(
                     .collect();
                 metrics.set_app_counts(&counts);
                 metrics.set_desired_apps(census.desired_present as i64);
-                (p, census.clock)
+                (p, census.clock, census.took)
             }
             Err(e) => {
                 error!(error = %e, "pass skipped");
@@ -265,6 +281,10 @@ pub async fn run_pass(
         info!(
             actions = plan.actions.len(),
             findings = plan.findings.len(),
+            observe_ms = took.observe.as_millis() as u64,
+            read_ms = took.read.as_millis() as u64,
+            hold_ms = took.hold.as_millis() as u64,
+            plan_ms = took.plan.as_millis() as u64,
             "planned"
         );
         // The held set is persisted before anything is deleted, so the operator confirms exactly
@@ -298,6 +318,7 @@ pub async fn run_pass(
         }
         let mut report = execute_plan(ctx, cfg, metrics, plan).await;
         report.clock = clock;
+        report.held = took.hold;
         let outcome = if report.fenced {
             PassOutcome::Fenced
         } else if report.failed() > 0 {
@@ -370,136 +391,4 @@ fn report_findings(findings: &[Finding], metrics: &Metrics) {
         }
     }
     metrics.set_deletions_blocked(blocked);
-}
-
-/// Run the actions, at most `max_concurrency` at once. DB-only actions go first so a grace period
-/// starts even if Fly is slow. Each action carries its slot in its `Ctx`: a deletion whose `DELETE`
-/// Fly accepted gives it back while it only waits for the two spaced 404s, so the slots bound the
-/// actions still working on Fly, not those waiting for it; the pass still waits for every task,
-/// so a row is soft-deleted within the pass that deleted its app, as before.
-async fn execute_plan(ctx: &Ctx, cfg: &PassConfig, metrics: &Metrics, plan: Plan) -> PassReport {
-    let sem = Arc::new(Semaphore::new(cfg.max_concurrency.max(1)));
-    let mut set = JoinSet::new();
-    let mut actions = plan.actions.clone();
-    actions.sort_by_key(|a| match a {
-        Action::MarkUnwanted { .. }
-        | Action::CancelDeprovision { .. }
-        | Action::SyncOrphans { .. } => 0,
-        Action::Deprovision { .. } | Action::DeleteOrphan { .. } => 1,
-        // A wave's moves before the previous wave's last looks: the next wave waits for the last
-        // app of this one to soak, and a soak starts only once its move is judged healthy; the
-        // looks (check, settle) end nothing another step waits for.
-        Action::Rollout {
-            step: RolloutStep::Check | RolloutStep::Settle,
-            ..
-        } => 3,
-        Action::Converge { .. } | Action::Rollout { .. } => 2,
-        Action::Repair { .. } => 2,
-    });
-    for action in actions {
-        let permit = match sem.clone().acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => break,
-        };
-        crate::failpoint::hit(crate::failpoint::PASS_ACTION_BEFORE_CLAIM).await;
-        // A user a targeted run is working on is left to it: it reads everything afresh.
-        let user = super::targeted::action_user(&action);
-        let claim = match user {
-            Some(user) => match ctx.users.claim(user) {
-                Some(c) => Some(c),
-                None => continue,
-            },
-            None => None,
-        };
-        let ctx = Ctx {
-            slot: Slot::holding(permit),
-            ..ctx.clone()
-        };
-        let policy = cfg.policy.clone();
-        set.spawn(
-            async move {
-                let outcome = match user {
-                    Some(user) => match still_fits(&ctx, &policy, &action, user).await {
-                        Ok(true) => Some(execute::run(&ctx, &action).await),
-                        Ok(false) => {
-                            info!(%user, action = action.kind(), "planned action no longer fits the user; dropped");
-                            None
-                        }
-                        Err(e) => {
-                            warn!(%user, action = action.kind(), error = %e, "could not re-read the user; action left to a later pass");
-                            None
-                        }
-                    },
-                    None => Some(execute::run(&ctx, &action).await),
-                };
-                drop(claim);
-                ctx.slot.release();
-                (action.label(), outcome)
-            }
-            .in_current_span(),
-        );
-    }
-    let mut report = PassReport {
-        plan,
-        ..Default::default()
-    };
-    while let Some(res) = set.join_next().await {
-        match res {
-            Ok((kind, None)) => metrics.record_action(kind, ActionOutcome::Stale),
-            Ok((kind, Some(outcome))) => {
-                if kind == ActionKind::RolloutMove {
-                    report.last_move_done = Some(tokio::time::Instant::now());
-                }
-                metrics.record_action(kind, outcome.label());
-                if let Outcome::Retry { fly: Some(fly), .. } = outcome {
-                    metrics.record_fly_error(fly);
-                }
-                if outcome == Outcome::Fenced {
-                    report.fenced = true;
-                    set.abort_all();
-                }
-                report.outcomes.push((kind, outcome));
-            }
-            Err(e) if e.is_cancelled() => {}
-            Err(e) => error!(error = %e, "action task panicked"),
-        }
-    }
-    report
-}
-
-/// Whether `action`, planned from a read of the whole fleet that may be minutes old, still fits its
-/// user now. Called under the user's claim, right before the action's first write, with the user's
-/// own facts re-read by primary key: a converge, rollout step or repair needs the user wanted
-/// (`Present`: a fresh `paused` override or a downgrade drops it), a grace start or a deprovision
-/// needs the user unwanted (a re-upgrade or a `present`/`paused` override drops it). A deprovision
-/// is left to the write that starts it, which re-checks the grace and the facts in SQL, in one
-/// statement with the write.
-async fn still_fits(
-    ctx: &Ctx,
-    policy: &PaidPolicy,
-    action: &Action,
-    user: uuid::Uuid,
-) -> Result<bool, sqlx::Error> {
-    let needs = match action {
-        Action::Converge { .. }
-        | Action::Rollout { .. }
-        | Action::Repair { .. }
-        | Action::CancelDeprovision { .. } => Intent::Present,
-        Action::MarkUnwanted { .. } => Intent::Absent,
-        // Judged by the fenced write that starts it, in SQL with the grace (see
-        // `Store::mark_deprovisioning`); one that already started runs to the end whoever wants the
-        // user now (the planner plans it for wanted users too), so the intent alone cannot judge it.
-        Action::Deprovision { .. } => return Ok(true),
-        Action::SyncOrphans { .. } | Action::DeleteOrphan { .. } => return Ok(true),
-    };
-    let facts: Vec<_> = apps::load_desired_facts_for_user(ctx.store.pool(), user)
-        .await?
-        .into_iter()
-        .collect();
-    let (desired, _) = desired(&facts, policy);
-    let now = desired
-        .get(&user)
-        .map(|i| i.intent)
-        .unwrap_or(Intent::Absent);
-    Ok(now == needs)
 }

@@ -61,7 +61,8 @@ pub enum Step {
     Complete,
     /// Start wave `wave` with these apps (pending ones, in the caller's order).
     Advance { wave: u32, apps: Vec<Uuid> },
-    /// Nothing may start yet: apps are in transition. `until` = the earliest soak end, if any.
+    /// Nothing may start yet: apps are in transition. `until` = when the last soaking app's soak
+    /// ends (the next wave may start then, unless an app is still moving), if any soaks.
     Wait { until: Option<DateTime<Utc>> },
     /// Halted: move nothing. `newly` = this decision found it (persist, `ALERT rollout halted`).
     Halted { halt: Halt, newly: bool },
@@ -109,7 +110,7 @@ pub(crate) fn decide(
             AppState::Soaking { since, .. } if !soaked(since) => {
                 tally.soaking += 1;
                 let end = since + s.soak;
-                soak_ends = Some(soak_ends.map_or(end, |e| e.min(end)));
+                soak_ends = Some(soak_ends.map_or(end, |e| e.max(end)));
                 true
             }
             AppState::Healthy { wave: 0 } => {

@@ -87,6 +87,35 @@ fn the_next_wave_waits_until_every_app_of_the_last_one_soaked() {
 }
 
 #[test]
+fn a_wave_whose_soaks_began_apart_waits_for_its_last_soak_end() {
+    // The moves of a wave are judged one after another, so their soaks start apart. The next
+    // wave is due when the last of them ends: that is the time to wake for, not the first (a
+    // wake at the first end finds the wave still soaking and costs a pass).
+    let mut apps = pending(10);
+    for (i, secs) in [(0, 0), (1, 2), (2, 1)] {
+        let since = t0() + Duration::seconds(secs);
+        set(&mut apps, i, AppState::Soaking { wave: 2, since });
+    }
+    let d = decide(&rollout(), &apps, &defaults(), t0() + Duration::seconds(30));
+    assert_eq!(
+        d.step,
+        Step::Wait {
+            until: Some(t0() + Duration::seconds(62))
+        }
+    );
+    // Past the first two ends, the wave still waits for the third.
+    let d = decide(&rollout(), &apps, &defaults(), t0() + Duration::seconds(61));
+    assert_eq!(
+        d.step,
+        Step::Wait {
+            until: Some(t0() + Duration::seconds(62))
+        }
+    );
+    let d = decide(&rollout(), &apps, &defaults(), t0() + Duration::seconds(62));
+    assert!(matches!(d.step, Step::Advance { .. }), "{:?}", d.step);
+}
+
+#[test]
 fn waves_double_after_clean_waves_up_to_the_cap() {
     let s = defaults();
     let mut apps = pending(40);

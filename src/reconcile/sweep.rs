@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::execute::Ctx;
-use super::pass::{PassConfig, PassError, PassReport, run_pass};
+use super::pass::{PassConfig, PassError, PassReport, PlanAt, run_pass_at};
 use super::rollout::Step;
 use super::spec::{config_digest, secrets_digest, spec_digest};
 use crate::db::worklist::{self, Entry, Watermark, WorkList, WorkListParams};
@@ -51,6 +51,8 @@ pub struct Sweeper {
     /// Users the last look listed: judged again by the next, so work a run left undone without
     /// a write (a transient Fly error) is not forgotten until the resync.
     carry: Vec<uuid::Uuid>,
+    /// The next tick's full pass plans no sooner than this (the loop's early wake for a soak end).
+    plan_at: Option<PlanAt>,
 }
 
 /// What one tick did.
@@ -119,6 +121,11 @@ const WAKE_SLACK: Duration = Duration::from_millis(50);
 const MIN_WAKE: Duration = Duration::from_secs(1);
 
 impl Sweeper {
+    /// The next tick, if it runs a full pass, plans no sooner than `at` (see [`PlanAt`]).
+    pub(crate) fn plan_at(&mut self, at: Option<PlanAt>) {
+        self.plan_at = at;
+    }
+
     /// One interval tick under the current lease term.
     pub async fn tick(
         &mut self,
@@ -126,12 +133,13 @@ impl Sweeper {
         cfg: &PassConfig,
         metrics: &Metrics,
     ) -> Result<Tick, PassError> {
+        let plan_at = self.plan_at.take();
         let resync = ctx.observed.resync_interval();
         let due = self
             .last_full
             .is_none_or(|t| t.elapsed() >= resync.max(Duration::from_millis(1)));
         if due {
-            return self.full(ctx, cfg, metrics, "resync").await;
+            return self.full(ctx, cfg, metrics, "resync", plan_at).await;
         }
         let started = Instant::now();
         let found = match self.find(ctx, cfg).await {
@@ -144,10 +152,12 @@ impl Sweeper {
         };
         let (list, changed) = match found {
             Some(f) => f,
-            None => return self.full(ctx, cfg, metrics, "full list due").await,
+            None => return self.full(ctx, cfg, metrics, "full list due", plan_at).await,
         };
         if let Some(e) = list.entries.iter().find(|e| e.reason.is_fleet_level()) {
-            return self.full(ctx, cfg, metrics, e.reason.as_str()).await;
+            return self
+                .full(ctx, cfg, metrics, e.reason.as_str(), plan_at)
+                .await;
         }
         let users = per_user(&list.entries);
         for u in &users {
@@ -204,12 +214,13 @@ impl Sweeper {
         cfg: &PassConfig,
         metrics: &Metrics,
         why: &'static str,
+        plan_at: Option<PlanAt>,
     ) -> Result<Tick, PassError> {
         debug!(why, "sweep runs a full pass");
         // Taken before the pass reads anything: what the pass could not see, the next look reads.
         let since = worklist::watermark(ctx.store.pool()).await?;
         self.list_fly_serving_users(ctx, cfg).await?;
-        let report = run_pass(ctx, cfg, metrics).await?;
+        let report = run_pass_at(ctx, cfg, metrics, plan_at).await?;
         // Only a pass that observed and planned counts as the safety net.
         self.last_full = Some(Instant::now());
         self.since = Some(since);

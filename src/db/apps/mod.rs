@@ -193,8 +193,9 @@ impl Store {
     }
 
     /// Run one fenced `UPDATE public.user_fly_apps SET <set> WHERE id = $1 AND fence($2)`, with
-    /// `extra` binds from `$3` on, and its events, in one transaction.
-    async fn update(
+    /// `extra` binds from `$3` on, and its events, in one statement (so one round trip, and one
+    /// implicit transaction: the row and its events commit together or not at all).
+    pub(in crate::db) async fn update(
         &self,
         row_id: Uuid,
         set: &str,
@@ -213,9 +214,22 @@ impl Store {
         binds: Vec<Bind>,
         events: &[Event],
     ) -> Result<(), StoreError> {
+        // The events' parameters follow the caller's; each event is stamped in its list order
+        // (a microsecond apart at least), so a timeline sorted by time reads as they were written.
+        let ev = 3 + binds.len();
         let sql = format!(
-            "UPDATE public.user_fly_apps a SET {set}, updated_at = now() \
-             WHERE a.id = $1 AND vyx_fleet.fence($2) AND ({guard}) RETURNING a.user_id, a.status"
+            "WITH u AS (UPDATE public.user_fly_apps a SET {set}, updated_at = now() \
+                         WHERE a.id = $1 AND vyx_fleet.fence($2) AND ({guard}) \
+                     RETURNING a.id, a.user_id, a.status), \
+                  e AS (INSERT INTO public.user_fly_app_events \
+                          (fly_app_id, user_id, event_type, status, metadata, error_details, created_at) \
+                        SELECT u.id, u.user_id, ev.t, u.status, ev.m, ev.d, \
+                               clock_timestamp() + (ev.n - 1) * interval '1 microsecond' \
+                          FROM u, unnest(${ev}::text[], ${}::jsonb[], ${}::text[]) \
+                               WITH ORDINALITY AS ev(t, m, d, n)) \
+             SELECT user_id, status FROM u",
+            ev + 1,
+            ev + 2
         );
         // `set` is always a literal from this module; every value is a bind parameter.
         let mut q = sqlx::query_as::<_, (Uuid, String)>(sqlx::AssertSqlSafe(sql))
@@ -227,26 +241,32 @@ impl Store {
                 Bind::TextList(v) => q.bind(v),
                 Bind::Int(v) => q.bind(v),
                 Bind::Float(v) => q.bind(v),
+                Bind::Json(v) => q.bind(v),
+                Bind::Time(v) => q.bind(v),
             };
         }
-        let mut tx = self.pool.begin().await?;
-        let res = q.fetch_optional(&mut *tx).await;
-        let (user_id, status) = match res {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                drop(tx);
-                return Err(self.explain_noop().await);
-            }
+        let q = q
+            .bind(events.iter().map(|e| e.event_type).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.metadata.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.error_details.clone())
+                    .collect::<Vec<_>>(),
+            );
+        match q.fetch_optional(&self.pool).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(self.explain_noop().await),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(StoreError::NameRecorded);
+                Err(StoreError::NameRecorded)
             }
-            Err(e) => return Err(e.into()),
-        };
-        for ev in events {
-            Self::event_in(&mut tx, row_id, user_id, &status, ev).await?;
+            Err(e) => Err(e.into()),
         }
-        tx.commit().await?;
-        Ok(())
     }
 
     /// Re-upgrade: the soft-deleted row comes back with the same id and name; all progress markers
@@ -279,6 +299,15 @@ impl Store {
             .await
     }
 }
+
+/// Converged: `active`, healthy, backoff cleared (`mark_active`, and a rollout's verdict).
+macro_rules! active {
+    () => {
+        "status = 'active', health_status = 'healthy', last_health_check = now(), \
+         retry_count = 0, next_attempt_at = NULL, error_message = NULL, last_error_kind = NULL"
+    };
+}
+pub(crate) use active;
 
 /// The progress markers of an app that no longer exists (deleted, or about to be provisioned anew
 /// on a reused row): both ends of a deprovision clear the same set.
@@ -316,11 +345,13 @@ fn retry_millis(retry_in: std::time::Duration) -> i64 {
     i64::try_from(retry_in.as_millis()).unwrap_or(3_600_000)
 }
 
-enum Bind {
+pub(in crate::db) enum Bind {
     Text(Option<String>),
     TextList(Vec<String>),
     Int(Option<i64>),
     Float(Option<f64>),
+    Json(Option<Value>),
+    Time(Option<chrono::DateTime<chrono::Utc>>),
 }
 
 fn truncate(s: &str, max: usize) -> String {

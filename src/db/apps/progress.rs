@@ -138,14 +138,7 @@ impl Store {
         row_id: Uuid,
         events: &[Event],
     ) -> Result<(), StoreError> {
-        self.update(
-            row_id,
-            "status = 'active', health_status = 'healthy', last_health_check = now(), \
-             retry_count = 0, next_attempt_at = NULL, error_message = NULL, last_error_kind = NULL",
-            vec![],
-            events,
-        )
-        .await
+        self.update(row_id, super::active!(), vec![], events).await
     }
 
     /// A failed attempt: per-user backoff stored in the row (invariant 7), so it survives restarts and

@@ -8,7 +8,10 @@
 //!
 //! Reads feed the pure wave decision (`reconcile::rollout`); nothing here decides.
 
+mod columns_set;
 mod writes;
+
+pub(crate) use columns_set::HealthySpec;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;

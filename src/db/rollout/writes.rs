@@ -4,8 +4,9 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::columns_set::{HealthySpec, Progress, progress, running, running_binds};
 use super::{RolloutRecord, RowRolloutState, Running, columns, load_current};
-use crate::db::apps::{Store, StoreError};
+use crate::db::apps::{Bind, Event, Store, StoreError};
 use crate::model::cost::monthly_cost_estimate_usd;
 use crate::model::rollout::{Halt, Tally};
 
@@ -139,26 +140,88 @@ impl Store {
         at: DateTime<Utc>,
         machine_version: Option<&str>,
     ) -> Result<(), StoreError> {
-        let done = sqlx::query(
-            "UPDATE public.user_fly_apps \
-                SET rollout_id = $2, rollout_wave = $3, rollout_state = $4, rollout_state_at = $5, \
-                    rollout_machine_version = CASE \
-                      WHEN rollout_id IS DISTINCT FROM $2 \
-                        OR ($4 = 'moving' AND rollout_state IS DISTINCT FROM 'moving') THEN $6 \
-                      ELSE coalesce($6, rollout_machine_version) END, \
-                    updated_at = now() \
-              WHERE id = $1 AND vyx_fleet.fence($7)",
-        )
-        .bind(row_id)
-        .bind(rollout_id)
-        .bind(i32::try_from(wave).unwrap_or(i32::MAX))
-        .bind(state.as_str())
-        .bind(at)
-        .bind(machine_version)
-        .bind(self.term())
-        .execute(self.pool())
-        .await?;
-        self.one_row(done.rows_affected()).await
+        let p = Progress::new(rollout_id, wave, state, machine_version, Some(at));
+        self.update(row_id, progress!(), p.binds(), &[]).await
+    }
+
+    /// A move begins, before any Fly write: `moving` at the database's now, the app's current
+    /// spec as its rollback point when it runs healthily (`rollback`: image and spec), and the
+    /// move's event, in one statement.
+    pub(crate) async fn begin_move(
+        &self,
+        row_id: Uuid,
+        rollout_id: i64,
+        wave: u32,
+        rollback: Option<(&str, &serde_json::Value)>,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
+        let p = Progress::new(rollout_id, wave, RowRolloutState::Moving, None, None);
+        let mut binds = p.binds();
+        binds.push(Bind::Text(rollback.map(|(image, _)| image.to_string())));
+        binds.push(Bind::Json(rollback.map(|(_, spec)| spec.clone())));
+        let set = concat!(
+            progress!(),
+            ", healthy_image = coalesce($8, a.healthy_image), \
+               healthy_spec = coalesce($9, a.healthy_spec)"
+        );
+        self.update(row_id, set, binds, events).await
+    }
+
+    /// Fly accepted the move's update: the version it returned, and what now runs (the record
+    /// `record_running` makes), in one statement. `moving` restarts its clock here: the verdict's
+    /// deadline counts from the update.
+    pub(crate) async fn record_moved(
+        &self,
+        row_id: Uuid,
+        rollout_id: i64,
+        wave: u32,
+        version: Option<&str>,
+        r: &Running<'_>,
+    ) -> Result<(), StoreError> {
+        let p = Progress::new(rollout_id, wave, RowRolloutState::Moving, version, None);
+        let mut binds = p.binds();
+        binds.extend(running_binds(r));
+        let set = concat!(progress!(), ", ", running!(8));
+        self.update(row_id, set, binds, &[]).await
+    }
+
+    /// The new version is healthy: `soaking` from the database's now, and the row active and
+    /// healthy (`mark_active`), with `events`, in one statement.
+    pub(crate) async fn record_soaking(
+        &self,
+        row_id: Uuid,
+        rollout_id: i64,
+        wave: u32,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
+        let p = Progress::new(rollout_id, wave, RowRolloutState::Soaking, None, None);
+        let set = concat!(progress!(), ", ", crate::db::apps::active!());
+        self.update(row_id, set, p.binds(), events).await
+    }
+
+    /// Soaked: the spec that ran healthily through the soak becomes the rollback point (as
+    /// [`record_healthy_spec`](Self::record_healthy_spec)) and the app `healthy` in the rollout,
+    /// with `events`, in one statement.
+    pub(crate) async fn record_settled(
+        &self,
+        row_id: Uuid,
+        rollout_id: i64,
+        wave: u32,
+        healthy: &HealthySpec<'_>,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
+        let p = Progress::new(rollout_id, wave, RowRolloutState::Healthy, None, None);
+        let mut binds = p.binds();
+        binds.push(Bind::Text(Some(healthy.spec_digest.to_string())));
+        binds.push(Bind::Text(Some(healthy.image.to_string())));
+        binds.push(Bind::Json(Some(healthy.spec.clone())));
+        binds.push(Bind::Text(healthy.image_digest.map(str::to_string)));
+        let set = concat!(
+            progress!(),
+            ", spec_digest = $8, healthy_spec_digest = $8, healthy_image = $9, healthy_spec = $10, \
+               image_digest = coalesce($11, a.image_digest)"
+        );
+        self.update(row_id, set, binds, events).await
     }
 
     /// The machine runs `spec_digest` healthily: remember it as the spec to roll back to.
@@ -266,24 +329,7 @@ impl Store {
         row_id: Uuid,
         r: &Running<'_>,
     ) -> Result<(), StoreError> {
-        let cost = monthly_cost_estimate_usd(r.cpus, r.memory_mb);
-        let done = sqlx::query(
-            "UPDATE public.user_fly_apps \
-                SET docker_image = $2, config_digest = $3, deployed_at = now(), region = $4, \
-                    cpu_count = $5, memory_mb = $6, monthly_cost_estimate_usd = $7::float8::numeric, \
-                    updated_at = now() \
-              WHERE id = $1 AND vyx_fleet.fence($8)",
-        )
-        .bind(row_id)
-        .bind(r.image)
-        .bind(r.config_digest)
-        .bind(r.region)
-        .bind(i32::try_from(r.cpus).unwrap_or(i32::MAX))
-        .bind(i32::try_from(r.memory_mb).unwrap_or(i32::MAX))
-        .bind(cost)
-        .bind(self.term())
-        .execute(self.pool())
-        .await?;
-        self.one_row(done.rows_affected()).await
+        self.update(row_id, running!(3), running_binds(r), &[])
+            .await
     }
 }

@@ -161,6 +161,14 @@ impl ObserveCache {
         self.valid_watermark(term).is_none()
     }
 
+    /// Whether an observation for `term` made at `at` would list in full: no valid state, or
+    /// its resync due by then.
+    pub(crate) fn full_list_due_by(&self, term: i64, at: Instant) -> bool {
+        self.state()
+            .as_ref()
+            .is_none_or(|c| c.term != term || at >= c.resync_at)
+    }
+
     fn valid_watermark(&self, term: i64) -> Option<Option<DateTime<Utc>>> {
         self.state()
             .as_ref()

@@ -52,12 +52,12 @@ use super::machine_config::{desired_config, matches};
 use super::verdict::{self, Verdict, healthy_on};
 use super::{Ctx, ExecError, wait};
 use crate::db::Event;
-use crate::db::rollout::{RowRolloutState, Running, load_row_progress};
+use crate::db::rollout::{HealthySpec, RowRolloutState, Running, load_row_progress};
 use crate::failpoint::{self as fp, hit};
 use crate::fly::{FlyError, Guest, Machine, UpdateMachineRequest};
 use crate::reconcile::plan_rollout::RolloutStep;
 use crate::reconcile::recorded::AppRow;
-use crate::reconcile::spec::{config_digest, spec_digest};
+use crate::reconcile::spec::{config_digest, secrets_digest, spec_digest};
 
 pub(super) async fn run(
     ctx: &Ctx,
@@ -138,21 +138,20 @@ pub(super) async fn run(
             }
             let digest = spec_digest(&ctx.spec);
             let image = ctx.spec.image.clone();
-            ctx.store
-                .record_healthy_spec(
-                    row.id,
-                    &digest,
-                    &image,
-                    &rollback_point(&m),
-                    m.image_ref.as_ref().and_then(|r| r.digest.as_deref()),
-                )
-                .await?;
-            set_state(ctx, &row, at(RowRolloutState::Healthy), None).await?;
+            let spec = rollback_point(&m);
+            let healthy = HealthySpec {
+                spec_digest: &digest,
+                image: &image,
+                spec: &spec,
+                image_digest: m.image_ref.as_ref().and_then(|r| r.digest.as_deref()),
+            };
             let ev = Event::new(
                 "provision_completed",
                 json!({"operation": "rollout", "wave": wave, "image": image}),
             );
-            ctx.store.add_events(row.id, &[ev]).await?;
+            ctx.store
+                .record_settled(row.id, rollout_id, wave, &healthy, &[ev])
+                .await?;
             info!(wave, "rollout: app soaked healthy on the target");
             Ok(())
         }
@@ -161,6 +160,9 @@ pub(super) async fn run(
 }
 
 pub(super) type At = (i64, u32, RowRolloutState);
+
+/// How long after its update a moved machine is first looked at.
+const FIRST_LOOK: std::time::Duration = std::time::Duration::from_millis(50);
 
 async fn move_app(
     ctx: &Ctx,
@@ -175,26 +177,31 @@ async fn move_app(
     let current = get(ctx, row, machine_id).await?;
     if !resumed {
         // The spec the app runs healthily now is what a failure goes back to.
-        if row.health_status.as_deref() == Some("healthy") && current.is_healthy() {
-            let old_image = current.config.as_ref().map(|c| c.image.clone());
-            ctx.store
-                .record_rollback_point(
-                    row.id,
-                    old_image.as_deref().unwrap_or_default(),
-                    &rollback_point(&current),
-                )
-                .await?;
-        }
-        set_state(ctx, row, at(RowRolloutState::Moving), None).await?;
+        let healthy_now = row.health_status.as_deref() == Some("healthy") && current.is_healthy();
+        let old_image = current.config.as_ref().map(|c| c.image.clone());
+        let point = healthy_now.then(|| rollback_point(&current));
+        let rollback = point
+            .as_ref()
+            .map(|p| (old_image.as_deref().unwrap_or_default(), p));
+        let (id, wave, _) = at(RowRolloutState::Moving);
         let ev = Event::new(
             "provision_started",
-            json!({"operation": "rollout", "wave": at(RowRolloutState::Moving).1, "image": image}),
+            json!({"operation": "rollout", "wave": wave, "image": image}),
         );
-        ctx.store.add_events(row.id, &[ev]).await?;
+        ctx.store
+            .begin_move(row.id, id, wave, rollback, &[ev])
+            .await?;
         hit(fp::ROLLOUT_MOVING_RECORDED).await;
     }
+    // The row is read again only when the secrets step wrote it (the version the update waits for).
+    let secrets_touched =
+        row.secrets_digest.as_deref() != Some(secrets_digest(&ctx.spec.secrets).as_str());
     let secrets_written = ensure_secrets(ctx, row).await?;
-    let row = reload(ctx, row.id).await?;
+    let row = if secrets_touched {
+        reload(ctx, row.id).await?
+    } else {
+        row.clone()
+    };
     if current.region != ctx.spec.region {
         return super::replace::move_region(ctx, &row, current, &at).await;
     }
@@ -240,11 +247,14 @@ async fn move_app(
         hit(fp::UPDATE_MACHINE_AFTER_CALL).await;
         updated.version.clone()
     };
-    set_state(ctx, &row, at(RowRolloutState::Moving), v1.as_deref()).await?;
     let digest = config_digest(&ctx.spec);
+    let (id, wave, _) = at(RowRolloutState::Moving);
     ctx.store
-        .record_running(
+        .record_moved(
             row.id,
+            id,
+            wave,
+            v1.as_deref(),
             &running(&image, &digest, &current.region, &desired_guest(ctx)),
         )
         .await?;
@@ -269,9 +279,16 @@ async fn judge(
 ) -> Result<(), ExecError> {
     let now = crate::db::now(ctx.store.pool()).await?;
     let limit = ctx.timeouts.machine_started + ctx.timeouts.healthy;
+    // No recorded start: the move's update went out just now.
+    let fresh = since.is_none();
     let since = since.unwrap_or(now);
     let deadline = since + chrono::Duration::from_std(limit).unwrap_or_default();
     let left = (deadline - now).to_std().unwrap_or_default();
+    if fresh {
+        // Fly replaces the machine for an update, never at once: a look right after it could
+        // only say "not yet". The first look waits a moment instead.
+        tokio::time::sleep(FIRST_LOOK.min(left)).await;
+    }
     let started = tokio::time::Instant::now();
     let before = (now - since).to_std().unwrap_or_default();
     let outcome = wait::until(
@@ -313,13 +330,9 @@ async fn judge(
     hit(fp::ROLLOUT_VERDICT_BEFORE_RECORD).await;
     match outcome {
         Ok(()) => {
-            let now = crate::db::now(ctx.store.pool()).await?;
             let (id, wave, _) = at(RowRolloutState::Soaking);
             ctx.store
-                .set_app_rollout_state(row.id, id, wave, RowRolloutState::Soaking, now, None)
-                .await?;
-            ctx.store
-                .mark_active(row.id, &passed_event(row, machine_id))
+                .record_soaking(row.id, id, wave, &passed_event(row, machine_id))
                 .await?;
             info!(
                 wave,
