@@ -1,7 +1,8 @@
 //! What paces a rollout: its waves, not `MAX_CONCURRENCY`. A move holds its executor slot only
 //! while it works on Fly (reading the machine, the update); waiting for the machine to boot on the
-//! new version and pass its checks holds none, so the next app of the wave is updated meanwhile.
-//! Assertions are on the simulator's call log and state.
+//! new version and pass its checks holds none, so the next app of the wave is updated meanwhile;
+//! and the looks at a soaked wave wait for the next wave's verdicts. Assertions are on the
+//! simulator's call log and state, and on the times the database recorded.
 
 mod fleet_support;
 mod support;
@@ -100,4 +101,69 @@ fn updated(fleet: &Fleet) -> Vec<String> {
         .filter(|c| c.class == "machines.update" && c.status == Some(200))
         .filter_map(|c| c.path.split('/').nth(3).map(str::to_string))
         .collect()
+}
+
+/// A pass that settles one wave and moves the next takes the settles after the moves' verdicts:
+/// the next wave's soak starts with its last verdict, and a look beside the moves would only slow
+/// them. Judged on the database's clock: the settled app's `healthy` comes after every `soaking` of
+/// the wave that moved in the same pass.
+#[tokio::test]
+async fn a_soaked_wave_is_settled_after_the_next_waves_verdicts() {
+    let mut fleet = Fleet::builder()
+        .var("ROLLOUT_SOAK", "1h")
+        .var("ROLLOUT_MAX_UNAVAILABLE", "4")
+        .start()
+        .await;
+    for _ in 0..3 {
+        UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    }
+    fleet.converge().await;
+    fleet.reconfigure("USER_APP_IMAGE", V2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while states(&fleet).await != ["soaking"] {
+        fleet.pass().await;
+        assert!(Instant::now() < deadline, "the canary never became healthy");
+    }
+    // The canary's hour of soak, passed.
+    sqlx::query(
+        "UPDATE public.user_fly_apps SET rollout_state_at = rollout_state_at - interval '2 hours' \
+          WHERE rollout_state = 'soaking'",
+    )
+    .execute(&fleet.db.pool)
+    .await
+    .unwrap();
+    // The second wave's verdicts within the pass that moves it, whatever this machine's speed.
+    fleet.ctx.timeouts.rollout_look = Duration::from_secs(60);
+    fleet.pass().await;
+    let rows: Vec<(i32, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT rollout_wave, rollout_state, rollout_state_at FROM public.user_fly_apps \
+          WHERE rollout_state IS NOT NULL ORDER BY rollout_wave, rollout_state_at",
+    )
+    .fetch_all(&fleet.db.pool)
+    .await
+    .unwrap();
+    let states: Vec<(i32, &str)> = rows.iter().map(|(w, s, _)| (*w, s.as_str())).collect();
+    assert_eq!(
+        states,
+        [(1, "healthy"), (2, "soaking"), (2, "soaking")],
+        "one pass settled the canary and moved the second wave"
+    );
+    let settled = rows[0].2;
+    for (_, _, soaking_since) in &rows[1..] {
+        assert!(
+            settled >= *soaking_since,
+            "the canary was settled at {settled} before a verdict of the next wave at {soaking_since}"
+        );
+    }
+}
+
+/// The rollout states of the rows that have one, sorted.
+async fn states(fleet: &Fleet) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT rollout_state FROM public.user_fly_apps WHERE rollout_state IS NOT NULL \
+          ORDER BY rollout_state",
+    )
+    .fetch_all(&fleet.db.pool)
+    .await
+    .unwrap()
 }
