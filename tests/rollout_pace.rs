@@ -17,32 +17,12 @@ const V2: &str = "registry.fly.io/vyx-screener:v2";
 
 #[tokio::test]
 async fn a_waves_updates_reach_fly_while_its_first_machine_still_boots() {
-    let mut fleet = Fleet::builder()
-        .var("ROLLOUT_SOAK", "1s")
-        .var("ROLLOUT_MAX_UNAVAILABLE", "4")
-        .var("MAX_CONCURRENCY", "1")
-        .start()
-        .await;
-    for _ in 0..3 {
-        UserFixture::paid("pro").insert(&fleet.db.pool).await;
-    }
-    fleet.converge().await;
-    fleet.reconfigure("USER_APP_IMAGE", V2);
-    // The canary moves and boots as usual.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        fleet.pass().await;
-        let soaking: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM public.user_fly_apps WHERE rollout_state = 'soaking'",
-        )
-        .fetch_one(&fleet.db.pool)
-        .await
-        .unwrap();
-        if soaking == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the canary never became healthy");
-    }
+    let mut fleet = canary_soaking(
+        Fleet::builder()
+            .var("ROLLOUT_SOAK", "1s")
+            .var("MAX_CONCURRENCY", "1"),
+    )
+    .await;
     assert_eq!(updated(&fleet).len(), 1, "the canary alone moved");
     // The second wave (two apps): no machine finishes booting by itself, and only a boot, never
     // the executor's patience, would end a verdict's wait. With one slot, the second update can
@@ -92,6 +72,23 @@ async fn a_waves_updates_reach_fly_while_its_first_machine_still_boots() {
     );
 }
 
+/// Three converged apps, the image changed, and passes until the canary soaks on it (the next
+/// wave, two apps, is due once it has soaked).
+async fn canary_soaking(builder: fleet_support::FleetBuilder) -> Fleet {
+    let mut fleet = builder.var("ROLLOUT_MAX_UNAVAILABLE", "4").start().await;
+    for _ in 0..3 {
+        UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    }
+    fleet.converge().await;
+    fleet.reconfigure("USER_APP_IMAGE", V2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while states(&fleet).await != ["soaking"] {
+        fleet.pass().await;
+        assert!(Instant::now() < deadline, "the canary never became healthy");
+    }
+    fleet
+}
+
 /// The apps whose machine was updated, in call order.
 fn updated(fleet: &Fleet) -> Vec<String> {
     fleet
@@ -109,21 +106,7 @@ fn updated(fleet: &Fleet) -> Vec<String> {
 /// the wave that moved in the same pass.
 #[tokio::test]
 async fn a_soaked_wave_is_settled_after_the_next_waves_verdicts() {
-    let mut fleet = Fleet::builder()
-        .var("ROLLOUT_SOAK", "1h")
-        .var("ROLLOUT_MAX_UNAVAILABLE", "4")
-        .start()
-        .await;
-    for _ in 0..3 {
-        UserFixture::paid("pro").insert(&fleet.db.pool).await;
-    }
-    fleet.converge().await;
-    fleet.reconfigure("USER_APP_IMAGE", V2);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while states(&fleet).await != ["soaking"] {
-        fleet.pass().await;
-        assert!(Instant::now() < deadline, "the canary never became healthy");
-    }
+    let mut fleet = canary_soaking(Fleet::builder().var("ROLLOUT_SOAK", "1h")).await;
     // The canary's hour of soak, passed.
     sqlx::query(
         "UPDATE public.user_fly_apps SET rollout_state_at = rollout_state_at - interval '2 hours' \
