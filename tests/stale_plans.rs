@@ -13,7 +13,7 @@ use fleet_support::Fleet;
 use support::{UserFixture, set_subscription};
 use vyx_fleet::db::Store;
 use vyx_fleet::failpoint::{self as fp, Paused};
-use vyx_fleet::reconcile::plan::Action;
+use vyx_fleet::reconcile::plan::{Action, RolloutStep};
 use vyx_fleet::reconcile::{Wanted, run_user};
 use vyx_fleet::sim::CallRecord;
 
@@ -232,6 +232,41 @@ async fn a_repair_planned_before_a_paused_override_changes_nothing_at_fly() {
         writes_to(&calls, &app).is_empty(),
         "no machine created: {calls:?}"
     );
+}
+
+#[tokio::test]
+async fn a_rollout_move_planned_before_a_paused_override_changes_nothing_at_fly() {
+    let mut fleet = Fleet::builder().var("ROLLOUT_SOAK", "1s").start().await;
+    let user = UserFixture::paid("pro").insert(&fleet.db.pool).await;
+    fleet.converge().await;
+    let app = fleet.row(user).await.fly_app_name.clone();
+    fleet.reconfigure("USER_APP_IMAGE", "registry.fly.io/vyx-screener:v2");
+    assert!(
+        fleet.plan().await.actions.iter().any(|a| matches!(
+            a,
+            Action::Rollout { user_id, step: RolloutStep::Move, .. } if *user_id == user
+        )),
+        "the pass below plans the canary's move"
+    );
+
+    // While the move waits for its slot, an admin pauses the user.
+    pass_with_a_change_after_planning(&fleet, || async {
+        fleet.set_override(user, Some("paused")).await;
+    })
+    .await;
+
+    let calls = fleet.sim.calls();
+    assert!(
+        writes_to(&calls, &app).is_empty(),
+        "no machine updated: {calls:?}"
+    );
+    let state: Option<String> =
+        sqlx::query_scalar("SELECT rollout_state FROM public.user_fly_apps WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(&fleet.db.pool)
+            .await
+            .expect("row");
+    assert_eq!(state, None, "the move was never begun");
 }
 
 /// The guard itself, against the database alone: the write that starts a deprovision changes no

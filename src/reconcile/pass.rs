@@ -60,7 +60,7 @@ impl PassReport {
     pub(crate) fn failed(&self) -> usize {
         self.outcomes
             .iter()
-            .filter(|(_, o)| *o != Outcome::Done)
+            .filter(|(_, o)| matches!(o, Outcome::Retry { .. } | Outcome::Fenced))
             .count()
     }
 }

@@ -11,7 +11,7 @@ use super::execute::{self, Ctx, Outcome, Slot};
 use super::pass::{PassConfig, PassReport};
 use super::plan::{Action, Plan, RolloutStep};
 use crate::db::apps;
-use crate::metrics::{ActionKind, ActionOutcome, Metrics};
+use crate::metrics::{ActionKind, Metrics};
 
 /// Run the actions, at most `max_concurrency` at once. DB-only actions go first so a grace period
 /// starts even if Fly is slow. Each action carries its slot in its `Ctx`: a deletion whose `DELETE`
@@ -89,17 +89,17 @@ pub(super) async fn execute_plan(
             async move {
                 let outcome = match user {
                     Some(user) => match still_fits(&ctx, &policy, &action, user).await {
-                        Ok(true) => Some(execute::run(&ctx, &action).await),
+                        Ok(true) => execute::run(&ctx, &action).await,
                         Ok(false) => {
                             info!(%user, action = action.kind(), "planned action no longer fits the user; dropped");
-                            None
+                            Outcome::Dropped
                         }
                         Err(e) => {
                             warn!(%user, action = action.kind(), error = %e, "could not re-read the user; action left to a later pass");
-                            None
+                            Outcome::Dropped
                         }
                     },
-                    None => Some(execute::run(&ctx, &action).await),
+                    None => execute::run(&ctx, &action).await,
                 };
                 drop(claim);
                 ctx.slot.release();
@@ -115,8 +115,7 @@ pub(super) async fn execute_plan(
     };
     while let Some(res) = set.join_next().await {
         match res {
-            Ok((kind, None, _)) => metrics.record_action(kind, ActionOutcome::Stale),
-            Ok((kind, Some(outcome), ended)) => {
+            Ok((kind, outcome, ended)) => {
                 if kind == ActionKind::RolloutMove {
                     report.last_move_done = report.last_move_done.max(Some(ended));
                 }
@@ -139,11 +138,11 @@ pub(super) async fn execute_plan(
 
 /// Whether `action`, planned from a read of the whole fleet that may be minutes old, still fits its
 /// user now. Called under the user's claim, right before the action's first write, with the user's
-/// own facts re-read by primary key: a converge, rollout step or repair needs the user wanted
-/// (`Present`: a fresh `paused` override or a downgrade drops it), a grace start or a deprovision
-/// needs the user unwanted (a re-upgrade or a `present`/`paused` override drops it). A deprovision
-/// is left to the write that starts it, which re-checks the grace and the facts in SQL, in one
-/// statement with the write.
+/// own facts re-read by primary key: a converge or repair needs the user wanted (`Present`: a
+/// fresh `paused` override or a downgrade drops it), a grace start or a deprovision needs the user
+/// unwanted (a re-upgrade or a `present`/`paused` override drops it). A deprovision is left to the
+/// write that starts it, which re-checks the grace and the facts in SQL, in one statement with the
+/// write; a rollout step to the step, which reads the facts with its row (the same rule).
 async fn still_fits(
     ctx: &Ctx,
     policy: &PaidPolicy,
@@ -151,10 +150,13 @@ async fn still_fits(
     user: uuid::Uuid,
 ) -> Result<bool, sqlx::Error> {
     let needs = match action {
-        Action::Converge { .. }
-        | Action::Rollout { .. }
-        | Action::Repair { .. }
-        | Action::CancelDeprovision { .. } => Intent::Present,
+        Action::Converge { .. } | Action::Repair { .. } | Action::CancelDeprovision { .. } => {
+            Intent::Present
+        }
+        // Judged by the step itself, from the one read it starts with (the row, its progress
+        // and the user's facts together): a wave's moves queue for the slots, and each read
+        // saved there is one a wave's last move no longer waits for.
+        Action::Rollout { .. } => return Ok(true),
         Action::MarkUnwanted { .. } => Intent::Absent,
         // Judged by the fenced write that starts it, in SQL with the grace (see
         // `Store::mark_deprovisioning`); one that already started runs to the end whoever wants the

@@ -11,6 +11,7 @@ use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+pub(in crate::db) use read::select_rows;
 pub use read::{load_desired_facts, load_row_for_user, load_rows};
 pub(crate) use read::{load_desired_facts_for_user, load_orphans, load_row};
 

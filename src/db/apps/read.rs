@@ -9,11 +9,15 @@ use crate::model::app_row::AppRow;
 use crate::model::desired::UserFacts;
 use crate::model::shared_str::Interner;
 
-/// `SELECT <row columns> FROM user_fly_apps a <tail>` as one literal (sqlx wants static SQL).
+/// `SELECT <extra><row columns> FROM user_fly_apps a <tail>` as one literal (sqlx wants static
+/// SQL); `extra`, if given, is more columns, each followed by a comma.
 macro_rules! select_rows {
     ($tail:literal) => {
+        select_rows!("", $tail)
+    };
+    ($extra:literal, $tail:literal) => {
         concat!(
-            "SELECT a.id, a.user_id, EXISTS (SELECT 1 FROM auth.users u WHERE u.id = a.user_id) AS user_exists, ",
+            "SELECT ", $extra, "a.id, a.user_id, EXISTS (SELECT 1 FROM auth.users u WHERE u.id = a.user_id) AS user_exists, ",
             "a.fly_app_name, a.fly_org_slug, a.status, a.region, a.docker_image, a.health_status, ",
             "a.last_health_check, a.retry_count, a.deleted_at, a.fly_app_id, a.machine_id, a.machine_op_id, ",
             "a.secrets_version, a.secrets_digest, a.ips_ready, a.config_digest, a.next_attempt_at, ",
@@ -22,6 +26,8 @@ macro_rules! select_rows {
         )
     };
 }
+
+pub(in crate::db) use select_rows;
 
 /// Every user with a subscription or an override, in one query.
 pub async fn load_desired_facts(pool: &PgPool) -> Result<Vec<UserFacts>, sqlx::Error> {

@@ -17,6 +17,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::model::app_row::AppRow;
+use crate::model::desired::UserFacts;
 use crate::model::rollout::{AppState, Halt, HaltReason, Rollout};
 
 /// One `vyx_fleet.rollout` row.
@@ -206,6 +208,49 @@ impl RowRolloutState {
             Self::RolledBack => "rolled_back",
         }
     }
+}
+
+/// What a rollout step starts from, read in one statement: the row, its rollout columns, and its
+/// user's facts (subscription and override), so the step can tell whether the user is still wanted
+/// without a read of its own.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct StepInputs {
+    #[sqlx(flatten)]
+    pub row: AppRow,
+    #[sqlx(flatten)]
+    pub progress: AppProgress,
+    pub tier: Option<String>,
+    pub sub_status: Option<String>,
+    pub override_desired: Option<String>,
+}
+
+impl StepInputs {
+    pub(crate) fn facts(&self) -> UserFacts {
+        UserFacts {
+            user_id: self.row.user_id,
+            tier: self.tier.clone(),
+            sub_status: self.sub_status.clone(),
+            override_desired: self.override_desired.clone(),
+        }
+    }
+}
+
+/// [`StepInputs`] of one row (by primary key; the facts by the user's unique keys).
+pub(crate) async fn load_step_inputs(
+    pool: &PgPool,
+    row_id: Uuid,
+) -> Result<Option<StepInputs>, sqlx::Error> {
+    sqlx::query_as(crate::db::apps::select_rows!(
+        "a.id AS row_id, a.spec_digest, a.rollout_id, a.rollout_state, a.rollout_wave, \
+         a.rollout_state_at, a.rollout_machine_version, a.healthy_spec_digest, a.healthy_image, \
+         s.tier, s.status AS sub_status, o.desired AS override_desired, ",
+        "LEFT JOIN public.user_subscriptions s ON s.user_id = a.user_id \
+         LEFT JOIN vyx_fleet.user_fly_app_overrides o ON o.user_id = a.user_id \
+         WHERE a.id = $1"
+    ))
+    .bind(row_id)
+    .fetch_optional(pool)
+    .await
 }
 
 /// One row's progress, for the executor that resumes or judges its move.

@@ -146,6 +146,10 @@ pub enum ExecError {
     /// The row disappeared or is not in a state this action applies to; the next pass re-plans.
     #[error("row not found or changed")]
     RowGone,
+    /// The planned action no longer fits its user, read afresh before any write (a downgrade, a
+    /// fresh `paused` override): nothing was done, and nothing is owed a retry.
+    #[error("the action no longer fits the user")]
+    NoLongerFits,
 }
 
 impl From<sqlx::Error> for ExecError {
@@ -166,6 +170,7 @@ impl ExecError {
             ExecError::NeedsHuman(_) => "needs_operator",
             ExecError::MachineGone => "machine_gone",
             ExecError::RowGone => "row_changed",
+            ExecError::NoLongerFits => "stale",
         }
     }
 
@@ -190,6 +195,8 @@ pub enum Outcome {
     },
     /// This replica lost the lease: stop acting.
     Fenced,
+    /// Not carried out: the action no longer fitted its user, read afresh under its claim.
+    Dropped,
 }
 
 impl Outcome {
@@ -198,6 +205,7 @@ impl Outcome {
             Outcome::Done => ActionOutcome::Ok,
             Outcome::Retry { .. } => ActionOutcome::Retry,
             Outcome::Fenced => ActionOutcome::Fenced,
+            Outcome::Dropped => ActionOutcome::Stale,
         }
     }
 }
@@ -263,6 +271,10 @@ pub async fn run(ctx: &Ctx, action: &Action) -> Outcome {
         let result = dispatch(ctx, action).await;
         match result {
             Ok(()) => Outcome::Done,
+            Err(ExecError::NoLongerFits) => {
+                info!("planned action no longer fits the user; dropped");
+                Outcome::Dropped
+            }
             Err(ExecError::Store(StoreError::Fenced))
             | Err(ExecError::Fly(crate::fly::FlyError::Deposed { .. })) => {
                 warn!("lease lost mid-action; stopping");

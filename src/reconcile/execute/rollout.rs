@@ -33,8 +33,9 @@
 //! - The rollback point's config holds no secret values (`config.env` never does, DESIGN §3).
 //!
 //! # Caveats
-//! - A move gives its executor slot back once Fly accepted the update and the row records its
-//!   version: the verdict's short wait holds none. A failure found in that wait is rolled back at
+//! - A move gives its executor slot back once Fly accepted the update: recording its version
+//!   and the verdict's short wait hold none (a crash between the two resumes as the guarantees
+//!   above say: the machine is found on the target config and its version adopted). A failure found in that wait is rolled back at
 //!   once, outside the slot (the user is down; the rollback must not queue behind the wave).
 //! - A make-before-break replacement waits for its verdict within the step (rare: region
 //!   changes), holding one executor slot meanwhile.
@@ -52,9 +53,10 @@ use super::machine_config::{desired_config, matches};
 use super::verdict::{self, Verdict, healthy_on};
 use super::{Ctx, ExecError, wait};
 use crate::db::Event;
-use crate::db::rollout::{HealthySpec, RowRolloutState, Running, load_row_progress};
+use crate::db::rollout::{HealthySpec, RowRolloutState, Running, StepInputs, load_step_inputs};
 use crate::failpoint::{self as fp, hit};
 use crate::fly::{FlyError, Guest, Machine, UpdateMachineRequest};
+use crate::reconcile::desired::{Intent, desired};
 use crate::reconcile::plan_rollout::RolloutStep;
 use crate::reconcile::recorded::AppRow;
 use crate::reconcile::spec::{config_digest, secrets_digest, spec_digest};
@@ -66,11 +68,17 @@ pub(super) async fn run(
     wave: u32,
     step: RolloutStep,
 ) -> Result<(), ExecError> {
-    let row = reload(ctx, row_id).await?;
-    tracing::Span::current().record("app", row.fly_app_name.as_str());
-    let progress = load_row_progress(ctx.store.pool(), row_id)
+    let inputs = load_step_inputs(ctx.store.pool(), row_id)
         .await?
         .ok_or(ExecError::RowGone)?;
+    tracing::Span::current().record("app", inputs.row.fly_app_name.as_str());
+    // Planned from a read of the whole fleet, maybe a while ago: a user downgraded or paused
+    // since is not moved, checked or rolled back by it.
+    let (intents, _) = desired(&[inputs.facts()], &ctx.wanted.policy);
+    if intents.get(&inputs.row.user_id).map(|i| i.intent) != Some(Intent::Present) {
+        return Err(ExecError::NoLongerFits);
+    }
+    let StepInputs { row, progress, .. } = inputs;
     let mine = progress.rollout_id == Some(rollout_id);
     let in_flight = mine
         && matches!(
@@ -247,6 +255,10 @@ async fn move_app(
         hit(fp::UPDATE_MACHINE_AFTER_CALL).await;
         updated.version.clone()
     };
+    // Fly has the update: what is left is recording its version and waiting for the boot and
+    // the checks, which write nothing to Fly. The slot goes to the wave's next move meanwhile, so
+    // a wave's updates go out at the pace of Fly's answers, not of its machines' boots.
+    ctx.slot.release();
     let digest = config_digest(&ctx.spec);
     let (id, wave, _) = at(RowRolloutState::Moving);
     ctx.store
@@ -258,10 +270,6 @@ async fn move_app(
             &running(&image, &digest, &current.region, &desired_guest(ctx)),
         )
         .await?;
-    // Fly has the update and the row its version: what is left is waiting for the boot and the
-    // checks, which writes nothing to Fly. The slot goes to the wave's next move meanwhile, so a
-    // wave's updates go out at the pace of Fly's answers, not of its machines' boots.
-    ctx.slot.release();
     judge(ctx, &row, machine_id, v1.as_deref(), since, &at).await
 }
 
