@@ -53,17 +53,20 @@ pub(crate) const MAX_LEAD: Duration = Duration::from_secs(5);
 /// Fly in full (a resync: seconds at 10,000 apps) or by a delta: the last of each, as measured.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Leads {
-    delta: Duration,
+    delta: Option<Duration>,
     full: Duration,
 }
 
 impl Leads {
-    /// The lead for a tick that lists in full (`full`) or by a delta.
+    /// The lead for a tick that lists in full (`full`) or by a delta. Before any delta tick was
+    /// measured (a term's first pass lists in full, and its first wave's soak end comes next),
+    /// the full read stands in: a pass that starts early holds until its due time, one that
+    /// starts late costs the wave the difference.
     pub(crate) fn get(&self, full: bool) -> Duration {
-        if full {
-            self.full.max(self.delta)
-        } else {
-            self.delta
+        match (full, self.delta) {
+            (false, Some(delta)) => delta,
+            (true, Some(delta)) => self.full.max(delta),
+            (_, None) => self.full,
         }
     }
 
@@ -72,7 +75,7 @@ impl Leads {
         if full {
             self.full = took;
         } else {
-            self.delta = took;
+            self.delta = Some(took);
         }
     }
 }
@@ -104,6 +107,17 @@ mod tests {
             None
         );
         assert_eq!(p(300, 500).hold_until(now + Duration::from_secs(2)), None);
+    }
+
+    #[test]
+    fn before_a_delta_tick_is_measured_the_full_read_stands_in() {
+        let mut leads = Leads::default();
+        assert_eq!(leads.get(false), Duration::ZERO);
+        leads.record(true, Duration::from_millis(1_200));
+        assert_eq!(leads.get(false), Duration::from_millis(1_200));
+        leads.record(false, Duration::from_millis(400));
+        assert_eq!(leads.get(false), Duration::from_millis(400));
+        assert_eq!(leads.get(true), Duration::from_millis(1_200));
     }
 
     #[test]

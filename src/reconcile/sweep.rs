@@ -141,6 +141,14 @@ impl Sweeper {
         if due {
             return self.full(ctx, cfg, metrics, "resync", plan_at).await;
         }
+        // A wake for a rollout's next step: while a rollout is under way the work list always
+        // names it (fleet-level), so its look would only read Fly and the database once more
+        // before the pass reads them again, a read the wave waits for.
+        if plan_at.is_some() {
+            return self
+                .full(ctx, cfg, metrics, "rollout step due", plan_at)
+                .await;
+        }
         let started = Instant::now();
         let found = match self.find(ctx, cfg).await {
             Ok(f) => f,
