@@ -15,7 +15,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -73,12 +73,36 @@ pub fn bin() -> &'static std::path::Path {
     })
 }
 
-/// A free loopback port (bound, read, released).
+/// A free loopback port for a child to bind later, never handed out twice by this process, and
+/// taken outside the kernel's ephemeral range (`ip_local_port_range`), where no `bind(0)` and no
+/// outgoing connection's local port lands. A port from `bind(0)`, released, could be handed to a
+/// test running beside this one before the child bound it; that test's daemon then answered this
+/// test's requests (a console sign-in refused with 401: the token was in the other database).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    static GIVEN: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    let (lo, hi) = ephemeral_range().unwrap_or((32_768, 60_999));
+    // Below the range if there is room for plenty of tests there, else above it.
+    let (from, to) = if lo >= 12_000 {
+        (lo - 10_000, lo - 1)
+    } else {
+        (hi.saturating_add(1).max(1_024), u16::MAX)
+    };
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..10_000 {
+        let port = rand::random_range(from..=to);
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port in {from}..={to}");
+}
+
+/// The kernel's ephemeral port range, on Linux.
+fn ephemeral_range() -> Option<(u16, u16)> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = text.split_whitespace().map(|w| w.parse::<u16>().ok());
+    Some((it.next()??, it.next()??))
 }
 
 /// A directory of its own for one child's output.
