@@ -44,6 +44,12 @@ impl PlanAt {
     pub(crate) fn hold_until(&self, now: Instant) -> Option<Instant> {
         (self.at > now && self.at - now <= self.max_hold).then_some(self.at)
     }
+
+    /// Whether a tick starting at `now` is the one woken for this due time: it is past, or within
+    /// the hold. An interval's or a NOTIFY's tick long before it is not.
+    pub(crate) fn is_this_tick(&self, now: Instant) -> bool {
+        self.at.saturating_duration_since(now) <= self.max_hold
+    }
 }
 
 /// The most an early wake comes before its due time (a read slower than this is not waited out).
@@ -107,6 +113,19 @@ mod tests {
             None
         );
         assert_eq!(p(300, 500).hold_until(now + Duration::from_secs(2)), None);
+    }
+
+    #[test]
+    fn only_the_tick_woken_for_a_due_time_is_its_tick() {
+        let now = Instant::now();
+        let p = |ms: u64| PlanAt {
+            at: now + Duration::from_millis(ms),
+            max_hold: Duration::from_millis(500),
+        };
+        assert!(p(400).is_this_tick(now));
+        assert!(p(500).is_this_tick(now));
+        assert!(!p(501).is_this_tick(now));
+        assert!(p(0).is_this_tick(now + Duration::from_secs(1)), "past due");
     }
 
     #[test]

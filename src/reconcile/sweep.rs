@@ -141,10 +141,11 @@ impl Sweeper {
         if due {
             return self.full(ctx, cfg, metrics, "resync", plan_at).await;
         }
-        // A wake for a rollout's next step: while a rollout is under way the work list always
-        // names it (fleet-level), so its look would only read Fly and the database once more
-        // before the pass reads them again, a read the wave waits for.
-        if plan_at.is_some() {
+        // The wake for a rollout's next step: while a rollout is under way the work list names
+        // it (fleet-level), so its look would only read Fly and the database once more before
+        // the pass reads them again, a read the wave waits for. Other ticks meanwhile (the
+        // interval's, a NOTIFY's) look first: their users may need no full pass.
+        if plan_at.is_some_and(|p| p.is_this_tick(Instant::now())) {
             return self
                 .full(ctx, cfg, metrics, "rollout step due", plan_at)
                 .await;
