@@ -173,6 +173,15 @@ async fn exactly_one_of_two_replicas_leads_and_readyz_says_which() {
         }
     })
     .await;
+    // The standby serves HTTP only once it connected and ran the migrations: started beside the
+    // leader, it may still be starting when the leader is ready (seen once: it was not up yet).
+    wait_until("the standby answers /readyz", secs(20), || async {
+        match both[standby].readyz().await {
+            Some((_, body)) if body["role"] == "standby" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     // Sampled over several renew periods: the lease never changes hands while both live.
     let term = lease(world.pool()).await.term;
     let t0 = Instant::now();
