@@ -18,11 +18,15 @@ struct Row {
     state: HealthState,
 }
 
-/// Every live row's state, by row id.
+/// The state of every live row in an unhealthy spell, by row id. The repair ladder starts from
+/// `unhealthy_since` (`plan_health::due_step`), so a row without one is due for nothing and is left
+/// out: a healthy fleet of 100,000 apps costs the full pass an empty map, where every row's state
+/// was about 12 MB held beside the rows while it planned.
 pub async fn load(pool: &PgPool) -> Result<BTreeMap<Uuid, HealthState>, sqlx::Error> {
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, unhealthy_since, last_probed_at, repair_step, repair_step_at \
-           FROM public.user_fly_apps WHERE deleted_at IS NULL AND status <> 'deleted'",
+           FROM public.user_fly_apps \
+          WHERE deleted_at IS NULL AND status <> 'deleted' AND unhealthy_since IS NOT NULL",
     )
     .fetch_all(pool)
     .await?;

@@ -79,7 +79,8 @@ pub struct PlanInput<'a> {
     pub held_deletions: &'a BTreeMap<String, bool>,
     /// The current rollout (target = the configured spec) and each row's recorded progress in it.
     pub rollout: &'a RolloutInput,
-    /// Probe and repair state by row id (`db::health`).
+    /// Repair state by row id, of the rows in an unhealthy spell (`db::health`); a row not in it
+    /// has none.
     pub health: &'a BTreeMap<Uuid, crate::model::health::HealthState>,
 }
 
