@@ -34,14 +34,15 @@ impl Drop for Disarm {
     }
 }
 
-/// Writes the simulator received for `app` (any method but GET, on the app or its machines,
-/// secrets, IPs).
-fn writes_to(calls: &[CallRecord], app: &str) -> Vec<CallRecord> {
-    calls
+/// Asserts the simulator received no write for `app` (any method but GET, on the app or its
+/// machines, secrets, IPs) since its call log was last cleared; `what` says what must not have gone.
+fn assert_no_writes_to(fleet: &Fleet, app: &str, what: &str) {
+    let calls = fleet.sim.calls();
+    let writes: Vec<&CallRecord> = calls
         .iter()
         .filter(|c| c.method != "GET" && c.path.contains(app))
-        .cloned()
-        .collect()
+        .collect();
+    assert!(writes.is_empty(), "{what}: {writes:?}");
 }
 
 /// Runs one full pass on this thread, stopped right after it planned (at its first action, before
@@ -115,11 +116,7 @@ async fn a_deprovision_planned_before_a_re_upgrade_deletes_nothing() {
     })
     .await;
 
-    let calls = fleet.sim.calls();
-    assert!(
-        writes_to(&calls, &app).is_empty(),
-        "no stop, no delete: {calls:?}"
-    );
+    assert_no_writes_to(&fleet, &app, "no stop, no delete");
     assert!(fleet.app(&app).is_some(), "the app still exists");
     let row = fleet.row(user).await;
     assert_eq!(row.status, "active");
@@ -158,11 +155,7 @@ async fn a_deprovision_planned_before_a_re_upgrade_deletes_nothing_even_before_t
     })
     .await;
 
-    let calls = fleet.sim.calls();
-    assert!(
-        writes_to(&calls, &app).is_empty(),
-        "no stop, no delete: {calls:?}"
-    );
+    assert_no_writes_to(&fleet, &app, "no stop, no delete");
     assert!(fleet.app(&app).is_some(), "the app still exists");
     assert_eq!(fleet.row(user).await.status, "active");
 }
@@ -227,11 +220,7 @@ async fn a_repair_planned_before_a_paused_override_changes_nothing_at_fly() {
     })
     .await;
 
-    let calls = fleet.sim.calls();
-    assert!(
-        writes_to(&calls, &app).is_empty(),
-        "no machine created: {calls:?}"
-    );
+    assert_no_writes_to(&fleet, &app, "no machine created");
 }
 
 #[tokio::test]
@@ -255,11 +244,7 @@ async fn a_rollout_move_planned_before_a_paused_override_changes_nothing_at_fly(
     })
     .await;
 
-    let calls = fleet.sim.calls();
-    assert!(
-        writes_to(&calls, &app).is_empty(),
-        "no machine updated: {calls:?}"
-    );
+    assert_no_writes_to(&fleet, &app, "no machine updated");
     let state: Option<String> =
         sqlx::query_scalar("SELECT rollout_state FROM public.user_fly_apps WHERE user_id = $1")
             .bind(user)
