@@ -35,8 +35,9 @@
 //! # Caveats
 //! - A move gives its executor slot back once Fly accepted the update: recording its version
 //!   and the verdict's short wait hold none (a crash between the two resumes as the guarantees
-//!   above say: the machine is found on the target config and its version adopted). A failure found in that wait is rolled back at
-//!   once, outside the slot (the user is down; the rollback must not queue behind the wave).
+//!   above say: the machine is found on the target config and its version adopted). A failure
+//!   found in that wait is rolled back at once, outside the slot (the user is down; the rollback
+//!   must not queue behind the wave).
 //! - A make-before-break replacement waits for its verdict within the step (rare: region
 //!   changes), holding one executor slot meanwhile.
 //! - Secrets are app-level on Fly: a rollback restores the config, not the previous secret values.
