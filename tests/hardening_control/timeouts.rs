@@ -248,3 +248,36 @@ async fn a_leader_frozen_inside_a_fenced_transaction_does_not_block_the_takeover
     // The frozen transaction was ended by the server: nothing it wrote can commit now.
     assert!(frozen.commit().await.is_err());
 }
+
+/// Every connection a pool opens carries the daemon's session limits: the second connection as
+/// much as the first, since the pool sets them up per connection.
+#[tokio::test]
+async fn every_pooled_connection_carries_the_session_limits() {
+    let fleet = Fleet::start().await;
+    let pool = vyx_fleet::db::connect(&fleet.db.url, 2).await.unwrap();
+    let want = vyx_fleet::db::SessionLimits::default();
+    let ms = |d: std::time::Duration| d.as_millis().to_string();
+    let mut first = pool.acquire().await.unwrap();
+    let mut second = pool.acquire().await.unwrap();
+    for conn in [&mut first, &mut second] {
+        let shown: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, setting FROM pg_settings WHERE name IN \
+             ('lock_timeout', 'statement_timeout', 'idle_in_transaction_session_timeout') \
+             ORDER BY name",
+        )
+        .fetch_all(&mut **conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            shown,
+            vec![
+                (
+                    "idle_in_transaction_session_timeout".to_string(),
+                    ms(want.idle_in_transaction_timeout)
+                ),
+                ("lock_timeout".to_string(), ms(want.lock_timeout)),
+                ("statement_timeout".to_string(), ms(want.statement_timeout)),
+            ]
+        );
+    }
+}
