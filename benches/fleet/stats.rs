@@ -37,10 +37,30 @@ fn status_mb(key: &str) -> f64 {
 /// Resets VmHWM to the current RSS (Linux ≥ 4.0: write 5 to clear_refs), so each fleet size gets
 /// its own peak. Returns false where that is not allowed.
 pub fn reset_peak_rss() -> bool {
-    // Give freed heap back first (glibc keeps it otherwise), so the peak that follows starts from
-    // what is live, not from what the seeding and earlier sizes left behind.
-    unsafe { libc::malloc_trim(0) };
+    // Give freed heap back first (the allocator keeps it for reuse otherwise), so the peak that
+    // follows starts from what is live, not from what the seeding and earlier sizes left behind.
+    purge_free_pages();
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Returns every arena's unused dirty pages to the kernel (jemalloc's `arena.<all>.purge`; the
+/// crate's global allocator is jemalloc, src/lib.rs). Best effort: a failure leaves a higher base.
+fn purge_free_pages() {
+    // MALLCTL_ARENAS_ALL (jemalloc.h): the purge applies to every arena.
+    const PURGE_ALL: &std::ffi::CStr = c"arena.4096.purge";
+    // SAFETY: a documented mallctl name that takes no value and returns none.
+    let rc = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            PURGE_ALL.as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if rc != 0 {
+        eprintln!("jemalloc purge failed ({rc}): the RSS base includes free pages");
+    }
 }
 
 /// Nearest-rank percentile of `v` (sorted here); 0 for an empty set.
