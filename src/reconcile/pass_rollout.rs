@@ -58,18 +58,16 @@ async fn load(
             .await?
             .filter(|r| r.target_digest == target)
     };
-    let mut recorded = std::collections::BTreeMap::new();
-    if let Some(r) = &record {
-        let progress = match user {
-            None => rollout_db::load_progress(pool).await?,
-            Some(u) => rollout_db::load_user_progress(pool, u).await?,
-        };
-        for p in progress {
-            if p.rollout_id == Some(r.id) {
-                recorded.insert(p.row_id, p.state_in(r));
-            }
-        }
-    }
+    let recorded = match (&record, user) {
+        (None, _) => Default::default(),
+        (Some(r), None) => rollout_db::load_recorded(pool, r).await?,
+        (Some(r), Some(u)) => rollout_db::load_user_progress(pool, u)
+            .await?
+            .into_iter()
+            .filter(|p| p.rollout_id == Some(r.id))
+            .map(|p| (p.row_id, p.state_in(r)))
+            .collect(),
+    };
     Ok(RolloutInput {
         id: record.as_ref().map_or(0, |r| r.id),
         rollout: record.as_ref().map_or_else(

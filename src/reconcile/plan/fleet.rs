@@ -1,6 +1,7 @@
 //! The fleet-wide steps after the per-user decisions: users in unlisted regions held back, and
 //! the orphans.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
@@ -42,22 +43,29 @@ pub(super) fn hold_back_unlisted_regions(
 /// soft-deleted row's name on a re-upgrade, the first candidate for a user without a row. Such an
 /// app is no orphan, even before the converge has made its row live, or the same pass could delete
 /// the app the converge adopts.
-pub(super) fn claim_names_about_to_be_adopted(owned: &mut BTreeSet<String>, input: &PlanInput<'_>) {
+pub(super) fn claim_names_about_to_be_adopted<'a>(
+    owned: &mut BTreeSet<Cow<'a, str>>,
+    input: &PlanInput<'a>,
+) {
     let rows: BTreeMap<Uuid, &AppRow> = input.rows.iter().map(|r| (r.user_id, r)).collect();
     for (user_id, intent) in input.desired {
         if intent.intent != Intent::Present {
             continue;
         }
         match rows.get(user_id) {
-            Some(row) => owned.insert(row.fly_app_name.clone()),
-            None => owned.insert(naming::candidate(&input.settings.prefix, *user_id, 0)),
+            Some(row) => owned.insert(Cow::Borrowed(row.fly_app_name.as_str())),
+            None => owned.insert(Cow::Owned(naming::candidate(
+                &input.settings.prefix,
+                *user_id,
+                0,
+            ))),
         };
     }
 }
 
 pub(super) fn plan_orphans(
     out: &mut Plan,
-    owned: &BTreeSet<String>,
+    owned: &BTreeSet<Cow<'_, str>>,
     pending: &mut BTreeSet<String>,
     input: &PlanInput<'_>,
 ) {
@@ -66,7 +74,7 @@ pub(super) fn plan_orphans(
         .observed
         .apps
         .keys()
-        .filter(|name| naming::is_managed(&s.prefix, name) && !owned.contains(*name))
+        .filter(|name| naming::is_managed(&s.prefix, name) && !owned.contains(name.as_str()))
         .cloned()
         .collect();
     for name in &orphans {

@@ -8,6 +8,7 @@
 //! the planner's inputs and outputs are public here, under the planner's name.
 
 use chrono::{DateTime, Duration, Utc};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
@@ -88,13 +89,15 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     let s = input.settings;
     let mut out = Plan::default();
     let mut rows_by_user: BTreeMap<Uuid, &AppRow> = BTreeMap::new();
-    let mut owned_names: BTreeSet<String> = BTreeSet::new();
+    // Borrowed from the rows (a copy of every name was 6 MB of the pass's peak at 100,000 rows);
+    // owned only for the names a converge would give a user without a row.
+    let mut owned_names: BTreeSet<Cow<'_, str>> = BTreeSet::new();
 
     for row in input.rows {
         // Names of every row that is not soft-deleted are owned, even rows we refuse to act on:
         // an app a row names is never an orphan.
         if row.is_live() {
-            owned_names.insert(row.fly_app_name.clone());
+            owned_names.insert(Cow::Borrowed(&row.fly_app_name));
         }
         match check_row(row, s) {
             Ok(()) => {
