@@ -24,7 +24,8 @@ FROM chef AS builder
 ENV SQLX_OFFLINE=true
 COPY --from=planner /app/recipe.json recipe.json
 # Dependencies only: this layer is cached until Cargo.toml/Cargo.lock change. TLS is rustls
-# (aws-lc-rs, compiled from C here with the image's gcc), so no libssl-dev is needed.
+# (aws-lc-rs, compiled from C here with the image's gcc), so no libssl-dev is needed; jemalloc (the
+# global allocator, tikv-jemalloc-sys) is compiled from C too, with the image's gcc and make.
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 # Sources and migrations (embedded into the binary by sqlx::migrate!()).
 COPY . .
