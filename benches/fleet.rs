@@ -1,4 +1,4 @@
-//! Fleet benchmark (issue 9, item 1): the real controller code against the Fly simulator enforcing
+//! Fleet benchmark: the real controller code against the Fly simulator enforcing
 //! Fly's documented limits (REFERENCE §6) and a real PostgreSQL: migration, steady state (one quiet
 //! pass, and the request rate over a resync cycle), reaction latency (converged, during a migration,
 //! during a rollout), rollout of a new image, deprovision.

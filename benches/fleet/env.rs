@@ -31,9 +31,9 @@ pub const PREFIX: &str = "vyx-user-";
 /// The image a rollout measurement moves the fleet to.
 pub const IMAGE_NEXT: &str = "registry.fly.io/vyx-screener:v2";
 
-/// `HEALTH_URL_TEMPLATE` (issue 9 item 4: probes are direct HTTP GETs, not Fly API calls), pointed
-/// at the simulator's `GET /_sim/apps/{app}/health`. Until the daemon knows the key it is ignored:
-/// unknown *environment* keys are not refused (only a config file's are), so this is harmless.
+/// `HEALTH_URL_TEMPLATE`, pointed at the simulator's `GET /_sim/apps/{app}/health`: the prober's
+/// probes are then direct HTTP GETs of each app, not Fly API calls, so they spend none of Fly's rate
+/// limits and the bench counts them apart from the API's calls.
 pub fn health_url_template(sim_base_url: &str) -> String {
     format!("{sim_base_url}/_sim/apps/{{app}}/health")
 }
