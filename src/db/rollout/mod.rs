@@ -108,6 +108,19 @@ pub struct AppProgress {
     pub healthy_image: Option<String>,
 }
 
+/// `SELECT <an app's rollout progress> FROM user_fly_apps <tail>` as one literal (sqlx wants static
+/// SQL): the columns [`AppProgress`] reads, for every read of them.
+macro_rules! select_progress {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id AS row_id, user_id, spec_digest, rollout_id, rollout_state, rollout_wave, ",
+            "rollout_state_at, rollout_machine_version, healthy_spec_digest, healthy_image ",
+            "FROM public.user_fly_apps ",
+            $tail
+        )
+    };
+}
+
 impl AppProgress {
     /// Where this app stands in `rollout`: its recorded state if it belongs to that rollout; else
     /// already done if it runs the target (provisioned on it), else pending.
@@ -141,13 +154,9 @@ impl AppProgress {
 /// Every live row's progress, in the order canaries are picked (oldest app first: the longest
 /// users, whose traders the team knows best, are not the point; a stable order is).
 pub async fn load_progress(pool: &PgPool) -> Result<Vec<AppProgress>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id AS row_id, user_id, spec_digest, rollout_id, rollout_state, rollout_wave, \
-                rollout_state_at, rollout_machine_version, healthy_spec_digest, healthy_image \
-           FROM public.user_fly_apps \
-          WHERE deleted_at IS NULL AND status <> 'deleted' \
-          ORDER BY created_at, id",
-    )
+    sqlx::query_as(select_progress!(
+        "WHERE deleted_at IS NULL AND status <> 'deleted' ORDER BY created_at, id"
+    ))
     .fetch_all(pool)
     .await
 }
@@ -162,12 +171,9 @@ pub(crate) async fn load_recorded(
 ) -> Result<std::collections::BTreeMap<Uuid, AppState>, sqlx::Error> {
     use futures_util::TryStreamExt;
     let mut recorded = std::collections::BTreeMap::new();
-    let mut rows = sqlx::query_as::<_, AppProgress>(
-        "SELECT id AS row_id, user_id, spec_digest, rollout_id, rollout_state, rollout_wave, \
-                rollout_state_at, rollout_machine_version, healthy_spec_digest, healthy_image \
-           FROM public.user_fly_apps \
-          WHERE rollout_id = $1 AND deleted_at IS NULL AND status <> 'deleted'",
-    )
+    let mut rows = sqlx::query_as::<_, AppProgress>(select_progress!(
+        "WHERE rollout_id = $1 AND deleted_at IS NULL AND status <> 'deleted'"
+    ))
     .bind(rollout.id)
     .fetch(pool);
     while let Some(p) = rows.try_next().await? {
@@ -181,12 +187,9 @@ pub(crate) async fn load_user_progress(
     pool: &PgPool,
     user_id: Uuid,
 ) -> Result<Vec<AppProgress>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id AS row_id, user_id, spec_digest, rollout_id, rollout_state, rollout_wave, \
-                rollout_state_at, rollout_machine_version, healthy_spec_digest, healthy_image \
-           FROM public.user_fly_apps \
-          WHERE user_id = $1 AND deleted_at IS NULL AND status <> 'deleted'",
-    )
+    sqlx::query_as(select_progress!(
+        "WHERE user_id = $1 AND deleted_at IS NULL AND status <> 'deleted'"
+    ))
     .bind(user_id)
     .fetch_all(pool)
     .await
@@ -282,14 +285,10 @@ pub async fn load_row_progress(
     pool: &PgPool,
     row_id: Uuid,
 ) -> Result<Option<AppProgress>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id AS row_id, user_id, spec_digest, rollout_id, rollout_state, rollout_wave, \
-                rollout_state_at, rollout_machine_version, healthy_spec_digest, healthy_image \
-           FROM public.user_fly_apps WHERE id = $1",
-    )
-    .bind(row_id)
-    .fetch_optional(pool)
-    .await
+    sqlx::query_as(select_progress!("WHERE id = $1"))
+        .bind(row_id)
+        .fetch_optional(pool)
+        .await
 }
 
 /// The spec a rollback restores: `healthy_image` and `healthy_spec` (region and machine config).
