@@ -6,6 +6,8 @@ mod support;
 
 #[path = "hardening_control/breaker_window.rs"]
 mod breaker_window;
+#[path = "hardening_control/cancelled_begin.rs"]
+mod cancelled_begin;
 #[path = "hardening_control/cutover.rs"]
 mod cutover;
 #[path = "hardening_control/lease_margin.rs"]

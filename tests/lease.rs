@@ -209,7 +209,7 @@ async fn a_fenced_transaction_holds_off_a_takeover_until_it_ends() {
         .unwrap()
         .unwrap();
 
-    let mut tx = db.pool.begin().await.unwrap();
+    let mut tx = vyx_fleet::db::begin(&db.pool).await.unwrap();
     let fenced: bool = sqlx::query_scalar("SELECT vyx_fleet.fence($1)")
         .bind(a)
         .fetch_one(&mut *tx)

@@ -377,7 +377,7 @@ async fn the_notify_trigger_never_fails_the_billing_update() {
             .unwrap();
     }
 
-    let mut tx = db.pool.begin().await.unwrap();
+    let mut tx = vyx_fleet::db::begin(&db.pool).await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET LOCAL ROLE {role}")))
         .execute(&mut *tx)
         .await
@@ -390,7 +390,7 @@ async fn the_notify_trigger_never_fails_the_billing_update() {
     tx.rollback().await.unwrap();
 
     // ...and that the trigger swallows it.
-    let mut tx = db.pool.begin().await.unwrap();
+    let mut tx = vyx_fleet::db::begin(&db.pool).await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET LOCAL ROLE {role}")))
         .execute(&mut *tx)
         .await
@@ -567,7 +567,7 @@ async fn the_api_roles_cannot_read_or_steer_the_controllers_tables() {
     }
 
     // What a leaked service key would try: hold the lease forever, or mark a user absent.
-    let mut tx = db.pool.begin().await.unwrap();
+    let mut tx = vyx_fleet::db::begin(&db.pool).await.unwrap();
     sqlx::raw_sql("SET LOCAL ROLE service_role")
         .execute(&mut *tx)
         .await
@@ -608,7 +608,7 @@ async fn a_service_role_billing_update_still_notifies_the_controller() {
     let db = migrated_db().await;
     let user = UserFixture::paid("pro").insert(&db.pool).await;
     let mut l = listener(&db.pool).await;
-    let mut tx = db.pool.begin().await.unwrap();
+    let mut tx = vyx_fleet::db::begin(&db.pool).await.unwrap();
     sqlx::raw_sql("SET LOCAL ROLE service_role")
         .execute(&mut *tx)
         .await

@@ -156,7 +156,7 @@ async fn a_change_committed_after_a_look_began_is_found_by_the_next_look() {
     let t = tick(&fleet, &mut sweeper).await;
     assert!(matches!(t, Tick::Queued { users: 0 }), "{t:?}");
 
-    let mut late = fleet.db.pool.begin().await.unwrap();
+    let mut late = vyx_fleet::db::begin(&fleet.db.pool).await.unwrap();
     sqlx::query("UPDATE public.user_subscriptions SET tier = 'free' WHERE user_id = $1")
         .bind(users[1])
         .execute(&mut *late)

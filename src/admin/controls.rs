@@ -356,7 +356,7 @@ async fn resume_recorded(
     by: &str,
     reason: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::db::begin(&state.pool).await?;
     let before: Option<String> = sqlx::query_scalar(
         "SELECT coalesce(halt_reason, 'halted') FROM vyx_fleet.rollout
           WHERE id = (SELECT max(id) FROM vyx_fleet.rollout) AND halted FOR UPDATE",

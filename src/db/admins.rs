@@ -51,7 +51,7 @@ pub enum Added {
 /// Adds an admin; the token is printed by the caller and exists nowhere else afterwards.
 pub async fn add(pool: &PgPool, name: &str, by: &str) -> Result<Added, sqlx::Error> {
     let token = format!("vyxa_{}", random_hex());
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let inserted = sqlx::query(
         "INSERT INTO vyx_fleet.admins (name, token_sha256, created_by) VALUES ($1, $2, $3)
          ON CONFLICT (name) DO NOTHING",
@@ -72,7 +72,7 @@ pub async fn add(pool: &PgPool, name: &str, by: &str) -> Result<Added, sqlx::Err
 /// Revokes an admin and ends every session of theirs, on every replica (sessions are read from here
 /// on each request). `false`: no such admin, or already revoked.
 pub async fn revoke(pool: &PgPool, name: &str, by: &str) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let done = sqlx::query(
         "UPDATE vyx_fleet.admins SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL",
     )
@@ -155,7 +155,7 @@ pub(crate) async fn open_session(
         Principal::Named(n) => (n.clone(), Some(n.clone()), None),
         Principal::BreakGlass { display, key } => (display.clone(), None, Some(key.clone())),
     };
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     sqlx::query(
         "INSERT INTO vyx_fleet.admin_sessions
             (id_sha256, display_name, admin_name, break_glass_key, csrf, expires_at)

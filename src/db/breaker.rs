@@ -107,7 +107,7 @@ pub(crate) async fn confirm_exact(
     scope: Scope<'_>,
     by: &str,
 ) -> Result<Confirmation, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     // SHARE ROW EXCLUSIVE conflicts with the leader's inserts and deletes: the set cannot move
     // between the comparison and the update below.
     sqlx::query("LOCK TABLE vyx_fleet.held_deletions IN SHARE ROW EXCLUSIVE MODE")
@@ -241,7 +241,7 @@ pub(crate) async fn record_deletion(
     app: &str,
     user_id: Option<Uuid>,
 ) -> Result<DeletionGate, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let (fenced, logged): (bool, bool) = sqlx::query_as(
         "WITH gate AS (
              SELECT vyx_fleet.fence($3) AS fenced,
@@ -293,7 +293,7 @@ pub(crate) async fn apply_held(
     hold: &[Hold],
     release: &[String],
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let fenced: bool = sqlx::query_scalar("SELECT vyx_fleet.fence($1)")
         .bind(term)
         .fetch_one(&mut *tx)

@@ -183,7 +183,7 @@ pub(crate) async fn set_override(
     by: &str,
     action: &'static str,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let before = current_override(&mut tx, user_id).await?;
     sqlx::query(
         "INSERT INTO vyx_fleet.user_fly_app_overrides (user_id, desired, reason, created_by, created_at)
@@ -218,7 +218,7 @@ pub(crate) async fn clear_override(
     reason: Option<&str>,
     by: &str,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let Some(before) = current_override(&mut tx, user_id).await? else {
         return Ok(false);
     };
@@ -242,7 +242,7 @@ pub(crate) async fn clear_override(
 /// so one is sent by hand (delivered on commit) to wake the leader instead of waiting for the
 /// interval. `false` if the live row was not waiting.
 pub(crate) async fn retry_now(pool: &PgPool, user_id: Uuid, by: &str) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let was: Option<(String, DateTime<Utc>)> = sqlx::query_as(
         "UPDATE public.user_fly_apps a SET next_attempt_at = NULL
            FROM (SELECT id, next_attempt_at FROM public.user_fly_apps

@@ -31,6 +31,7 @@ pub(crate) mod samples;
 
 mod connect;
 mod migrate;
+mod transaction;
 mod url;
 
 // The fenced store: the daemon's assembly and the tests' harness build it; the tests write
@@ -43,6 +44,7 @@ pub use health::load as load_health;
 
 pub use connect::{SessionLimits, connect, connect_db, connect_with_limits};
 pub use migrate::{MigrateOptions, migrate, migrate_with, migrator};
+pub use transaction::begin;
 pub use url::redact_url;
 
 use std::time::Duration;

@@ -70,7 +70,7 @@ async fn an_idle_transaction_holding_an_app_row_does_not_wedge_lease_renewal() {
     let store = Store::new(patient_pool(&fleet).await, fleet.term);
 
     // An admin's psql session: a row lock, then idle.
-    let mut admin = fleet.db.pool.begin().await.unwrap();
+    let mut admin = vyx_fleet::db::begin(&fleet.db.pool).await.unwrap();
     let admin_pid = backend_pid(&mut admin).await;
     sqlx::query("SELECT 1 FROM public.user_fly_apps WHERE id = $1 FOR UPDATE")
         .bind(row.id)
@@ -122,7 +122,7 @@ async fn a_fenced_write_blocked_by_an_idle_transaction_gives_up_with_the_daemons
     let pool = vyx_fleet::db::connect(&fleet.db.url, 4).await.unwrap();
     let store = Store::new(pool.clone(), fleet.term);
 
-    let mut admin = fleet.db.pool.begin().await.unwrap();
+    let mut admin = vyx_fleet::db::begin(&fleet.db.pool).await.unwrap();
     sqlx::query("SELECT 1 FROM public.user_fly_apps WHERE id = $1 FOR UPDATE")
         .bind(row.id)
         .execute(&mut *admin)
@@ -143,7 +143,7 @@ async fn a_change_of_term_waits_for_a_write_fenced_with_the_old_term() {
     let row = fleet.row(user).await;
     let store = Store::new(patient_pool(&fleet).await, fleet.term);
 
-    let mut admin = fleet.db.pool.begin().await.unwrap();
+    let mut admin = vyx_fleet::db::begin(&fleet.db.pool).await.unwrap();
     let admin_pid = backend_pid(&mut admin).await;
     sqlx::query("SELECT 1 FROM public.user_fly_apps WHERE id = $1 FOR UPDATE")
         .bind(row.id)
@@ -189,7 +189,7 @@ async fn a_change_of_term_waits_for_a_write_fenced_with_the_old_term() {
 async fn migrations_give_up_on_a_billing_table_lock_instead_of_queueing_behind_it() {
     let db = support::legacy_vyx_db().await;
     // A long billing transaction: a row of user_subscriptions updated, then idle.
-    let mut billing = db.pool.begin().await.unwrap();
+    let mut billing = vyx_fleet::db::begin(&db.pool).await.unwrap();
     sqlx::query("UPDATE public.user_subscriptions SET status = status")
         .execute(&mut *billing)
         .await
@@ -223,7 +223,7 @@ async fn a_leader_frozen_inside_a_fenced_transaction_does_not_block_the_takeover
     let leader = vyx_fleet::db::connect_with_limits(&fleet.db.url, 1, limits)
         .await
         .unwrap();
-    let mut frozen = leader.begin().await.unwrap();
+    let mut frozen = vyx_fleet::db::begin(&leader).await.unwrap();
     let holds: bool = sqlx::query_scalar("SELECT vyx_fleet.fence($1)")
         .bind(fleet.term)
         .fetch_one(&mut *frozen)

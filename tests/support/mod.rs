@@ -198,7 +198,7 @@ impl UserFixture {
 
     /// Inserts the user (one transaction) and returns its id.
     pub async fn insert(&self, pool: &PgPool) -> Uuid {
-        let mut tx = pool.begin().await.expect("begin");
+        let mut tx = vyx_fleet::db::begin(pool).await.expect("begin");
         sqlx::query("INSERT INTO auth.users (id, email) VALUES ($1, $2)")
             .bind(self.id)
             .bind(&self.email)

@@ -92,7 +92,7 @@ impl Store {
     /// Managed apps no live row owns, as seen by this pass: first sightings recorded, apps no longer
     /// seen forgotten (the grace counts across consecutive observations only).
     pub async fn sync_orphans(&self, names: &[String]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let (ok,): (bool,) = sqlx::query_as("SELECT vyx_fleet.fence($1)")
             .bind(self.term)
             .fetch_one(&mut *tx)

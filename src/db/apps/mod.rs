@@ -154,7 +154,7 @@ impl Store {
         new: &NewRow<'_>,
         events: &[Event],
     ) -> Result<Uuid, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let res: Result<Option<(Uuid,)>, sqlx::Error> = sqlx::query_as(
             "INSERT INTO public.user_fly_apps \
                (user_id, fly_app_name, fly_org_slug, status, region, docker_image, cpu_count, memory_mb, \
