@@ -286,20 +286,28 @@ async fn judge(
     since: Option<DateTime<Utc>>,
     at: &impl Fn(RowRolloutState) -> At,
 ) -> Result<(), ExecError> {
-    let now = crate::db::now(ctx.store.pool()).await?;
     let limit = ctx.timeouts.machine_started + ctx.timeouts.healthy;
-    // No recorded start: the move's update went out just now.
+    // How long the move has run and how much of its budget is left. No recorded start: the
+    // update went out just now, so nothing has run and all is left, with no need to ask the
+    // database's clock (a round trip for every move of a wave, on the way to its soak).
     let fresh = since.is_none();
-    let since = since.unwrap_or(now);
-    let deadline = since + chrono::Duration::from_std(limit).unwrap_or_default();
-    let left = (deadline - now).to_std().unwrap_or_default();
+    let (before, left) = match since {
+        None => (std::time::Duration::ZERO, limit),
+        Some(since) => {
+            let now = crate::db::now(ctx.store.pool()).await?;
+            let deadline = since + chrono::Duration::from_std(limit).unwrap_or_default();
+            (
+                (now - since).to_std().unwrap_or_default(),
+                (deadline - now).to_std().unwrap_or_default(),
+            )
+        }
+    };
     if fresh {
         // Fly replaces the machine for an update, never at once: a look right after it could
         // only say "not yet". The first look waits a moment instead.
         tokio::time::sleep(FIRST_LOOK.min(left)).await;
     }
     let started = tokio::time::Instant::now();
-    let before = (now - since).to_std().unwrap_or_default();
     let outcome = wait::until(
         left.min(ctx.timeouts.rollout_look),
         "the new version",
