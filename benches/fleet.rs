@@ -3,7 +3,7 @@
 //! pass, and the request rate over a resync cycle), reaction latency (converged, during a migration,
 //! during a rollout), rollout of a new image, deprovision.
 //!
-//! `[BENCH_LOG=vyx_fleet=info] cargo bench --bench fleet [-- --quick] [--out PATH] [--scale S] [--max-apps N] [--min-apps N] [--only deprovision]`
+//! `[BENCH_LOG=vyx_fleet=info] cargo bench --bench fleet [-- --quick] [--out PATH] [--scale S] [--max-apps N] [--min-apps N] [--only migration|steady|rollout|deprovision]`
 //!
 //! Time scale: the simulator's delays are divided by `S`, and every rate limit (the simulator's
 //! and the daemon's own token buckets, `RateLimits::with_margin` as `run` uses) multiplied by `S`,
@@ -44,8 +44,9 @@ pub struct Opts {
     pub max_apps: usize,
     /// Fleet sizes below this are skipped (with `--only steady`: re-measure the 100,000 fleet alone).
     pub min_apps: usize,
-    /// Run one section only (`steady` with its reaction runs, `rollout`, `deprovision`): re-measure
-    /// it after a change without the whole run; the other sections are left empty.
+    /// Run one section only (`migration` or `steady`, each with its reaction runs, `rollout`,
+    /// `deprovision`): re-measure it after a change without the whole run; the other sections are
+    /// left empty.
     pub only: Option<String>,
 }
 
@@ -71,9 +72,9 @@ impl Opts {
                 }
                 "--only" => {
                     let s = val("--only")?;
-                    if !["steady", "rollout", "deprovision"].contains(&s.as_str()) {
+                    if !["migration", "steady", "rollout", "deprovision"].contains(&s.as_str()) {
                         return Err(
-                            "--only: one of steady (with its reaction), rollout, deprovision"
+                            "--only: one of migration (with its reaction), steady (with its reaction), rollout, deprovision"
                                 .into(),
                         );
                     }
@@ -239,6 +240,20 @@ async fn run_all(o: &Opts, p: &Plan, b: &env::Bench) -> Result<Value, String> {
                 "notify": reaction::summary(lat, flips, o.scale), "polling": null,
             }));
         }
+    }
+    if o.only.as_deref() == Some("migration") {
+        let none = json!([]);
+        return Ok(doc(
+            o,
+            b,
+            [
+                &json!(migration),
+                &none,
+                &json!(reaction),
+                &Value::Null,
+                &Value::Null,
+            ],
+        ));
     }
     let mut steady = Vec::new();
     for &n in p.steady.iter().filter(|_| only("steady")) {
