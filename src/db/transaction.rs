@@ -7,8 +7,9 @@
 //! hands that connection to the next borrower: every later statement on it runs inside that
 //! transaction, holds its locks and is never committed. The controller's own writes were lost that
 //! way, and the fence's lock on the lease row they held blocked every other write (tests/crash.rs
-//! ran into it about once in twelve runs). Upstream: transact-rs/sqlx issue 4393;
-//! the fix was merged after 0.9.0.
+//! ran into it about once in twelve runs). Upstream fixed it after 0.9.0
+//! (<https://github.com/transact-rs/sqlx/pull/4394>); with a release that has it, [`begin`] can
+//! go back to being `pool.begin()`.
 //!
 //! [`begin`] runs the `BEGIN` in a task of its own, which finishes whether or not its caller still
 //! waits. A caller dropped meanwhile drops the counted transaction when that task ends, and sqlx
